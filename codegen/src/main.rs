@@ -1,0 +1,385 @@
+//! `raindrop`: validate, inspect, generate and graph a `raindrop.manifest`, or start a new
+//! application.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use raindrop_codegen::diagnostic::JsonDiagnostic;
+use raindrop_codegen::name::Name;
+use raindrop_codegen::scaffold::{self, RaindropDependency};
+use raindrop_codegen::{Application, Compiled, MANIFEST_FILE, SourceFile, Style};
+
+/// Exit status: the manifest has errors.
+const EXIT_INVALID: u8 = 1;
+/// Exit status: the manifest could not be read, or the command could not do its work.
+const EXIT_UNREADABLE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "raindrop",
+    version,
+    about = "The Raindrop manifest compiler and project tool"
+)]
+struct Cli {
+    /// When to colour output.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
+    color: ColorChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a manifest and report every problem (exit 0 clean, 1 errors, 2 unreadable).
+    Validate {
+        /// The manifest, or a directory holding `raindrop.manifest`.
+        #[arg(default_value = MANIFEST_FILE)]
+        path: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Print the normalized application: every component, its settings and the wiring.
+    Inspect {
+        /// The manifest, or a directory holding `raindrop.manifest`.
+        #[arg(default_value = MANIFEST_FILE)]
+        path: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the Rust bindings generated from the manifest.
+    Generate {
+        /// The manifest, or a directory holding `raindrop.manifest`.
+        #[arg(default_value = MANIFEST_FILE)]
+        path: PathBuf,
+    },
+    /// Print a Mermaid flowchart of the application.
+    Graph {
+        /// The manifest, or a directory holding `raindrop.manifest`.
+        #[arg(default_value = MANIFEST_FILE)]
+        path: PathBuf,
+    },
+    /// Create a new application crate in a new directory NAME.
+    New {
+        /// The application's name (lowercase kebab-case or snake_case).
+        name: String,
+        #[command(flatten)]
+        dependency: DependencyArgs,
+    },
+    /// Create an application in an existing directory (default: the current one).
+    Init {
+        /// The directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The application's name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        dependency: DependencyArgs,
+    },
+    /// Raindrop's words: `raindrop build validate|generate|init`.
+    #[command(subcommand)]
+    Build(BuildCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BuildCommand {
+    /// Same as `raindrop validate`.
+    Validate {
+        #[arg(default_value = MANIFEST_FILE)]
+        path: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Same as `raindrop generate`.
+    Generate {
+        #[arg(default_value = MANIFEST_FILE)]
+        path: PathBuf,
+    },
+    /// Same as `raindrop init`.
+    Init {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        dependency: DependencyArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DependencyArgs {
+    /// Depend on a local checkout of the `raindrop` crate (its `runtime/` directory).
+    #[arg(long, value_name = "DIR")]
+    raindrop_path: Option<PathBuf>,
+    /// The `raindrop` version requirement to depend on.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"), conflicts_with = "raindrop_path")]
+    raindrop_version: String,
+}
+
+impl DependencyArgs {
+    fn dependency(self) -> RaindropDependency {
+        match self.raindrop_path {
+            Some(path) => RaindropDependency::Path(path),
+            None => RaindropDependency::Version(self.raindrop_version),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let style = match cli.color {
+        ColorChoice::Always => Style::Colored,
+        ColorChoice::Never => Style::Plain,
+        ColorChoice::Auto => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            if !no_color && std::io::stderr().is_terminal() {
+                Style::Colored
+            } else {
+                Style::Plain
+            }
+        }
+    };
+    let result = match cli.command {
+        Command::Validate { path, format }
+        | Command::Build(BuildCommand::Validate { path, format }) => validate(&path, format, style),
+        Command::Inspect { path, json } => with_application(&path, style, |app| {
+            if json {
+                serde_json::to_string_pretty(app)
+                    .map(|s| s + "\n")
+                    .map_err(|e| e.to_string())
+            } else {
+                Ok(describe(app))
+            }
+        }),
+        Command::Generate { path } | Command::Build(BuildCommand::Generate { path }) => {
+            with_application(&path, style, |app| {
+                Ok(raindrop_codegen::generate::bindings_source(app))
+            })
+        }
+        Command::Graph { path } => with_application(&path, style, |app| {
+            Ok(raindrop_codegen::graph::mermaid(app))
+        }),
+        Command::New { name, dependency } => new(&name, dependency.dependency()),
+        Command::Init {
+            dir,
+            name,
+            dependency,
+        }
+        | Command::Build(BuildCommand::Init {
+            dir,
+            name,
+            dependency,
+        }) => init(&dir, name, dependency.dependency()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_UNREADABLE)
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<(SourceFile, Compiled), String> {
+    raindrop_codegen::load(path).map_err(|e| e.to_string())
+}
+
+fn validate(path: &Path, format: Format, style: Style) -> Result<ExitCode, String> {
+    let (source, compiled) = load(path)?;
+    match format {
+        Format::Human => {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(compiled.render(&source, style).as_bytes());
+        }
+        Format::Json => {
+            let diagnostics: Vec<_> = compiled
+                .diagnostics
+                .iter()
+                .map(|d| JsonDiagnostic::new(&source, d))
+                .collect();
+            let errors = diagnostics
+                .iter()
+                .filter(|d| d.severity == raindrop_codegen::Severity::Error)
+                .count();
+            let report = serde_json::json!({
+                "file": source.name(),
+                "valid": errors == 0,
+                "errors": errors,
+                "warnings": diagnostics.len() - errors,
+                "diagnostics": diagnostics,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+            );
+        }
+    }
+    Ok(if compiled.has_errors() {
+        ExitCode::from(EXIT_INVALID)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Runs `produce` on a valid application and prints its output; prints diagnostics otherwise.
+fn with_application(
+    path: &Path,
+    style: Style,
+    produce: impl FnOnce(&Application) -> Result<String, String>,
+) -> Result<ExitCode, String> {
+    let (source, compiled) = load(path)?;
+    let warnings_only = !compiled.has_errors() && !compiled.diagnostics.is_empty();
+    if compiled.has_errors() || warnings_only {
+        eprint!("{}", compiled.render(&source, style));
+    }
+    let Some(app) = &compiled.application else {
+        return Ok(ExitCode::from(EXIT_INVALID));
+    };
+    print!("{}", produce(app)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The normalized application as indented text.
+fn describe(app: &Application) -> String {
+    // The JSON model is the source of truth; the text form is its YAML-like rendering.
+    let value = serde_json::to_value(app).unwrap_or_default();
+    let mut out = format!("application {}\n", app.name);
+    let sections = [
+        "services",
+        "queues",
+        "tasks",
+        "kv_caches",
+        "observers",
+        "env",
+        "unsupported",
+    ];
+    for section in sections {
+        let Some(items) = value.get(section).and_then(|v| v.as_array()) else {
+            continue;
+        };
+        for item in items {
+            let name = item
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default();
+            out.push_str(&format!("  {} {name}\n", section.trim_end_matches('s')));
+            if let Some(fields) = item.as_object() {
+                for (key, value) in fields.iter().filter(|(k, _)| *k != "name") {
+                    write_value(&mut out, key, value, 4);
+                }
+            }
+        }
+    }
+    out.push_str(&format!(
+        "  job status: {}\n",
+        app.status_cache
+            .as_ref()
+            .map_or("kept by the store (no kv_cache)".to_owned(), |c| format!(
+                "kv_cache {c}"
+            ))
+    ));
+    out
+}
+
+fn write_value(out: &mut String, key: &str, value: &serde_json::Value, indent: usize) {
+    let pad = " ".repeat(indent);
+    match value {
+        serde_json::Value::Object(map) => {
+            out.push_str(&format!("{pad}{key}:\n"));
+            for (k, v) in map {
+                write_value(out, k, v, indent + 2);
+            }
+        }
+        serde_json::Value::Array(items) if items.iter().any(|i| i.is_object()) => {
+            out.push_str(&format!("{pad}{key}:\n"));
+            for item in items {
+                write_value(out, "-", item, indent + 2);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            let list: Vec<String> = items.iter().map(plain).collect();
+            out.push_str(&format!("{pad}{key}: [{}]\n", list.join(", ")));
+        }
+        other => out.push_str(&format!("{pad}{key}: {}\n", plain(other))),
+    }
+}
+
+fn plain(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "none".into(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_name(raw: &str) -> Result<Name, String> {
+    Name::parse(raw).map_err(|e| {
+        let hint = e
+            .suggestion
+            .map(|s| format!(" (try `{s}`)"))
+            .unwrap_or_default();
+        format!("invalid application name `{raw}`: {}{hint}", e.reason)
+    })
+}
+
+fn new(raw: &str, dependency: RaindropDependency) -> Result<ExitCode, String> {
+    let name = parse_name(raw)?;
+    let dir = PathBuf::from(raw);
+    if dir.exists() {
+        return Err(format!(
+            "`{}` already exists; use `raindrop init {}` to add an application to it",
+            dir.display(),
+            dir.display()
+        ));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    write_app(&dir, &name, &dependency)
+}
+
+fn init(
+    dir: &Path,
+    name: Option<String>,
+    dependency: RaindropDependency,
+) -> Result<ExitCode, String> {
+    let raw = match name {
+        Some(name) => name,
+        None => std::path::absolute(dir)
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .ok_or_else(|| {
+                format!(
+                    "cannot tell an application name from `{}`; pass --name",
+                    dir.display()
+                )
+            })?,
+    };
+    let name = parse_name(&raw)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+    write_app(dir, &name, &dependency)
+}
+
+fn write_app(dir: &Path, name: &Name, dependency: &RaindropDependency) -> Result<ExitCode, String> {
+    let written = scaffold::write(dir, name, dependency).map_err(|e| e.to_string())?;
+    for path in written {
+        println!("created {}", path.display());
+    }
+    println!("\nnext: cd {} && cargo run", dir.display());
+    Ok(ExitCode::SUCCESS)
+}

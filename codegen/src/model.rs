@@ -1,0 +1,309 @@
+//! The checked, normalized application: every default filled in and every wire resolved.
+//!
+//! This is what the runtime starts from, what `raindrop inspect` prints and what code generation
+//! reads. Nothing here refers back to HCL.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::Name;
+use crate::value::{ByteSize, CronSchedule, Duration};
+
+/// A whole application, normalized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Application {
+    /// The application's name.
+    pub name: Name,
+    /// HTTP job APIs.
+    pub services: Vec<Service>,
+    /// Durable job queues.
+    pub queues: Vec<Queue>,
+    /// Worker pools and scheduled tasks.
+    pub tasks: Vec<Task>,
+    /// Key/value caches.
+    pub kv_caches: Vec<KvCache>,
+    /// Monitors and queue consumers.
+    pub observers: Vec<Observer>,
+    /// Environment values every handler sees.
+    pub env: Vec<EnvVar>,
+    /// The kv_cache that holds job status, progress and results, if the manifest has one.
+    pub status_cache: Option<Name>,
+    /// Blocks this runtime parses but does not run.
+    pub unsupported: Vec<UnsupportedBlock>,
+}
+
+impl Application {
+    /// The queue called `name`.
+    pub fn queue(&self, name: &Name) -> Option<&Queue> {
+        self.queues.iter().find(|q| &q.name == name)
+    }
+}
+
+/// A `service` block: the HTTP job API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: Name,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Raindrop's deployment visibility; informational for this runtime.
+    pub visibility: Visibility,
+    /// Raindrop's domain setting; informational for this runtime.
+    pub domain: Option<Domain>,
+    /// How requests authenticate.
+    pub auth: Auth,
+    /// Per-key token bucket, if any.
+    pub rate_limit: Option<RateLimit>,
+    /// Largest accepted request body.
+    pub max_body: ByteSize,
+    /// Queues whose jobs this service accepts and reports on.
+    pub queues: Vec<Name>,
+}
+
+/// Raindrop's `visibility` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    Public,
+    Private,
+    Protected,
+    Application,
+}
+
+impl Visibility {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 4] = [
+        ("public", Self::Public),
+        ("private", Self::Private),
+        ("protected", Self::Protected),
+        ("application", Self::Application),
+    ];
+}
+
+/// Raindrop's `domain { cname | fqdn }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Domain {
+    Cname(String),
+    Fqdn(String),
+}
+
+/// How the service authenticates requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Auth {
+    /// Every request is accepted (local development).
+    None,
+    /// Requests carry an API key; keys come from the named environment variable at startup.
+    ApiKey {
+        /// The environment variable (a secret) that holds the keys.
+        keys_env: String,
+    },
+}
+
+/// The manifest spelling of [`Auth`]'s mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    ApiKey,
+}
+
+impl AuthMode {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 2] = [("none", Self::None), ("api_key", Self::ApiKey)];
+}
+
+/// The environment variable that holds API keys unless `api_keys_env` says otherwise.
+pub const DEFAULT_API_KEYS_ENV: &str = "RAINDROP_API_KEYS";
+
+/// A token bucket: `requests` per `per`, bursting up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+    pub burst: u32,
+}
+
+/// A durable queue and the policy for its jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Queue {
+    pub name: Name,
+    /// Attempts before a job is dead-lettered (the first run counts).
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// How long a claimed job stays leased without a heartbeat before it is recovered.
+    pub visibility_timeout: Duration,
+    pub retention: Retention,
+    /// Largest accepted payload.
+    pub max_message_size: ByteSize,
+    /// Who pulls jobs from this queue.
+    pub consumer: Option<Consumer>,
+}
+
+/// Exponential backoff between attempts: `initial * multiplier^(attempt-1)`, capped at `max`,
+/// each delay varied by up to `jitter` (a fraction) either way.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub multiplier: f64,
+    pub jitter: f64,
+}
+
+/// How long finished records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Succeeded jobs.
+    pub succeeded: Duration,
+    /// Cancelled jobs and failed cron runs.
+    pub failed: Duration,
+    /// Dead letters.
+    pub dead: Duration,
+}
+
+/// The one block that pulls a queue's jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum Consumer {
+    /// A worker `task`.
+    Task(Name),
+    /// An `observer` with `source { queue }`.
+    Observer(Name),
+}
+
+/// A `task` block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub name: Name,
+    /// Longest a single run may take before it is cancelled and fails.
+    pub timeout: Duration,
+    #[serde(flatten)]
+    pub role: TaskRole,
+}
+
+/// What starts a task's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TaskRole {
+    /// A pool of workers that pull jobs from a queue.
+    Worker {
+        queue: Name,
+        /// Jobs run at once per process.
+        concurrency: u32,
+    },
+    /// A schedule.
+    Cron {
+        schedule: CronSchedule,
+        /// Attempts per tick (1: a failed run waits for the next tick).
+        max_attempts: u32,
+    },
+}
+
+/// A key/value cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvCache {
+    pub name: Name,
+    /// Default lifetime of entries written without one; none keeps them.
+    pub ttl: Option<Duration>,
+}
+
+/// An `observer` block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observer {
+    pub name: Name,
+    #[serde(flatten)]
+    pub role: ObserverRole,
+}
+
+/// Raindrop's two readings of `observer`, and the bucket observer this runtime does not run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum ObserverRole {
+    /// Events, metrics, recovery and dead letters of the named queues.
+    Monitor {
+        queues: Vec<Name>,
+        alerts: Vec<Alert>,
+    },
+    /// Consumes a queue's messages in batches.
+    Consumer { queue: Name, batch_size: u32 },
+    /// Reacts to object events of a bucket (parsed; not run).
+    Bucket {
+        bucket: Name,
+        actions: Vec<BucketAction>,
+    },
+}
+
+/// An alert rule: raised when `metric` passes `threshold` over `window`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub name: Name,
+    pub metric: AlertMetric,
+    pub threshold: f64,
+    pub window: Duration,
+}
+
+/// What an alert watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertMetric {
+    /// Jobs waiting (queued or scheduled).
+    QueueDepth,
+    /// Age of the oldest waiting job, in seconds.
+    OldestJobAge,
+    /// Failed attempts over attempts in the window, 0 to 1.
+    ErrorRate,
+    /// Jobs dead-lettered in the window.
+    DeadLetters,
+    /// Jobs finished per second over the window.
+    Throughput,
+}
+
+impl AlertMetric {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 5] = [
+        ("queue_depth", Self::QueueDepth),
+        ("oldest_job_age", Self::OldestJobAge),
+        ("error_rate", Self::ErrorRate),
+        ("dead_letters", Self::DeadLetters),
+        ("throughput", Self::Throughput),
+    ];
+}
+
+/// The object events a Raindrop bucket observer may react to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BucketAction {
+    PutObject,
+    CopyObject,
+    CompleteMultipartUpload,
+    DeleteObject,
+    LifecycleDeletion,
+}
+
+impl BucketAction {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 5] = [
+        ("PutObject", Self::PutObject),
+        ("CopyObject", Self::CopyObject),
+        ("CompleteMultipartUpload", Self::CompleteMultipartUpload),
+        ("DeleteObject", Self::DeleteObject),
+        ("LifecycleDeletion", Self::LifecycleDeletion),
+    ];
+}
+
+/// An `env` value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    /// The variable's name, as in the process environment.
+    pub name: String,
+    /// Never logged or shown; required at startup.
+    pub secret: bool,
+    /// Used when the variable is not set.
+    pub default: Option<String>,
+}
+
+/// A block of a kind this runtime does not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsupportedBlock {
+    pub kind: String,
+    pub name: String,
+}

@@ -1,0 +1,404 @@
+//! Rules across blocks: names, duplicates, identifier collisions, references and the settings that
+//! only make sense together. Wiring (who pulls which queue) is checked in `normalize`.
+
+use std::collections::HashMap;
+
+use crate::ast;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::name::{Name, check_env_name, rust_ident};
+use crate::source::{Span, Spanned};
+use crate::suggest::did_you_mean;
+
+/// Checks `app` and records every problem in `diags`.
+pub fn validate(app: &ast::Application, diags: &mut Diagnostics) {
+    check_names(app, diags);
+    check_references(app, diags);
+    check_tasks(app, diags);
+    check_observers(app, diags);
+    check_envs(app, diags);
+    check_queues(app, diags);
+}
+
+fn headers(app: &ast::Application) -> impl Iterator<Item = &ast::Header> {
+    let services = app.services.iter().map(|b| &b.header);
+    let queues = app.queues.iter().map(|b| &b.header);
+    let tasks = app.tasks.iter().map(|b| &b.header);
+    let caches = app.kv_caches.iter().map(|b| &b.header);
+    let observers = app.observers.iter().map(|b| &b.header);
+    let unsupported = app.unsupported.iter().map(|b| &b.header);
+    std::iter::once(&app.header)
+        .chain(services)
+        .chain(queues)
+        .chain(tasks)
+        .chain(caches)
+        .chain(observers)
+        .chain(unsupported)
+}
+
+fn check_names(app: &ast::Application, diags: &mut Diagnostics) {
+    for header in headers(app) {
+        if let Err(err) = Name::parse(&header.name.value) {
+            diags.push(
+                Diagnostic::error(
+                    "invalid-name",
+                    header.name.span,
+                    format!(
+                        "invalid {} name `{}`: {}",
+                        header.kind, header.name.value, err.reason
+                    ),
+                )
+                .with_help(match err.suggestion {
+                    Some(s) => format!("names are lowercase kebab-case or snake_case, e.g. `{s}`"),
+                    None => "names are lowercase kebab-case or snake_case, e.g. `job-queue`".into(),
+                }),
+            );
+        }
+    }
+    for env in &app.envs {
+        if let Err(err) = check_env_name(&env.header.name.value) {
+            diags.push(
+                Diagnostic::error(
+                    "invalid-name",
+                    env.header.name.span,
+                    format!(
+                        "invalid env name `{}`: {}",
+                        env.header.name.value, err.reason
+                    ),
+                )
+                .with_help_opt(err.suggestion.map(|s| format!("write `{s}`"))),
+            );
+        }
+    }
+
+    // Duplicates within a kind: the same label twice.
+    let mut by_kind: HashMap<&str, HashMap<&str, Span>> = HashMap::new();
+    for header in headers(app)
+        .skip(1)
+        .chain(app.envs.iter().map(|e| &e.header))
+    {
+        let seen = by_kind.entry(header.kind).or_default();
+        match seen.get(header.name.value.as_str()) {
+            Some(&first) => diags.push(
+                Diagnostic::error(
+                    "duplicate-name",
+                    header.name.span,
+                    format!("{} `{}` is declared twice", header.kind, header.name.value),
+                )
+                .with_label("declared again here")
+                .with_related(first, "first declared here")
+                .with_help(format!(
+                    "rename one of them; names are unique among {} blocks",
+                    header.kind
+                )),
+            ),
+            None => {
+                seen.insert(&header.name.value, header.name.span);
+            }
+        }
+    }
+
+    // Different names, one Rust identifier. Resources and env values share the `Env` struct;
+    // handler kinds each have their own namespace.
+    let bindings = app
+        .queues
+        .iter()
+        .map(|b| &b.header)
+        .chain(app.kv_caches.iter().map(|b| &b.header))
+        .chain(app.envs.iter().map(|b| &b.header));
+    check_collisions(bindings, "a field of `Env`", diags);
+    for (kind, namespace) in [
+        (
+            "task",
+            app.tasks.iter().map(|b| &b.header).collect::<Vec<_>>(),
+        ),
+        (
+            "observer",
+            app.observers.iter().map(|b| &b.header).collect(),
+        ),
+        ("service", app.services.iter().map(|b| &b.header).collect()),
+    ] {
+        check_collisions(
+            namespace.into_iter(),
+            &format!("the {kind} handler name"),
+            diags,
+        );
+    }
+}
+
+fn check_collisions<'a>(
+    headers: impl Iterator<Item = &'a ast::Header>,
+    what: &str,
+    diags: &mut Diagnostics,
+) {
+    let mut seen: HashMap<String, &ast::Header> = HashMap::new();
+    for header in headers {
+        let ident = rust_ident(&header.name.value);
+        match seen.get(&ident) {
+            // Same kind and same label is a duplicate, reported above.
+            Some(first) if first.kind == header.kind && first.name.value == header.name.value => {}
+            Some(first) => diags.push(
+                Diagnostic::error(
+                    "identifier-collision",
+                    header.name.span,
+                    format!(
+                        "{} `{}` and {} `{}` both become `{ident}`, {what}",
+                        header.kind, header.name.value, first.kind, first.name.value
+                    ),
+                )
+                .with_related(first.name.span, "also maps to that identifier")
+                .with_help("rename one of them; `-` and `_` map to the same identifier"),
+            ),
+            None => {
+                seen.insert(ident, header);
+            }
+        }
+    }
+}
+
+/// Reports a name that does not refer to a declared block of the expected kind.
+fn check_reference(
+    diags: &mut Diagnostics,
+    reference: &Spanned<String>,
+    what: &str,
+    declared: &[&str],
+    help_declare: &str,
+) {
+    if declared.contains(&reference.value.as_str()) {
+        return;
+    }
+    let help = did_you_mean(&reference.value, declared.iter().copied())
+        .unwrap_or_else(|| help_declare.replace("{}", &reference.value));
+    diags.push(
+        Diagnostic::error(
+            "undeclared-reference",
+            reference.span,
+            format!("no {what} named `{}` is declared", reference.value),
+        )
+        .with_help(help),
+    );
+}
+
+fn check_references(app: &ast::Application, diags: &mut Diagnostics) {
+    let queues: Vec<&str> = app
+        .queues
+        .iter()
+        .map(|q| q.header.name.value.as_str())
+        .collect();
+    let caches: Vec<&str> = app
+        .kv_caches
+        .iter()
+        .map(|c| c.header.name.value.as_str())
+        .collect();
+    let buckets: Vec<&str> = app
+        .unsupported
+        .iter()
+        .filter(|b| matches!(b.header.kind, "bucket" | "smartbucket"))
+        .map(|b| b.header.name.value.as_str())
+        .collect();
+    let declare_queue = "declare it with `queue \"{}\" {}`";
+    for task in &app.tasks {
+        if let Some(queue) = &task.queue {
+            check_reference(diags, queue, "queue", &queues, declare_queue);
+        }
+    }
+    for service in &app.services {
+        for queue in service.queues.iter().flatten() {
+            check_reference(diags, queue, "queue", &queues, declare_queue);
+        }
+        if let Some(cache) = &service.status_cache {
+            check_reference(
+                diags,
+                cache,
+                "kv_cache",
+                &caches,
+                "declare it with `kv_cache \"{}\" {}`",
+            );
+        }
+    }
+    for observer in &app.observers {
+        for queue in observer.queues.iter().flatten() {
+            check_reference(diags, queue, "queue", &queues, declare_queue);
+        }
+        if let Some(source) = &observer.source {
+            if let Some(queue) = &source.queue {
+                check_reference(diags, queue, "queue", &queues, declare_queue);
+            }
+            if let Some(bucket) = &source.bucket {
+                check_reference(
+                    diags,
+                    bucket,
+                    "bucket or smartbucket",
+                    &buckets,
+                    "declare it with `bucket \"{}\" {}` or `smartbucket \"{}\" {}`",
+                );
+            }
+        }
+    }
+}
+
+fn check_tasks(app: &ast::Application, diags: &mut Diagnostics) {
+    for task in &app.tasks {
+        let name = &task.header.name.value;
+        match (&task.cron, task.cron_type) {
+            (None, Some(type_span)) => diags.push(
+                Diagnostic::error(
+                    "missing-attribute",
+                    type_span,
+                    format!("cron task `{name}` has no `cron` schedule"),
+                )
+                .with_help("add e.g. `cron = \"0 2 * * *\"` (5 fields, UTC)"),
+            ),
+            (Some(cron), _) => {
+                let misplaced = [
+                    (
+                        "queue",
+                        task.queue.as_ref().map(|q| q.span),
+                        "a cron task runs on its schedule and pulls no queue",
+                    ),
+                    (
+                        "concurrency",
+                        task.concurrency.as_ref().map(|c| c.span),
+                        "a cron task runs once per tick; `concurrency` is for worker tasks",
+                    ),
+                ];
+                for (key, span, why) in misplaced {
+                    if let Some(span) = span {
+                        diags.push(
+                            Diagnostic::error(
+                                "conflicting-settings",
+                                span,
+                                format!("`{key}` on cron task `{name}`: {why}"),
+                            )
+                            .with_related(cron.span, "scheduled here")
+                            .with_help(format!(
+                                "remove `{key}`, or remove `cron` to make it a worker"
+                            )),
+                        );
+                    }
+                }
+            }
+            (None, None) => {
+                if let Some(max) = &task.max_attempts {
+                    let queue = task
+                        .queue
+                        .as_ref()
+                        .map_or("the queue", |q| q.value.as_str());
+                    diags.push(
+                        Diagnostic::error(
+                            "conflicting-settings",
+                            max.span,
+                            format!("`max_attempts` on worker task `{name}`: a job's attempts are set by its queue"),
+                        )
+                        .with_help(format!("move `max_attempts` to `{queue}`")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_observers(app: &ast::Application, diags: &mut Diagnostics) {
+    for observer in &app.observers {
+        let name = &observer.header.name.value;
+        let Some(source) = &observer.source else {
+            continue;
+        };
+        match (&source.queue, &source.bucket) {
+            (Some(_), Some(bucket)) => diags.push(
+                Diagnostic::error("source-exclusive", bucket.span, format!("the source of observer `{name}` names both a queue and a bucket"))
+                    .with_help("an observer consumes one source: keep `queue` or `bucket`, and split the other into its own observer"),
+            ),
+            (None, None) => diags.push(
+                Diagnostic::error("source-exclusive", source.span, format!("the source of observer `{name}` names neither a queue nor a bucket"))
+                    .with_help("add `queue = \"…\"` to consume a queue, or remove `source` to make a monitor"),
+            ),
+            (Some(queue), None) if !source.actions.is_empty() => diags.push(
+                Diagnostic::error("conflicting-settings", queue.span, format!("observer `{name}` has bucket `rule`s but a queue source"))
+                    .with_help("`rule { actions }` applies to bucket sources only"),
+            ),
+            _ => {}
+        }
+        if let Some(queues) = observer.queues.as_ref().and_then(|q| q.first()) {
+            diags.push(
+                Diagnostic::error("conflicting-settings", queues.span, format!("observer `{name}` has a `source` and monitors `queues`"))
+                    .with_related(source.span, "consumes this source")
+                    .with_help("an observer is either a consumer (`source`) or a monitor (`queues`); split it in two"),
+            );
+        }
+        if let Some(alert) = observer.alerts.first() {
+            diags.push(
+                Diagnostic::error(
+                    "conflicting-settings",
+                    alert.span,
+                    format!("observer `{name}` has a `source` and alert rules"),
+                )
+                .with_help("alerts belong to monitor observers (without `source`)"),
+            );
+        }
+    }
+}
+
+fn check_envs(app: &ast::Application, diags: &mut Diagnostics) {
+    for env in &app.envs {
+        let secret = env.secret.as_ref().is_some_and(|s| s.value);
+        if let (true, Some(default)) = (secret, &env.default) {
+            diags.push(
+                Diagnostic::error(
+                    "secret-with-default",
+                    default.span,
+                    format!("secret env `{}` has a default value", env.header.name.value),
+                )
+                .with_help("a secret is supplied at run time, never written in the manifest: remove `default`"),
+            );
+        }
+    }
+    for service in &app.services {
+        let Some(keys_env) = &service.api_keys_env else {
+            continue;
+        };
+        if let Some(env) = app
+            .envs
+            .iter()
+            .find(|e| e.header.name.value == keys_env.value)
+            && !env.secret.as_ref().is_some_and(|s| s.value)
+        {
+            {
+                diags.push(
+                    Diagnostic::error(
+                        "conflicting-settings",
+                        env.header.name.span,
+                        format!("env `{}` holds API keys but is not secret", keys_env.value),
+                    )
+                    .with_related(keys_env.span, "named as the API key source here")
+                    .with_help("add `secret = true` so the keys are never logged or shown"),
+                );
+            }
+        }
+    }
+}
+
+fn check_queues(app: &ast::Application, diags: &mut Diagnostics) {
+    for queue in &app.queues {
+        let Some(backoff) = &queue.backoff else {
+            continue;
+        };
+        if let (Some(initial), Some(max)) = (&backoff.initial, &backoff.max)
+            && initial.value > max.value
+        {
+            {
+                diags.push(
+                    Diagnostic::error(
+                        "conflicting-settings",
+                        initial.span,
+                        format!(
+                            "backoff of queue `{}` starts above its maximum",
+                            queue.header.name.value
+                        ),
+                    )
+                    .with_related(max.span, "maximum")
+                    .with_help("`initial` must not exceed `max`"),
+                );
+            }
+        }
+    }
+}
