@@ -26,6 +26,9 @@ pub struct Application {
     pub envs: Vec<Env>,
     /// Blocks of kinds Raindrop has and this runtime does not run.
     pub unsupported: Vec<Unsupported>,
+    /// Some block could not be read at all (unknown kind, no name): wiring that counts blocks
+    /// would be guesswork, so it is neither inferred nor reported.
+    pub incomplete: bool,
 }
 
 /// The kind keyword and name label of a block.

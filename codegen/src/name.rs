@@ -32,8 +32,9 @@ impl Name {
                 })
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
                 .collect();
-            let fixed = fixed.trim_start_matches(|c: char| !c.is_ascii_alphabetic());
-            (!fixed.is_empty() && fixed != raw).then(|| fixed.to_owned())
+            // Only suggest a name that keeps everything the author wrote.
+            let starts_well = fixed.starts_with(|c: char| c.is_ascii_alphabetic());
+            (starts_well && fixed != raw).then_some(fixed)
         };
         let invalid = |reason: String| InvalidName {
             reason,

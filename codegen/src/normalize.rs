@@ -69,16 +69,19 @@ fn names(list: &[crate::source::Spanned<String>]) -> Vec<Name> {
 /// names are invalid are left out (their errors are already reported).
 pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<model::Application> {
     let all_queues: Vec<Name> = app.queues.iter().filter_map(|q| name(&q.header)).collect();
+    // Inferring who pulls what counts blocks; with a block unread or misnamed that count is
+    // wrong, and any inference error would only echo the first mistake.
+    let certain = !app.incomplete && all_queues.len() == app.queues.len();
 
     let tasks: Vec<model::Task> = app
         .tasks
         .iter()
-        .filter_map(|t| task(t, &all_queues, diags))
+        .filter_map(|t| task(t, &all_queues, certain, diags))
         .collect();
     let observers: Vec<model::Observer> = app
         .observers
         .iter()
-        .filter_map(|o| observer(o, &all_queues))
+        .filter_map(|o| observer(o, &all_queues, diags))
         .collect();
 
     let mut consumers: BTreeMap<&Name, (Consumer, Span)> = BTreeMap::new();
@@ -129,7 +132,9 @@ pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<mode
         .filter_map(|q| {
             let queue = queue(q)?;
             let consumer = consumers.get(&queue.name).map(|(c, _)| c.clone());
-            if consumer.is_none() {
+            // Only worth saying once the manifest is otherwise right: before that, a missing
+            // consumer is usually the echo of an error.
+            if consumer.is_none() && !diags.has_errors() {
                 diags.push(
                     Diagnostic::warning("unconsumed-queue", q.header.name.span, format!("nothing pulls jobs from queue `{}`", queue.name))
                         .with_help(format!("add `task \"worker\" {{ queue = \"{}\" }}` or an observer with `source {{ queue = \"{}\" }}`", queue.name, queue.name)),
@@ -139,7 +144,8 @@ pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<mode
         })
         .collect();
 
-    let status_cache = status_cache(app, !tasks.is_empty() || !app.services.is_empty(), diags);
+    let needs_status = certain && (!tasks.is_empty() || !app.services.is_empty());
+    let status_cache = status_cache(app, needs_status, diags);
     let services = app
         .services
         .iter()
@@ -231,7 +237,12 @@ fn queue(q: &ast::Queue) -> Option<model::Queue> {
     })
 }
 
-fn task(t: &ast::Task, queues: &[Name], diags: &mut Diagnostics) -> Option<model::Task> {
+fn task(
+    t: &ast::Task,
+    queues: &[Name],
+    certain: bool,
+    diags: &mut Diagnostics,
+) -> Option<model::Task> {
     let task_name = name(&t.header)?;
     let timeout = t.timeout.as_ref().map_or(defaults::TIMEOUT, |v| v.value);
     let role = if let Some(cron) = &t.cron {
@@ -251,7 +262,8 @@ fn task(t: &ast::Task, queues: &[Name], diags: &mut Diagnostics) -> Option<model
                 .ok()
                 .filter(|q| queues.contains(q))?,
             None => match queues {
-                [only] => only.clone(),
+                [only] if certain => only.clone(),
+                _ if !certain => return None,
                 [] => {
                     diags.push(
                         Diagnostic::error(
@@ -304,7 +316,11 @@ fn task(t: &ast::Task, queues: &[Name], diags: &mut Diagnostics) -> Option<model
     })
 }
 
-fn observer(o: &ast::Observer, queues: &[Name]) -> Option<model::Observer> {
+fn observer(
+    o: &ast::Observer,
+    queues: &[Name],
+    diags: &mut Diagnostics,
+) -> Option<model::Observer> {
     let role = match &o.source {
         Some(source) => match (&source.queue, &source.bucket) {
             (Some(queue), None) => ObserverRole::Consumer {
@@ -316,10 +332,20 @@ fn observer(o: &ast::Observer, queues: &[Name]) -> Option<model::Observer> {
                     .as_ref()
                     .map_or(defaults::BATCH_SIZE, |v| v.value),
             },
-            (None, Some(bucket)) => ObserverRole::Bucket {
-                bucket: Name::parse(&bucket.value).ok()?,
-                actions: source.actions.iter().map(|a| a.value).collect(),
-            },
+            (None, Some(bucket)) => {
+                diags.push(
+                    Diagnostic::warning(
+                        "unsupported-kind",
+                        source.span,
+                        format!("bucket observer `{}` is not run by this runtime", o.header.name.value),
+                    )
+                    .with_help("the block is kept for Raindrop compatibility; no bucket events are delivered"),
+                );
+                ObserverRole::Bucket {
+                    bucket: Name::parse(&bucket.value).ok()?,
+                    actions: source.actions.iter().map(|a| a.value).collect(),
+                }
+            }
             // Both or neither: reported by validation.
             _ => return None,
         },

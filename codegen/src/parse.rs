@@ -91,17 +91,29 @@ pub fn parse(source: &SourceFile, diags: &mut Diagnostics) -> Option<ast::Applic
 }
 
 fn syntax_error(source: &SourceFile, err: &hcl_edit::parser::Error) -> Diagnostic {
-    let offset = err.location().offset();
-    let end = source.text()[offset.min(source.text().len())..]
-        .chars()
-        .next()
-        .map_or(offset, |c| offset + c.len_utf8());
+    let text = source.text();
+    let offset = err.location().offset().min(text.len());
+    // Underline the whole word at the error, or one character.
+    let rest = &text[offset..];
+    let word = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(rest.len());
+    let len = if word > 0 {
+        word
+    } else {
+        rest.chars().next().map_or(0, char::len_utf8)
+    };
+    let help = if err.message().contains("redefined attribute") {
+        "an attribute is set once per block; keep one of them"
+    } else {
+        "blocks are written `kind \"name\" { … }` with one attribute `key = value` per line"
+    };
     Diagnostic::error(
         "syntax",
-        Span::new(offset..end),
+        Span::new(offset..offset + len),
         format!("HCL syntax error: {}", err.message()),
     )
-    .with_help("blocks are written `kind \"name\" { … }` and attributes `key = value`")
+    .with_help(help)
 }
 
 fn outside_application(block: &Block) -> Diagnostic {
@@ -147,74 +159,70 @@ fn read_application(diags: &mut Diagnostics, block: &Block) -> ast::Application 
             }
         };
         let kind = block.ident.as_str();
-        match kind {
+        let known = SUPPORTED_KINDS
+            .iter()
+            .chain(&UNSUPPORTED_KINDS)
+            .chain(&[DEPRECATED_KV_STORE])
+            .find(|k| **k == kind);
+        let Some(&kind) = known else {
+            let all = SUPPORTED_KINDS.iter().chain(&UNSUPPORTED_KINDS).copied();
+            diags.push(
+                Diagnostic::error(
+                    "unknown-block",
+                    span(&block.ident),
+                    format!("unknown block kind `{kind}`"),
+                )
+                .with_help(did_you_mean(kind, all).unwrap_or_else(|| {
+                    format!("blocks this runtime runs: {}", SUPPORTED_KINDS.join(", "))
+                })),
+            );
+            app.incomplete = true;
+            continue;
+        };
+        if kind == DEPRECATED_KV_STORE {
+            diags.push(
+                Diagnostic::warning(
+                    "deprecated-kind",
+                    span(&block.ident),
+                    "`kv_store` is the older name of `kv_cache`",
+                )
+                .with_help("write `kv_cache`; it means the same"),
+            );
+        }
+        let shown_kind = if kind == DEPRECATED_KV_STORE {
+            "kv_cache"
+        } else {
+            kind
+        };
+        let Some(h) = block_header(diags, block, shown_kind) else {
+            app.incomplete = true;
+            continue;
+        };
+        match shown_kind {
             "service" => {
-                if let Some(h) = block_header(diags, block, "service") {
-                    app.services
-                        .push(read_service(diags, block, h, &mut app.envs));
-                }
+                let service = read_service(diags, block, h, &mut app.envs);
+                app.services.push(service);
             }
-            "queue" => {
-                if let Some(h) = block_header(diags, block, "queue") {
-                    app.queues.push(read_queue(diags, block, h));
-                }
-            }
-            "task" => {
-                if let Some(h) = block_header(diags, block, "task") {
-                    app.tasks.push(read_task(diags, block, h));
-                }
-            }
-            "kv_cache" | DEPRECATED_KV_STORE => {
-                if kind == DEPRECATED_KV_STORE {
-                    diags.push(
-                        Diagnostic::warning(
-                            "deprecated-kind",
-                            span(&block.ident),
-                            "`kv_store` is the older name of `kv_cache`",
-                        )
-                        .with_help("write `kv_cache`; it means the same"),
-                    );
-                }
-                if let Some(h) = block_header(diags, block, "kv_cache") {
-                    app.kv_caches.push(read_kv_cache(diags, block, h));
-                }
-            }
-            "observer" => {
-                if let Some(h) = block_header(diags, block, "observer") {
-                    app.observers.push(read_observer(diags, block, h));
-                }
-            }
-            "env" => {
-                if let Some(h) = block_header(diags, block, "env") {
-                    app.envs.push(read_env(diags, block, h, None));
-                }
-            }
+            "queue" => app.queues.push(read_queue(diags, block, h)),
+            "task" => app.tasks.push(read_task(diags, block, h)),
+            "kv_cache" => app.kv_caches.push(read_kv_cache(diags, block, h)),
+            "observer" => app.observers.push(read_observer(diags, block, h)),
+            "env" => app.envs.push(read_env(diags, block, h, None)),
             _ => {
-                if let Some(&kind) = UNSUPPORTED_KINDS.iter().find(|k| **k == kind) {
-                    if let Some(h) = block_header(diags, block, kind) {
-                        diags.push(
-                            Diagnostic::warning(
-                                "unsupported-kind",
-                                span(&block.ident),
-                                format!("`{kind}` blocks are not run by this runtime; `{}` is ignored", h.name.value),
-                            )
-                            .with_help("the block is kept for Raindrop compatibility; nothing is started for it"),
-                        );
-                        app.unsupported.push(ast::Unsupported { header: h });
-                    }
-                } else {
-                    let all = SUPPORTED_KINDS.iter().chain(&UNSUPPORTED_KINDS).copied();
-                    diags.push(
-                        Diagnostic::error(
-                            "unknown-block",
-                            span(&block.ident),
-                            format!("unknown block kind `{kind}`"),
-                        )
-                        .with_help(did_you_mean(kind, all).unwrap_or_else(
-                            || format!("blocks this runtime runs: {}", SUPPORTED_KINDS.join(", ")),
-                        )),
-                    );
-                }
+                diags.push(
+                    Diagnostic::warning(
+                        "unsupported-kind",
+                        span(&block.ident),
+                        format!(
+                            "`{kind}` blocks are not run by this runtime; `{}` is ignored",
+                            h.name.value
+                        ),
+                    )
+                    .with_help(
+                        "the block is kept for Raindrop compatibility; nothing is started for it",
+                    ),
+                );
+                app.unsupported.push(ast::Unsupported { header: h });
             }
         }
     }
@@ -335,7 +343,7 @@ fn read_service(
                     span(&limit.ident),
                     "`rate_limit` needs `requests`",
                 )
-                .with_help("write e.g. `rate_limit { requests = 100 per = \"1m\" }`"),
+                .with_help("add e.g. `requests = 100` inside `rate_limit`, and `per = \"1m\"` on its own line"),
             );
         }
         service.rate_limit = Some(Spanned::new(rate, span(limit)));
@@ -466,9 +474,7 @@ fn read_observer(diags: &mut Diagnostics, block: &Block, header: ast::Header) ->
                     span(&alert.ident),
                     "`alert` block without a name",
                 )
-                .with_help(
-                    "write `alert \"backlog\" { metric = \"queue_depth\" threshold = 1000 }`",
-                ),
+                .with_help("write `alert \"backlog\" { … }`"),
             );
             continue;
         };
@@ -481,14 +487,18 @@ fn read_observer(diags: &mut Diagnostics, block: &Block, header: ast::Header) ->
             window: a.value(diags, "window", duration),
         };
         a.finish(diags);
-        for (key, missing) in [
-            ("metric", read.metric.is_none()),
-            ("threshold", read.threshold.is_none()),
+        for (key, example, missing) in [
+            ("metric", "metric = \"queue_depth\"", read.metric.is_none()),
+            ("threshold", "threshold = 1000", read.threshold.is_none()),
         ] {
             if missing && !alert.body.has_attribute(key) {
                 diags.push(
-                    Diagnostic::error("missing-attribute", read.span, format!("alert `{}` needs `{key}`", read.name.value))
-                        .with_help("write e.g. `alert \"backlog\" { metric = \"queue_depth\" threshold = 1000 window = \"5m\" }`"),
+                    Diagnostic::error(
+                        "missing-attribute",
+                        read.span,
+                        format!("alert `{}` needs `{key}`", read.name.value),
+                    )
+                    .with_help(format!("add e.g. `{example}` inside the alert")),
                 );
             }
         }
@@ -547,32 +557,19 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The attribute `key`; a repeated key is an error and the first one counts.
-    fn attr(&mut self, diags: &mut Diagnostics, key: &'static str) -> Option<&'a Attribute> {
+    /// The attribute `key` (the HCL parser already refuses a key set twice in one body).
+    fn attr(&mut self, key: &'static str) -> Option<&'a Attribute> {
         self.known_attrs.push(key);
-        let mut found: Option<&'a Attribute> = None;
-        for (index, structure) in self.body.iter().enumerate() {
-            let Structure::Attribute(attr) = structure else {
-                continue;
-            };
-            if attr.key.as_str() != key {
-                continue;
-            }
-            self.used[index] = true;
-            match found {
-                None => found = Some(attr),
-                Some(first) => diags.push(
-                    Diagnostic::error(
-                        "duplicate-attribute",
-                        span(&attr.key),
-                        format!("`{key}` is set twice in {}", self.owner),
-                    )
-                    .with_related(span(&first.key), "first set here")
-                    .with_help("keep one of them"),
-                ),
-            }
-        }
-        found
+        let (index, attr) = self
+            .body
+            .iter()
+            .enumerate()
+            .find_map(|(index, structure)| match structure {
+                Structure::Attribute(attr) if attr.key.as_str() == key => Some((index, attr)),
+                _ => None,
+            })?;
+        self.used[index] = true;
+        Some(attr)
     }
 
     /// The value of attribute `key`, converted by `convert` (which reports type errors).
@@ -582,7 +579,7 @@ impl<'a> Reader<'a> {
         key: &'static str,
         convert: impl FnOnce(&mut Diagnostics, &Expression, &str) -> Option<T>,
     ) -> Option<Spanned<T>> {
-        let attr = self.attr(diags, key)?;
+        let attr = self.attr(key)?;
         convert(diags, &attr.value, key).map(|v| Spanned::new(v, span(&attr.value)))
     }
 
@@ -701,9 +698,8 @@ fn describe(expr: &Expression) -> &'static str {
         Expression::Null(_) => "null",
         Expression::Bool(_) => "a boolean",
         Expression::Number(_) => "a number",
-        Expression::String(_) | Expression::StringTemplate(_) | Expression::HeredocTemplate(_) => {
-            "a string"
-        }
+        Expression::String(_) => "a string",
+        Expression::StringTemplate(_) | Expression::HeredocTemplate(_) => "a template string",
         Expression::Array(_) => "a list",
         Expression::Object(_) => "an object",
         Expression::UnaryOp(op) if op.operator.value() == &UnaryOperator::Neg => "a number",

@@ -167,7 +167,7 @@ fn check_reference(
         return;
     }
     let help = did_you_mean(&reference.value, declared.iter().copied())
-        .unwrap_or_else(|| help_declare.replace("{}", &reference.value));
+        .unwrap_or_else(|| help_declare.replace("NAME", &reference.value));
     diags.push(
         Diagnostic::error(
             "undeclared-reference",
@@ -195,7 +195,7 @@ fn check_references(app: &ast::Application, diags: &mut Diagnostics) {
         .filter(|b| matches!(b.header.kind, "bucket" | "smartbucket"))
         .map(|b| b.header.name.value.as_str())
         .collect();
-    let declare_queue = "declare it with `queue \"{}\" {}`";
+    let declare_queue = "declare it with `queue \"NAME\" {}`";
     for task in &app.tasks {
         if let Some(queue) = &task.queue {
             check_reference(diags, queue, "queue", &queues, declare_queue);
@@ -211,7 +211,7 @@ fn check_references(app: &ast::Application, diags: &mut Diagnostics) {
                 cache,
                 "kv_cache",
                 &caches,
-                "declare it with `kv_cache \"{}\" {}`",
+                "declare it with `kv_cache \"NAME\" {}`",
             );
         }
     }
@@ -229,7 +229,7 @@ fn check_references(app: &ast::Application, diags: &mut Diagnostics) {
                     bucket,
                     "bucket or smartbucket",
                     &buckets,
-                    "declare it with `bucket \"{}\" {}` or `smartbucket \"{}\" {}`",
+                    "declare it with `bucket \"NAME\" {}` or `smartbucket \"NAME\" {}`",
                 );
             }
         }
@@ -282,14 +282,14 @@ fn check_tasks(app: &ast::Application, diags: &mut Diagnostics) {
                     let queue = task
                         .queue
                         .as_ref()
-                        .map_or("the queue", |q| q.value.as_str());
+                        .map_or("the queue".to_owned(), |q| format!("queue `{}`", q.value));
                     diags.push(
                         Diagnostic::error(
                             "conflicting-settings",
                             max.span,
                             format!("`max_attempts` on worker task `{name}`: a job's attempts are set by its queue"),
                         )
-                        .with_help(format!("move `max_attempts` to `{queue}`")),
+                        .with_help(format!("move `max_attempts` to {queue}")),
                     );
                 }
             }

@@ -81,7 +81,7 @@ impl FromStr for ByteSize {
         let has_unit = s.trim().ends_with(|c: char| c.is_ascii_alphabetic());
         if !has_unit {
             return Err(format!(
-                "`{s}` has no unit; write e.g. \"{s}B\", \"{s}KiB\" or \"{s}MiB\""
+                "`{s}` has no unit; write \"{s}B\" for bytes, or use KiB or MiB"
             ));
         }
         bytesize::ByteSize::from_str(s)
