@@ -92,7 +92,10 @@ pub fn parse(source: &SourceFile, diags: &mut Diagnostics) -> Option<ast::Applic
 
 fn syntax_error(source: &SourceFile, err: &hcl_edit::parser::Error) -> Diagnostic {
     let text = source.text();
-    let offset = err.location().offset().min(text.len());
+    // The parser's offset may fall inside a multi-byte character.
+    let offset = source
+        .clamp(Span::new(err.location().offset()..err.location().offset()))
+        .start;
     // Underline the whole word at the error, or one character.
     let rest = &text[offset..];
     let word = rest
