@@ -1,0 +1,630 @@
+//! A store in this process's memory: for tests and throwaway runs. Nothing survives a restart.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::transition::{self, Emitted};
+use super::{
+    AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
+    JobStore, KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered,
+    Retention, RetentionPolicy, StateCounts, StatusCache,
+};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
+use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
+
+/// Events kept at most, oldest dropped first, so a long run cannot grow without bound.
+const MAX_EVENTS: usize = 100_000;
+
+/// The in-memory store.
+#[derive(Debug)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    status: Option<StatusCache>,
+}
+
+/// Ready-queue order: highest priority, then earliest run time, then insertion order.
+type ReadyKey = (Reverse<i32>, Timestamp, u64);
+
+#[derive(Debug, Default)]
+struct Inner {
+    jobs: BTreeMap<JobId, Job>,
+    insertion: HashMap<JobId, u64>,
+    next_insertion: u64,
+    ready: HashMap<String, BTreeMap<ReadyKey, JobId>>,
+    delayed: BTreeMap<(Timestamp, u64), JobId>,
+    running: HashSet<JobId>,
+    idempotency: HashMap<(String, String), JobId>,
+    paused: HashSet<String>,
+    next_token: u64,
+    kv: HashMap<String, BTreeMap<String, KvEntry>>,
+    events: VecDeque<Event>,
+    next_event: u64,
+    ticks: HashMap<(String, Timestamp), Timestamp>,
+}
+
+impl MemoryStore {
+    /// An empty store; job status documents go to `status` if given.
+    pub fn new(status: Option<StatusCache>) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            status,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-made transition visible: each
+        // transition validates before it mutates. Keep serving.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records `kind` for the job `id` and refreshes its status document.
+    fn emit(
+        &self,
+        inner: &mut Inner,
+        id: JobId,
+        kind: EventKind,
+        detail: Option<String>,
+        now: Timestamp,
+    ) {
+        let Some(job) = inner.jobs.get(&id) else {
+            return;
+        };
+        inner.next_event += 1;
+        let event = Event {
+            seq: inner.next_event,
+            at: now,
+            kind,
+            job: id,
+            queue: job.queue.clone(),
+            state: job.state,
+            attempt: job.attempt,
+            detail,
+        };
+        if let Some(cache) = &self.status {
+            let entry = JobStatus::entry(job, cache);
+            inner
+                .kv
+                .entry(cache.namespace.clone())
+                .or_default()
+                .insert(id.to_string(), entry);
+        }
+        if inner.events.len() == MAX_EVENTS {
+            inner.events.pop_front();
+        }
+        inner.events.push_back(event);
+    }
+}
+
+impl Inner {
+    /// Files a job under the index its state calls for.
+    fn index(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let order = self.insertion.get(&id).copied().unwrap_or_default();
+        match job.state {
+            JobState::Queued => {
+                let key = (Reverse(job.priority), job.run_at, order);
+                self.ready
+                    .entry(job.queue.clone())
+                    .or_default()
+                    .insert(key, id);
+            }
+            JobState::Scheduled | JobState::Retrying => {
+                self.delayed.insert((job.run_at, order), id);
+            }
+            JobState::Running => {
+                self.running.insert(id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Removes a job from every index.
+    fn unindex(&mut self, id: JobId) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        let order = self.insertion.get(&id).copied().unwrap_or_default();
+        if let Some(ready) = self.ready.get_mut(&job.queue) {
+            ready.remove(&(Reverse(job.priority), job.run_at, order));
+        }
+        self.delayed.remove(&(job.run_at, order));
+        self.running.remove(&id);
+    }
+
+    /// Moves due delayed jobs to the ready index; returns how many.
+    fn promote(&mut self, now: Timestamp) -> u64 {
+        let mut due = Vec::new();
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        for id in &due {
+            if let Some(job) = self.jobs.get_mut(id) {
+                job.state = JobState::Queued;
+            }
+            self.index(*id);
+        }
+        due.len() as u64
+    }
+
+    fn remove_job(&mut self, id: JobId) -> Option<Job> {
+        self.unindex(id);
+        self.insertion.remove(&id);
+        let job = self.jobs.remove(&id)?;
+        if let Some(key) = &job.idempotency_key {
+            self.idempotency.remove(&(job.queue.clone(), key.clone()));
+        }
+        Some(job)
+    }
+}
+
+impl MemoryStore {
+    /// Applies a transition to job `id`: takes it out of its index, changes it, files it again
+    /// and emits what the transition says, all under one lock.
+    fn apply<T>(
+        &self,
+        inner: &mut Inner,
+        id: JobId,
+        now: Timestamp,
+        transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)>,
+    ) -> Result<T> {
+        let job = inner.jobs.get_mut(&id).ok_or(Error::NotFound(id))?;
+        // Validate on a copy so a refused transition leaves the indexes untouched.
+        let mut changed = job.clone();
+        let (value, emitted) = transition(&mut changed)?;
+        inner.unindex(id);
+        inner.jobs.insert(id, changed);
+        inner.index(id);
+        for (kind, detail) in emitted {
+            self.emit(inner, id, kind, detail, now);
+        }
+        Ok(value)
+    }
+
+    fn forget_status(&self, inner: &mut Inner, id: JobId) {
+        if let Some(cache) = &self.status
+            && let Some(ns) = inner.kv.get_mut(&cache.namespace)
+        {
+            ns.remove(&id.to_string());
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
+        let mut inner = self.lock();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for new in jobs {
+            if let Some(key) = &new.idempotency_key
+                && let Some(existing) = inner.idempotency.get(&(new.queue.clone(), key.clone()))
+            {
+                outcomes.push(Enqueued::Duplicate(*existing));
+                continue;
+            }
+            let job = Job::from_new(new, now);
+            let id = job.id;
+            if inner.jobs.contains_key(&id) {
+                outcomes.push(Enqueued::Duplicate(id));
+                continue;
+            }
+            if let Some(key) = &job.idempotency_key {
+                inner
+                    .idempotency
+                    .insert((job.queue.clone(), key.clone()), id);
+            }
+            inner.next_insertion += 1;
+            let order = inner.next_insertion;
+            inner.insertion.insert(id, order);
+            inner.jobs.insert(id, job);
+            inner.index(id);
+            self.emit(&mut inner, id, EventKind::Enqueued, None, now);
+            outcomes.push(Enqueued::New(id));
+        }
+        Ok(outcomes)
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Job>> {
+        let mut inner = self.lock();
+        inner.promote(now);
+        if inner.paused.contains(queue) {
+            return Ok(Vec::new());
+        }
+        let expires_at = transition::after(now, lease);
+        let mut claimed = Vec::new();
+        while claimed.len() < limit {
+            let Some((_, id)) = inner.ready.get_mut(queue).and_then(BTreeMap::pop_first) else {
+                break;
+            };
+            inner.next_token += 1;
+            let token = inner.next_token;
+            let job = self.apply(&mut inner, id, now, |job| {
+                let emitted = transition::claim(job, worker, token, expires_at, now);
+                Ok((job.clone(), emitted))
+            })?;
+            claimed.push(job);
+        }
+        Ok(claimed)
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: &[(JobId, u64)],
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<LeaseStatus>> {
+        let mut inner = self.lock();
+        let expires_at = transition::after(now, lease);
+        Ok(leases
+            .iter()
+            .map(|&(id, token)| transition::heartbeat(inner.jobs.get_mut(&id), token, expires_at))
+            .collect())
+    }
+
+    async fn progress(
+        &self,
+        id: JobId,
+        token: u64,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        self.apply(&mut inner, id, now, |job| {
+            Ok(((), transition::progress(job, token, progress)?))
+        })
+    }
+
+    async fn complete(&self, id: JobId, token: u64, result: Payload, now: Timestamp) -> Result<()> {
+        let mut inner = self.lock();
+        self.apply(&mut inner, id, now, |job| {
+            Ok(((), transition::complete(job, token, result, now)?))
+        })
+    }
+
+    async fn fail(
+        &self,
+        id: JobId,
+        token: u64,
+        error: JobError,
+        then: AfterFailure,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        self.apply(&mut inner, id, now, |job| {
+            Ok(((), transition::fail(job, token, error, then, now)?))
+        })
+    }
+
+    async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()> {
+        let mut inner = self.lock();
+        self.apply(&mut inner, id, now, |job| {
+            Ok(((), transition::release(job, token, now)?))
+        })
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome> {
+        let mut inner = self.lock();
+        self.apply(&mut inner, id, now, |job| Ok(transition::cancel(job, now)))
+    }
+
+    async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>> {
+        let mut inner = self.lock();
+        let lapsed: Vec<JobId> = inner
+            .running
+            .iter()
+            .copied()
+            .filter(|id| {
+                inner
+                    .jobs
+                    .get(id)
+                    .is_some_and(|job| transition::lease_lapsed(job, now))
+            })
+            .collect();
+        let mut recovered = Vec::new();
+        for id in lapsed {
+            let outcome = self.apply(&mut inner, id, now, |job| {
+                let emitted = transition::recover(job, now);
+                Ok((
+                    Recovered {
+                        id,
+                        queue: job.queue.clone(),
+                        state: job.state,
+                    },
+                    emitted,
+                ))
+            })?;
+            recovered.push(outcome);
+        }
+        Ok(recovered)
+    }
+
+    async fn promote(&self, now: Timestamp) -> Result<u64> {
+        Ok(self.lock().promote(now))
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        Ok(self.lock().jobs.get(&id).cloned())
+    }
+
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>> {
+        let inner = self.lock();
+        let range = match after {
+            Some(after) => inner.jobs.range(..after),
+            None => inner.jobs.range(..),
+        };
+        let mut items: Vec<Job> = range
+            .rev()
+            .map(|(_, job)| job)
+            .filter(|job| filter.matches(job))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|job| job.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn counts(&self) -> Result<BTreeMap<String, StateCounts>> {
+        let inner = self.lock();
+        let mut counts: BTreeMap<String, StateCounts> = BTreeMap::new();
+        for job in inner.jobs.values() {
+            counts
+                .entry(job.queue.clone())
+                .or_default()
+                .add(job.state, 1);
+        }
+        Ok(counts)
+    }
+
+    async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
+        let inner = self.lock();
+        let ready = inner
+            .ready
+            .get(queue)
+            .into_iter()
+            .flat_map(|r| r.keys().map(|(_, at, _)| *at));
+        let due = inner
+            .delayed
+            .iter()
+            .take_while(|((at, _), _)| *at <= now)
+            .filter(|(_, id)| inner.jobs.get(id).is_some_and(|j| j.queue == queue))
+            .map(|((at, _), _)| *at);
+        Ok(ready.chain(due).min())
+    }
+}
+
+#[async_trait]
+impl DeadLetters for MemoryStore {
+    async fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>> {
+        let filter = JobFilter {
+            queue: queue.map(str::to_owned),
+            states: vec![JobState::Dead],
+            ..JobFilter::default()
+        };
+        self.list(&filter, after, limit).await
+    }
+
+    async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
+        let mut inner = self.lock();
+        self.apply(&mut inner, id, now, |job| {
+            Ok(((), transition::retry_dead(job, now)?))
+        })
+    }
+
+    async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
+        let mut inner = self.lock();
+        let dead: Vec<JobId> = inner
+            .jobs
+            .values()
+            .filter(|j| j.state == JobState::Dead && queue.is_none_or(|q| q == j.queue))
+            .map(|j| j.id)
+            .collect();
+        for id in &dead {
+            inner.remove_job(*id);
+            self.forget_status(&mut inner, *id);
+        }
+        Ok(dead.len() as u64)
+    }
+}
+
+#[async_trait]
+impl QueueControl for MemoryStore {
+    async fn pause(&self, queue: &str) -> Result<()> {
+        self.lock().paused.insert(queue.to_owned());
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &str) -> Result<()> {
+        self.lock().paused.remove(queue);
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        let mut paused: Vec<String> = self.lock().paused.iter().cloned().collect();
+        paused.sort();
+        Ok(paused)
+    }
+}
+
+fn live(entry: &KvEntry, now: Timestamp) -> bool {
+    entry.expires_at.is_none_or(|at| at > now)
+}
+
+#[async_trait]
+impl KvStore for MemoryStore {
+    async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
+        let inner = self.lock();
+        Ok(inner
+            .kv
+            .get(namespace)
+            .and_then(|ns| ns.get(key))
+            .filter(|e| live(e, now))
+            .cloned())
+    }
+
+    async fn kv_put(&self, namespace: &str, key: &str, entry: KvEntry) -> Result<()> {
+        self.lock()
+            .kv
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(key.to_owned(), entry);
+        Ok(())
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        Ok(self
+            .lock()
+            .kv
+            .get_mut(namespace)
+            .and_then(|ns| ns.remove(key))
+            .is_some())
+    }
+
+    async fn kv_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<KvPage> {
+        let inner = self.lock();
+        let Some(ns) = inner.kv.get(namespace) else {
+            return Ok(KvPage {
+                keys: Vec::new(),
+                list_complete: true,
+                cursor: None,
+            });
+        };
+        let start = cursor.map_or_else(|| prefix.to_owned(), str::to_owned);
+        let mut keys: Vec<KvKey> = ns
+            .range(start.clone()..)
+            .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, e)| live(e, now))
+            .take(limit + 1)
+            .map(|(k, e)| KvKey {
+                name: k.clone(),
+                expires_at: e.expires_at,
+                metadata: e.metadata.clone(),
+            })
+            .collect();
+        let list_complete = keys.len() <= limit;
+        keys.truncate(limit);
+        let cursor = if list_complete {
+            None
+        } else {
+            keys.last().map(|k| k.name.clone())
+        };
+        Ok(KvPage {
+            keys,
+            list_complete,
+            cursor,
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let inner = self.lock();
+        let start = inner.events.partition_point(|e| e.seq <= after);
+        Ok(inner
+            .events
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn last_event_seq(&self) -> Result<u64> {
+        Ok(self.lock().next_event)
+    }
+}
+
+#[async_trait]
+impl CronTicks for MemoryStore {
+    async fn claim_tick(&self, task: &str, tick: Timestamp, now: Timestamp) -> Result<bool> {
+        let mut inner = self.lock();
+        let key = (task.to_owned(), tick);
+        if inner.ticks.contains_key(&key) {
+            return Ok(false);
+        }
+        inner.ticks.insert(key, now);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Retention for MemoryStore {
+    async fn purge_expired(
+        &self,
+        policies: &BTreeMap<String, RetentionPolicy>,
+        default: RetentionPolicy,
+        events: Duration,
+        now: Timestamp,
+    ) -> Result<Purged> {
+        let mut inner = self.lock();
+        let expired: Vec<JobId> = inner
+            .jobs
+            .values()
+            .filter(|job| {
+                let policy = policies.get(&job.queue).unwrap_or(&default);
+                transition::retention_deadline(job, policy).is_some_and(|deadline| deadline <= now)
+            })
+            .map(|job| job.id)
+            .collect();
+        let mut purged = Purged::default();
+        for id in expired {
+            inner.remove_job(id);
+            self.forget_status(&mut inner, id);
+            purged.jobs += 1;
+        }
+        for ns in inner.kv.values_mut() {
+            let before = ns.len();
+            ns.retain(|_, e| live(e, now));
+            purged.kv_entries += (before - ns.len()) as u64;
+        }
+        let horizon = transition::before(now, events);
+        let before = inner.events.len();
+        while inner.events.front().is_some_and(|e| e.at < horizon) {
+            inner.events.pop_front();
+        }
+        purged.events = (before - inner.events.len()) as u64;
+        inner.ticks.retain(|_, claimed| *claimed >= horizon);
+        Ok(purged)
+    }
+}

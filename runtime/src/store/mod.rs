@@ -1,0 +1,490 @@
+//! Where jobs, their status, key/value entries and events live.
+//!
+//! [`JobStore`] is the core: enqueue, claim under a lease, complete, fail, cancel, release,
+//! recover. The other traits are abilities every store here has but a caller may need only
+//! some of: [`DeadLetters`], [`QueueControl`], [`KvStore`], [`EventLog`], [`CronTicks`] and
+//! [`Retention`]. [`Store`] is all of them.
+//!
+//! Every operation is one atomic transition. Operations that depend on time take `now`, so the
+//! engine passes the clock and tests control it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::job::{Job, JobError, JobId, JobState, NewJob, Progress, Timestamp};
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+mod status;
+mod transition;
+
+pub use status::JobStatus;
+
+/// What an enqueue did with one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", content = "id", rename_all = "snake_case")]
+pub enum Enqueued {
+    /// The job was added.
+    New(JobId),
+    /// A job with the same idempotency key exists on that queue: this is its id.
+    Duplicate(JobId),
+}
+
+impl Enqueued {
+    /// The id of the job that holds the work.
+    pub fn id(self) -> JobId {
+        match self {
+            Enqueued::New(id) | Enqueued::Duplicate(id) => id,
+        }
+    }
+}
+
+/// What happens to a job whose attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again, not before `at`.
+    Retry {
+        /// The earliest next attempt.
+        at: Timestamp,
+    },
+    /// Make it a dead letter.
+    Dead,
+}
+
+/// The answer to a heartbeat for one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseStatus {
+    /// Still held; extended.
+    Extended,
+    /// No longer held: the job was recovered, or finished or removed elsewhere. Stop and discard.
+    Lost,
+    /// The job was cancelled: stop.
+    Cancelled,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job was waiting and will not run.
+    Cancelled,
+    /// The job was running; its lease is revoked and its worker is told to stop.
+    CancelledRunning,
+    /// The job had already finished in this state.
+    AlreadyFinished(JobState),
+}
+
+/// A job taken back from a worker whose lease lapsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The job.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Where it went: `Queued` for another attempt, `Dead` when out of attempts.
+    pub state: JobState,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only these states (any when empty).
+    pub states: Vec<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this tenant.
+    pub tenant: Option<String>,
+}
+
+impl JobFilter {
+    /// Whether `job` passes the filter.
+    pub fn matches(&self, job: &Job) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == job.queue)
+            && (self.states.is_empty() || self.states.contains(&job.state))
+            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
+            && self
+                .tenant
+                .as_ref()
+                .is_none_or(|t| job.tenant.as_ref() == Some(t))
+    }
+}
+
+/// A page of a listing ordered by job id, newest first. `next` continues after the last item;
+/// it stays valid while jobs are added or removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Where the next page starts, if there is one.
+    pub next: Option<JobId>,
+}
+
+/// How many jobs of a queue are in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    pub queued: u64,
+    pub scheduled: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub retrying: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
+impl StateCounts {
+    /// Adds `n` to the count of `state`.
+    pub fn add(&mut self, state: JobState, n: u64) {
+        *self.get_mut(state) += n;
+    }
+
+    /// The count of `state`.
+    pub fn get(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Queued => self.queued,
+            JobState::Scheduled => self.scheduled,
+            JobState::Running => self.running,
+            JobState::Succeeded => self.succeeded,
+            JobState::Retrying => self.retrying,
+            JobState::Dead => self.dead,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    fn get_mut(&mut self, state: JobState) -> &mut u64 {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Scheduled => &mut self.scheduled,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Retrying => &mut self.retrying,
+            JobState::Dead => &mut self.dead,
+            JobState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// Jobs waiting to run: queued, scheduled and retrying.
+    pub fn waiting(&self) -> u64 {
+        self.queued + self.scheduled + self.retrying
+    }
+}
+
+/// A key/value entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvEntry {
+    /// The value's bytes.
+    pub value: Vec<u8>,
+    /// Optional JSON metadata.
+    pub metadata: Option<serde_json::Value>,
+    /// When it stops existing.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// A key in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvKey {
+    /// The key.
+    pub name: String,
+    /// When it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// Its metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A page of keys in key order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KvPage {
+    /// The keys.
+    pub keys: Vec<KvKey>,
+    /// Whether this is the last page.
+    pub list_complete: bool,
+    /// Pass it back to get the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// How long finished jobs of one queue are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Succeeded jobs.
+    pub succeeded: Duration,
+    /// Cancelled jobs.
+    pub failed: Duration,
+    /// Dead letters.
+    pub dead: Duration,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Job records (and their status documents).
+    pub jobs: u64,
+    /// Expired key/value entries.
+    pub kv_entries: u64,
+    /// Events older than the event horizon.
+    pub events: u64,
+}
+
+/// Where job status documents are written, and for how long they live after the job ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusCache {
+    /// The kv_cache's name: its namespace in the store.
+    pub namespace: String,
+    /// Lifetime of a finished job's document; `None` follows the job's retention.
+    pub ttl: Option<Duration>,
+}
+
+/// The core of a store: jobs and their transitions.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Adds jobs, all or none; a job whose idempotency key exists on its queue is not added
+    /// and the existing id is returned instead.
+    async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>>;
+
+    /// Takes up to `limit` ready jobs of `queue` for `worker`, leased until `now + lease`:
+    /// highest priority first, then earliest run time, then insertion order. Due scheduled and
+    /// retrying jobs count as ready. A paused queue yields nothing.
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Job>>;
+
+    /// Extends the leases of running jobs to `now + lease`, one answer per lease.
+    async fn heartbeat(
+        &self,
+        leases: &[(JobId, u64)],
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<LeaseStatus>>;
+
+    /// Records a running job's progress.
+    async fn progress(
+        &self,
+        id: JobId,
+        token: u64,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Finishes a running job with its result.
+    async fn complete(
+        &self,
+        id: JobId,
+        token: u64,
+        result: crate::job::Payload,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Records a failed attempt; then the job retries or becomes a dead letter.
+    async fn fail(
+        &self,
+        id: JobId,
+        token: u64,
+        error: JobError,
+        then: AfterFailure,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Puts a running job back in its queue without counting the attempt (worker shutdown).
+    async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()>;
+
+    /// Cancels a waiting or running job.
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome>;
+
+    /// Takes back running jobs whose lease lapsed (or that have none): another attempt if they
+    /// have attempts left, else a dead letter.
+    async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>>;
+
+    /// Marks due scheduled and retrying jobs as queued; returns how many.
+    async fn promote(&self, now: Timestamp) -> Result<u64>;
+
+    /// A job by id.
+    async fn get(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// Jobs passing `filter`, newest first, `limit` at most, after the cursor `after`.
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>>;
+
+    /// Counts per state, per queue.
+    async fn counts(&self) -> Result<BTreeMap<String, StateCounts>>;
+
+    /// When the longest-waiting ready job of `queue` was due.
+    async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>>;
+}
+
+/// Listing, retrying and purging dead letters.
+#[async_trait]
+pub trait DeadLetters: Send + Sync + 'static {
+    /// Dead letters, newest first.
+    async fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>>;
+    /// Puts a dead letter back in its queue with a fresh set of attempts.
+    async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()>;
+    /// Removes dead letters (of one queue, or all); returns how many.
+    async fn purge_dead(&self, queue: Option<&str>) -> Result<u64>;
+}
+
+/// Pausing and resuming queues.
+#[async_trait]
+pub trait QueueControl: Send + Sync + 'static {
+    /// Stops claims from `queue`; jobs are still accepted.
+    async fn pause(&self, queue: &str) -> Result<()>;
+    /// Lets claims from `queue` resume.
+    async fn resume(&self, queue: &str) -> Result<()>;
+    /// The paused queues.
+    async fn paused(&self) -> Result<Vec<String>>;
+}
+
+/// Key/value entries in namespaces (one per kv_cache).
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    /// The entry, unless missing or expired.
+    async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>>;
+    /// Writes an entry.
+    async fn kv_put(&self, namespace: &str, key: &str, entry: KvEntry) -> Result<()>;
+    /// Removes an entry; whether it existed.
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool>;
+    /// Live keys starting with `prefix` in key order, after `cursor`, `limit` at most.
+    async fn kv_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<KvPage>;
+}
+
+/// The lifecycle event feed, written by every transition.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Events with `seq > after`, oldest first, `limit` at most.
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
+    /// The latest event's seq (0 when there is none).
+    async fn last_event_seq(&self) -> Result<u64>;
+}
+
+/// Exactly-once cron ticks across processes.
+#[async_trait]
+pub trait CronTicks: Send + Sync + 'static {
+    /// Claims the tick of `task` scheduled at `tick`; true for exactly one caller.
+    async fn claim_tick(&self, task: &str, tick: Timestamp, now: Timestamp) -> Result<bool>;
+}
+
+/// Removing what has outlived its retention.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Removes finished jobs older than their queue's policy (`default` for queues not in
+    /// `policies`), expired key/value entries, and events older than `events`.
+    async fn purge_expired(
+        &self,
+        policies: &BTreeMap<String, RetentionPolicy>,
+        default: RetentionPolicy,
+        events: Duration,
+        now: Timestamp,
+    ) -> Result<Purged>;
+}
+
+/// A store with every ability.
+pub trait Store:
+    JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention
+{
+}
+
+impl<T: JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention> Store
+    for T
+{
+}
+
+/// Which store to use, from `RAINDROP_STORE` or `--store`: `memory`, `sqlite:PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// In this process only.
+    Memory,
+    /// An SQLite file.
+    Sqlite(std::path::PathBuf),
+}
+
+/// The SQLite file used when nothing is configured.
+pub const DEFAULT_SQLITE_PATH: &str = ".raindrop/raindrop.db";
+
+impl StoreUrl {
+    /// Parses a store URL; an empty or absent one means SQLite at the default path.
+    pub fn parse(url: Option<&str>) -> Result<Self> {
+        match url.map(str::trim) {
+            None | Some("") => Ok(StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())),
+            Some("memory") => Ok(StoreUrl::Memory),
+            Some("sqlite") => Ok(StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())),
+            Some(other) => match other.split_once(':') {
+                Some(("sqlite", path)) if !path.is_empty() => {
+                    Ok(StoreUrl::Sqlite(path.trim_start_matches("//").into()))
+                }
+                _ => Err(Error::Config(format!(
+                    "unknown store `{other}`: use `memory` or `sqlite:PATH` (default `sqlite:{DEFAULT_SQLITE_PATH}`)"
+                ))),
+            },
+        }
+    }
+
+    /// From the `RAINDROP_STORE` environment variable.
+    pub fn from_env() -> Result<Self> {
+        Self::parse(std::env::var("RAINDROP_STORE").ok().as_deref())
+    }
+}
+
+/// Opens the store `url` names, writing job status documents to `status`.
+pub async fn open(url: &StoreUrl, status: Option<StatusCache>) -> Result<Arc<dyn Store>> {
+    match url {
+        StoreUrl::Memory => Ok(Arc::new(memory::MemoryStore::new(status))),
+        #[cfg(feature = "sqlite")]
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, status).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        StoreUrl::Sqlite(_) => Err(Error::Config(
+            "this build has no SQLite store (feature `sqlite`)".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_default_to_sqlite() {
+        assert_eq!(
+            StoreUrl::parse(None).unwrap(),
+            StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())
+        );
+        assert_eq!(StoreUrl::parse(Some("memory")).unwrap(), StoreUrl::Memory);
+        assert_eq!(
+            StoreUrl::parse(Some("sqlite:/tmp/x.db")).unwrap(),
+            StoreUrl::Sqlite("/tmp/x.db".into())
+        );
+        let err = StoreUrl::parse(Some("postgres://x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("use `memory` or `sqlite:PATH`"), "{err}");
+    }
+}

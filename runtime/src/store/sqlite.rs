@@ -1,0 +1,1103 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! Writes go through one writer thread that groups whatever operations are waiting into one
+//! transaction (group commit), each inside its own savepoint so one refused operation does not
+//! undo the others; callers get their answer only after the commit. Reads use a small pool of
+//! read connections. Several processes may share the file: SQLite's locking orders their
+//! transactions, and a busy database is waited for, with a log line, never dropped.
+//! `synchronous = NORMAL` in WAL mode keeps every committed transaction through a `kill -9`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::transition::{self, Emitted};
+use super::{
+    AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
+    JobStore, KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered,
+    Retention, RetentionPolicy, StateCounts, StatusCache,
+};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
+use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
+
+/// Operations committed together at most.
+const MAX_BATCH: usize = 512;
+/// Read connections kept open.
+const READERS: usize = 4;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id BLOB NOT NULL UNIQUE,
+    queue TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    run_at INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    timeout_ms INTEGER,
+    idempotency_key TEXT,
+    tenant TEXT,
+    headers TEXT,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    progress TEXT,
+    result TEXT,
+    error TEXT,
+    attempts TEXT NOT NULL,
+    lease_worker TEXT,
+    lease_expires_at INTEGER,
+    lease_token INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, state, priority DESC, run_at, seq);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE state IN ('scheduled', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs (lease_expires_at) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    ns TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    metadata TEXT,
+    expires_at INTEGER,
+    PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    job BLOB NOT NULL,
+    queue TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS cron_ticks (
+    task TEXT NOT NULL,
+    tick INTEGER NOT NULL,
+    claimed_at INTEGER NOT NULL,
+    PRIMARY KEY (task, tick)
+) WITHOUT ROWID;
+"#;
+
+const JOB_COLUMNS: &str = "id, queue, kind, payload, priority, run_at, attempt, max_attempts, timeout_ms, \
+    idempotency_key, tenant, headers, state, created_at, started_at, finished_at, progress, result, error, \
+    attempts, lease_worker, lease_expires_at, lease_token";
+
+type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Op = Box<dyn FnOnce(&Connection) -> (bool, Done) + Send>;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<mpsc::Sender<Op>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    status: Option<Arc<StatusCache>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ms(ts: Timestamp) -> i64 {
+    ts.timestamp_millis()
+}
+
+fn ts(ms: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn opt_ts(ms: Option<i64>) -> Option<Timestamp> {
+    ms.map(ts)
+}
+
+fn json_err(err: serde_json::Error) -> Error {
+    Error::Store(format!("corrupt record: {err}"))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(json_err)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(json_err)
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, and its parent directory.
+    pub async fn open(path: &Path, status: Option<StatusCache>) -> Result<Self> {
+        let path = path.to_path_buf();
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            if let Some(parent) = opened.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::Store(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            let conn = open_connection(&opened)?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+        .map_err(|e| Error::Store(format!("cannot open {}: {e}", path.display())))?;
+        let (sender, receiver) = mpsc::channel::<Op>();
+        let name = path.display().to_string();
+        std::thread::Builder::new()
+            .name("raindrop-sqlite-writer".into())
+            .spawn(move || write_loop(&conn, &receiver, &name))
+            .map_err(|e| Error::Store(format!("cannot start the SQLite writer: {e}")))?;
+        Ok(Self {
+            path,
+            writer: Mutex::new(sender),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            status: status.map(Arc::new),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in the writer's next transaction; answers after the commit.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op: Op = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let done: Done = Box::new(move |commit| {
+                let _ = reply.send(commit.map_err(Error::Store).and(result));
+            });
+            (ok, done)
+        });
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(op)
+            .map_err(|_| Error::Store("the SQLite writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Store("the SQLite writer stopped before answering".into()))?
+    }
+
+    /// Runs `f` on a read connection.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&path)?,
+            };
+            let result = f(&conn);
+            let mut pool = readers.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < READERS {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+    }
+
+    fn status(&self) -> Option<Arc<StatusCache>> {
+        self.status.clone()
+    }
+}
+
+/// The writer thread: takes what is waiting, commits it as one transaction, answers.
+fn write_loop(conn: &Connection, receiver: &mpsc::Receiver<Op>, name: &str) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        begin(conn, name);
+        let mut done = Vec::with_capacity(batch.len());
+        for op in batch {
+            let _ = conn.execute_batch("SAVEPOINT op");
+            let (ok, finish) = op(conn);
+            let end = if ok {
+                "RELEASE op"
+            } else {
+                "ROLLBACK TO op; RELEASE op"
+            };
+            let _ = conn.execute_batch(end);
+            done.push(finish);
+        }
+        let commit = conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("commit failed: {e}"));
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for finish in done {
+            finish(commit.clone());
+        }
+    }
+}
+
+/// Starts a write transaction, waiting out other processes' locks with backoff and one log
+/// line per outage.
+fn begin(conn: &Connection, name: &str) {
+    let mut delay = Duration::from_millis(10);
+    let mut since: Option<std::time::Instant> = None;
+    loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                if let Some(since) = since {
+                    tracing::warn!(
+                        database = name,
+                        waited_ms = since.elapsed().as_millis() as u64,
+                        "SQLite store writable again"
+                    );
+                }
+                return;
+            }
+            Err(err) => {
+                if since.is_none() {
+                    tracing::warn!(database = name, error = %err, "SQLite store cannot start a write; retrying with backoff");
+                    since = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        payload: row.get(3)?,
+        priority: row.get(4)?,
+        run_at: row.get(5)?,
+        attempt: row.get(6)?,
+        max_attempts: row.get(7)?,
+        timeout_ms: row.get(8)?,
+        idempotency_key: row.get(9)?,
+        tenant: row.get(10)?,
+        headers: row.get(11)?,
+        state: row.get(12)?,
+        created_at: row.get(13)?,
+        started_at: row.get(14)?,
+        finished_at: row.get(15)?,
+        progress: row.get(16)?,
+        result: row.get(17)?,
+        error: row.get(18)?,
+        attempts: row.get(19)?,
+        lease_worker: row.get(20)?,
+        lease_expires_at: row.get(21)?,
+        lease_token: row.get(22)?,
+    })
+}
+
+/// A job row as stored, before its JSON columns are parsed.
+struct RawJob {
+    id: Vec<u8>,
+    queue: String,
+    kind: String,
+    payload: String,
+    priority: i32,
+    run_at: i64,
+    attempt: u32,
+    max_attempts: u32,
+    timeout_ms: Option<i64>,
+    idempotency_key: Option<String>,
+    tenant: Option<String>,
+    headers: Option<String>,
+    state: String,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    progress: Option<String>,
+    result: Option<String>,
+    error: Option<String>,
+    attempts: String,
+    lease_worker: Option<String>,
+    lease_expires_at: Option<i64>,
+    lease_token: Option<i64>,
+}
+
+fn job_id(bytes: &[u8]) -> Result<JobId> {
+    uuid::Uuid::from_slice(bytes)
+        .map(|u| u.to_string().parse().unwrap_or_default())
+        .map_err(|e| Error::Store(format!("corrupt job id: {e}")))
+}
+
+impl RawJob {
+    fn into_job(self) -> Result<Job> {
+        let lease = match (self.lease_worker, self.lease_expires_at, self.lease_token) {
+            (Some(worker), Some(expires_at), Some(token)) => Some(crate::job::Lease {
+                worker,
+                expires_at: ts(expires_at),
+                token: token as u64,
+            }),
+            _ => None,
+        };
+        Ok(Job {
+            id: job_id(&self.id)?,
+            queue: self.queue,
+            kind: self.kind,
+            payload: Payload::trusted(self.payload),
+            priority: self.priority,
+            run_at: ts(self.run_at),
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            timeout: self
+                .timeout_ms
+                .map(|t| Duration::from_millis(t.max(0) as u64)),
+            idempotency_key: self.idempotency_key,
+            tenant: self.tenant,
+            headers: self
+                .headers
+                .as_deref()
+                .map(from_json)
+                .transpose()?
+                .unwrap_or_default(),
+            state: self.state.parse()?,
+            created_at: ts(self.created_at),
+            started_at: opt_ts(self.started_at),
+            finished_at: opt_ts(self.finished_at),
+            progress: self.progress.as_deref().map(from_json).transpose()?,
+            result: self.result.map(Payload::trusted),
+            error: self.error.as_deref().map(from_json).transpose()?,
+            attempts: from_json(&self.attempts)?,
+            lease,
+        })
+    }
+}
+
+fn id_bytes(id: JobId) -> [u8; 16] {
+    *id.as_uuid().as_bytes()
+}
+
+fn load(conn: &Connection, id: JobId) -> Result<Option<Job>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+    let raw = conn
+        .prepare_cached(&sql)?
+        .query_row([&id_bytes(id)[..]], job_from_row)
+        .optional()?;
+    raw.map(RawJob::into_job).transpose()
+}
+
+fn load_many(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Job>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let raws = stmt
+        .query_map(params, job_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    raws.into_iter().map(RawJob::into_job).collect()
+}
+
+fn headers_json(job: &Job) -> Result<Option<String>> {
+    if job.headers.is_empty() {
+        Ok(None)
+    } else {
+        to_json(&job.headers).map(Some)
+    }
+}
+
+fn insert(conn: &Connection, job: &Job) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+    );
+    conn.prepare_cached(&sql)?.execute(params![
+        &id_bytes(job.id)[..],
+        job.queue,
+        job.kind,
+        job.payload.as_str(),
+        job.priority,
+        ms(job.run_at),
+        job.attempt,
+        job.max_attempts,
+        job.timeout.map(|t| t.as_millis() as i64),
+        job.idempotency_key,
+        job.tenant,
+        headers_json(job)?,
+        job.state.as_str(),
+        ms(job.created_at),
+        job.started_at.map(ms),
+        job.finished_at.map(ms),
+        job.progress.as_ref().map(to_json).transpose()?,
+        job.result.as_ref().map(Payload::as_str),
+        job.error.as_ref().map(to_json).transpose()?,
+        to_json(&job.attempts)?,
+        job.lease.as_ref().map(|l| l.worker.as_str()),
+        job.lease.as_ref().map(|l| ms(l.expires_at)),
+        job.lease.as_ref().map(|l| l.token as i64),
+    ])?;
+    Ok(())
+}
+
+/// Writes back what transitions change.
+fn save(conn: &Connection, job: &Job) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE jobs SET run_at = ?2, attempt = ?3, state = ?4, started_at = ?5, finished_at = ?6, progress = ?7, \
+         result = ?8, error = ?9, attempts = ?10, lease_worker = ?11, lease_expires_at = ?12, lease_token = ?13 \
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        &id_bytes(job.id)[..],
+        ms(job.run_at),
+        job.attempt,
+        job.state.as_str(),
+        job.started_at.map(ms),
+        job.finished_at.map(ms),
+        job.progress.as_ref().map(to_json).transpose()?,
+        job.result.as_ref().map(Payload::as_str),
+        job.error.as_ref().map(to_json).transpose()?,
+        to_json(&job.attempts)?,
+        job.lease.as_ref().map(|l| l.worker.as_str()),
+        job.lease.as_ref().map(|l| ms(l.expires_at)),
+        job.lease.as_ref().map(|l| l.token as i64),
+    ])?;
+    Ok(())
+}
+
+/// Appends `emitted` to the event log and refreshes the job's status document.
+fn emit(
+    conn: &Connection,
+    job: &Job,
+    emitted: Emitted,
+    now: Timestamp,
+    status: Option<&StatusCache>,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO events (at, kind, job, queue, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (kind, detail) in emitted {
+        stmt.execute(params![
+            ms(now),
+            kind.as_str(),
+            &id_bytes(job.id)[..],
+            job.queue,
+            job.state.as_str(),
+            job.attempt,
+            detail
+        ])?;
+    }
+    if let Some(cache) = status {
+        put_kv(
+            conn,
+            &cache.namespace,
+            &job.id.to_string(),
+            &JobStatus::entry(job, cache),
+        )?;
+    }
+    Ok(())
+}
+
+fn put_kv(conn: &Connection, ns: &str, key: &str, entry: &KvEntry) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO kv (ns, key, value, metadata, expires_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, metadata = excluded.metadata, \
+         expires_at = excluded.expires_at",
+    )?
+    .execute(params![
+        ns,
+        key,
+        entry.value,
+        entry.metadata.as_ref().map(to_json).transpose()?,
+        entry.expires_at.map(ms)
+    ])?;
+    Ok(())
+}
+
+fn delete_status(conn: &Connection, status: Option<&StatusCache>, ids: &[Vec<u8>]) -> Result<()> {
+    let Some(cache) = status else { return Ok(()) };
+    let mut stmt = conn.prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")?;
+    for id in ids {
+        stmt.execute(params![cache.namespace, job_id(id)?.to_string()])?;
+    }
+    Ok(())
+}
+
+/// Loads job `id`, applies `transition`, saves and emits — inside the writer's transaction.
+fn apply<T>(
+    conn: &Connection,
+    id: JobId,
+    now: Timestamp,
+    status: Option<&StatusCache>,
+    transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)>,
+) -> Result<T> {
+    let mut job = load(conn, id)?.ok_or(Error::NotFound(id))?;
+    let (value, emitted) = transition(&mut job)?;
+    save(conn, &job)?;
+    emit(conn, &job, emitted, now, status)?;
+    Ok(value)
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
+        let status = self.status();
+        self.write(move |conn| {
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for new in jobs {
+                if let Some(key) = &new.idempotency_key {
+                    let existing: Option<Vec<u8>> = conn
+                        .prepare_cached(
+                            "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2",
+                        )?
+                        .query_row(params![new.queue, key], |row| row.get(0))
+                        .optional()?;
+                    if let Some(existing) = existing {
+                        outcomes.push(Enqueued::Duplicate(job_id(&existing)?));
+                        continue;
+                    }
+                }
+                let job = Job::from_new(new, now);
+                insert(conn, &job)?;
+                emit(
+                    conn,
+                    &job,
+                    vec![(EventKind::Enqueued, None)],
+                    now,
+                    status.as_deref(),
+                )?;
+                outcomes.push(Enqueued::New(job.id));
+            }
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<Job>> {
+        let (queue, worker, status) = (queue.to_owned(), worker.to_owned(), self.status());
+        self.write(move |conn| {
+            let paused: Option<i64> =
+                conn.prepare_cached("SELECT 1 FROM paused WHERE queue = ?1")?.query_row([&queue], |r| r.get(0)).optional()?;
+            if paused.is_some() {
+                return Ok(Vec::new());
+            }
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'queued' WHERE queue = ?1 AND state IN ('scheduled', 'retrying') AND run_at <= ?2",
+            )?
+            .execute(params![queue, ms(now)])?;
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = 'queued' ORDER BY priority DESC, run_at, seq LIMIT ?2"
+            );
+            let mut jobs = load_many(conn, &sql, params![queue, limit as i64])?;
+            let expires_at = transition::after(now, lease);
+            for job in &mut jobs {
+                let token = fastrand::u64(1..i64::MAX as u64);
+                let emitted = transition::claim(job, &worker, token, expires_at, now);
+                save(conn, job)?;
+                emit(conn, job, emitted, now, status.as_deref())?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: &[(JobId, u64)],
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<LeaseStatus>> {
+        let leases = leases.to_vec();
+        self.write(move |conn| {
+            let expires_at = transition::after(now, lease);
+            let mut answers = Vec::with_capacity(leases.len());
+            for (id, token) in leases {
+                let mut job = load(conn, id)?;
+                let answer = transition::heartbeat(job.as_mut(), token, expires_at);
+                if answer == LeaseStatus::Extended {
+                    conn.prepare_cached("UPDATE jobs SET lease_expires_at = ?2 WHERE id = ?1")?
+                        .execute(params![&id_bytes(id)[..], ms(expires_at)])?;
+                }
+                answers.push(answer);
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
+    async fn progress(
+        &self,
+        id: JobId,
+        token: u64,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<()> {
+        let status = self.status();
+        self.write(move |conn| {
+            apply(conn, id, now, status.as_deref(), |job| {
+                Ok(((), transition::progress(job, token, progress)?))
+            })
+        })
+        .await
+    }
+
+    async fn complete(&self, id: JobId, token: u64, result: Payload, now: Timestamp) -> Result<()> {
+        let status = self.status();
+        self.write(move |conn| {
+            apply(conn, id, now, status.as_deref(), |job| {
+                Ok(((), transition::complete(job, token, result, now)?))
+            })
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        id: JobId,
+        token: u64,
+        error: JobError,
+        then: AfterFailure,
+        now: Timestamp,
+    ) -> Result<()> {
+        let status = self.status();
+        self.write(move |conn| {
+            apply(conn, id, now, status.as_deref(), |job| {
+                Ok(((), transition::fail(job, token, error, then, now)?))
+            })
+        })
+        .await
+    }
+
+    async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()> {
+        let status = self.status();
+        self.write(move |conn| {
+            apply(conn, id, now, status.as_deref(), |job| {
+                Ok(((), transition::release(job, token, now)?))
+            })
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome> {
+        let status = self.status();
+        self.write(move |conn| {
+            apply(conn, id, now, status.as_deref(), |job| {
+                Ok(transition::cancel(job, now))
+            })
+        })
+        .await
+    }
+
+    async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>> {
+        let status = self.status();
+        self.write(move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)"
+            );
+            let lapsed = load_many(conn, &sql, [ms(now)])?;
+            let mut recovered = Vec::with_capacity(lapsed.len());
+            for mut job in lapsed {
+                let emitted = transition::recover(&mut job, now);
+                save(conn, &job)?;
+                emit(conn, &job, emitted, now, status.as_deref())?;
+                recovered.push(Recovered { id: job.id, queue: job.queue.clone(), state: job.state });
+            }
+            Ok(recovered)
+        })
+        .await
+    }
+
+    async fn promote(&self, now: Timestamp) -> Result<u64> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE jobs SET state = 'queued' WHERE state IN ('scheduled', 'retrying') AND run_at <= ?1")?
+                .execute([ms(now)])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        self.read(move |conn| load(conn, id)).await
+    }
+
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(after) = after {
+                values.push(id_bytes(after).to_vec().into());
+                sql.push_str(&format!(" AND id < ?{}", values.len()));
+            }
+            if let Some(queue) = &filter.queue {
+                values.push(queue.clone().into());
+                sql.push_str(&format!(" AND queue = ?{}", values.len()));
+            }
+            if let Some(kind) = &filter.kind {
+                values.push(kind.clone().into());
+                sql.push_str(&format!(" AND kind = ?{}", values.len()));
+            }
+            if let Some(tenant) = &filter.tenant {
+                values.push(tenant.clone().into());
+                sql.push_str(&format!(" AND tenant = ?{}", values.len()));
+            }
+            if !filter.states.is_empty() {
+                let states: Vec<String> = filter
+                    .states
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                sql.push_str(&format!(" AND state IN ({})", states.join(", ")));
+            }
+            values.push(((limit + 1) as i64).into());
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", values.len()));
+            let mut items = load_many(conn, &sql, rusqlite::params_from_iter(values))?;
+            let next = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|j| j.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<BTreeMap<String, StateCounts>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut counts: BTreeMap<String, StateCounts> = BTreeMap::new();
+            for row in rows {
+                let (queue, state, n) = row?;
+                counts
+                    .entry(queue)
+                    .or_default()
+                    .add(state.parse()?, n as u64);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
+        let queue = queue.to_owned();
+        self.read(move |conn| {
+            let oldest: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(run_at) FROM jobs WHERE queue = ?1 AND state IN ('queued', 'scheduled', 'retrying') AND run_at <= ?2",
+                )?
+                .query_row(params![queue, ms(now)], |row| row.get(0))?;
+            Ok(opt_ts(oldest))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteStore {
+    async fn dead_letters(
+        &self,
+        queue: Option<&str>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>> {
+        let filter = JobFilter {
+            queue: queue.map(str::to_owned),
+            states: vec![JobState::Dead],
+            ..JobFilter::default()
+        };
+        self.list(&filter, after, limit).await
+    }
+
+    async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
+        let status = self.status();
+        self.write(move |conn| {
+            apply(conn, id, now, status.as_deref(), |job| {
+                Ok(((), transition::retry_dead(job, now)?))
+            })
+        })
+        .await
+    }
+
+    async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
+        let (queue, status) = (queue.map(str::to_owned), self.status());
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "DELETE FROM jobs WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1) RETURNING id",
+            )?;
+            let ids = stmt
+                .query_map([&queue], |row| row.get::<_, Vec<u8>>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            delete_status(conn, status.as_deref(), &ids)?;
+            Ok(ids.len() as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl QueueControl for SqliteStore {
+    async fn pause(&self, queue: &str) -> Result<()> {
+        let queue = queue.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("INSERT OR IGNORE INTO paused (queue) VALUES (?1)")?
+                .execute([queue])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn resume(&self, queue: &str) -> Result<()> {
+        let queue = queue.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM paused WHERE queue = ?1")?
+                .execute([queue])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT queue FROM paused ORDER BY queue")?;
+            let queues = stmt
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(queues)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KvStore for SqliteStore {
+    async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
+        let (ns, key) = (namespace.to_owned(), key.to_owned());
+        self.read(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT value, metadata, expires_at FROM kv WHERE ns = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+                )?
+                .query_row(params![ns, key, ms(now)], |row| {
+                    Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<i64>>(2)?))
+                })
+                .optional()?;
+            row.map(|(value, metadata, expires_at)| {
+                Ok(KvEntry { value, metadata: metadata.as_deref().map(from_json).transpose()?, expires_at: opt_ts(expires_at) })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn kv_put(&self, namespace: &str, key: &str, entry: KvEntry) -> Result<()> {
+        let (ns, key) = (namespace.to_owned(), key.to_owned());
+        self.write(move |conn| put_kv(conn, &ns, &key, &entry))
+            .await
+    }
+
+    async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
+        let (ns, key) = (namespace.to_owned(), key.to_owned());
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")?
+                .execute([ns, key])?
+                > 0)
+        })
+        .await
+    }
+
+    async fn kv_list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<KvPage> {
+        let (ns, prefix, cursor) = (
+            namespace.to_owned(),
+            prefix.to_owned(),
+            cursor.map(str::to_owned),
+        );
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, metadata, expires_at FROM kv WHERE ns = ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2 \
+                 AND (?3 IS NULL OR key > ?3) AND (expires_at IS NULL OR expires_at > ?4) ORDER BY key LIMIT ?5",
+            )?;
+            let rows = stmt.query_map(params![ns, prefix, cursor, ms(now), (limit + 1) as i64], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<i64>>(2)?))
+            })?;
+            let mut keys = Vec::new();
+            for row in rows {
+                let (name, metadata, expires_at) = row?;
+                keys.push(KvKey { name, metadata: metadata.as_deref().map(from_json).transpose()?, expires_at: opt_ts(expires_at) });
+            }
+            let list_complete = keys.len() <= limit;
+            keys.truncate(limit);
+            let cursor = if list_complete { None } else { keys.last().map(|k| k.name.clone()) };
+            Ok(KvPage { keys, list_complete, cursor })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventLog for SqliteStore {
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, at, kind, job, queue, state, attempt, detail FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after as i64, limit as i64], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, String>(5)?,
+                    row.get::<_, u32>(6)?,
+                    row.get::<_, Option<String>>(7)?,
+                ))
+            })?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (seq, at, kind, job, queue, state, attempt, detail) = row?;
+                events.push(Event {
+                    seq: seq as u64,
+                    at: ts(at),
+                    kind: EventKind::parse(&kind).ok_or_else(|| Error::Store(format!("unknown event kind `{kind}`")))?,
+                    job: job_id(&job)?,
+                    queue,
+                    state: state.parse()?,
+                    attempt,
+                    detail,
+                });
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn last_event_seq(&self) -> Result<u64> {
+        self.read(|conn| {
+            let seq: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM events")?
+                .query_row([], |row| row.get(0))?;
+            Ok(seq as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CronTicks for SqliteStore {
+    async fn claim_tick(&self, task: &str, tick: Timestamp, now: Timestamp) -> Result<bool> {
+        let task = task.to_owned();
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO cron_ticks (task, tick, claimed_at) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![task, ms(tick), ms(now)])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Retention for SqliteStore {
+    async fn purge_expired(
+        &self,
+        policies: &BTreeMap<String, RetentionPolicy>,
+        default: RetentionPolicy,
+        events: Duration,
+        now: Timestamp,
+    ) -> Result<Purged> {
+        let (policies, status) = (policies.clone(), self.status());
+        self.write(move |conn| {
+            let mut purged = Purged::default();
+            let limits = |policy: &RetentionPolicy| {
+                [
+                    ms(transition::before(now, policy.succeeded)),
+                    ms(transition::before(now, policy.dead)),
+                    ms(transition::before(now, policy.failed)),
+                ]
+            };
+            let mut ids: Vec<Vec<u8>> = Vec::new();
+            let condition = "((state = 'succeeded' AND finished_at <= ?1) OR (state = 'dead' AND finished_at <= ?2) \
+                             OR (state = 'cancelled' AND finished_at <= ?3))";
+            for (queue, policy) in &policies {
+                let [s, d, c] = limits(policy);
+                let sql = format!("DELETE FROM jobs WHERE queue = ?4 AND {condition} RETURNING id");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                ids.extend(stmt.query_map(params![s, d, c, queue], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+            let [s, d, c] = limits(&default);
+            let named: Vec<String> = policies.keys().map(|q| format!("'{}'", q.replace('\'', "''"))).collect();
+            let sql = format!("DELETE FROM jobs WHERE queue NOT IN ({}) AND {condition} RETURNING id", named.join(", "));
+            let mut stmt = conn.prepare(&sql)?;
+            ids.extend(stmt.query_map(params![s, d, c], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
+            delete_status(conn, status.as_deref(), &ids)?;
+            purged.jobs = ids.len() as u64;
+            purged.kv_entries =
+                conn.prepare_cached("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1")?.execute([ms(now)])? as u64;
+            let horizon = ms(transition::before(now, events));
+            purged.events = conn.prepare_cached("DELETE FROM events WHERE at < ?1")?.execute([horizon])? as u64;
+            conn.prepare_cached("DELETE FROM cron_ticks WHERE claimed_at < ?1")?.execute([horizon])?;
+            Ok(purged)
+        })
+        .await
+    }
+}

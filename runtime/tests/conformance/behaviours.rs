@@ -1,0 +1,1229 @@
+//! One body per behaviour every store must have. `tests/conformance.rs` runs each against every
+//! store, so no store can quietly differ.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeZone;
+use raindrop::Error;
+use raindrop::event::EventKind;
+use raindrop::job::{JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
+use raindrop::store::{
+    AfterFailure, CancelOutcome, Enqueued, JobFilter, JobStatus, KvEntry, LeaseStatus,
+    RetentionPolicy, Store,
+};
+
+pub type S = Arc<dyn Store>;
+
+/// The namespace the stores under test write job status documents to.
+pub const STATUS: &str = "status";
+const LEASE: Duration = Duration::from_secs(30);
+
+/// `secs` seconds after a fixed instant: tests drive the clock.
+pub fn t(secs: i64) -> Timestamp {
+    chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::seconds(secs)
+}
+
+fn new_job(queue: &str, n: u32) -> NewJob {
+    let mut job = NewJob::new(
+        queue,
+        "test",
+        Payload::from_value(&serde_json::json!({ "n": n })).unwrap(),
+    );
+    job.max_attempts = 3;
+    job
+}
+
+async fn enqueue(store: &S, job: NewJob, now: Timestamp) -> JobId {
+    let out = store.enqueue(vec![job], now).await.unwrap();
+    assert!(matches!(out[0], Enqueued::New(_)), "{out:?}");
+    out[0].id()
+}
+
+fn n(job: &raindrop::job::Job) -> u64 {
+    serde_json::from_str::<serde_json::Value>(job.payload.as_str()).unwrap()["n"]
+        .as_u64()
+        .unwrap()
+}
+
+async fn claim_all(store: &S, queue: &str, now: Timestamp) -> Vec<u64> {
+    store
+        .claim(queue, "w", 100, LEASE, now)
+        .await
+        .unwrap()
+        .iter()
+        .map(n)
+        .collect()
+}
+
+pub async fn enqueue_then_get_returns_the_job(store: S) {
+    let mut job = new_job("q", 7);
+    job.priority = 3;
+    job.tenant = Some("acme".into());
+    job.headers
+        .insert("traceparent".into(), "00-abc-def-01".into());
+    job.timeout = Some(Duration::from_millis(1500));
+    let id = enqueue(&store, job, t(0)).await;
+    let got = store.get(id).await.unwrap().expect("stored");
+    assert_eq!(got.state, JobState::Queued);
+    assert_eq!(got.queue, "q");
+    assert_eq!(got.kind, "test");
+    assert_eq!(n(&got), 7);
+    assert_eq!(got.priority, 3);
+    assert_eq!(got.tenant.as_deref(), Some("acme"));
+    assert_eq!(got.headers["traceparent"], "00-abc-def-01");
+    assert_eq!(got.timeout, Some(Duration::from_millis(1500)));
+    assert_eq!(got.attempt, 0);
+    assert_eq!(got.max_attempts, 3);
+    assert_eq!(got.created_at, t(0));
+    assert!(store.get(JobId::new()).await.unwrap().is_none());
+}
+
+pub async fn fifo_within_a_priority(store: S) {
+    for i in 0..20 {
+        enqueue(&store, new_job("q", i), t(0)).await;
+    }
+    assert_eq!(
+        claim_all(&store, "q", t(1)).await,
+        (0..20).collect::<Vec<_>>()
+    );
+}
+
+pub async fn higher_priority_runs_first(store: S) {
+    for (i, priority) in [(0, 0), (1, 5), (2, -1), (3, 5), (4, 10)] {
+        let mut job = new_job("q", i);
+        job.priority = priority;
+        enqueue(&store, job, t(0)).await;
+    }
+    assert_eq!(claim_all(&store, "q", t(1)).await, vec![4, 1, 3, 0, 2]);
+}
+
+pub async fn equal_priority_orders_by_run_time_then_insertion(store: S) {
+    let mut late = new_job("q", 0);
+    late.run_at = Some(t(5));
+    enqueue(&store, late, t(0)).await;
+    let mut early = new_job("q", 1);
+    early.run_at = Some(t(2));
+    enqueue(&store, early, t(0)).await;
+    enqueue(&store, new_job("q", 2), t(3)).await;
+    assert_eq!(claim_all(&store, "q", t(10)).await, vec![1, 2, 0]);
+}
+
+pub async fn delayed_job_is_not_claimed_early(store: S) {
+    let mut job = new_job("q", 1);
+    job.run_at = Some(t(60));
+    let id = enqueue(&store, job, t(0)).await;
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Scheduled
+    );
+    assert!(claim_all(&store, "q", t(59)).await.is_empty());
+    assert_eq!(claim_all(&store, "q", t(60)).await, vec![1]);
+}
+
+pub async fn promote_marks_due_jobs_queued(store: S) {
+    let mut job = new_job("q", 1);
+    job.run_at = Some(t(10));
+    let id = enqueue(&store, job, t(0)).await;
+    assert_eq!(store.promote(t(9)).await.unwrap(), 0);
+    assert_eq!(store.promote(t(10)).await.unwrap(), 1);
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+}
+
+pub async fn claim_takes_at_most_the_limit(store: S) {
+    for i in 0..5 {
+        enqueue(&store, new_job("q", i), t(0)).await;
+    }
+    assert_eq!(
+        store.claim("q", "w", 2, LEASE, t(1)).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        store.claim("q", "w", 10, LEASE, t(1)).await.unwrap().len(),
+        3
+    );
+    assert!(
+        store
+            .claim("q", "w", 10, LEASE, t(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn claim_leases_and_counts_the_attempt(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let claimed = store.claim("q", "worker-a", 1, LEASE, t(1)).await.unwrap();
+    let job = &claimed[0];
+    assert_eq!(job.id, id);
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.attempt, 1);
+    assert_eq!(job.started_at, Some(t(1)));
+    let lease = job.lease.as_ref().expect("leased");
+    assert_eq!(lease.worker, "worker-a");
+    assert_eq!(lease.expires_at, t(31));
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].worker, "worker-a");
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().lease_token(),
+        Some(lease.token)
+    );
+}
+
+pub async fn queues_are_isolated(store: S) {
+    enqueue(&store, new_job("a", 1), t(0)).await;
+    enqueue(&store, new_job("b", 2), t(0)).await;
+    assert_eq!(claim_all(&store, "b", t(1)).await, vec![2]);
+    assert_eq!(claim_all(&store, "a", t(1)).await, vec![1]);
+}
+
+pub async fn complete_stores_the_result(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let result = Payload::from_json(r#"{"total":42}"#).unwrap();
+    store
+        .complete(id, job.lease_token().unwrap(), result.clone(), t(3))
+        .await
+        .unwrap();
+    let done = store.get(id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result, Some(result));
+    assert_eq!(done.finished_at, Some(t(3)));
+    assert!(done.lease.is_none());
+    assert_eq!(done.attempts[0].finished_at, Some(t(3)));
+    assert_eq!(done.attempts[0].duration(), Some(Duration::from_secs(2)));
+}
+
+pub async fn complete_with_a_stale_token_is_refused(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let token = job.lease_token().unwrap();
+    let err = store
+        .complete(id, token + 1000, Payload::null(), t(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LeaseLost(e) if e == id), "{err:?}");
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+    store
+        .complete(id, token, Payload::null(), t(2))
+        .await
+        .unwrap();
+    let again = store
+        .complete(id, token, Payload::null(), t(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, Error::LeaseLost(_)),
+        "completing twice: {again:?}"
+    );
+}
+
+pub async fn failing_with_retry_schedules_the_next_attempt(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .fail(
+            id,
+            job.lease_token().unwrap(),
+            JobError::new("boom"),
+            AfterFailure::Retry { at: t(20) },
+            t(2),
+        )
+        .await
+        .unwrap();
+    let failed = store.get(id).await.unwrap().unwrap();
+    assert_eq!(failed.state, JobState::Retrying);
+    assert_eq!(failed.run_at, t(20));
+    assert_eq!(failed.error, Some(JobError::new("boom")));
+    assert!(
+        claim_all(&store, "q", t(19)).await.is_empty(),
+        "retried before its time"
+    );
+    let retried = store.claim("q", "w", 1, LEASE, t(20)).await.unwrap();
+    assert_eq!(retried[0].attempt, 2);
+}
+
+pub async fn out_of_attempts_becomes_a_dead_letter(store: S) {
+    let mut new = new_job("q", 1);
+    new.max_attempts = 2;
+    let id = enqueue(&store, new, t(0)).await;
+    for attempt in 1..=2 {
+        let job = store
+            .claim("q", "w", 1, LEASE, t(attempt))
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .fail(
+                id,
+                job.lease_token().unwrap(),
+                JobError::new(format!("failure {attempt}")),
+                AfterFailure::Retry { at: t(attempt) },
+                t(attempt),
+            )
+            .await
+            .unwrap();
+    }
+    let dead = store.get(id).await.unwrap().unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempt, 2);
+    assert_eq!(dead.finished_at, Some(t(2)));
+    let errors: Vec<_> = dead
+        .attempts
+        .iter()
+        .map(|a| a.error.clone().unwrap().message)
+        .collect();
+    assert_eq!(errors, vec!["failure 1", "failure 2"]);
+    assert!(claim_all(&store, "q", t(100)).await.is_empty());
+}
+
+pub async fn a_fatal_failure_dead_letters_at_once(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .fail(
+            id,
+            job.lease_token().unwrap(),
+            JobError::new("invalid input"),
+            AfterFailure::Dead,
+            t(2),
+        )
+        .await
+        .unwrap();
+    let dead = store.get(id).await.unwrap().unwrap();
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempt, 1);
+}
+
+pub async fn fail_with_a_stale_token_is_refused(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let err = store
+        .fail(
+            id,
+            job.lease_token().unwrap() + 1,
+            JobError::new("x"),
+            AfterFailure::Dead,
+            t(2),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LeaseLost(_)), "{err:?}");
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+}
+
+pub async fn heartbeat_extends_the_lease(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(0))
+        .await
+        .unwrap()
+        .remove(0);
+    let token = job.lease_token().unwrap();
+    let status = store.heartbeat(&[(id, token)], LEASE, t(20)).await.unwrap();
+    assert_eq!(status, vec![LeaseStatus::Extended]);
+    assert!(
+        store.recover(t(31)).await.unwrap().is_empty(),
+        "extended lease was recovered"
+    );
+    assert_eq!(
+        store
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .lease
+            .unwrap()
+            .expires_at,
+        t(50)
+    );
+}
+
+pub async fn heartbeat_reports_a_lost_lease(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(0))
+        .await
+        .unwrap()
+        .remove(0);
+    store.recover(t(31)).await.unwrap();
+    let status = store
+        .heartbeat(
+            &[(id, job.lease_token().unwrap()), (JobId::new(), 1)],
+            LEASE,
+            t(32),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, vec![LeaseStatus::Lost, LeaseStatus::Lost]);
+}
+
+pub async fn expired_lease_returns_the_job_to_its_queue(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    store.claim("q", "w", 1, LEASE, t(0)).await.unwrap();
+    assert!(store.recover(t(29)).await.unwrap().is_empty());
+    let recovered = store.recover(t(30)).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].id, id);
+    assert_eq!(recovered[0].state, JobState::Queued);
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Queued);
+    assert!(
+        job.attempts[0].error.is_some(),
+        "the lost attempt is recorded"
+    );
+    let again = store.claim("q", "w2", 1, LEASE, t(31)).await.unwrap();
+    assert_eq!(again[0].attempt, 2);
+}
+
+pub async fn expired_lease_without_attempts_left_is_dead(store: S) {
+    let mut new = new_job("q", 1);
+    new.max_attempts = 1;
+    let id = enqueue(&store, new, t(0)).await;
+    store.claim("q", "w", 1, LEASE, t(0)).await.unwrap();
+    let recovered = store.recover(t(31)).await.unwrap();
+    assert_eq!(recovered[0].state, JobState::Dead);
+    assert_eq!(store.get(id).await.unwrap().unwrap().state, JobState::Dead);
+}
+
+pub async fn a_recovered_jobs_old_token_is_fenced_off(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let first = store
+        .claim("q", "slow", 1, LEASE, t(0))
+        .await
+        .unwrap()
+        .remove(0);
+    store.recover(t(31)).await.unwrap();
+    let second = store
+        .claim("q", "fast", 1, LEASE, t(32))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_ne!(first.lease_token(), second.lease_token());
+    let late = store
+        .complete(id, first.lease_token().unwrap(), Payload::null(), t(33))
+        .await
+        .unwrap_err();
+    assert!(matches!(late, Error::LeaseLost(_)), "{late:?}");
+    store
+        .complete(id, second.lease_token().unwrap(), Payload::null(), t(34))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+pub async fn release_does_not_burn_an_attempt(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .release(id, job.lease_token().unwrap(), t(2))
+        .await
+        .unwrap();
+    let released = store.get(id).await.unwrap().unwrap();
+    assert_eq!(released.state, JobState::Queued);
+    assert_eq!(released.attempt, 0);
+    assert!(released.attempts.is_empty());
+    let again = store.claim("q", "w", 1, LEASE, t(3)).await.unwrap();
+    assert_eq!(again[0].attempt, 1);
+}
+
+pub async fn cancel_a_queued_job(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    assert_eq!(
+        store.cancel(id, t(1)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(job.finished_at, Some(t(1)));
+    assert!(claim_all(&store, "q", t(2)).await.is_empty());
+}
+
+pub async fn cancel_a_scheduled_job(store: S) {
+    let mut new = new_job("q", 1);
+    new.run_at = Some(t(10));
+    let id = enqueue(&store, new, t(0)).await;
+    assert_eq!(
+        store.cancel(id, t(1)).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert!(claim_all(&store, "q", t(20)).await.is_empty());
+}
+
+pub async fn cancel_a_running_job_revokes_its_lease(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let token = job.lease_token().unwrap();
+    assert_eq!(
+        store.cancel(id, t(2)).await.unwrap(),
+        CancelOutcome::CancelledRunning
+    );
+    assert_eq!(
+        store.heartbeat(&[(id, token)], LEASE, t(3)).await.unwrap(),
+        vec![LeaseStatus::Cancelled]
+    );
+    assert!(matches!(
+        store.complete(id, token, Payload::null(), t(4)).await,
+        Err(Error::LeaseLost(_))
+    ));
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    assert!(
+        store.recover(t(100)).await.unwrap().is_empty(),
+        "a cancelled job is not recovered"
+    );
+}
+
+pub async fn cancel_a_finished_or_unknown_job(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(id, job.lease_token().unwrap(), Payload::null(), t(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cancel(id, t(3)).await.unwrap(),
+        CancelOutcome::AlreadyFinished(JobState::Succeeded)
+    );
+    assert!(matches!(
+        store.cancel(JobId::new(), t(3)).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn idempotency_key_dedupes_across_enqueues(store: S) {
+    let mut first = new_job("q", 1);
+    first.idempotency_key = Some("order-17".into());
+    let id = enqueue(&store, first, t(0)).await;
+    let mut second = new_job("q", 2);
+    second.idempotency_key = Some("order-17".into());
+    let out = store.enqueue(vec![second], t(1)).await.unwrap();
+    assert_eq!(out, vec![Enqueued::Duplicate(id)]);
+    assert_eq!(claim_all(&store, "q", t(2)).await, vec![1]);
+}
+
+pub async fn idempotency_key_dedupes_within_a_batch(store: S) {
+    let mut a = new_job("q", 1);
+    a.idempotency_key = Some("k".into());
+    let mut b = new_job("q", 2);
+    b.idempotency_key = Some("k".into());
+    let out = store.enqueue(vec![a, b], t(0)).await.unwrap();
+    assert!(matches!(out[0], Enqueued::New(_)));
+    assert_eq!(out[1], Enqueued::Duplicate(out[0].id()));
+}
+
+pub async fn idempotency_keys_are_per_queue(store: S) {
+    let mut a = new_job("a", 1);
+    a.idempotency_key = Some("k".into());
+    let mut b = new_job("b", 2);
+    b.idempotency_key = Some("k".into());
+    let out = store.enqueue(vec![a, b], t(0)).await.unwrap();
+    assert!(out.iter().all(|o| matches!(o, Enqueued::New(_))), "{out:?}");
+}
+
+pub async fn batch_enqueue_adds_every_job(store: S) {
+    let jobs: Vec<NewJob> = (0..500).map(|i| new_job("q", i)).collect();
+    let out = store.enqueue(jobs, t(0)).await.unwrap();
+    assert_eq!(out.len(), 500);
+    assert_eq!(store.counts().await.unwrap()["q"].queued, 500);
+}
+
+pub async fn dead_letters_list_retry_and_purge(store: S) {
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = enqueue(&store, new_job("q", i), t(0)).await;
+        let job = store
+            .claim("q", "w", 1, LEASE, t(1))
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .fail(
+                id,
+                job.lease_token().unwrap(),
+                JobError::new("bad"),
+                AfterFailure::Dead,
+                t(2),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    enqueue(&store, new_job("q", 9), t(3)).await;
+    let dead = store.dead_letters(Some("q"), None, 10).await.unwrap();
+    assert_eq!(dead.items.len(), 3);
+    assert!(dead.items.iter().all(|j| j.state == JobState::Dead));
+
+    store.retry_dead(ids[0], t(4)).await.unwrap();
+    let retried = store.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(retried.state, JobState::Queued);
+    assert_eq!(
+        retried.attempt, 0,
+        "a retried dead letter gets its attempts back"
+    );
+    let claimed = store.claim("q", "w", 10, LEASE, t(5)).await.unwrap();
+    assert!(claimed.iter().any(|j| j.id == ids[0]));
+
+    assert_eq!(store.purge_dead(Some("q")).await.unwrap(), 2);
+    assert!(store.get(ids[1]).await.unwrap().is_none());
+    assert!(
+        store
+            .dead_letters(None, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+pub async fn only_dead_letters_can_be_retried(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let err = store.retry_dead(id, t(1)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::WrongState {
+                state: JobState::Queued,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        store.retry_dead(JobId::new(), t(1)).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn pause_stops_claims_and_resume_restarts_them(store: S) {
+    enqueue(&store, new_job("q", 1), t(0)).await;
+    store.pause("q").await.unwrap();
+    assert_eq!(store.paused().await.unwrap(), vec!["q".to_owned()]);
+    assert!(claim_all(&store, "q", t(1)).await.is_empty());
+    enqueue(&store, new_job("q", 2), t(1)).await;
+    store.resume("q").await.unwrap();
+    assert!(store.paused().await.unwrap().is_empty());
+    assert_eq!(claim_all(&store, "q", t(2)).await, vec![1, 2]);
+}
+
+pub async fn kv_put_get_delete(store: S) {
+    let entry = KvEntry {
+        value: b"hello".to_vec(),
+        metadata: None,
+        expires_at: None,
+    };
+    store
+        .kv_put("cache", "greeting", entry.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("cache", "greeting", t(0)).await.unwrap(),
+        Some(entry)
+    );
+    assert_eq!(
+        store.kv_get("other", "greeting", t(0)).await.unwrap(),
+        None,
+        "namespaces are separate"
+    );
+    assert!(store.kv_delete("cache", "greeting").await.unwrap());
+    assert!(!store.kv_delete("cache", "greeting").await.unwrap());
+    assert_eq!(store.kv_get("cache", "greeting", t(0)).await.unwrap(), None);
+}
+
+pub async fn kv_entries_expire(store: S) {
+    let entry = KvEntry {
+        value: b"v".to_vec(),
+        metadata: None,
+        expires_at: Some(t(10)),
+    };
+    store.kv_put("cache", "k", entry).await.unwrap();
+    assert!(store.kv_get("cache", "k", t(9)).await.unwrap().is_some());
+    assert!(store.kv_get("cache", "k", t(10)).await.unwrap().is_none());
+    assert!(
+        store
+            .kv_list("cache", "", None, 10, t(10))
+            .await
+            .unwrap()
+            .keys
+            .is_empty()
+    );
+}
+
+pub async fn kv_metadata_round_trips(store: S) {
+    let metadata = serde_json::json!({ "content_type": "application/json", "version": 3 });
+    let entry = KvEntry {
+        value: b"{}".to_vec(),
+        metadata: Some(metadata.clone()),
+        expires_at: Some(t(100)),
+    };
+    store.kv_put("cache", "k", entry).await.unwrap();
+    let got = store.kv_get("cache", "k", t(0)).await.unwrap().unwrap();
+    assert_eq!(got.metadata, Some(metadata.clone()));
+    assert_eq!(got.expires_at, Some(t(100)));
+    let listed = store.kv_list("cache", "", None, 10, t(0)).await.unwrap();
+    assert_eq!(listed.keys[0].metadata, Some(metadata));
+}
+
+pub async fn kv_list_pages_by_prefix_in_key_order(store: S) {
+    for key in ["user:3", "user:1", "order:1", "user:2", "user:10", "users"] {
+        store
+            .kv_put(
+                "c",
+                key,
+                KvEntry {
+                    value: vec![],
+                    metadata: None,
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let first = store.kv_list("c", "user:", None, 2, t(0)).await.unwrap();
+    let names: Vec<_> = first.keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, vec!["user:1", "user:10"]);
+    assert!(!first.list_complete);
+    // A key added before the cursor does not shift the next page.
+    store
+        .kv_put(
+            "c",
+            "user:0",
+            KvEntry {
+                value: vec![],
+                metadata: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let second = store
+        .kv_list("c", "user:", first.cursor.as_deref(), 2, t(0))
+        .await
+        .unwrap();
+    let names: Vec<_> = second.keys.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, vec!["user:2", "user:3"]);
+    assert!(second.list_complete);
+    assert!(second.cursor.is_none());
+}
+
+pub async fn list_filters_and_pages_newest_first(store: S) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut job = new_job(if i % 2 == 0 { "even" } else { "odd" }, i);
+        job.kind = format!("kind-{}", i % 3);
+        job.tenant = Some(if i < 3 { "a" } else { "b" }.into());
+        ids.push(enqueue(&store, job, t(0)).await);
+    }
+    let all = store.list(&JobFilter::default(), None, 100).await.unwrap();
+    let listed: Vec<JobId> = all.items.iter().map(|j| j.id).collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(listed, expected);
+
+    let even = store
+        .list(
+            &JobFilter {
+                queue: Some("even".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(even.items.len(), 3);
+    let kind = store
+        .list(
+            &JobFilter {
+                kind: Some("kind-1".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(kind.items.iter().map(n).collect::<Vec<_>>(), vec![4, 1]);
+    let tenant = store
+        .list(
+            &JobFilter {
+                tenant: Some("b".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tenant.items.len(), 2);
+
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(&JobFilter::default(), after, 2).await.unwrap();
+        seen.extend(page.items.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+}
+
+pub async fn list_cursor_is_stable_while_jobs_arrive(store: S) {
+    for i in 0..4 {
+        enqueue(&store, new_job("q", i), t(0)).await;
+    }
+    let first = store.list(&JobFilter::default(), None, 2).await.unwrap();
+    assert_eq!(first.items.iter().map(n).collect::<Vec<_>>(), vec![3, 2]);
+    enqueue(&store, new_job("q", 99), t(1)).await;
+    let second = store
+        .list(&JobFilter::default(), first.next, 2)
+        .await
+        .unwrap();
+    assert_eq!(second.items.iter().map(n).collect::<Vec<_>>(), vec![1, 0]);
+    let running = store
+        .list(
+            &JobFilter {
+                states: vec![JobState::Running],
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert!(running.items.is_empty());
+}
+
+pub async fn counts_per_state_and_queue(store: S) {
+    for i in 0..4 {
+        enqueue(&store, new_job("a", i), t(0)).await;
+    }
+    let mut later = new_job("a", 9);
+    later.run_at = Some(t(100));
+    enqueue(&store, later, t(0)).await;
+    enqueue(&store, new_job("b", 0), t(0)).await;
+    let job = store
+        .claim("a", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(job.id, job.lease_token().unwrap(), Payload::null(), t(2))
+        .await
+        .unwrap();
+    store.claim("a", "w", 1, LEASE, t(2)).await.unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts["a"].queued,
+            counts["a"].scheduled,
+            counts["a"].running,
+            counts["a"].succeeded
+        ),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(counts["b"].queued, 1);
+    assert_eq!(counts["a"].waiting(), 3);
+}
+
+pub async fn oldest_ready_job_age(store: S) {
+    assert_eq!(store.oldest_ready("q", t(0)).await.unwrap(), None);
+    enqueue(&store, new_job("q", 1), t(5)).await;
+    enqueue(&store, new_job("q", 2), t(8)).await;
+    let mut later = new_job("q", 3);
+    later.run_at = Some(t(50));
+    enqueue(&store, later, t(8)).await;
+    assert_eq!(store.oldest_ready("q", t(10)).await.unwrap(), Some(t(5)));
+}
+
+pub async fn events_follow_the_lifecycle_in_order(store: S) {
+    let start = store.last_event_seq().await.unwrap();
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let token = job.lease_token().unwrap();
+    store
+        .progress(
+            id,
+            token,
+            Progress {
+                percent: 50,
+                message: "half".into(),
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    store
+        .fail(
+            id,
+            token,
+            JobError::new("oops"),
+            AfterFailure::Retry { at: t(3) },
+            t(2),
+        )
+        .await
+        .unwrap();
+    let job = store
+        .claim("q", "w", 1, LEASE, t(3))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(id, job.lease_token().unwrap(), Payload::null(), t(4))
+        .await
+        .unwrap();
+    let events = store.events_after(start, 100).await.unwrap();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    use EventKind as K;
+    assert_eq!(
+        kinds,
+        vec![
+            K::Enqueued,
+            K::Started,
+            K::Progress,
+            K::Failed,
+            K::Retrying,
+            K::Started,
+            K::Succeeded
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(events.iter().all(|e| e.job == id && e.queue == "q"));
+    assert_eq!(events.last().unwrap().state, JobState::Succeeded);
+    assert_eq!(events[3].detail.as_deref(), Some("oops"));
+    assert_eq!(
+        store.last_event_seq().await.unwrap(),
+        events.last().unwrap().seq
+    );
+    let tail = store.events_after(events[4].seq, 100).await.unwrap();
+    assert_eq!(tail.len(), 2);
+}
+
+pub async fn status_document_follows_every_transition(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let status = |store: S| async move {
+        let entry = store
+            .kv_get(STATUS, &id.to_string(), t(0))
+            .await
+            .unwrap()
+            .expect("status document");
+        serde_json::from_slice::<JobStatus>(&entry.value).unwrap()
+    };
+    assert_eq!(status(store.clone()).await.state, JobState::Queued);
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let token = job.lease_token().unwrap();
+    assert_eq!(status(store.clone()).await.state, JobState::Running);
+    store
+        .progress(
+            id,
+            token,
+            Progress {
+                percent: 40,
+                message: "reading".into(),
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    let s = status(store.clone()).await;
+    assert_eq!(
+        s.progress,
+        Some(Progress {
+            percent: 40,
+            message: "reading".into()
+        })
+    );
+    store
+        .complete(id, token, Payload::from_json("[1,2]").unwrap(), t(3))
+        .await
+        .unwrap();
+    let s = status(store.clone()).await;
+    assert_eq!(s.state, JobState::Succeeded);
+    assert_eq!(s.result.unwrap().as_str(), "[1,2]");
+    assert_eq!(s.attempts.len(), 1);
+    let entry = store
+        .kv_get(STATUS, &id.to_string(), t(0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        entry.expires_at,
+        Some(t(3) + chrono::Duration::hours(1)),
+        "finished status lives for the cache TTL"
+    );
+}
+
+pub async fn cron_tick_is_claimed_once(store: S) {
+    let claims = futures_join(&store, 8, |store| async move {
+        store.claim_tick("nightly", t(3600), t(3600)).await.unwrap()
+    })
+    .await;
+    assert_eq!(claims.iter().filter(|c| **c).count(), 1);
+    assert!(
+        store.claim_tick("nightly", t(7200), t(7200)).await.unwrap(),
+        "the next tick is its own"
+    );
+    assert!(
+        store.claim_tick("other", t(3600), t(3600)).await.unwrap(),
+        "ticks are per task"
+    );
+}
+
+pub async fn concurrent_claimers_never_get_the_same_job(store: S) {
+    let jobs: Vec<NewJob> = (0..400).map(|i| new_job("q", i)).collect();
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let batches = futures_join(&store, 8, |store| async move {
+        let mut mine = Vec::new();
+        loop {
+            let claimed = store.claim("q", "w", 7, LEASE, t(1)).await.unwrap();
+            if claimed.is_empty() {
+                break mine;
+            }
+            mine.extend(claimed.into_iter().map(|j| j.id));
+        }
+    })
+    .await;
+    let all: Vec<JobId> = batches.into_iter().flatten().collect();
+    let unique: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!(all.len(), 400);
+    assert_eq!(unique.len(), 400, "a job was claimed twice");
+}
+
+pub async fn retention_removes_finished_records(store: S) {
+    let keep = RetentionPolicy {
+        succeeded: Duration::from_secs(60),
+        failed: Duration::from_secs(120),
+        dead: Duration::from_secs(300),
+    };
+    let mut ids = BTreeMap::new();
+    for (name, outcome) in [("ok", 0), ("dead", 1), ("cancelled", 2), ("waiting", 3)] {
+        let mut job = new_job("q", outcome);
+        job.idempotency_key = Some(name.to_owned());
+        let id = enqueue(&store, job, t(0)).await;
+        ids.insert(name, id);
+        match outcome {
+            0 | 1 => {
+                let job = store
+                    .claim("q", "w", 1, LEASE, t(0))
+                    .await
+                    .unwrap()
+                    .remove(0);
+                let token = job.lease_token().unwrap();
+                if outcome == 0 {
+                    store
+                        .complete(id, token, Payload::null(), t(0))
+                        .await
+                        .unwrap();
+                } else {
+                    store
+                        .fail(id, token, JobError::new("x"), AfterFailure::Dead, t(0))
+                        .await
+                        .unwrap();
+                }
+            }
+            2 => {
+                store.cancel(id, t(0)).await.unwrap();
+            }
+            _ => {}
+        }
+    }
+    let policies = BTreeMap::from([("q".to_owned(), keep)]);
+    let purged = store
+        .purge_expired(&policies, keep, Duration::from_secs(86_400), t(59))
+        .await
+        .unwrap();
+    assert_eq!(purged.jobs, 0);
+    let purged = store
+        .purge_expired(&policies, keep, Duration::from_secs(86_400), t(60))
+        .await
+        .unwrap();
+    assert_eq!(purged.jobs, 1);
+    assert!(store.get(ids["ok"]).await.unwrap().is_none());
+    assert!(
+        store
+            .kv_get(STATUS, &ids["ok"].to_string(), t(0))
+            .await
+            .unwrap()
+            .is_none(),
+        "status goes with the job"
+    );
+    store
+        .purge_expired(&policies, keep, Duration::from_secs(86_400), t(300))
+        .await
+        .unwrap();
+    assert!(store.get(ids["cancelled"]).await.unwrap().is_none());
+    assert!(store.get(ids["dead"]).await.unwrap().is_none());
+    assert!(
+        store.get(ids["waiting"]).await.unwrap().is_some(),
+        "unfinished jobs are kept"
+    );
+    // A purged job's idempotency key can be used again; a kept job's cannot.
+    let mut again = new_job("q", 5);
+    again.idempotency_key = Some("ok".into());
+    enqueue(&store, again, t(301)).await;
+    let mut kept = new_job("q", 6);
+    kept.idempotency_key = Some("waiting".into());
+    assert_eq!(
+        store.enqueue(vec![kept], t(301)).await.unwrap(),
+        vec![Enqueued::Duplicate(ids["waiting"])]
+    );
+}
+
+pub async fn retention_removes_expired_entries_and_old_events(store: S) {
+    store
+        .kv_put(
+            "c",
+            "old",
+            KvEntry {
+                value: vec![],
+                metadata: None,
+                expires_at: Some(t(10)),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .kv_put(
+            "c",
+            "new",
+            KvEntry {
+                value: vec![],
+                metadata: None,
+                expires_at: Some(t(1000)),
+            },
+        )
+        .await
+        .unwrap();
+    enqueue(&store, new_job("q", 1), t(0)).await;
+    enqueue(&store, new_job("q", 2), t(500)).await;
+    let keep = RetentionPolicy {
+        succeeded: Duration::from_secs(60),
+        failed: Duration::from_secs(60),
+        dead: Duration::from_secs(60),
+    };
+    let purged = store
+        .purge_expired(&BTreeMap::new(), keep, Duration::from_secs(100), t(550))
+        .await
+        .unwrap();
+    assert!(purged.kv_entries >= 1);
+    assert!(purged.events >= 1);
+    let events = store.events_after(0, 100).await.unwrap();
+    assert!(events.iter().all(|e| e.at >= t(450)), "{events:?}");
+    assert!(store.kv_get("c", "new", t(550)).await.unwrap().is_some());
+}
+
+pub async fn progress_needs_the_current_lease(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    let stale = store
+        .progress(
+            id,
+            job.lease_token().unwrap() + 1,
+            Progress {
+                percent: 10,
+                message: String::new(),
+            },
+            t(2),
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::LeaseLost(_))));
+    store
+        .progress(
+            id,
+            job.lease_token().unwrap(),
+            Progress {
+                percent: 10,
+                message: "x".into(),
+            },
+            t(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .progress
+            .unwrap()
+            .percent,
+        10
+    );
+}
+
+/// Runs `count` copies of `f` concurrently on the runtime's threads and collects their results.
+async fn futures_join<T, F, Fut>(store: &S, count: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(S) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let handles: Vec<_> = (0..count).map(|_| tokio::spawn(f(store.clone()))).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -1,0 +1,108 @@
+//! What only a store on disk can promise: a restart keeps everything.
+
+use std::time::Duration;
+
+use raindrop::job::{JobState, NewJob, Payload, now};
+use raindrop::store::sqlite::SqliteStore;
+use raindrop::store::{JobFilter, StatusCache};
+
+#[tokio::test]
+async fn reopening_the_file_keeps_jobs_leases_kv_and_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/raindrop.db");
+    let status = || {
+        Some(StatusCache {
+            namespace: "status".into(),
+            ttl: None,
+        })
+    };
+    let t0 = now();
+    let (waiting, running, seq) = {
+        let store = SqliteStore::open(&path, status()).await.unwrap();
+        let mut jobs: Vec<NewJob> = (0..10)
+            .map(|i| NewJob::new("q", "k", Payload::from_value(&i).unwrap()))
+            .collect();
+        jobs[0].idempotency_key = Some("unique".into());
+        use raindrop::store::{EventLog, JobStore, KvStore, QueueControl};
+        let ids: Vec<_> = store
+            .enqueue(jobs, t0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id())
+            .collect();
+        let claimed = store
+            .claim("q", "w", 1, Duration::from_secs(60), t0)
+            .await
+            .unwrap();
+        store.pause("other").await.unwrap();
+        store
+            .kv_put(
+                "c",
+                "k",
+                raindrop::store::KvEntry {
+                    value: b"v".to_vec(),
+                    metadata: None,
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        (
+            ids[1..].to_vec(),
+            claimed[0].clone(),
+            store.last_event_seq().await.unwrap(),
+        )
+    };
+    assert!(path.exists(), "the file and its directories are created");
+
+    use raindrop::store::{EventLog, JobStore, KvStore, QueueControl};
+    let store = SqliteStore::open(&path, status()).await.unwrap();
+    let all = store.list(&JobFilter::default(), None, 100).await.unwrap();
+    assert_eq!(all.items.len(), 10);
+    let job = store.get(running.id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(
+        job.lease_token(),
+        running.lease_token(),
+        "the lease survives, so its holder can finish"
+    );
+    store
+        .complete(
+            running.id,
+            running.lease_token().unwrap(),
+            Payload::null(),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.counts().await.unwrap()["q"].queued,
+        waiting.len() as u64
+    );
+    assert_eq!(store.paused().await.unwrap(), vec!["other".to_owned()]);
+    assert_eq!(
+        store.kv_get("c", "k", now()).await.unwrap().unwrap().value,
+        b"v"
+    );
+    assert!(store.last_event_seq().await.unwrap() > seq);
+    let mut dup = NewJob::new("q", "k", Payload::null());
+    dup.idempotency_key = Some("unique".into());
+    let out = store.enqueue(vec![dup], now()).await.unwrap();
+    assert!(
+        matches!(out[0], raindrop::store::Enqueued::Duplicate(_)),
+        "idempotency keys survive"
+    );
+}
+
+#[tokio::test]
+async fn an_unopenable_path_is_a_clear_error() {
+    let err = SqliteStore::open(
+        std::path::Path::new("/proc/raindrop/cannot/raindrop.db"),
+        None,
+    )
+    .await
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("/proc/raindrop/cannot"), "{message}");
+}
