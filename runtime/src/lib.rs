@@ -1,10 +1,18 @@
 #![doc = include_str!("../../README.md")]
 
+pub mod cron;
+pub mod engine;
 pub mod error;
 pub mod event;
 pub mod job;
+pub mod kv;
 pub mod manifest;
+pub mod observer;
+pub mod queue;
+pub mod retry;
 pub mod store;
+pub mod task;
+mod worker;
 
 pub use error::{Error, Result};
 

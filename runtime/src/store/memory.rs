@@ -2,10 +2,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::Notify;
 
 use super::transition::{self, Emitted};
 use super::{
@@ -25,6 +26,7 @@ const MAX_EVENTS: usize = 100_000;
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     status: Option<StatusCache>,
+    notify: Arc<Notify>,
 }
 
 /// Ready-queue order: highest priority, then earliest run time, then insertion order.
@@ -53,6 +55,7 @@ impl MemoryStore {
         Self {
             inner: Mutex::new(Inner::default()),
             status,
+            notify: Arc::new(Notify::new()),
         }
     }
 
@@ -99,6 +102,7 @@ impl MemoryStore {
             inner.events.pop_front();
         }
         inner.events.push_back(event);
+        self.notify.notify_waiters();
     }
 }
 
@@ -572,6 +576,10 @@ impl EventLog for MemoryStore {
 
     async fn last_event_seq(&self) -> Result<u64> {
         Ok(self.lock().next_event)
+    }
+
+    fn event_notify(&self) -> Arc<Notify> {
+        self.notify.clone()
     }
 }
 

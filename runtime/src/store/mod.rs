@@ -26,6 +26,7 @@ mod status;
 mod transition;
 
 pub use status::JobStatus;
+pub(crate) use transition::{after, before};
 
 /// What an enqueue did with one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -384,6 +385,10 @@ pub trait EventLog: Send + Sync + 'static {
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
     /// The latest event's seq (0 when there is none).
     async fn last_event_seq(&self) -> Result<u64>;
+
+    /// Notified after this process appends events, so followers in this process wake at once
+    /// (followers of other processes' events poll).
+    fn event_notify(&self) -> Arc<tokio::sync::Notify>;
 }
 
 /// Exactly-once cron ticks across processes.

@@ -106,6 +106,7 @@ pub struct SqliteStore {
     writer: Mutex<mpsc::Sender<Op>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     status: Option<Arc<StatusCache>>,
+    notify: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -178,6 +179,7 @@ impl SqliteStore {
             writer: Mutex::new(sender),
             readers: Arc::new(Mutex::new(Vec::new())),
             status: status.map(Arc::new),
+            notify: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -205,9 +207,12 @@ impl SqliteStore {
             .unwrap_or_else(|p| p.into_inner())
             .send(op)
             .map_err(|_| Error::Store("the SQLite writer has stopped".into()))?;
-        answer
+        let result = answer
             .await
-            .map_err(|_| Error::Store("the SQLite writer stopped before answering".into()))?
+            .map_err(|_| Error::Store("the SQLite writer stopped before answering".into()))?;
+        // Whatever committed may have appended events.
+        self.notify.notify_waiters();
+        result
     }
 
     /// Runs `f` on a read connection.
@@ -1037,6 +1042,10 @@ impl EventLog for SqliteStore {
             Ok(seq as u64)
         })
         .await
+    }
+
+    fn event_notify(&self) -> Arc<tokio::sync::Notify> {
+        self.notify.clone()
     }
 }
 

@@ -1,0 +1,535 @@
+//! The engine: an application's queues, caches, workers, schedules and monitors, running
+//! against one store.
+//!
+//! ```no_run
+//! # async fn demo(app: raindrop::manifest::Application) -> raindrop::Result<()> {
+//! use raindrop::engine::Engine;
+//! use raindrop::task::{JobContext, TaskError, handler_fn};
+//!
+//! let engine = Engine::builder(app)
+//!     .task("job_worker", handler_fn(|ctx: JobContext| async move {
+//!         let n: u64 = ctx.payload()?;
+//!         Ok::<_, TaskError>(n * 2)
+//!     }))
+//!     .open()
+//!     .await?;
+//! engine.queue("job_queue")?.send(&21).await?;
+//! engine.run_until(raindrop::engine::shutdown_signal()).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raindrop_codegen::model::{Application, ObserverRole, TaskRole};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cron::{CronConfig, CronHandler, Schedule};
+use crate::error::{Error, Result};
+use crate::kv::KvCache;
+use crate::observer::{Alerts, MonitorConfig, ObserverHandler};
+use crate::queue::Queue;
+use crate::retry::RetryPolicy;
+use crate::store::{RetentionPolicy, StatusCache, Store, StoreUrl};
+use crate::task::Handler;
+use crate::worker::WorkerConfig;
+
+/// Which components this process runs. Every process may produce jobs; the roles say what
+/// else it does, so each can be scaled on its own against one store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Worker pools of worker tasks.
+    pub workers: bool,
+    /// Cron schedulers.
+    pub scheduler: bool,
+    /// Monitors: recovery, retention, metrics, alerts, observer handlers.
+    pub observer: bool,
+}
+
+impl Roles {
+    /// Every role.
+    pub const ALL: Roles = Roles {
+        workers: true,
+        scheduler: true,
+        observer: true,
+    };
+    /// None: produce and read only (e.g. a service-only process).
+    pub const NONE: Roles = Roles {
+        workers: false,
+        scheduler: false,
+        observer: false,
+    };
+}
+
+/// Tunables with production defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Which components run here.
+    pub roles: Roles,
+    /// How long running jobs may finish after shutdown starts.
+    pub grace: Duration,
+    /// Longest pause between claims of an idle worker pool.
+    pub idle_poll: Duration,
+    /// How often monitors recover leases and refresh metrics.
+    pub observer_tick: Duration,
+    /// How often monitors apply retention.
+    pub retention_every: Duration,
+    /// How long lifecycle events are kept.
+    pub event_horizon: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            roles: Roles::ALL,
+            grace: Duration::from_secs(30),
+            idle_poll: Duration::from_millis(250),
+            observer_tick: Duration::from_secs(1),
+            retention_every: Duration::from_secs(60),
+            event_horizon: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Builds an [`Engine`]: the application, its handlers, the store.
+pub struct EngineBuilder {
+    app: Application,
+    store: Option<Arc<dyn Store>>,
+    tasks: HashMap<String, Arc<dyn Handler>>,
+    crons: HashMap<String, Arc<dyn CronHandler>>,
+    observers: HashMap<String, Arc<dyn ObserverHandler>>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("app", &self.app.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Uses `store` instead of opening one from `RAINDROP_STORE`.
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Binds the worker task `name` to `handler`.
+    #[must_use]
+    pub fn task(mut self, name: &str, handler: impl Handler) -> Self {
+        self.tasks.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// Binds the cron task `name` to `handler`.
+    #[must_use]
+    pub fn cron(mut self, name: &str, handler: impl CronHandler) -> Self {
+        self.crons.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// Binds the monitor observer `name` to `handler`.
+    #[must_use]
+    pub fn observer(mut self, name: &str, handler: impl ObserverHandler) -> Self {
+        self.observers.insert(name.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// Replaces the settings.
+    #[must_use]
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Opens the store `RAINDROP_STORE` names (SQLite by default) unless one was given, checks
+    /// that every task has a handler, and builds the engine.
+    pub async fn open(mut self) -> Result<Engine> {
+        if self.store.is_none() {
+            let url = StoreUrl::from_env()?;
+            self.store = Some(crate::store::open(&url, status_cache(&self.app)).await?);
+        }
+        self.build()
+    }
+
+    /// Builds the engine on the given store.
+    pub fn build(self) -> Result<Engine> {
+        let store = self
+            .store
+            .ok_or_else(|| Error::Config("no store: call `.store(…)` or `.open()`".into()))?;
+        let app = self.app;
+        let mut missing = Vec::new();
+        for task in &app.tasks {
+            let bound = match task.role {
+                TaskRole::Worker { .. } => self.tasks.contains_key(task.name.as_str()),
+                TaskRole::Cron { .. } => self.crons.contains_key(task.name.as_str()),
+            };
+            if !bound {
+                missing.push(format!("task `{}`", task.name));
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::Config(format!(
+                "no handler for {}: bind one to each task the manifest declares",
+                missing.join(", ")
+            )));
+        }
+        let known = |name: &String, kind: &'static str, found: bool| {
+            if found {
+                Ok(())
+            } else {
+                Err(Error::Unknown {
+                    kind,
+                    name: name.clone(),
+                })
+            }
+        };
+        for name in self.tasks.keys() {
+            known(
+                name,
+                "worker task",
+                app.tasks
+                    .iter()
+                    .any(|t| t.name.as_str() == name && matches!(t.role, TaskRole::Worker { .. })),
+            )?;
+        }
+        for name in self.crons.keys() {
+            known(
+                name,
+                "cron task",
+                app.tasks
+                    .iter()
+                    .any(|t| t.name.as_str() == name && matches!(t.role, TaskRole::Cron { .. })),
+            )?;
+        }
+        for name in self.observers.keys() {
+            known(
+                name,
+                "monitor observer",
+                app.observers.iter().any(|o| {
+                    o.name.as_str() == name && matches!(o.role, ObserverRole::Monitor { .. })
+                }),
+            )?;
+        }
+        let wakes = app
+            .queues
+            .iter()
+            .map(|q| (q.name.to_string(), Arc::new(Notify::new())))
+            .collect();
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                worker_id: worker_id(),
+                app,
+                store,
+                wakes,
+                tasks: self.tasks,
+                crons: self.crons,
+                observers: self.observers,
+                alerts: Arc::new(Alerts::default()),
+                settings: self.settings,
+            }),
+        })
+    }
+}
+
+/// Where job status documents go for `app`: its status kv_cache, with that cache's TTL.
+pub fn status_cache(app: &Application) -> Option<StatusCache> {
+    let name = app.status_cache.as_ref()?;
+    let ttl = app
+        .kv_caches
+        .iter()
+        .find(|c| &c.name == name)
+        .and_then(|c| c.ttl)
+        .map(|t| t.get());
+    Some(StatusCache {
+        namespace: name.to_string(),
+        ttl,
+    })
+}
+
+/// A unique id for this process's workers: host, process id and a random suffix.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+struct Inner {
+    app: Application,
+    store: Arc<dyn Store>,
+    worker_id: String,
+    wakes: HashMap<String, Arc<Notify>>,
+    tasks: HashMap<String, Arc<dyn Handler>>,
+    crons: HashMap<String, Arc<dyn CronHandler>>,
+    observers: HashMap<String, Arc<dyn ObserverHandler>>,
+    alerts: Arc<Alerts>,
+    settings: Settings,
+}
+
+/// A running or runnable application. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("app", &self.inner.app.name)
+            .field("worker", &self.inner.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine for `app`.
+    pub fn builder(app: Application) -> EngineBuilder {
+        EngineBuilder {
+            app,
+            store: None,
+            tasks: HashMap::new(),
+            crons: HashMap::new(),
+            observers: HashMap::new(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// The application.
+    pub fn app(&self) -> &Application {
+        &self.inner.app
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// This process's worker id.
+    pub fn worker_id(&self) -> &str {
+        &self.inner.worker_id
+    }
+
+    /// Alerts raised by this process's monitors.
+    pub fn alerts(&self) -> &Arc<Alerts> {
+        &self.inner.alerts
+    }
+
+    /// The producer of queue `name`.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        let queue = self
+            .inner
+            .app
+            .queues
+            .iter()
+            .find(|q| q.name.as_str() == name)
+            .ok_or_else(|| Error::Unknown {
+                kind: "queue",
+                name: name.to_owned(),
+            })?;
+        let wake = self.inner.wakes.get(name).cloned().unwrap_or_default();
+        Ok(Queue::new(
+            name,
+            self.inner.store.clone(),
+            queue.max_attempts,
+            queue.max_message_size.bytes(),
+            wake,
+        ))
+    }
+
+    /// The kv_cache `name`.
+    pub fn kv(&self, name: &str) -> Result<KvCache> {
+        let cache = self
+            .inner
+            .app
+            .kv_caches
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .ok_or_else(|| Error::Unknown {
+                kind: "kv_cache",
+                name: name.to_owned(),
+            })?;
+        Ok(KvCache::new(
+            name,
+            self.inner.store.clone(),
+            cache.ttl.map(|t| t.get()),
+        ))
+    }
+
+    /// Starts every component this process's roles include. Observer handlers receive every
+    /// event after this returns.
+    pub async fn start(&self) -> Result<Running> {
+        let stop = CancellationToken::new();
+        let mut components = tokio::task::JoinSet::new();
+        let inner = &self.inner;
+        let settings = &inner.settings;
+        if settings.roles.workers {
+            for task in &inner.app.tasks {
+                let TaskRole::Worker { queue, concurrency } = &task.role else {
+                    continue;
+                };
+                let (Some(handler), Some(policy)) =
+                    (inner.tasks.get(task.name.as_str()), inner.app.queue(queue))
+                else {
+                    continue;
+                };
+                let config = WorkerConfig {
+                    task: task.name.to_string(),
+                    queue: queue.to_string(),
+                    concurrency: *concurrency as usize,
+                    timeout: task.timeout.get(),
+                    lease: policy.visibility_timeout.get(),
+                    retry: RetryPolicy::of(policy),
+                    idle_poll: settings.idle_poll,
+                    grace: settings.grace,
+                };
+                let wake = inner.wakes.get(queue.as_str()).cloned().unwrap_or_default();
+                components.spawn(crate::worker::run(
+                    inner.store.clone(),
+                    handler.clone(),
+                    config,
+                    inner.worker_id.clone(),
+                    wake,
+                    stop.clone(),
+                ));
+            }
+        }
+        if settings.roles.scheduler {
+            for task in &inner.app.tasks {
+                let TaskRole::Cron {
+                    schedule,
+                    max_attempts,
+                } = &task.role
+                else {
+                    continue;
+                };
+                let Some(handler) = inner.crons.get(task.name.as_str()) else {
+                    continue;
+                };
+                match Schedule::parse(schedule.as_str()) {
+                    Ok(schedule) => {
+                        let config = CronConfig {
+                            task: task.name.to_string(),
+                            schedule,
+                            timeout: task.timeout.get(),
+                            max_attempts: *max_attempts,
+                        };
+                        components.spawn(crate::cron::run(
+                            inner.store.clone(),
+                            handler.clone(),
+                            config,
+                            stop.clone(),
+                        ));
+                    }
+                    Err(err) => {
+                        tracing::error!(task = %task.name, error = %err, "cron task not scheduled")
+                    }
+                }
+            }
+        }
+        if settings.roles.observer {
+            let retention: BTreeMap<String, RetentionPolicy> = inner
+                .app
+                .queues
+                .iter()
+                .map(|q| {
+                    let policy = RetentionPolicy {
+                        succeeded: q.retention.succeeded.get(),
+                        failed: q.retention.failed.get(),
+                        dead: q.retention.dead.get(),
+                    };
+                    (q.name.to_string(), policy)
+                })
+                .collect();
+            for observer in &inner.app.observers {
+                let ObserverRole::Monitor { queues, alerts } = &observer.role else {
+                    continue;
+                };
+                let config = MonitorConfig {
+                    name: observer.name.to_string(),
+                    queues: queues.iter().map(ToString::to_string).collect(),
+                    alerts: alerts.clone(),
+                    tick: settings.observer_tick,
+                    retention_every: settings.retention_every,
+                    retention: retention.clone(),
+                    event_horizon: settings.event_horizon,
+                };
+                let handler = inner.observers.get(observer.name.as_str()).cloned();
+                let cursor = inner.store.last_event_seq().await?;
+                components.spawn(crate::observer::run(
+                    inner.store.clone(),
+                    config,
+                    handler,
+                    inner.alerts.clone(),
+                    cursor,
+                    stop.clone(),
+                ));
+            }
+        }
+        Ok(Running { stop, components })
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(&self, signal: impl Future<Output = ()>) -> Result<()> {
+        let running = self.start().await?;
+        signal.await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Components started by [`Engine::start`].
+#[derive(Debug)]
+pub struct Running {
+    stop: CancellationToken,
+    components: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Stops claiming, lets running jobs finish within the grace period, releases the rest,
+    /// and waits for every component to end.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        while let Some(done) = self.components.join_next().await {
+            if let Err(err) = done {
+                tracing::error!(error = %err, "a component ended abnormally");
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,301 @@
+//! The monitor: recovery of lapsed leases, retention clean-up, queue metrics, alert rules, and
+//! lifecycle events delivered to user handlers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use raindrop_codegen::model::{self, AlertMetric};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Event, EventKind};
+use crate::job::{Timestamp, now};
+use crate::store::{RetentionPolicy, Store};
+
+/// Receives lifecycle events and alerts of the queues an observer monitors.
+#[async_trait]
+pub trait ObserverHandler: Send + Sync + 'static {
+    /// Called for each lifecycle event, in order.
+    async fn on_event(&self, event: &Event);
+
+    /// Called when an alert is raised or resolved.
+    async fn on_alert(&self, alert: &AlertState) {
+        let _ = alert;
+    }
+}
+
+/// An alert rule's current standing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertState {
+    /// The observer that owns the rule.
+    pub observer: String,
+    /// The rule's name.
+    pub name: String,
+    /// The queue it was measured on.
+    pub queue: String,
+    /// What it measures.
+    pub metric: AlertMetric,
+    /// The measured value.
+    pub value: f64,
+    /// The threshold it is compared with.
+    pub threshold: f64,
+    /// Whether the value is above the threshold.
+    pub firing: bool,
+    /// When it last changed.
+    pub since: Timestamp,
+}
+
+/// How the monitor runs.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// The observer's name.
+    pub name: String,
+    /// The queues it watches.
+    pub queues: Vec<String>,
+    /// Its alert rules.
+    pub alerts: Vec<model::Alert>,
+    /// How often recovery and metrics run.
+    pub tick: Duration,
+    /// How often retention runs.
+    pub retention_every: Duration,
+    /// Retention per queue.
+    pub retention: BTreeMap<String, RetentionPolicy>,
+    /// How long events are kept.
+    pub event_horizon: Duration,
+}
+
+/// Alerts raised by observers, readable by the service and dashboard.
+#[derive(Debug, Default)]
+pub struct Alerts {
+    states: Mutex<BTreeMap<(String, String, String), AlertState>>,
+}
+
+impl Alerts {
+    /// Every rule's standing, firing or not.
+    pub fn all(&self) -> Vec<AlertState> {
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The alerts currently firing.
+    pub fn firing(&self) -> Vec<AlertState> {
+        self.all().into_iter().filter(|a| a.firing).collect()
+    }
+}
+
+/// Counts of terminal events in the recent window, per queue.
+#[derive(Default)]
+struct Window {
+    events: VecDeque<(Timestamp, String, EventKind)>,
+}
+
+impl Window {
+    fn push(&mut self, event: &Event) {
+        if matches!(
+            event.kind,
+            EventKind::Succeeded | EventKind::Failed | EventKind::DeadLettered
+        ) {
+            self.events
+                .push_back((event.at, event.queue.clone(), event.kind));
+        }
+    }
+
+    fn trim(&mut self, horizon: Timestamp) {
+        while self.events.front().is_some_and(|(at, _, _)| *at < horizon) {
+            self.events.pop_front();
+        }
+    }
+
+    fn count(&self, queue: &str, kind: EventKind, since: Timestamp) -> usize {
+        self.events
+            .iter()
+            .filter(|(at, q, k)| *at >= since && q == queue && *k == kind)
+            .count()
+    }
+}
+
+/// Runs the monitor until `stop`.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    config: MonitorConfig,
+    handler: Option<Arc<dyn ObserverHandler>>,
+    alerts: Arc<Alerts>,
+    mut cursor: u64,
+    stop: CancellationToken,
+) {
+    tracing::info!(observer = %config.name, queues = ?config.queues, "monitor started");
+    let mut window = Window::default();
+    let longest_window = config
+        .alerts
+        .iter()
+        .map(|a| a.window.get())
+        .max()
+        .unwrap_or_default();
+    let mut last_retention: Option<std::time::Instant> = None;
+    loop {
+        let at = now();
+        recover(&store, &config).await;
+        if last_retention.is_none_or(|t| t.elapsed() >= config.retention_every) {
+            retain(&store, &config, at).await;
+            last_retention = Some(std::time::Instant::now());
+        }
+        // Tail the event feed: handlers and windowed alerts both read it.
+        loop {
+            match store.events_after(cursor, 1000).await {
+                Ok(events) if events.is_empty() => break,
+                Ok(events) => {
+                    for event in &events {
+                        cursor = event.seq;
+                        if !config.queues.contains(&event.queue) {
+                            continue;
+                        }
+                        window.push(event);
+                        if let Some(handler) = &handler {
+                            handler.on_event(event).await;
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(observer = %config.name, error = %err, "reading the event feed failed");
+                    break;
+                }
+            }
+        }
+        window.trim(crate::store::before(at, longest_window));
+        measure(&store, &config, &window, &alerts, handler.as_ref(), at).await;
+        tokio::select! {
+            () = tokio::time::sleep(config.tick) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    tracing::info!(observer = %config.name, "monitor stopped");
+}
+
+async fn recover(store: &Arc<dyn Store>, config: &MonitorConfig) {
+    match store.recover(now()).await {
+        Ok(recovered) => {
+            for job in recovered {
+                metrics::counter!("raindrop_jobs_recovered_total", "queue" => job.queue.clone())
+                    .increment(1);
+                tracing::warn!(job.id = %job.id, queue = %job.queue, state = %job.state, "recovered a job whose worker's lease lapsed");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(observer = %config.name, error = %err, "lease recovery failed; will retry")
+        }
+    }
+    if let Err(err) = store.promote(now()).await {
+        tracing::warn!(observer = %config.name, error = %err, "promoting due jobs failed; will retry");
+    }
+}
+
+async fn retain(store: &Arc<dyn Store>, config: &MonitorConfig, at: Timestamp) {
+    let default = config
+        .retention
+        .values()
+        .next()
+        .copied()
+        .unwrap_or(RetentionPolicy {
+            succeeded: Duration::from_secs(86_400),
+            failed: Duration::from_secs(7 * 86_400),
+            dead: Duration::from_secs(14 * 86_400),
+        });
+    match store
+        .purge_expired(&config.retention, default, config.event_horizon, at)
+        .await
+    {
+        Ok(purged) if purged.jobs + purged.kv_entries + purged.events > 0 => {
+            tracing::info!(observer = %config.name, jobs = purged.jobs, kv_entries = purged.kv_entries, events = purged.events, "retention removed expired records");
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(observer = %config.name, error = %err, "retention clean-up failed; will retry")
+        }
+    }
+}
+
+/// Publishes queue gauges and evaluates alert rules.
+async fn measure(
+    store: &Arc<dyn Store>,
+    config: &MonitorConfig,
+    window: &Window,
+    alerts: &Alerts,
+    handler: Option<&Arc<dyn ObserverHandler>>,
+    at: Timestamp,
+) {
+    let counts = match store.counts().await {
+        Ok(counts) => counts,
+        Err(err) => {
+            tracing::warn!(observer = %config.name, error = %err, "reading queue counts failed");
+            return;
+        }
+    };
+    for queue in &config.queues {
+        let queue_counts = counts.get(queue).cloned().unwrap_or_default();
+        for state in crate::job::JobState::ALL {
+            metrics::gauge!("raindrop_queue_jobs", "queue" => queue.clone(), "state" => state.as_str())
+                .set(queue_counts.get(state) as f64);
+        }
+        let oldest = store.oldest_ready(queue, at).await.ok().flatten();
+        let age = oldest.map_or(0.0, |t| (at - t).to_std().unwrap_or_default().as_secs_f64());
+        metrics::gauge!("raindrop_queue_oldest_ready_age_seconds", "queue" => queue.clone())
+            .set(age);
+
+        for rule in &config.alerts {
+            let since = crate::store::before(at, rule.window.get());
+            let succeeded = window.count(queue, EventKind::Succeeded, since) as f64;
+            let failed = window.count(queue, EventKind::Failed, since) as f64;
+            let value = match rule.metric {
+                AlertMetric::QueueDepth => queue_counts.waiting() as f64,
+                AlertMetric::OldestJobAge => age,
+                AlertMetric::ErrorRate if succeeded + failed > 0.0 => failed / (succeeded + failed),
+                AlertMetric::ErrorRate => 0.0,
+                AlertMetric::DeadLetters => {
+                    window.count(queue, EventKind::DeadLettered, since) as f64
+                }
+                AlertMetric::Throughput => succeeded / rule.window.get().as_secs_f64().max(1.0),
+            };
+            let firing = value > rule.threshold;
+            let key = (config.name.clone(), rule.name.to_string(), queue.clone());
+            let changed = {
+                let mut states = alerts.states.lock().unwrap_or_else(|p| p.into_inner());
+                let previous = states.get(&key).map(|s| (s.firing, s.since));
+                let since = match previous {
+                    Some((was, since)) if was == firing => since,
+                    _ => at,
+                };
+                let state = AlertState {
+                    observer: config.name.clone(),
+                    name: rule.name.to_string(),
+                    queue: queue.clone(),
+                    metric: rule.metric,
+                    value,
+                    threshold: rule.threshold,
+                    firing,
+                    since,
+                };
+                states.insert(key, state.clone());
+                (previous.map(|p| p.0) != Some(firing) && (firing || previous.is_some()))
+                    .then_some(state)
+            };
+            if let Some(state) = changed {
+                if state.firing {
+                    tracing::warn!(observer = %state.observer, alert = %state.name, queue = %state.queue, value = state.value, threshold = state.threshold, "alert raised");
+                } else {
+                    tracing::info!(observer = %state.observer, alert = %state.name, queue = %state.queue, value = state.value, "alert resolved");
+                }
+                metrics::gauge!("raindrop_alert_firing", "alert" => state.name.clone(), "queue" => state.queue.clone())
+                    .set(if state.firing { 1.0 } else { 0.0 });
+                if let Some(handler) = handler {
+                    handler.on_alert(&state).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Producing jobs: a handle on one queue.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+use crate::job::{JobId, NewJob, Payload, Timestamp, now};
+use crate::store::{Enqueued, Store};
+
+/// Options for one job; unset fields take the queue's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// The job's kind (default: the queue's name).
+    pub kind: Option<String>,
+    /// Higher runs first (default 0).
+    pub priority: i32,
+    /// Not before this long from now.
+    pub delay: Option<Duration>,
+    /// Not before this time (wins over `delay`).
+    pub at: Option<Timestamp>,
+    /// Jobs with the same key on this queue are one job.
+    pub idempotency_key: Option<String>,
+    /// Attempts before dead-lettering (default: the queue's `max_attempts`).
+    pub max_attempts: Option<u32>,
+    /// Longest one attempt may take (default: the task's timeout).
+    pub timeout: Option<Duration>,
+    /// Who the job belongs to.
+    pub tenant: Option<String>,
+    /// Free-form metadata, e.g. trace context.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A queue's producer: `send` and `send_batch`. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    name: Arc<str>,
+    store: Arc<dyn Store>,
+    max_attempts: u32,
+    max_message_size: u64,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    pub(crate) fn new(
+        name: &str,
+        store: Arc<dyn Store>,
+        max_attempts: u32,
+        max_message_size: u64,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            store,
+            max_attempts,
+            max_message_size,
+            wake,
+        }
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The largest payload it accepts, in bytes.
+    pub fn max_message_size(&self) -> u64 {
+        self.max_message_size
+    }
+
+    /// Enqueues `payload` as a job with default options; returns its id.
+    pub async fn send<T: Serialize + ?Sized>(&self, payload: &T) -> Result<JobId> {
+        Ok(self.send_with(payload, SendOptions::default()).await?.id())
+    }
+
+    /// Enqueues `payload` with `options`; a known idempotency key returns the existing job.
+    pub async fn send_with<T: Serialize + ?Sized>(
+        &self,
+        payload: &T,
+        options: SendOptions,
+    ) -> Result<Enqueued> {
+        let job = self.job(Payload::from_value(payload)?, options)?;
+        let mut out = self.store.enqueue(vec![job], now()).await?;
+        self.wake.notify_waiters();
+        out.pop()
+            .ok_or_else(|| Error::Store("enqueue returned no outcome".into()))
+    }
+
+    /// Enqueues several jobs atomically: all or none.
+    pub async fn send_batch(&self, jobs: Vec<(Payload, SendOptions)>) -> Result<Vec<Enqueued>> {
+        let jobs = jobs
+            .into_iter()
+            .map(|(payload, options)| self.job(payload, options))
+            .collect::<Result<Vec<_>>>()?;
+        let out = self.store.enqueue(jobs, now()).await?;
+        self.wake.notify_waiters();
+        Ok(out)
+    }
+
+    /// The job `payload` and `options` describe, checked against the queue's limits.
+    pub fn job(&self, payload: Payload, options: SendOptions) -> Result<NewJob> {
+        if payload.len() as u64 > self.max_message_size {
+            return Err(Error::PayloadTooLarge {
+                queue: self.name.to_string(),
+                size: payload.len(),
+                limit: self.max_message_size,
+            });
+        }
+        let run_at = options
+            .at
+            .or_else(|| options.delay.map(|d| crate::store::after(now(), d)));
+        Ok(NewJob {
+            id: JobId::new(),
+            queue: self.name.to_string(),
+            kind: options.kind.unwrap_or_else(|| self.name.to_string()),
+            payload,
+            priority: options.priority,
+            run_at,
+            max_attempts: options.max_attempts.unwrap_or(self.max_attempts).max(1),
+            timeout: options.timeout,
+            idempotency_key: options.idempotency_key,
+            tenant: options.tenant,
+            headers: options.headers,
+        })
+    }
+}

@@ -1,0 +1,361 @@
+//! A pool of workers for one task: claims jobs in batches, runs each under a timeout with a
+//! heartbeat, reports the outcome, and shuts down gracefully.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::job::{Job, JobError, JobId, Payload, now};
+use crate::retry::RetryPolicy;
+use crate::store::{AfterFailure, LeaseStatus, Store};
+use crate::task::{Handler, JobContext, Retry};
+
+/// How a worker pool runs.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerConfig {
+    /// The task's name (for logs and metrics).
+    pub(crate) task: String,
+    /// The queue it pulls.
+    pub(crate) queue: String,
+    /// Jobs run at once.
+    pub(crate) concurrency: usize,
+    /// Longest one attempt may take, unless the job says otherwise.
+    pub(crate) timeout: Duration,
+    /// How long a claim holds without a heartbeat (the queue's visibility timeout).
+    pub(crate) lease: Duration,
+    /// The queue's retry policy.
+    pub(crate) retry: RetryPolicy,
+    /// Longest wait between claims when the queue is empty; an enqueue in this process wakes
+    /// the pool at once.
+    pub(crate) idle_poll: Duration,
+    /// How long in-flight jobs may finish after shutdown starts before they are released.
+    pub(crate) grace: Duration,
+}
+
+/// What the pool shares with its running jobs.
+struct Shared {
+    store: Arc<dyn Store>,
+    handler: Arc<dyn Handler>,
+    config: WorkerConfig,
+    worker: String,
+    in_flight: Mutex<HashMap<JobId, InFlight>>,
+}
+
+struct InFlight {
+    token: u64,
+    cancel: CancellationToken,
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Succeeded(Payload),
+    Failed(Retry, JobError),
+    /// Cancelled in the store, or its lease was lost: someone else owns the job now.
+    Abandoned,
+    /// Shutdown ran out of grace: give the job back without counting the attempt.
+    Release,
+}
+
+/// Runs the pool until `shutdown` fires, then drains it.
+pub(crate) async fn run(
+    store: Arc<dyn Store>,
+    handler: Arc<dyn Handler>,
+    config: WorkerConfig,
+    worker: String,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let shared = Arc::new(Shared {
+        store,
+        handler,
+        config,
+        worker,
+        in_flight: Mutex::new(HashMap::new()),
+    });
+    let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
+    // Fires when the grace period is over: running jobs are stopped and released.
+    let hard_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), hard_stop.clone()));
+    let mut jobs = tokio::task::JoinSet::new();
+    let mut idle = Duration::from_millis(5);
+    tracing::info!(task = %shared.config.task, queue = %shared.config.queue, concurrency = shared.config.concurrency, "worker pool started");
+
+    loop {
+        let first = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            () = shutdown.cancelled() => break,
+        };
+        let mut held = vec![first];
+        while let Ok(permit) = permits.clone().try_acquire_owned() {
+            held.push(permit);
+        }
+        let claimed = match shared
+            .store
+            .claim(
+                &shared.config.queue,
+                &shared.worker,
+                held.len(),
+                shared.config.lease,
+                now(),
+            )
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(err) => {
+                tracing::warn!(task = %shared.config.task, error = %err, retry_in_ms = idle.as_millis() as u64, "claiming jobs failed; retrying");
+                drop(held);
+                idle = (idle * 2).min(Duration::from_secs(5));
+                tokio::select! {
+                    () = tokio::time::sleep(idle) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        // Reap finished attempts so the set does not grow.
+        while jobs.try_join_next().is_some() {}
+        if claimed.is_empty() {
+            drop(held);
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(idle) => {}
+                () = shutdown.cancelled() => break,
+            }
+            idle = (idle * 2).min(shared.config.idle_poll);
+            continue;
+        }
+        idle = Duration::from_millis(5);
+        held.truncate(claimed.len());
+        for (job, permit) in claimed.into_iter().zip(held) {
+            let shared = shared.clone();
+            let hard_stop = hard_stop.clone();
+            jobs.spawn(async move {
+                execute(&shared, job, hard_stop).await;
+                drop(permit);
+            });
+        }
+    }
+
+    let in_flight = shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
+    tracing::info!(task = %shared.config.task, in_flight, grace_ms = shared.config.grace.as_millis() as u64, "worker pool stopping; waiting for running jobs");
+    let drained = tokio::time::timeout(shared.config.grace, async {
+        while jobs.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(task = %shared.config.task, "grace period over; releasing the jobs still running");
+        hard_stop.cancel();
+        while jobs.join_next().await.is_some() {}
+    }
+    hard_stop.cancel();
+    let _ = heartbeat.await;
+    tracing::info!(task = %shared.config.task, "worker pool stopped");
+}
+
+/// Runs one attempt of `job` and records its outcome.
+async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
+    let Some(token) = job.lease_token() else {
+        return;
+    };
+    let id = job.id;
+    let cancel = CancellationToken::new();
+    shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(
+            id,
+            InFlight {
+                token,
+                cancel: cancel.clone(),
+            },
+        );
+    let timeout = job.timeout.unwrap_or(shared.config.timeout);
+    let wait = job
+        .started_at
+        .map(|_| (now() - job.run_at).to_std().unwrap_or_default());
+    let labels = [
+        ("queue", shared.config.queue.clone()),
+        ("task", shared.config.task.clone()),
+    ];
+    metrics::counter!("raindrop_jobs_started_total", &labels).increment(1);
+    if let Some(wait) = wait {
+        metrics::histogram!("raindrop_job_wait_seconds", &labels).record(wait.as_secs_f64());
+    }
+    let span = tracing::info_span!("job", job.id = %id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, tenant = job.tenant.as_deref().unwrap_or(""));
+    let attempt = job.attempt;
+    let started = std::time::Instant::now();
+    let ctx = JobContext::new(Arc::new(job), token, shared.store.clone(), cancel.clone());
+    let handler = shared.handler.clone();
+    let mut run = tokio::spawn(async move { handler.call(ctx).await }.instrument(span.clone()));
+    let outcome = tokio::select! {
+        joined = &mut run => match joined {
+            Ok(Ok(payload)) => Outcome::Succeeded(payload),
+            Ok(Err(error)) => {
+                let (retry, error) = error.into_parts();
+                Outcome::Failed(retry, error)
+            }
+            Err(join) if join.is_panic() => {
+                let message = panic_message(&*join.into_panic());
+                Outcome::Failed(Retry::Backoff, JobError::new(format!("the handler panicked: {message}")))
+            }
+            Err(join) => Outcome::Failed(Retry::Backoff, JobError::new(format!("the handler's task ended abnormally: {join}"))),
+        },
+        () = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            run.abort();
+            Outcome::Failed(Retry::Backoff, JobError::new(format!("timed out after {}", humanize(timeout))))
+        }
+        () = cancel.cancelled() => {
+            run.abort();
+            Outcome::Abandoned
+        }
+        () = hard_stop.cancelled() => {
+            cancel.cancel();
+            run.abort();
+            Outcome::Release
+        }
+    };
+    shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    let elapsed = started.elapsed();
+    let _entered = span.enter();
+    match &outcome {
+        Outcome::Succeeded(_) => {
+            metrics::counter!("raindrop_jobs_succeeded_total", &labels).increment(1);
+            metrics::histogram!("raindrop_job_duration_seconds", &labels)
+                .record(elapsed.as_secs_f64());
+            tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "job succeeded");
+        }
+        Outcome::Failed(_, error) => {
+            metrics::counter!("raindrop_jobs_failed_total", &labels).increment(1);
+            metrics::histogram!("raindrop_job_duration_seconds", &labels)
+                .record(elapsed.as_secs_f64());
+            tracing::warn!(error = %error.message, attempt, "job attempt failed");
+        }
+        Outcome::Abandoned => tracing::info!("job cancelled or its lease lost; outcome discarded"),
+        Outcome::Release => tracing::info!("job released for another worker"),
+    }
+    drop(_entered);
+    report(shared, id, token, attempt, outcome).await;
+}
+
+/// Records an outcome in the store, retrying while the store is unreachable: an outcome is
+/// never dropped silently. A refused lease ends the matter (the job is someone else's now).
+async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: Outcome) {
+    let mut delay = Duration::from_millis(50);
+    let mut failing_since = None;
+    loop {
+        let at = now();
+        let result = match &outcome {
+            Outcome::Succeeded(payload) => {
+                shared.store.complete(id, token, payload.clone(), at).await
+            }
+            Outcome::Failed(retry, error) => {
+                let then = match retry {
+                    Retry::Never => AfterFailure::Dead,
+                    Retry::After(delay) => AfterFailure::Retry {
+                        at: at + chrono::Duration::from_std(*delay).unwrap_or_default(),
+                    },
+                    Retry::Backoff => AfterFailure::Retry {
+                        at: at
+                            + chrono::Duration::from_std(shared.config.retry.delay(attempt))
+                                .unwrap_or_default(),
+                    },
+                };
+                shared.store.fail(id, token, error.clone(), then, at).await
+            }
+            Outcome::Release => shared.store.release(id, token, at).await,
+            Outcome::Abandoned => return,
+        };
+        match result {
+            Ok(()) => {
+                if let Some(since) = failing_since {
+                    tracing::info!(job.id = %id, waited_ms = std::time::Instant::elapsed(&since).as_millis() as u64, "job outcome recorded after the store recovered");
+                }
+                return;
+            }
+            Err(Error::LeaseLost(_) | Error::NotFound(_)) => {
+                tracing::warn!(job.id = %id, "job outcome refused: the lease was lost (the job was recovered or cancelled)");
+                return;
+            }
+            Err(err) => {
+                if failing_since.is_none() {
+                    tracing::error!(job.id = %id, error = %err, "cannot record the job's outcome; retrying with backoff");
+                    failing_since = Some(std::time::Instant::now());
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Extends the leases of running jobs; stops jobs that were cancelled or lost.
+async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
+    let period = (shared.config.lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            () = stop.cancelled() => return,
+        }
+        let leases: Vec<(JobId, u64)> = shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, f)| (*id, f.token))
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match shared
+            .store
+            .heartbeat(&leases, shared.config.lease, now())
+            .await
+        {
+            Ok(statuses) => {
+                let in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                for ((id, _), status) in leases.iter().zip(statuses) {
+                    if status != LeaseStatus::Extended
+                        && let Some(job) = in_flight.get(id)
+                    {
+                        tracing::info!(job.id = %id, ?status, "stopping a job whose lease is no longer held");
+                        job.cancel.cancel();
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(task = %shared.config.task, error = %err, "heartbeat failed; leases may lapse if the store stays unreachable")
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+fn humanize(duration: Duration) -> String {
+    if duration.as_secs() >= 1 && duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}

@@ -1,0 +1,840 @@
+//! The engine end to end: workers, retries, timeouts, panics, heartbeats, cancellation,
+//! shutdown, recovery, observers, alerts and cron — on real stores, waiting on the event feed.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use raindrop::cron::{CronConfig, Schedule, ScheduledEvent, cron_fn};
+use raindrop::engine::{Engine, EngineBuilder, Roles, Settings};
+use raindrop::event::{Event, EventFollower, EventKind};
+use raindrop::job::{JobId, JobState, now};
+use raindrop::manifest::Application;
+use raindrop::observer::{AlertState, ObserverHandler};
+use raindrop::queue::SendOptions;
+use raindrop::store::{JobStatus, Store, memory::MemoryStore};
+use raindrop::task::{JobContext, TaskError, handler_fn};
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn app(manifest: &str) -> Application {
+    let source = raindrop_codegen::SourceFile::new("test.manifest", manifest);
+    let compiled = raindrop_codegen::compile(&source);
+    let rendered = compiled.render(&source, raindrop_codegen::Style::Plain);
+    compiled.application.unwrap_or_else(|| panic!("{rendered}"))
+}
+
+const BASIC: &str = r#"application "t" {
+  queue "jobs" {
+    max_attempts = 3
+    visibility_timeout = "300ms"
+    backoff {
+      initial = "100ms"
+      jitter = 0
+    }
+  }
+  task "worker" {
+    concurrency = 3
+    timeout = "2s"
+  }
+  kv_cache "status" {}
+  observer "monitor" {}
+}"#;
+
+fn settings() -> Settings {
+    Settings {
+        grace: Duration::from_secs(5),
+        idle_poll: Duration::from_millis(20),
+        observer_tick: Duration::from_millis(20),
+        ..Settings::default()
+    }
+}
+
+fn memory(app: &Application) -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new(raindrop::engine::status_cache(app)))
+}
+
+fn builder(manifest: &str) -> EngineBuilder {
+    let app = app(manifest);
+    let store = memory(&app);
+    Engine::builder(app).store(store).settings(settings())
+}
+
+/// Waits (bounded) for the event of `job` of `kind`.
+async fn wait(follower: &mut EventFollower, job: JobId, kind: EventKind) -> Event {
+    tokio::time::timeout(WAIT, follower.wait_for(|e| e.job == job && e.kind == kind))
+        .await
+        .unwrap_or_else(|_| panic!("no {kind:?} event for {job} within {WAIT:?}"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_job_runs_and_its_result_and_status_are_stored() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move {
+                let n: u64 = ctx.payload()?;
+                ctx.progress(50, "doubling").await?;
+                Ok::<_, TaskError>(serde_json::json!({ "doubled": n * 2 }))
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&21).await.unwrap();
+    wait(&mut events, id, EventKind::Succeeded).await;
+    let job = engine.store().get(id).await.unwrap().unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.result.unwrap().as_str(), r#"{"doubled":42}"#);
+    let status: JobStatus = engine
+        .kv("status")
+        .unwrap()
+        .get_json(&id.to_string())
+        .await
+        .unwrap()
+        .expect("status document");
+    assert_eq!(status.state, JobState::Succeeded);
+    assert_eq!(status.progress.unwrap().message, "doubling");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_job_retries_with_backoff_then_succeeds() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(move |_ctx: JobContext| {
+                let calls = counter.clone();
+                async move {
+                    match calls.fetch_add(1, Ordering::SeqCst) {
+                        0 | 1 => Err(TaskError::retry("flaky upstream")),
+                        _ => Ok("fine"),
+                    }
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    wait(&mut events, id, EventKind::Succeeded).await;
+    let job = engine.store().get(id).await.unwrap().unwrap();
+    assert_eq!(job.attempt, 3);
+    assert_eq!(job.attempts.len(), 3);
+    assert_eq!(
+        job.attempts[0].error.as_ref().unwrap().message,
+        "flaky upstream"
+    );
+    // Backoff: 100ms after the first failure, 200ms after the second (no jitter).
+    for (n, minimum) in [(1, 100), (2, 200)] {
+        let gap = job.attempts[n].started_at - job.attempts[n - 1].finished_at.unwrap();
+        assert!(
+            gap.num_milliseconds() >= minimum,
+            "gap before attempt {}: {gap}",
+            n + 1
+        );
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn out_of_attempts_the_job_becomes_a_dead_letter() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move {
+                Err::<(), _>(TaskError::retry("always broken"))
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    wait(&mut events, id, EventKind::DeadLettered).await;
+    let job = engine.store().get(id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Dead, 3));
+    let dead = engine
+        .store()
+        .dead_letters(Some("jobs"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(dead.items[0].id, id);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_abort_dead_letters_at_once_and_retry_after_waits() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move {
+                let mode: String = ctx.payload()?;
+                match (mode.as_str(), ctx.attempt()) {
+                    ("abort", _) => Err(TaskError::abort("invalid input")),
+                    ("later", 1) => Err(TaskError::retry_after(
+                        Duration::from_millis(400),
+                        "rate limited",
+                    )),
+                    _ => Ok(()),
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let abort = queue.send("abort").await.unwrap();
+    let later = queue.send("later").await.unwrap();
+    wait(&mut events, abort, EventKind::DeadLettered).await;
+    assert_eq!(engine.store().get(abort).await.unwrap().unwrap().attempt, 1);
+    wait(&mut events, later, EventKind::Succeeded).await;
+    let job = engine.store().get(later).await.unwrap().unwrap();
+    let gap = job.attempts[1].started_at - job.attempts[0].finished_at.unwrap();
+    assert!(
+        gap.num_milliseconds() >= 400,
+        "retried after {gap}, asked for 400ms"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_timeout_fails_the_attempt_and_fires_the_cancellation_token() {
+    let seen: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
+    let slot = seen.clone();
+    let manifest = BASIC.replace("timeout = \"2s\"", "timeout = \"200ms\"");
+    let engine = builder(&manifest)
+        .task(
+            "worker",
+            handler_fn(move |ctx: JobContext| {
+                let slot = slot.clone();
+                async move {
+                    *slot.lock().unwrap() = Some(ctx.cancellation().clone());
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Ok::<_, TaskError>(())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    let failed = wait(&mut events, id, EventKind::Failed).await;
+    assert_eq!(failed.detail.as_deref(), Some("timed out after 200ms"));
+    assert!(
+        seen.lock().unwrap().as_ref().unwrap().is_cancelled(),
+        "the handler's token fires on timeout"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panic_fails_the_job_and_the_worker_keeps_going() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move {
+                let n: u32 = ctx.payload()?;
+                if n == 0 {
+                    panic!("boom at zero");
+                }
+                Ok::<_, TaskError>(n)
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let bad = queue.send(&0).await.unwrap();
+    let failed = wait(&mut events, bad, EventKind::Failed).await;
+    assert_eq!(
+        failed.detail.as_deref(),
+        Some("the handler panicked: boom at zero")
+    );
+    let good = queue.send(&7).await.unwrap();
+    wait(&mut events, good, EventKind::Succeeded).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_more_jobs_run_at_once_than_the_concurrency() {
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (a, p) = (active.clone(), peak.clone());
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(move |_ctx: JobContext| {
+                let (active, peak) = (a.clone(), p.clone());
+                async move {
+                    let now_active = active.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now_active, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, TaskError>(())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(queue.send(&i).await.unwrap());
+    }
+    let running = engine.start().await.unwrap();
+    let mut done = 0;
+    while done < ids.len() {
+        tokio::time::timeout(WAIT, events.wait_for(|e| e.kind == EventKind::Succeeded))
+            .await
+            .unwrap()
+            .unwrap();
+        done += 1;
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak <= 3, "{peak} jobs ran at once with concurrency 3");
+    assert!(peak >= 2, "the pool ran jobs in parallel (peak {peak})");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_job_leased() {
+    // The lease is 300ms; the job takes 1s; the observer recovers lapsed leases every 20ms.
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok::<_, TaskError>(())
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(
+        WAIT,
+        events.wait_for(|e| {
+            seen.push(e.kind);
+            e.job == id && e.kind == EventKind::Succeeded
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        !seen.contains(&EventKind::Recovered),
+        "the job was recovered while running: {seen:?}"
+    );
+    assert_eq!(engine.store().get(id).await.unwrap().unwrap().attempt, 1);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_its_handler() {
+    let seen: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
+    let slot = seen.clone();
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(move |ctx: JobContext| {
+                let slot = slot.clone();
+                async move {
+                    *slot.lock().unwrap() = Some(ctx.cancellation().clone());
+                    ctx.cancellation().cancelled().await;
+                    Ok::<_, TaskError>("stopped")
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    wait(&mut events, id, EventKind::Started).await;
+    let outcome = engine.store().cancel(id, now()).await.unwrap();
+    assert_eq!(outcome, raindrop::store::CancelOutcome::CancelledRunning);
+    let token = loop {
+        if let Some(token) = seen.lock().unwrap().clone() {
+            break token;
+        }
+        tokio::task::yield_now().await;
+    };
+    tokio::time::timeout(WAIT, token.cancelled())
+        .await
+        .expect("the handler is told to stop");
+    assert_eq!(
+        engine.store().get(id).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_running_jobs_within_the_grace_period() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, TaskError>("done")
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    wait(&mut events, id, EventKind::Started).await;
+    running.shutdown().await;
+    assert_eq!(
+        engine.store().get(id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn after_the_grace_period_running_jobs_are_released_without_burning_an_attempt() {
+    let app = app(BASIC);
+    let store = memory(&app);
+    let engine = Engine::builder(app)
+        .store(store)
+        .settings(Settings {
+            grace: Duration::from_millis(100),
+            ..settings()
+        })
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move {
+                std::future::pending::<()>().await;
+                Ok::<_, TaskError>(())
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    wait(&mut events, id, EventKind::Started).await;
+    running.shutdown().await;
+    let job = engine.store().get(id).await.unwrap().unwrap();
+    assert_eq!((job.state, job.attempt), (JobState::Queued, 0));
+}
+
+#[tokio::test]
+async fn the_observer_recovers_the_jobs_of_a_dead_worker() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move { Ok::<_, TaskError>(ctx.attempt()) }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    // A worker that claims the job and dies: it never heartbeats or reports.
+    let claimed = engine
+        .store()
+        .claim("jobs", "dead-worker", 1, Duration::from_millis(100), now())
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, id);
+    let running = engine.start().await.unwrap();
+    wait(&mut events, id, EventKind::Recovered).await;
+    wait(&mut events, id, EventKind::Succeeded).await;
+    let job = engine.store().get(id).await.unwrap().unwrap();
+    assert_eq!(
+        job.result.unwrap().as_str(),
+        "2",
+        "the second attempt finished it"
+    );
+    running.shutdown().await;
+}
+
+struct Collect(tokio::sync::mpsc::UnboundedSender<String>);
+
+#[async_trait]
+impl ObserverHandler for Collect {
+    async fn on_event(&self, event: &Event) {
+        let _ = self.0.send(event.kind.as_str().to_owned());
+    }
+
+    async fn on_alert(&self, alert: &AlertState) {
+        let _ = self
+            .0
+            .send(format!("alert {} firing={}", alert.name, alert.firing));
+    }
+}
+
+#[tokio::test]
+async fn observer_handlers_receive_lifecycle_events_in_order() {
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .observer("monitor", Collect(sender))
+        .build()
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    let mut kinds = Vec::new();
+    while kinds.last().map(String::as_str) != Some("succeeded") {
+        kinds.push(
+            tokio::time::timeout(WAIT, received.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let lifecycle: Vec<&str> = kinds
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !k.starts_with("alert"))
+        .collect();
+    assert_eq!(lifecycle, vec!["enqueued", "started", "succeeded"]);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_alert_fires_when_the_queue_backs_up() {
+    let manifest = r#"application "t" {
+  queue "jobs" {}
+  task "worker" {}
+  observer "monitor" {
+    alert "backlog" {
+      metric    = "queue_depth"
+      threshold = 3
+    }
+  }
+}"#;
+    let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let app = app(manifest);
+    let store = memory(&app);
+    let engine = Engine::builder(app)
+        .store(store)
+        .settings(Settings {
+            roles: Roles {
+                workers: false,
+                ..Roles::ALL
+            },
+            ..settings()
+        })
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .observer("monitor", Collect(sender))
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        engine.queue("jobs").unwrap().send(&i).await.unwrap();
+    }
+    let running = engine.start().await.unwrap();
+    tokio::time::timeout(WAIT, async {
+        while received.recv().await.as_deref() != Some("alert backlog firing=true") {}
+    })
+    .await
+    .expect("the alert handler is called");
+    let firing = engine.alerts().firing();
+    assert_eq!(firing.len(), 1);
+    assert_eq!((firing[0].value, firing[0].threshold), (5.0, 3.0));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_handler_is_a_startup_error_naming_the_task() {
+    let err = builder(BASIC).build().unwrap_err().to_string();
+    assert!(err.contains("no handler for task `worker`"), "{err}");
+    let err = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .task(
+            "wroker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no worker task named `wroker`"), "{err}");
+}
+
+#[tokio::test]
+async fn producers_check_size_dedupe_by_key_and_delay() {
+    let manifest = BASIC.replace(
+        "max_attempts = 3",
+        "max_attempts = 3\n    max_message_size = \"64B\"",
+    );
+    let engine = builder(&manifest)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let err = queue.send(&"x".repeat(100)).await.unwrap_err();
+    assert!(
+        matches!(err, raindrop::Error::PayloadTooLarge { limit: 64, .. }),
+        "{err}"
+    );
+    let options = || SendOptions {
+        idempotency_key: Some("order-1".into()),
+        ..SendOptions::default()
+    };
+    let first = queue.send_with(&1, options()).await.unwrap();
+    let second = queue.send_with(&2, options()).await.unwrap();
+    assert_eq!(first.id(), second.id());
+    assert!(matches!(second, raindrop::store::Enqueued::Duplicate(_)));
+
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let sent = now();
+    let delayed = queue
+        .send_with(
+            &3,
+            SendOptions {
+                delay: Some(Duration::from_millis(300)),
+                ..SendOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let started = wait(&mut events, delayed.id(), EventKind::Started).await;
+    assert!(
+        (started.at - sent).num_milliseconds() >= 300,
+        "a delayed job ran early"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_paused_queue_holds_its_jobs_until_resumed() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    engine.store().pause("jobs").await.unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&1).await.unwrap();
+    let early = tokio::time::timeout(
+        Duration::from_millis(300),
+        events.wait_for(|e| e.kind == EventKind::Started),
+    )
+    .await;
+    assert!(early.is_err(), "a job started on a paused queue");
+    engine.store().resume("jobs").await.unwrap();
+    wait(&mut events, id, EventKind::Succeeded).await;
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cron_tick_fires_once_across_processes() {
+    let app = app(BASIC);
+    let store = memory(&app);
+    let runs = Arc::new(AtomicU32::new(0));
+    let config = CronConfig {
+        task: "nightly".into(),
+        schedule: Schedule::parse("0 2 * * *").unwrap(),
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    let tick = config.schedule.next_after(now()).unwrap();
+    assert_eq!(tick.format("%H:%M").to_string(), "02:00");
+    let stop = CancellationToken::new();
+    let mut processes = Vec::new();
+    for _ in 0..3 {
+        let counter = runs.clone();
+        let handler: Arc<dyn raindrop::cron::CronHandler> =
+            Arc::new(cron_fn(move |event: ScheduledEvent| {
+                let counter = counter.clone();
+                async move {
+                    assert_eq!(event.cron, "0 2 * * *");
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }));
+        let (store, config, stop) = (store.clone(), config.clone(), stop.clone());
+        processes.push(tokio::spawn(async move {
+            raindrop::cron::fire(&store, &handler, &config, tick, &stop)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut fired = 0;
+    for process in processes {
+        fired += u32::from(process.await.unwrap());
+    }
+    assert_eq!((fired, runs.load(Ordering::SeqCst)), (1, 1));
+    let record: raindrop::cron::CronRun = serde_json::from_slice(
+        &store
+            .kv_get(raindrop::cron::CRON_RUNS_NAMESPACE, "nightly", now())
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+    )
+    .unwrap();
+    assert_eq!(
+        (record.outcome.as_str(), record.scheduled_time),
+        ("succeeded", tick)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_cron_run_waits_for_the_next_tick_unless_retries_are_allowed() {
+    let app = app(BASIC);
+    let store = memory(&app);
+    for (max_attempts, expected_runs, outcome) in [(1, 1, "failed"), (3, 3, "succeeded")] {
+        let runs = Arc::new(AtomicU32::new(0));
+        let counter = runs.clone();
+        let handler: Arc<dyn raindrop::cron::CronHandler> =
+            Arc::new(cron_fn(move |event: ScheduledEvent| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if event.attempt < 3 {
+                        Err(TaskError::retry_after(Duration::from_millis(10), "not yet"))
+                    } else {
+                        Ok(())
+                    }
+                }
+            }));
+        let task = format!("report-{max_attempts}");
+        let config = CronConfig {
+            task: task.clone(),
+            schedule: Schedule::parse("@hourly").unwrap(),
+            timeout: Duration::from_secs(5),
+            max_attempts,
+        };
+        let tick = config.schedule.next_after(now()).unwrap();
+        assert!(
+            raindrop::cron::fire(&store, &handler, &config, tick, &CancellationToken::new())
+                .await
+                .unwrap()
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), expected_runs);
+        let record: raindrop::cron::CronRun = serde_json::from_slice(
+            &store
+                .kv_get(raindrop::cron::CRON_RUNS_NAMESPACE, &task, now())
+                .await
+                .unwrap()
+                .unwrap()
+                .value,
+        )
+        .unwrap();
+        assert_eq!(record.outcome, outcome);
+        assert_eq!(record.attempts, expected_runs);
+    }
+}
+
+#[tokio::test]
+async fn the_whole_lifecycle_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(BASIC);
+    let store: Arc<dyn Store> = Arc::new(
+        raindrop::store::sqlite::SqliteStore::open(
+            &dir.path().join("db"),
+            raindrop::engine::status_cache(&app),
+        )
+        .await
+        .unwrap(),
+    );
+    let engine = Engine::builder(app)
+        .store(store)
+        .settings(settings())
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move {
+                let n: u32 = ctx.payload()?;
+                if ctx.attempt() == 1 && n.is_multiple_of(2) {
+                    return Err(TaskError::retry("first attempts of even jobs fail"));
+                }
+                Ok::<_, TaskError>(n)
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let batch = (0..20)
+        .map(|n| {
+            (
+                raindrop::job::Payload::from_value(&n).unwrap(),
+                SendOptions::default(),
+            )
+        })
+        .collect();
+    let ids: Vec<JobId> = queue
+        .send_batch(batch)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id())
+        .collect();
+    let mut succeeded = std::collections::HashSet::new();
+    while succeeded.len() < ids.len() {
+        let event = tokio::time::timeout(WAIT, events.wait_for(|e| e.kind == EventKind::Succeeded))
+            .await
+            .unwrap()
+            .unwrap();
+        succeeded.insert(event.job);
+    }
+    let counts = engine.store().counts().await.unwrap();
+    assert_eq!(counts["jobs"].succeeded, 20);
+    let retried = engine.store().get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(retried.attempt, 2);
+    running.shutdown().await;
+}

@@ -1,0 +1,111 @@
+//! The engine's metrics: queue gauges, job counters and latency histograms.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use raindrop::engine::{Engine, Settings};
+use raindrop::event::{EventFollower, EventKind};
+use raindrop::store::memory::MemoryStore;
+use raindrop::task::{JobContext, TaskError, handler_fn};
+
+#[tokio::test]
+async fn workers_and_monitors_publish_metrics() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::set_global_recorder(recorder).unwrap();
+
+    let source = raindrop_codegen::SourceFile::new(
+        "m",
+        "application \"t\" {\n  queue \"jobs\" {}\n  task \"worker\" {}\n  observer \"monitor\" {}\n}\n",
+    );
+    let app = raindrop_codegen::compile(&source).application.unwrap();
+    let engine = Engine::builder(app)
+        .store(Arc::new(MemoryStore::new(None)))
+        .settings(Settings {
+            observer_tick: Duration::from_millis(20),
+            idle_poll: Duration::from_millis(20),
+            ..Settings::default()
+        })
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move {
+                let fail: bool = ctx.payload()?;
+                if fail {
+                    Err(TaskError::abort("no"))
+                } else {
+                    Ok(())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let ok = queue.send(&false).await.unwrap();
+    let bad = queue.send(&true).await.unwrap();
+    for (id, kind) in [(ok, EventKind::Succeeded), (bad, EventKind::DeadLettered)] {
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            events.wait_for(|e| e.job == id && e.kind == kind),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    // Snapshots drain counters and histograms, so every snapshot is folded into one view.
+    let mut counters: HashMap<String, u64> = HashMap::new();
+    let mut samples: HashMap<String, usize> = HashMap::new();
+    let mut gauges: HashMap<(String, Vec<(String, String)>), f64> = HashMap::new();
+    let mut fold = || {
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            let name = key.name().to_owned();
+            match value {
+                DebugValue::Counter(n) => *counters.entry(name).or_default() += n,
+                DebugValue::Histogram(values) => *samples.entry(name).or_default() += values.len(),
+                DebugValue::Gauge(v) => {
+                    let labels = key
+                        .labels()
+                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                        .collect();
+                    gauges.insert((name, labels), v.into_inner());
+                }
+            }
+        }
+        gauges
+            .get(&(
+                "raindrop_queue_jobs".into(),
+                vec![
+                    ("queue".into(), "jobs".into()),
+                    ("state".into(), "dead".into()),
+                ],
+            ))
+            .copied()
+    };
+    // Wait for a monitor pass after both jobs finished, so the gauges include them.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while fold() != Some(1.0) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the dead-letter gauge reaches 1");
+    running.shutdown().await;
+    fold();
+    let counter = |name: &str| counters.get(name).copied().unwrap_or_default();
+    assert_eq!(counter("raindrop_jobs_started_total"), 2);
+    assert_eq!(counter("raindrop_jobs_succeeded_total"), 1);
+    assert_eq!(counter("raindrop_jobs_failed_total"), 1);
+    assert_eq!(samples.get("raindrop_job_duration_seconds"), Some(&2));
+    assert!(
+        gauges
+            .keys()
+            .any(|(name, _)| name == "raindrop_queue_oldest_ready_age_seconds")
+    );
+}
