@@ -44,6 +44,32 @@ struct Shared {
     config: WorkerConfig,
     worker: String,
     in_flight: Mutex<HashMap<JobId, InFlight>>,
+    meters: Meters,
+}
+
+/// The pool's metric handles, registered once.
+struct Meters {
+    started: metrics::Counter,
+    succeeded: metrics::Counter,
+    failed: metrics::Counter,
+    wait: metrics::Histogram,
+    duration: metrics::Histogram,
+}
+
+impl Meters {
+    fn new(config: &WorkerConfig) -> Self {
+        let labels = [
+            ("queue", config.queue.clone()),
+            ("task", config.task.clone()),
+        ];
+        Self {
+            started: metrics::counter!("raindrop_jobs_started_total", &labels),
+            succeeded: metrics::counter!("raindrop_jobs_succeeded_total", &labels),
+            failed: metrics::counter!("raindrop_jobs_failed_total", &labels),
+            wait: metrics::histogram!("raindrop_job_wait_seconds", &labels),
+            duration: metrics::histogram!("raindrop_job_duration_seconds", &labels),
+        }
+    }
 }
 
 struct InFlight {
@@ -73,6 +99,7 @@ pub(crate) async fn run(
     let shared = Arc::new(Shared {
         store,
         handler,
+        meters: Meters::new(&config),
         config,
         worker,
         in_flight: Mutex::new(HashMap::new()),
@@ -168,60 +195,53 @@ async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
     };
     let id = job.id;
     let cancel = CancellationToken::new();
+    let entry = InFlight {
+        token,
+        cancel: cancel.clone(),
+    };
     shared
         .in_flight
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            id,
-            InFlight {
-                token,
-                cancel: cancel.clone(),
-            },
-        );
+        .insert(id, entry);
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
-    let wait = job
-        .started_at
-        .map(|_| (now() - job.run_at).to_std().unwrap_or_default());
-    let labels = [
-        ("queue", shared.config.queue.clone()),
-        ("task", shared.config.task.clone()),
-    ];
-    metrics::counter!("raindrop_jobs_started_total", &labels).increment(1);
-    if let Some(wait) = wait {
-        metrics::histogram!("raindrop_job_wait_seconds", &labels).record(wait.as_secs_f64());
-    }
-    let span = tracing::info_span!("job", job.id = %id, queue = %job.queue, kind = %job.kind, attempt = job.attempt, tenant = job.tenant.as_deref().unwrap_or(""));
+    shared.meters.started.increment(1);
+    shared.meters.wait.record(
+        (now() - job.run_at)
+            .to_std()
+            .unwrap_or_default()
+            .as_secs_f64(),
+    );
+    let span = tracing::info_span!(
+        "job",
+        job.id = %id,
+        queue = %job.queue,
+        kind = %job.kind,
+        attempt = job.attempt,
+        tenant = job.tenant.as_deref().unwrap_or("")
+    );
     let attempt = job.attempt;
     let started = std::time::Instant::now();
     let ctx = JobContext::new(Arc::new(job), token, shared.store.clone(), cancel.clone());
-    let handler = shared.handler.clone();
-    let mut run = tokio::spawn(async move { handler.call(ctx).await }.instrument(span.clone()));
+    // Polled in place: dropping it stops the handler; a panic becomes the attempt's error.
+    let run = CatchUnwind(shared.handler.call(ctx)).instrument(span.clone());
+    tokio::pin!(run);
     let outcome = tokio::select! {
-        joined = &mut run => match joined {
+        result = &mut run => match result {
             Ok(Ok(payload)) => Outcome::Succeeded(payload),
             Ok(Err(error)) => {
                 let (retry, error) = error.into_parts();
                 Outcome::Failed(retry, error)
             }
-            Err(join) if join.is_panic() => {
-                let message = panic_message(&*join.into_panic());
-                Outcome::Failed(Retry::Backoff, JobError::new(format!("the handler panicked: {message}")))
-            }
-            Err(join) => Outcome::Failed(Retry::Backoff, JobError::new(format!("the handler's task ended abnormally: {join}"))),
+            Err(panic) => Outcome::Failed(Retry::Backoff, JobError::new(format!("the handler panicked: {panic}"))),
         },
         () = tokio::time::sleep(timeout) => {
             cancel.cancel();
-            run.abort();
             Outcome::Failed(Retry::Backoff, JobError::new(format!("timed out after {}", humanize(timeout))))
         }
-        () = cancel.cancelled() => {
-            run.abort();
-            Outcome::Abandoned
-        }
+        () = cancel.cancelled() => Outcome::Abandoned,
         () = hard_stop.cancelled() => {
             cancel.cancel();
-            run.abort();
             Outcome::Release
         }
     };
@@ -234,15 +254,13 @@ async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
     let _entered = span.enter();
     match &outcome {
         Outcome::Succeeded(_) => {
-            metrics::counter!("raindrop_jobs_succeeded_total", &labels).increment(1);
-            metrics::histogram!("raindrop_job_duration_seconds", &labels)
-                .record(elapsed.as_secs_f64());
+            shared.meters.succeeded.increment(1);
+            shared.meters.duration.record(elapsed.as_secs_f64());
             tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "job succeeded");
         }
         Outcome::Failed(_, error) => {
-            metrics::counter!("raindrop_jobs_failed_total", &labels).increment(1);
-            metrics::histogram!("raindrop_job_duration_seconds", &labels)
-                .record(elapsed.as_secs_f64());
+            shared.meters.failed.increment(1);
+            shared.meters.duration.record(elapsed.as_secs_f64());
             tracing::warn!(error = %error.message, attempt, "job attempt failed");
         }
         Outcome::Abandoned => tracing::info!("job cancelled or its lease lost; outcome discarded"),
@@ -340,6 +358,26 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             Err(err) => {
                 tracing::warn!(task = %shared.config.task, error = %err, "heartbeat failed; leases may lapse if the store stays unreachable")
             }
+        }
+    }
+}
+
+/// Runs a future, turning a panic while polling it into the panic's message.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => std::task::Poll::Ready(Err(panic_message(&*panic))),
         }
     }
 }

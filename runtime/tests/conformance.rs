@@ -72,6 +72,8 @@ macro_rules! conformance_suite {
                 retention_removes_finished_records,
                 retention_removes_expired_entries_and_old_events,
                 progress_needs_the_current_lease,
+                the_status_namespace_lists_job_documents_beside_other_entries,
+                a_finished_jobs_status_expires_after_the_cache_ttl,
             );
         }
     };

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+use super::status;
 use super::transition::{self, Emitted};
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
@@ -40,6 +41,8 @@ struct Inner {
     ready: HashMap<String, BTreeMap<ReadyKey, JobId>>,
     delayed: BTreeMap<(Timestamp, u64), JobId>,
     running: HashSet<JobId>,
+    /// Jobs per queue and state, kept as jobs move so counting is free.
+    counts: HashMap<String, StateCounts>,
     idempotency: HashMap<(String, String), JobId>,
     paused: HashSet<String>,
     next_token: u64,
@@ -67,7 +70,7 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records `kind` for the job `id` and refreshes its status document.
+    /// Records `kind` for the job `id`.
     fn emit(
         &self,
         inner: &mut Inner,
@@ -90,14 +93,6 @@ impl MemoryStore {
             attempt: job.attempt,
             detail,
         };
-        if let Some(cache) = &self.status {
-            let entry = JobStatus::entry(job, cache);
-            inner
-                .kv
-                .entry(cache.namespace.clone())
-                .or_default()
-                .insert(id.to_string(), entry);
-        }
         if inner.events.len() == MAX_EVENTS {
             inner.events.pop_front();
         }
@@ -113,6 +108,14 @@ impl Inner {
             return;
         };
         let order = self.insertion.get(&id).copied().unwrap_or_default();
+        match self.counts.get_mut(&job.queue) {
+            Some(counts) => counts.add(job.state, 1),
+            None => self
+                .counts
+                .entry(job.queue.clone())
+                .or_default()
+                .add(job.state, 1),
+        }
         match job.state {
             JobState::Queued => {
                 let key = (Reverse(job.priority), job.run_at, order);
@@ -136,12 +139,33 @@ impl Inner {
         let Some(job) = self.jobs.get(&id) else {
             return;
         };
+        let before = (job.state, job.run_at);
+        self.unindex_as(id, before);
+    }
+
+    /// Removes a job from the index it had when its state and run time were `before`.
+    fn unindex_as(&mut self, id: JobId, (state, run_at): (JobState, Timestamp)) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
         let order = self.insertion.get(&id).copied().unwrap_or_default();
-        if let Some(ready) = self.ready.get_mut(&job.queue) {
-            ready.remove(&(Reverse(job.priority), job.run_at, order));
+        if let Some(counts) = self.counts.get_mut(&job.queue) {
+            counts.remove(state, 1);
         }
-        self.delayed.remove(&(job.run_at, order));
-        self.running.remove(&id);
+        match state {
+            JobState::Queued => {
+                if let Some(ready) = self.ready.get_mut(&job.queue) {
+                    ready.remove(&(Reverse(job.priority), run_at, order));
+                }
+            }
+            JobState::Scheduled | JobState::Retrying => {
+                self.delayed.remove(&(run_at, order));
+            }
+            JobState::Running => {
+                self.running.remove(&id);
+            }
+            _ => {}
+        }
     }
 
     /// Moves due delayed jobs to the ready index; returns how many.
@@ -154,6 +178,7 @@ impl Inner {
             due.push(entry.remove());
         }
         for id in &due {
+            self.unindex(*id);
             if let Some(job) = self.jobs.get_mut(id) {
                 job.state = JobState::Queued;
             }
@@ -184,24 +209,15 @@ impl MemoryStore {
         transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)>,
     ) -> Result<T> {
         let job = inner.jobs.get_mut(&id).ok_or(Error::NotFound(id))?;
-        // Validate on a copy so a refused transition leaves the indexes untouched.
-        let mut changed = job.clone();
-        let (value, emitted) = transition(&mut changed)?;
-        inner.unindex(id);
-        inner.jobs.insert(id, changed);
+        let before = (job.state, job.run_at);
+        // Transitions check before they change anything, so a refusal leaves the job as it was.
+        let (value, emitted) = transition(job)?;
+        inner.unindex_as(id, before);
         inner.index(id);
         for (kind, detail) in emitted {
             self.emit(inner, id, kind, detail, now);
         }
         Ok(value)
-    }
-
-    fn forget_status(&self, inner: &mut Inner, id: JobId) {
-        if let Some(cache) = &self.status
-            && let Some(ns) = inner.kv.get_mut(&cache.namespace)
-        {
-            ns.remove(&id.to_string());
-        }
     }
 }
 
@@ -397,14 +413,11 @@ impl JobStore for MemoryStore {
 
     async fn counts(&self) -> Result<BTreeMap<String, StateCounts>> {
         let inner = self.lock();
-        let mut counts: BTreeMap<String, StateCounts> = BTreeMap::new();
-        for job in inner.jobs.values() {
-            counts
-                .entry(job.queue.clone())
-                .or_default()
-                .add(job.state, 1);
-        }
-        Ok(counts)
+        Ok(inner
+            .counts
+            .iter()
+            .map(|(queue, counts)| (queue.clone(), counts.clone()))
+            .collect())
     }
 
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
@@ -457,7 +470,6 @@ impl DeadLetters for MemoryStore {
             .collect();
         for id in &dead {
             inner.remove_job(*id);
-            self.forget_status(&mut inner, *id);
         }
         Ok(dead.len() as u64)
     }
@@ -490,6 +502,11 @@ fn live(entry: &KvEntry, now: Timestamp) -> bool {
 impl KvStore for MemoryStore {
     async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
         let inner = self.lock();
+        if let Some(id) = status::job_key(self.status.as_ref(), namespace, key)
+            && let (Some(job), Some(cache)) = (inner.jobs.get(&id), &self.status)
+        {
+            return Ok(JobStatus::entry(job, cache, now));
+        }
         Ok(inner
             .kv
             .get(namespace)
@@ -525,17 +542,17 @@ impl KvStore for MemoryStore {
         now: Timestamp,
     ) -> Result<KvPage> {
         let inner = self.lock();
-        let Some(ns) = inner.kv.get(namespace) else {
-            return Ok(KvPage {
-                keys: Vec::new(),
-                list_complete: true,
-                cursor: None,
-            });
+        let after = |name: &str| name.starts_with(prefix) && cursor.is_none_or(|c| name > c);
+        let start = match cursor {
+            Some(cursor) if cursor > prefix => cursor.to_owned(),
+            _ => prefix.to_owned(),
         };
-        let start = cursor.map_or_else(|| prefix.to_owned(), str::to_owned);
-        let mut keys: Vec<KvKey> = ns
-            .range(start.clone()..)
-            .filter(|(k, _)| cursor.is_none_or(|c| k.as_str() > c))
+        let explicit: Vec<KvKey> = inner
+            .kv
+            .get(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.range(start.clone()..))
+            .skip_while(|(k, _)| !after(k))
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter(|(_, e)| live(e, now))
             .take(limit + 1)
@@ -545,18 +562,31 @@ impl KvStore for MemoryStore {
                 metadata: e.metadata.clone(),
             })
             .collect();
-        let list_complete = keys.len() <= limit;
-        keys.truncate(limit);
-        let cursor = if list_complete {
-            None
-        } else {
-            keys.last().map(|k| k.name.clone())
-        };
-        Ok(KvPage {
-            keys,
-            list_complete,
-            cursor,
-        })
+        let mut derived = Vec::new();
+        if let (Some(cache), true) = (
+            &self.status,
+            self.status
+                .as_ref()
+                .is_some_and(|c| c.namespace == namespace),
+        ) && let Some(from) = status::seek(prefix, cursor)
+        {
+            for job in inner.jobs.range(from..).map(|(_, job)| job) {
+                let name = job.id.to_string();
+                if !name.starts_with(prefix) {
+                    break;
+                }
+                if !after(&name) {
+                    continue;
+                }
+                if let Some(key) = JobStatus::key(job, cache, now) {
+                    derived.push(key);
+                    if derived.len() > limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(status::merge(derived, explicit, limit))
     }
 }
 
@@ -618,7 +648,6 @@ impl Retention for MemoryStore {
         let mut purged = Purged::default();
         for id in expired {
             inner.remove_job(id);
-            self.forget_status(&mut inner, id);
             purged.jobs += 1;
         }
         for ns in inner.kv.values_mut() {

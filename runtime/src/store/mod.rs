@@ -22,7 +22,7 @@ use crate::job::{Job, JobError, JobId, JobState, NewJob, Progress, Timestamp};
 pub mod memory;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-mod status;
+pub(crate) mod status;
 mod transition;
 
 pub use status::JobStatus;
@@ -145,6 +145,12 @@ impl StateCounts {
     /// Adds `n` to the count of `state`.
     pub fn add(&mut self, state: JobState, n: u64) {
         *self.get_mut(state) += n;
+    }
+
+    /// Subtracts `n` from the count of `state` (never below zero).
+    pub fn remove(&mut self, state: JobState, n: u64) {
+        let count = self.get_mut(state);
+        *count = count.saturating_sub(n);
     }
 
     /// The count of `state`.

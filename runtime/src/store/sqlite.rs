@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::status;
 use super::transition::{self, Emitted};
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
@@ -237,10 +238,6 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| Error::Store(e.to_string()))?
-    }
-
-    fn status(&self) -> Option<Arc<StatusCache>> {
-        self.status.clone()
     }
 }
 
@@ -498,14 +495,8 @@ fn save(conn: &Connection, job: &Job) -> Result<()> {
     Ok(())
 }
 
-/// Appends `emitted` to the event log and refreshes the job's status document.
-fn emit(
-    conn: &Connection,
-    job: &Job,
-    emitted: Emitted,
-    now: Timestamp,
-    status: Option<&StatusCache>,
-) -> Result<()> {
+/// Appends `emitted` to the event log.
+fn emit(conn: &Connection, job: &Job, emitted: Emitted, now: Timestamp) -> Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO events (at, kind, job, queue, state, attempt, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
@@ -519,14 +510,6 @@ fn emit(
             job.attempt,
             detail
         ])?;
-    }
-    if let Some(cache) = status {
-        put_kv(
-            conn,
-            &cache.namespace,
-            &job.id.to_string(),
-            &JobStatus::entry(job, cache),
-        )?;
     }
     Ok(())
 }
@@ -547,34 +530,23 @@ fn put_kv(conn: &Connection, ns: &str, key: &str, entry: &KvEntry) -> Result<()>
     Ok(())
 }
 
-fn delete_status(conn: &Connection, status: Option<&StatusCache>, ids: &[Vec<u8>]) -> Result<()> {
-    let Some(cache) = status else { return Ok(()) };
-    let mut stmt = conn.prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")?;
-    for id in ids {
-        stmt.execute(params![cache.namespace, job_id(id)?.to_string()])?;
-    }
-    Ok(())
-}
-
 /// Loads job `id`, applies `transition`, saves and emits — inside the writer's transaction.
 fn apply<T>(
     conn: &Connection,
     id: JobId,
     now: Timestamp,
-    status: Option<&StatusCache>,
     transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)>,
 ) -> Result<T> {
     let mut job = load(conn, id)?.ok_or(Error::NotFound(id))?;
     let (value, emitted) = transition(&mut job)?;
     save(conn, &job)?;
-    emit(conn, &job, emitted, now, status)?;
+    emit(conn, &job, emitted, now)?;
     Ok(value)
 }
 
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
-        let status = self.status();
         self.write(move |conn| {
             let mut outcomes = Vec::with_capacity(jobs.len());
             for new in jobs {
@@ -592,13 +564,7 @@ impl JobStore for SqliteStore {
                 }
                 let job = Job::from_new(new, now);
                 insert(conn, &job)?;
-                emit(
-                    conn,
-                    &job,
-                    vec![(EventKind::Enqueued, None)],
-                    now,
-                    status.as_deref(),
-                )?;
+                emit(conn, &job, vec![(EventKind::Enqueued, None)], now)?;
                 outcomes.push(Enqueued::New(job.id));
             }
             Ok(outcomes)
@@ -614,7 +580,7 @@ impl JobStore for SqliteStore {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Vec<Job>> {
-        let (queue, worker, status) = (queue.to_owned(), worker.to_owned(), self.status());
+        let (queue, worker) = (queue.to_owned(), worker.to_owned());
         self.write(move |conn| {
             let paused: Option<i64> =
                 conn.prepare_cached("SELECT 1 FROM paused WHERE queue = ?1")?.query_row([&queue], |r| r.get(0)).optional()?;
@@ -634,7 +600,7 @@ impl JobStore for SqliteStore {
                 let token = fastrand::u64(1..i64::MAX as u64);
                 let emitted = transition::claim(job, &worker, token, expires_at, now);
                 save(conn, job)?;
-                emit(conn, job, emitted, now, status.as_deref())?;
+                emit(conn, job, emitted, now)?;
             }
             Ok(jobs)
         })
@@ -672,9 +638,8 @@ impl JobStore for SqliteStore {
         progress: Progress,
         now: Timestamp,
     ) -> Result<()> {
-        let status = self.status();
         self.write(move |conn| {
-            apply(conn, id, now, status.as_deref(), |job| {
+            apply(conn, id, now, |job| {
                 Ok(((), transition::progress(job, token, progress)?))
             })
         })
@@ -682,9 +647,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn complete(&self, id: JobId, token: u64, result: Payload, now: Timestamp) -> Result<()> {
-        let status = self.status();
         self.write(move |conn| {
-            apply(conn, id, now, status.as_deref(), |job| {
+            apply(conn, id, now, |job| {
                 Ok(((), transition::complete(job, token, result, now)?))
             })
         })
@@ -699,9 +663,8 @@ impl JobStore for SqliteStore {
         then: AfterFailure,
         now: Timestamp,
     ) -> Result<()> {
-        let status = self.status();
         self.write(move |conn| {
-            apply(conn, id, now, status.as_deref(), |job| {
+            apply(conn, id, now, |job| {
                 Ok(((), transition::fail(job, token, error, then, now)?))
             })
         })
@@ -709,9 +672,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()> {
-        let status = self.status();
         self.write(move |conn| {
-            apply(conn, id, now, status.as_deref(), |job| {
+            apply(conn, id, now, |job| {
                 Ok(((), transition::release(job, token, now)?))
             })
         })
@@ -719,17 +681,11 @@ impl JobStore for SqliteStore {
     }
 
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome> {
-        let status = self.status();
-        self.write(move |conn| {
-            apply(conn, id, now, status.as_deref(), |job| {
-                Ok(transition::cancel(job, now))
-            })
-        })
-        .await
+        self.write(move |conn| apply(conn, id, now, |job| Ok(transition::cancel(job, now))))
+            .await
     }
 
     async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>> {
-        let status = self.status();
         self.write(move |conn| {
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)"
@@ -739,7 +695,7 @@ impl JobStore for SqliteStore {
             for mut job in lapsed {
                 let emitted = transition::recover(&mut job, now);
                 save(conn, &job)?;
-                emit(conn, &job, emitted, now, status.as_deref())?;
+                emit(conn, &job, emitted, now)?;
                 recovered.push(Recovered { id: job.id, queue: job.queue.clone(), state: job.state });
             }
             Ok(recovered)
@@ -864,9 +820,8 @@ impl DeadLetters for SqliteStore {
     }
 
     async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
-        let status = self.status();
         self.write(move |conn| {
-            apply(conn, id, now, status.as_deref(), |job| {
+            apply(conn, id, now, |job| {
                 Ok(((), transition::retry_dead(job, now)?))
             })
         })
@@ -874,7 +829,7 @@ impl DeadLetters for SqliteStore {
     }
 
     async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
-        let (queue, status) = (queue.map(str::to_owned), self.status());
+        let queue = queue.map(str::to_owned);
         self.write(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "DELETE FROM jobs WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1) RETURNING id",
@@ -882,7 +837,6 @@ impl DeadLetters for SqliteStore {
             let ids = stmt
                 .query_map([&queue], |row| row.get::<_, Vec<u8>>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            delete_status(conn, status.as_deref(), &ids)?;
             Ok(ids.len() as u64)
         })
         .await
@@ -927,7 +881,13 @@ impl QueueControl for SqliteStore {
 impl KvStore for SqliteStore {
     async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
         let (ns, key) = (namespace.to_owned(), key.to_owned());
+        let status = self.status.clone();
         self.read(move |conn| {
+            if let Some(id) = status::job_key(status.as_deref(), &ns, &key)
+                && let (Some(job), Some(cache)) = (load(conn, id)?, status.as_deref())
+            {
+                return Ok(JobStatus::entry(&job, cache, now));
+            }
             let row = conn
                 .prepare_cached(
                     "SELECT value, metadata, expires_at FROM kv WHERE ns = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
@@ -974,6 +934,7 @@ impl KvStore for SqliteStore {
             prefix.to_owned(),
             cursor.map(str::to_owned),
         );
+        let status = self.status.clone().filter(|c| c.namespace == namespace);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key, metadata, expires_at FROM kv WHERE ns = ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2 \
@@ -982,15 +943,30 @@ impl KvStore for SqliteStore {
             let rows = stmt.query_map(params![ns, prefix, cursor, ms(now), (limit + 1) as i64], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<i64>>(2)?))
             })?;
-            let mut keys = Vec::new();
+            let mut explicit = Vec::new();
             for row in rows {
                 let (name, metadata, expires_at) = row?;
-                keys.push(KvKey { name, metadata: metadata.as_deref().map(from_json).transpose()?, expires_at: opt_ts(expires_at) });
+                explicit.push(KvKey { name, metadata: metadata.as_deref().map(from_json).transpose()?, expires_at: opt_ts(expires_at) });
             }
-            let list_complete = keys.len() <= limit;
-            keys.truncate(limit);
-            let cursor = if list_complete { None } else { keys.last().map(|k| k.name.clone()) };
-            Ok(KvPage { keys, list_complete, cursor })
+            let mut derived = Vec::new();
+            if let Some(cache) = status.as_deref()
+                && let Some(from) = status::seek(&prefix, cursor.as_deref())
+            {
+                // Job ids sort like their text; read a window past `from` and stop at the
+                // first id outside the prefix.
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id >= ?1 ORDER BY id LIMIT ?2");
+                for job in load_many(conn, &sql, params![&id_bytes(from)[..], (limit + 2) as i64])? {
+                    let name = job.id.to_string();
+                    if !name.starts_with(&prefix) {
+                        break;
+                    }
+                    if cursor.as_deref().is_some_and(|c| name.as_str() <= c) {
+                        continue;
+                    }
+                    derived.extend(JobStatus::key(&job, cache, now));
+                }
+            }
+            Ok(status::merge(derived, explicit, limit))
         })
         .await
     }
@@ -1074,7 +1050,7 @@ impl Retention for SqliteStore {
         events: Duration,
         now: Timestamp,
     ) -> Result<Purged> {
-        let (policies, status) = (policies.clone(), self.status());
+        let policies = policies.clone();
         self.write(move |conn| {
             let mut purged = Purged::default();
             let limits = |policy: &RetentionPolicy| {
@@ -1098,7 +1074,6 @@ impl Retention for SqliteStore {
             let sql = format!("DELETE FROM jobs WHERE queue NOT IN ({}) AND {condition} RETURNING id", named.join(", "));
             let mut stmt = conn.prepare(&sql)?;
             ids.extend(stmt.query_map(params![s, d, c], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
-            delete_status(conn, status.as_deref(), &ids)?;
             purged.jobs = ids.len() as u64;
             purged.kv_entries =
                 conn.prepare_cached("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1")?.execute([ms(now)])? as u64;

@@ -1,8 +1,13 @@
-//! The job status document kept in the status kv_cache: one read answers "how is my job?".
+//! The job status document in the status kv_cache: one read answers "how is my job?".
+//!
+//! The memory and SQLite stores do not keep a second copy of what the job record already
+//! holds: in the status namespace, the key of a job (its id) reads as the document derived from
+//! the job's record, so the document changes in the same transaction as the job and goes away
+//! with it. Other keys in that namespace are ordinary entries.
 
 use serde::{Deserialize, Serialize};
 
-use super::{KvEntry, StatusCache};
+use super::{KvEntry, KvKey, KvPage, StatusCache};
 use crate::job::{Attempt, Job, JobError, JobId, JobState, Payload, Progress, Timestamp};
 
 /// A job's status, progress, attempts and outcome — everything but its payload.
@@ -50,19 +55,171 @@ impl JobStatus {
         }
     }
 
-    /// The kv entry for `job` in `cache`: live while the job is, then for the cache's TTL.
-    pub(crate) fn entry(job: &Job, cache: &StatusCache) -> KvEntry {
-        let expires_at = match (job.finished_at, cache.ttl) {
-            (Some(finished), Some(ttl)) => chrono::Duration::from_std(ttl)
-                .ok()
-                .map(|ttl| finished + ttl),
+    /// When the document of `job` expires in `cache`: never while the job runs, then the
+    /// cache's TTL after it finished.
+    fn expires_at(job: &Job, cache: &StatusCache) -> Option<Timestamp> {
+        match (job.finished_at, cache.ttl) {
+            (Some(finished), Some(ttl)) => Some(super::after(finished, ttl)),
             _ => None,
-        };
-        KvEntry {
+        }
+    }
+
+    /// The kv entry of `job` in `cache` at `now`; `None` once it expired.
+    pub(crate) fn entry(job: &Job, cache: &StatusCache, now: Timestamp) -> Option<KvEntry> {
+        let expires_at = Self::expires_at(job, cache);
+        if expires_at.is_some_and(|at| at <= now) {
+            return None;
+        }
+        Some(KvEntry {
             // Serializing plain data into a Vec cannot fail.
-            value: serde_json::to_vec(&Self::of(job)).unwrap_or_default(),
+            value: serde_json::to_vec(&StatusView::of(job)).unwrap_or_default(),
             metadata: None,
             expires_at,
+        })
+    }
+
+    /// The listing key of `job` in `cache` at `now`; `None` once it expired.
+    pub(crate) fn key(job: &Job, cache: &StatusCache, now: Timestamp) -> Option<KvKey> {
+        let expires_at = Self::expires_at(job, cache);
+        (expires_at.is_none_or(|at| at > now)).then(|| KvKey {
+            name: job.id.to_string(),
+            expires_at,
+            metadata: None,
+        })
+    }
+}
+
+/// The job whose status document `key` names, if `namespace` is the status cache's.
+pub(crate) fn job_key(cache: Option<&StatusCache>, namespace: &str, key: &str) -> Option<JobId> {
+    cache.filter(|c| c.namespace == namespace)?;
+    key.parse().ok()
+}
+
+/// The smallest job id whose text could start with `prefix` and come after `cursor`, for
+/// seeking in id order; `None` when no job id's text can match.
+pub(crate) fn seek(prefix: &str, cursor: Option<&str>) -> Option<JobId> {
+    // Hyphenated lowercase UUID text sorts like the UUID's bytes, so seeking by the padded
+    // prefix finds the first candidate.
+    let mut hex = String::with_capacity(32);
+    for (i, c) in prefix.chars().enumerate() {
+        match c {
+            '-' if matches!(i, 8 | 13 | 18 | 23) => {}
+            c if c.is_ascii_digit() || ('a'..='f').contains(&c) => hex.push(c),
+            _ => return None,
         }
+        if hex.len() > 32 {
+            return None;
+        }
+    }
+    let floor = format!("{hex:0<32}");
+    let from_prefix = uuid::Uuid::try_parse(&floor).ok()?;
+    let from_cursor = cursor.and_then(|c| uuid::Uuid::try_parse(c).ok());
+    let start = from_cursor.map_or(from_prefix, |c| c.max(from_prefix));
+    start.to_string().parse().ok()
+}
+
+/// Merges two key-ordered listings of one namespace into a page of `limit` keys.
+pub(crate) fn merge(derived: Vec<KvKey>, explicit: Vec<KvKey>, limit: usize) -> KvPage {
+    let mut keys: Vec<KvKey> = derived.into_iter().chain(explicit).collect();
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    keys.dedup_by(|later, earlier| later.name == earlier.name);
+    let list_complete = keys.len() <= limit;
+    keys.truncate(limit);
+    let cursor = if list_complete {
+        None
+    } else {
+        keys.last().map(|k| k.name.clone())
+    };
+    KvPage {
+        keys,
+        list_complete,
+        cursor,
+    }
+}
+
+/// [`JobStatus`] borrowed from a job, to serialize the document without copying the job.
+#[derive(Serialize)]
+struct StatusView<'a> {
+    id: JobId,
+    queue: &'a str,
+    kind: &'a str,
+    state: JobState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<&'a Progress>,
+    attempt: u32,
+    max_attempts: u32,
+    attempts: &'a [Attempt],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Payload>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a JobError>,
+    created_at: Timestamp,
+    run_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<Timestamp>,
+}
+
+impl<'a> StatusView<'a> {
+    fn of(job: &'a Job) -> Self {
+        Self {
+            id: job.id,
+            queue: &job.queue,
+            kind: &job.kind,
+            state: job.state,
+            progress: job.progress.as_ref(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            attempts: &job.attempts,
+            result: job.result.as_ref(),
+            error: job.error.as_ref(),
+            created_at: job.created_at,
+            run_at: job.run_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{NewJob, now};
+
+    #[test]
+    fn the_borrowed_view_reads_back_as_the_owned_status() {
+        let mut job = Job::from_new(
+            NewJob::new("q", "k", Payload::from_json("[1]").unwrap()),
+            now(),
+        );
+        job.progress = Some(Progress {
+            percent: 5,
+            message: "x".into(),
+        });
+        job.result = Some(Payload::from_json(r#"{"a":1}"#).unwrap());
+        let bytes = serde_json::to_vec(&StatusView::of(&job)).unwrap();
+        let read: JobStatus = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(read, JobStatus::of(&job));
+    }
+
+    #[test]
+    fn seeking_by_prefix_finds_the_first_id_that_can_match() {
+        let id: JobId = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
+        assert_eq!(
+            seek("", None).unwrap().to_string(),
+            "00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(
+            seek("0190a1b2-c", None).unwrap().to_string(),
+            "0190a1b2-c000-0000-0000-000000000000"
+        );
+        assert_eq!(seek("0190", Some(&id.to_string())), Some(id));
+        assert_eq!(
+            seek("user:", None),
+            None,
+            "no job id starts with a non-hex prefix"
+        );
+        assert_eq!(seek("ABC", None), None, "ids are lowercase");
     }
 }

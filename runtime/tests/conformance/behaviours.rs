@@ -1227,3 +1227,101 @@ where
     }
     out
 }
+
+pub async fn the_status_namespace_lists_job_documents_beside_other_entries(store: S) {
+    let ids: Vec<JobId> = {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(enqueue(&store, new_job("q", i), t(0)).await);
+        }
+        ids
+    };
+    let entry = KvEntry {
+        value: b"note".to_vec(),
+        metadata: None,
+        expires_at: None,
+    };
+    store
+        .kv_put(STATUS, "zz-note", entry.clone())
+        .await
+        .unwrap();
+    store.kv_put(STATUS, "00-first", entry).await.unwrap();
+    let mut names = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .kv_list(STATUS, "", cursor.as_deref(), 2, t(0))
+            .await
+            .unwrap();
+        names.extend(page.keys.iter().map(|k| k.name.clone()));
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    expected.push("zz-note".into());
+    expected.insert(0, "00-first".into());
+    expected.sort();
+    assert_eq!(names, expected);
+    let only_jobs = store
+        .kv_list(STATUS, &ids[0].to_string()[..8], None, 10, t(0))
+        .await
+        .unwrap();
+    assert!(
+        only_jobs
+            .keys
+            .iter()
+            .all(|k| k.name.starts_with(&ids[0].to_string()[..8]))
+    );
+    assert!(only_jobs.keys.iter().any(|k| k.name == ids[0].to_string()));
+    assert_eq!(
+        store
+            .kv_get(STATUS, "zz-note", t(0))
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"note"
+    );
+}
+
+pub async fn a_finished_jobs_status_expires_after_the_cache_ttl(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(id, job.lease_token().unwrap(), Payload::null(), t(2))
+        .await
+        .unwrap();
+    // The cache's TTL is one hour.
+    assert!(
+        store
+            .kv_get(STATUS, &id.to_string(), t(3601))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .kv_get(STATUS, &id.to_string(), t(3602))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .kv_list(STATUS, "", None, 10, t(3602))
+            .await
+            .unwrap()
+            .keys
+            .is_empty()
+    );
+    assert!(
+        store.get(id).await.unwrap().is_some(),
+        "the job record follows retention, not the cache TTL"
+    );
+}

@@ -1,0 +1,148 @@
+//! Engine throughput: enqueue N no-op jobs in batches, process them with concurrency 64, per
+//! store. Prints enqueue and processing rates, enqueue→finish latency percentiles and peak RSS.
+//!
+//! `cargo bench -p raindrop --bench throughput` (N defaults to 100,000; set `BENCH_JOBS`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raindrop::engine::{Engine, Roles, Settings};
+use raindrop::job::Payload;
+use raindrop::queue::SendOptions;
+use raindrop::store::{JobFilter, Store};
+use raindrop::task::{JobContext, TaskError, handler_fn};
+
+const MANIFEST: &str = r#"application "bench" {
+  queue "jobs" {}
+  task "worker" {
+    concurrency = 64
+  }
+  kv_cache "status" {}
+}"#;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 resets the peak resident set size to the current one.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Application, jobs: usize) {
+    reset_peak_rss();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .settings(Settings {
+            roles: Roles {
+                observer: false,
+                ..Roles::ALL
+            },
+            idle_poll: Duration::from_millis(5),
+            ..Settings::default()
+        })
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .expect("engine");
+    let queue = engine.queue("jobs").expect("queue");
+
+    let started = Instant::now();
+    for chunk in 0..jobs.div_ceil(1000) {
+        let n = 1000.min(jobs - chunk * 1000);
+        let batch = (0..n)
+            .map(|i| {
+                (
+                    Payload::from_value(&i).expect("payload"),
+                    SendOptions::default(),
+                )
+            })
+            .collect();
+        queue.send_batch(batch).await.expect("enqueue");
+    }
+    let enqueue = started.elapsed();
+
+    let processing = Instant::now();
+    let running = engine.start().await.expect("start");
+    // Poll the counts: following every event would cost the engine more than it measures.
+    loop {
+        let counts = store.counts().await.expect("counts");
+        if counts.get("jobs").map_or(0, |c| c.succeeded) as usize >= jobs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let process = processing.elapsed();
+    running.shutdown().await;
+
+    let mut latencies = Vec::with_capacity(jobs);
+    let mut after = None;
+    loop {
+        let page = store
+            .list(&JobFilter::default(), after, 10_000)
+            .await
+            .expect("list");
+        latencies.extend(
+            page.items
+                .iter()
+                .filter_map(|j| j.finished_at.map(|f| (f - j.created_at).num_milliseconds())),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
+    println!(
+        "{name:>6}: {jobs} jobs | enqueue {:>9.0} jobs/s | processed {:>9.0} jobs/s | enqueue→finish p50 {} ms, p99 {} ms | peak RSS {:.0} MiB",
+        jobs as f64 / enqueue.as_secs_f64(),
+        jobs as f64 / process.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        peak_rss_mib(),
+    );
+}
+
+fn main() {
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let stores: Vec<String> = std::env::var("BENCH_STORES")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|_| vec!["memory".into(), "sqlite".into()]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let source = raindrop_codegen::SourceFile::new("bench.manifest", MANIFEST);
+        let app = raindrop_codegen::compile(&source).application.expect("manifest");
+        let status = if std::env::var_os("BENCH_NO_STATUS").is_some() { None } else { raindrop::engine::status_cache(&app) };
+        println!("{} cores; {jobs} no-op jobs enqueued in batches of 1,000, concurrency 64, status documents on", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        for store in &stores {
+            match store.as_str() {
+                "memory" => run("memory", Arc::new(raindrop::store::memory::MemoryStore::new(status.clone())), app.clone(), jobs).await,
+                "sqlite" => {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let sqlite = raindrop::store::sqlite::SqliteStore::open(&dir.path().join("bench.db"), status.clone()).await.expect("sqlite");
+                    run("sqlite", Arc::new(sqlite), app.clone(), jobs).await;
+                }
+                other => eprintln!("unknown store `{other}`"),
+            }
+        }
+    });
+}
