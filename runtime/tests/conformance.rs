@@ -74,6 +74,7 @@ macro_rules! conformance_suite {
                 progress_needs_the_current_lease,
                 the_status_namespace_lists_job_documents_beside_other_entries,
                 a_finished_jobs_status_expires_after_the_cache_ttl,
+                counts_stay_true_through_every_kind_of_transition,
             );
         }
     };

@@ -86,6 +86,13 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+CREATE TABLE IF NOT EXISTS queue_counts (
+    queue TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('counts_built', 0);
 CREATE TABLE IF NOT EXISTS cron_ticks (
     task TEXT NOT NULL,
     tick INTEGER NOT NULL,
@@ -99,7 +106,47 @@ const JOB_COLUMNS: &str = "id, queue, kind, payload, priority, run_at, attempt, 
     attempts, lease_worker, lease_expires_at, lease_token";
 
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Op = Box<dyn FnOnce(&Connection) -> (bool, Done) + Send>;
+type Op = Box<dyn FnOnce(&Connection, &mut Counts) -> (bool, Done) + Send>;
+
+/// How many jobs each operation moved between states, per queue. The writer adds up the
+/// changes of a batch's successful operations and applies them to `queue_counts` before the
+/// commit, so counting stays one row per queue and state without a write per job.
+#[derive(Default)]
+struct Counts(std::collections::HashMap<(String, JobState), i64>);
+
+impl Counts {
+    /// A job of `queue` moved from state `from` (none: it was added) to `to` (none: removed).
+    fn moved(&mut self, queue: &str, from: Option<JobState>, to: Option<JobState>) {
+        if from == to {
+            return;
+        }
+        if let Some(from) = from {
+            *self.0.entry((queue.to_owned(), from)).or_default() -= 1;
+        }
+        if let Some(to) = to {
+            *self.0.entry((queue.to_owned(), to)).or_default() += 1;
+        }
+    }
+
+    fn merge(&mut self, other: Counts) {
+        for (key, n) in other.0 {
+            *self.0.entry(key).or_default() += n;
+        }
+    }
+
+    fn flush(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO queue_counts (queue, state, n) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n",
+        )?;
+        for ((queue, state), n) in self.0.drain() {
+            if n != 0 {
+                stmt.execute(params![queue, state.as_str(), n])?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -145,8 +192,10 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Savepoints' statement journals stay in memory: a temp file per savepoint costs a write.
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; \
+         PRAGMA temp_store = MEMORY;",
     )?;
     Ok(conn)
 }
@@ -164,6 +213,7 @@ impl SqliteStore {
             }
             let conn = open_connection(&opened)?;
             conn.execute_batch(SCHEMA)?;
+            build_counts(&conn)?;
             Ok(conn)
         })
         .await
@@ -192,11 +242,11 @@ impl SqliteStore {
     /// Runs `f` in the writer's next transaction; answers after the commit.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection, &mut Counts) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let op: Op = Box::new(move |conn| {
-            let result = f(conn);
+        let op: Op = Box::new(move |conn, counts| {
+            let result = f(conn, counts);
             let ok = result.is_ok();
             let done: Done = Box::new(move |commit| {
                 let _ = reply.send(commit.map_err(Error::Store).and(result));
@@ -241,8 +291,32 @@ impl SqliteStore {
     }
 }
 
+/// Counts the jobs per queue and state once, when the counts table is new; the writer keeps
+/// it up to date after that.
+fn build_counts(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let built: i64 = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'counts_built'",
+        [],
+        |row| row.get(0),
+    )?;
+    if built == 0 {
+        conn.execute_batch(
+            "DELETE FROM queue_counts;
+             INSERT INTO queue_counts (queue, state, n) SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state;
+             UPDATE meta SET value = 1 WHERE key = 'counts_built';",
+        )?;
+    }
+    conn.execute_batch("COMMIT")
+}
+
 /// The writer thread: takes what is waiting, commits it as one transaction, answers.
 fn write_loop(conn: &Connection, receiver: &mpsc::Receiver<Op>, name: &str) {
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(drop)
+    };
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -252,21 +326,33 @@ fn write_loop(conn: &Connection, receiver: &mpsc::Receiver<Op>, name: &str) {
             }
         }
         begin(conn, name);
+        let mut counts = Counts::default();
         let mut done = Vec::with_capacity(batch.len());
+        let mut failure = None;
         for op in batch {
-            let _ = conn.execute_batch("SAVEPOINT op");
-            let (ok, finish) = op(conn);
+            if let Err(err) = run("SAVEPOINT op") {
+                failure.get_or_insert(format!("savepoint failed: {err}"));
+            }
+            let mut moved = Counts::default();
+            let (ok, finish) = op(conn, &mut moved);
             let end = if ok {
-                "RELEASE op"
+                counts.merge(moved);
+                run("RELEASE op")
             } else {
-                "ROLLBACK TO op; RELEASE op"
+                run("ROLLBACK TO op").and_then(|()| run("RELEASE op"))
             };
-            let _ = conn.execute_batch(end);
+            if let Err(err) = end {
+                failure.get_or_insert(format!("savepoint failed: {err}"));
+            }
             done.push(finish);
         }
-        let commit = conn
-            .execute_batch("COMMIT")
-            .map_err(|e| format!("commit failed: {e}"));
+        if let Err(err) = counts.flush(conn) {
+            failure.get_or_insert(format!("updating queue counts failed: {err}"));
+        }
+        let commit = match failure {
+            Some(failure) => Err(failure),
+            None => run("COMMIT").map_err(|e| format!("commit failed: {e}")),
+        };
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -530,16 +616,70 @@ fn put_kv(conn: &Connection, ns: &str, key: &str, entry: &KvEntry) -> Result<()>
     Ok(())
 }
 
+/// Marks due scheduled and retrying jobs (of one queue, or all) as queued; returns how many.
+fn promote_due(
+    conn: &Connection,
+    counts: &mut Counts,
+    queue: Option<&str>,
+    now: Timestamp,
+) -> Result<u64> {
+    // Literal states let SQLite use the ready and due indexes.
+    const ONE_QUEUE: [(JobState, &str); 2] = [
+        (
+            JobState::Scheduled,
+            "UPDATE jobs SET state = 'queued' WHERE queue = ?2 AND state = 'scheduled' AND run_at <= ?1 RETURNING queue",
+        ),
+        (
+            JobState::Retrying,
+            "UPDATE jobs SET state = 'queued' WHERE queue = ?2 AND state = 'retrying' AND run_at <= ?1 RETURNING queue",
+        ),
+    ];
+    const ALL_QUEUES: [(JobState, &str); 2] = [
+        (
+            JobState::Scheduled,
+            "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1 RETURNING queue",
+        ),
+        (
+            JobState::Retrying,
+            "UPDATE jobs SET state = 'queued' WHERE state = 'retrying' AND run_at <= ?1 RETURNING queue",
+        ),
+    ];
+    let mut promoted = 0;
+    for (from, sql) in if queue.is_some() {
+        ONE_QUEUE
+    } else {
+        ALL_QUEUES
+    } {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = match queue {
+            Some(queue) => stmt.query(params![ms(now), queue])?,
+            None => stmt.query(params![ms(now)])?,
+        };
+        while let Some(row) = rows.next()? {
+            counts.moved(
+                &row.get::<_, String>(0)?,
+                Some(from),
+                Some(JobState::Queued),
+            );
+            promoted += 1;
+        }
+    }
+    Ok(promoted)
+}
+
 /// Loads job `id`, applies `transition`, saves and emits — inside the writer's transaction.
 fn apply<T>(
     conn: &Connection,
+    counts: &mut Counts,
     id: JobId,
     now: Timestamp,
     transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)>,
 ) -> Result<T> {
     let mut job = load(conn, id)?.ok_or(Error::NotFound(id))?;
+    let before = job.state;
     let (value, emitted) = transition(&mut job)?;
     save(conn, &job)?;
+    counts.moved(&job.queue, Some(before), Some(job.state));
     emit(conn, &job, emitted, now)?;
     Ok(value)
 }
@@ -547,7 +687,7 @@ fn apply<T>(
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
-        self.write(move |conn| {
+        self.write(move |conn, counts| {
             let mut outcomes = Vec::with_capacity(jobs.len());
             for new in jobs {
                 if let Some(key) = &new.idempotency_key {
@@ -564,6 +704,7 @@ impl JobStore for SqliteStore {
                 }
                 let job = Job::from_new(new, now);
                 insert(conn, &job)?;
+                counts.moved(&job.queue, None, Some(job.state));
                 emit(conn, &job, vec![(EventKind::Enqueued, None)], now)?;
                 outcomes.push(Enqueued::New(job.id));
             }
@@ -581,16 +722,13 @@ impl JobStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<Job>> {
         let (queue, worker) = (queue.to_owned(), worker.to_owned());
-        self.write(move |conn| {
+        self.write(move |conn, counts| {
             let paused: Option<i64> =
                 conn.prepare_cached("SELECT 1 FROM paused WHERE queue = ?1")?.query_row([&queue], |r| r.get(0)).optional()?;
             if paused.is_some() {
                 return Ok(Vec::new());
             }
-            conn.prepare_cached(
-                "UPDATE jobs SET state = 'queued' WHERE queue = ?1 AND state IN ('scheduled', 'retrying') AND run_at <= ?2",
-            )?
-            .execute(params![queue, ms(now)])?;
+            promote_due(conn, counts, Some(&queue), now)?;
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = 'queued' ORDER BY priority DESC, run_at, seq LIMIT ?2"
             );
@@ -600,6 +738,7 @@ impl JobStore for SqliteStore {
                 let token = fastrand::u64(1..i64::MAX as u64);
                 let emitted = transition::claim(job, &worker, token, expires_at, now);
                 save(conn, job)?;
+                counts.moved(&job.queue, Some(JobState::Queued), Some(JobState::Running));
                 emit(conn, job, emitted, now)?;
             }
             Ok(jobs)
@@ -614,7 +753,7 @@ impl JobStore for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<LeaseStatus>> {
         let leases = leases.to_vec();
-        self.write(move |conn| {
+        self.write(move |conn, _| {
             let expires_at = transition::after(now, lease);
             let mut answers = Vec::with_capacity(leases.len());
             for (id, token) in leases {
@@ -638,8 +777,8 @@ impl JobStore for SqliteStore {
         progress: Progress,
         now: Timestamp,
     ) -> Result<()> {
-        self.write(move |conn| {
-            apply(conn, id, now, |job| {
+        self.write(move |conn, counts| {
+            apply(conn, counts, id, now, |job| {
                 Ok(((), transition::progress(job, token, progress)?))
             })
         })
@@ -647,8 +786,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn complete(&self, id: JobId, token: u64, result: Payload, now: Timestamp) -> Result<()> {
-        self.write(move |conn| {
-            apply(conn, id, now, |job| {
+        self.write(move |conn, counts| {
+            apply(conn, counts, id, now, |job| {
                 Ok(((), transition::complete(job, token, result, now)?))
             })
         })
@@ -663,8 +802,8 @@ impl JobStore for SqliteStore {
         then: AfterFailure,
         now: Timestamp,
     ) -> Result<()> {
-        self.write(move |conn| {
-            apply(conn, id, now, |job| {
+        self.write(move |conn, counts| {
+            apply(conn, counts, id, now, |job| {
                 Ok(((), transition::fail(job, token, error, then, now)?))
             })
         })
@@ -672,8 +811,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()> {
-        self.write(move |conn| {
-            apply(conn, id, now, |job| {
+        self.write(move |conn, counts| {
+            apply(conn, counts, id, now, |job| {
                 Ok(((), transition::release(job, token, now)?))
             })
         })
@@ -681,12 +820,16 @@ impl JobStore for SqliteStore {
     }
 
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome> {
-        self.write(move |conn| apply(conn, id, now, |job| Ok(transition::cancel(job, now))))
-            .await
+        self.write(move |conn, counts| {
+            apply(conn, counts, id, now, |job| {
+                Ok(transition::cancel(job, now))
+            })
+        })
+        .await
     }
 
     async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>> {
-        self.write(move |conn| {
+        self.write(move |conn, counts| {
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?1)"
             );
@@ -695,6 +838,7 @@ impl JobStore for SqliteStore {
             for mut job in lapsed {
                 let emitted = transition::recover(&mut job, now);
                 save(conn, &job)?;
+                counts.moved(&job.queue, Some(JobState::Running), Some(job.state));
                 emit(conn, &job, emitted, now)?;
                 recovered.push(Recovered { id: job.id, queue: job.queue.clone(), state: job.state });
             }
@@ -704,13 +848,8 @@ impl JobStore for SqliteStore {
     }
 
     async fn promote(&self, now: Timestamp) -> Result<u64> {
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached("UPDATE jobs SET state = 'queued' WHERE state IN ('scheduled', 'retrying') AND run_at <= ?1")?
-                .execute([ms(now)])?;
-            Ok(n as u64)
-        })
-        .await
+        self.write(move |conn, counts| promote_due(conn, counts, None, now))
+            .await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>> {
@@ -820,8 +959,8 @@ impl DeadLetters for SqliteStore {
     }
 
     async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
-        self.write(move |conn| {
-            apply(conn, id, now, |job| {
+        self.write(move |conn, counts| {
+            apply(conn, counts, id, now, |job| {
                 Ok(((), transition::retry_dead(job, now)?))
             })
         })
@@ -830,14 +969,15 @@ impl DeadLetters for SqliteStore {
 
     async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
         let queue = queue.map(str::to_owned);
-        self.write(move |conn| {
+        self.write(move |conn, counts| {
             let mut stmt = conn.prepare_cached(
-                "DELETE FROM jobs WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1) RETURNING id",
+                "DELETE FROM jobs WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1) RETURNING queue",
             )?;
-            let ids = stmt
-                .query_map([&queue], |row| row.get::<_, Vec<u8>>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(ids.len() as u64)
+            let queues = stmt.query_map([&queue], |row| row.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            for queue in &queues {
+                counts.moved(queue, Some(JobState::Dead), None);
+            }
+            Ok(queues.len() as u64)
         })
         .await
     }
@@ -847,7 +987,7 @@ impl DeadLetters for SqliteStore {
 impl QueueControl for SqliteStore {
     async fn pause(&self, queue: &str) -> Result<()> {
         let queue = queue.to_owned();
-        self.write(move |conn| {
+        self.write(move |conn, _| {
             conn.prepare_cached("INSERT OR IGNORE INTO paused (queue) VALUES (?1)")?
                 .execute([queue])?;
             Ok(())
@@ -857,7 +997,7 @@ impl QueueControl for SqliteStore {
 
     async fn resume(&self, queue: &str) -> Result<()> {
         let queue = queue.to_owned();
-        self.write(move |conn| {
+        self.write(move |conn, _| {
             conn.prepare_cached("DELETE FROM paused WHERE queue = ?1")?
                 .execute([queue])?;
             Ok(())
@@ -906,13 +1046,13 @@ impl KvStore for SqliteStore {
 
     async fn kv_put(&self, namespace: &str, key: &str, entry: KvEntry) -> Result<()> {
         let (ns, key) = (namespace.to_owned(), key.to_owned());
-        self.write(move |conn| put_kv(conn, &ns, &key, &entry))
+        self.write(move |conn, _| put_kv(conn, &ns, &key, &entry))
             .await
     }
 
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
         let (ns, key) = (namespace.to_owned(), key.to_owned());
-        self.write(move |conn| {
+        self.write(move |conn, _| {
             Ok(conn
                 .prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")?
                 .execute([ns, key])?
@@ -1029,7 +1169,7 @@ impl EventLog for SqliteStore {
 impl CronTicks for SqliteStore {
     async fn claim_tick(&self, task: &str, tick: Timestamp, now: Timestamp) -> Result<bool> {
         let task = task.to_owned();
-        self.write(move |conn| {
+        self.write(move |conn, _| {
             let inserted = conn
                 .prepare_cached(
                     "INSERT OR IGNORE INTO cron_ticks (task, tick, claimed_at) VALUES (?1, ?2, ?3)",
@@ -1051,7 +1191,7 @@ impl Retention for SqliteStore {
         now: Timestamp,
     ) -> Result<Purged> {
         let policies = policies.clone();
-        self.write(move |conn| {
+        self.write(move |conn, counts| {
             let mut purged = Purged::default();
             let limits = |policy: &RetentionPolicy| {
                 [
@@ -1060,21 +1200,25 @@ impl Retention for SqliteStore {
                     ms(transition::before(now, policy.failed)),
                 ]
             };
-            let mut ids: Vec<Vec<u8>> = Vec::new();
+            let mut removed: Vec<(String, String)> = Vec::new();
+            let row = |row: &Row<'_>| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?));
             let condition = "((state = 'succeeded' AND finished_at <= ?1) OR (state = 'dead' AND finished_at <= ?2) \
                              OR (state = 'cancelled' AND finished_at <= ?3))";
             for (queue, policy) in &policies {
                 let [s, d, c] = limits(policy);
-                let sql = format!("DELETE FROM jobs WHERE queue = ?4 AND {condition} RETURNING id");
+                let sql = format!("DELETE FROM jobs WHERE queue = ?4 AND {condition} RETURNING queue, state");
                 let mut stmt = conn.prepare_cached(&sql)?;
-                ids.extend(stmt.query_map(params![s, d, c, queue], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
+                removed.extend(stmt.query_map(params![s, d, c, queue], row)?.collect::<rusqlite::Result<Vec<_>>>()?);
             }
             let [s, d, c] = limits(&default);
             let named: Vec<String> = policies.keys().map(|q| format!("'{}'", q.replace('\'', "''"))).collect();
-            let sql = format!("DELETE FROM jobs WHERE queue NOT IN ({}) AND {condition} RETURNING id", named.join(", "));
+            let sql = format!("DELETE FROM jobs WHERE queue NOT IN ({}) AND {condition} RETURNING queue, state", named.join(", "));
             let mut stmt = conn.prepare(&sql)?;
-            ids.extend(stmt.query_map(params![s, d, c], |row| row.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?);
-            purged.jobs = ids.len() as u64;
+            removed.extend(stmt.query_map(params![s, d, c], row)?.collect::<rusqlite::Result<Vec<_>>>()?);
+            for (queue, state) in &removed {
+                counts.moved(queue, Some(state.parse()?), None);
+            }
+            purged.jobs = removed.len() as u64;
             purged.kv_entries =
                 conn.prepare_cached("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1")?.execute([ms(now)])? as u64;
             let horizon = ms(transition::before(now, events));

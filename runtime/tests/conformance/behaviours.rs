@@ -1325,3 +1325,123 @@ pub async fn a_finished_jobs_status_expires_after_the_cache_ttl(store: S) {
         "the job record follows retention, not the cache TTL"
     );
 }
+
+/// Counts computed from the job records themselves.
+async fn counted(store: &S) -> BTreeMap<String, raindrop::store::StateCounts> {
+    let mut counts: BTreeMap<String, raindrop::store::StateCounts> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let page = store.list(&JobFilter::default(), after, 100).await.unwrap();
+        for job in &page.items {
+            counts
+                .entry(job.queue.clone())
+                .or_default()
+                .add(job.state, 1);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    counts
+}
+
+fn nonzero(
+    counts: BTreeMap<String, raindrop::store::StateCounts>,
+) -> BTreeMap<String, raindrop::store::StateCounts> {
+    counts
+        .into_iter()
+        .filter(|(_, c)| *c != raindrop::store::StateCounts::default())
+        .collect()
+}
+
+pub async fn counts_stay_true_through_every_kind_of_transition(store: S) {
+    let check = |label: &'static str| {
+        let store = store.clone();
+        async move {
+            assert_eq!(
+                nonzero(store.counts().await.unwrap()),
+                nonzero(counted(&store).await),
+                "after {label}"
+            );
+        }
+    };
+    for i in 0..6 {
+        enqueue(&store, new_job(if i % 2 == 0 { "a" } else { "b" }, i), t(0)).await;
+    }
+    let mut later = new_job("a", 10);
+    later.run_at = Some(t(50));
+    enqueue(&store, later, t(0)).await;
+    check("enqueue").await;
+    let claimed = store.claim("a", "w", 3, LEASE, t(1)).await.unwrap();
+    check("claim").await;
+    store
+        .complete(
+            claimed[0].id,
+            claimed[0].lease_token().unwrap(),
+            Payload::null(),
+            t(2),
+        )
+        .await
+        .unwrap();
+    store
+        .fail(
+            claimed[1].id,
+            claimed[1].lease_token().unwrap(),
+            JobError::new("x"),
+            AfterFailure::Retry { at: t(20) },
+            t(2),
+        )
+        .await
+        .unwrap();
+    store
+        .fail(
+            claimed[2].id,
+            claimed[2].lease_token().unwrap(),
+            JobError::new("x"),
+            AfterFailure::Dead,
+            t(2),
+        )
+        .await
+        .unwrap();
+    check("complete and fail").await;
+    let b = store.claim("b", "w", 2, LEASE, t(3)).await.unwrap();
+    store
+        .release(b[0].id, b[0].lease_token().unwrap(), t(4))
+        .await
+        .unwrap();
+    store.cancel(b[1].id, t(4)).await.unwrap();
+    check("release and cancel").await;
+    store.claim("b", "w", 1, LEASE, t(5)).await.unwrap();
+    store.recover(t(100)).await.unwrap();
+    check("recover").await;
+    store.promote(t(60)).await.unwrap();
+    check("promote").await;
+    store.retry_dead(claimed[2].id, t(61)).await.unwrap();
+    check("retry dead").await;
+    let again = store.claim("a", "w", 10, LEASE, t(62)).await.unwrap();
+    for job in &again {
+        store
+            .fail(
+                job.id,
+                job.lease_token().unwrap(),
+                JobError::new("x"),
+                AfterFailure::Dead,
+                t(63),
+            )
+            .await
+            .unwrap();
+    }
+    store.purge_dead(Some("a")).await.unwrap();
+    check("purge dead").await;
+    let keep = RetentionPolicy {
+        succeeded: Duration::from_secs(1),
+        failed: Duration::from_secs(1),
+        dead: Duration::from_secs(1),
+    };
+    store
+        .purge_expired(&BTreeMap::new(), keep, Duration::from_secs(86_400), t(1000))
+        .await
+        .unwrap();
+    check("retention").await;
+}
