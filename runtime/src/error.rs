@@ -42,6 +42,9 @@ pub enum Error {
         /// Its name.
         name: String,
     },
+    /// The manifest could not be read, or has errors (rendered compiler-style).
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::Error),
     /// A setting is missing or invalid at startup.
     #[error("configuration: {0}")]
     Config(String),

@@ -20,4 +20,7 @@ pub use error::{Error, Result};
 pub mod docs {
     #[doc = include_str!("docs/manifest.md")]
     pub mod manifest {}
+
+    #[doc = include_str!("docs/engine.md")]
+    pub mod engine {}
 }

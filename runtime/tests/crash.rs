@@ -32,29 +32,50 @@ const MANIFEST: &str = r#"application "crash" {
 }"#;
 
 fn app() -> raindrop::manifest::Application {
-    raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", MANIFEST)).application.unwrap()
+    raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", MANIFEST))
+        .application
+        .unwrap()
 }
 
 async fn open(path: &str) -> Arc<dyn Store> {
     let app = app();
-    Arc::new(raindrop::store::sqlite::SqliteStore::open(path.as_ref(), raindrop::engine::status_cache(&app)).await.unwrap())
+    Arc::new(
+        raindrop::store::sqlite::SqliteStore::open(
+            path.as_ref(),
+            raindrop::engine::status_cache(&app),
+        )
+        .await
+        .unwrap(),
+    )
 }
 
 /// The child: enqueues numbered jobs in batches and prints `ack FIRST LAST` once a batch is
 /// committed, while its workers process them; in drain mode it only processes, until done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_child() {
-    let Ok(path) = std::env::var("RAINDROP_CRASH_DB") else { return };
-    let first: u64 = std::env::var("RAINDROP_CRASH_FIRST").unwrap().parse().unwrap();
+    let Ok(path) = std::env::var("RAINDROP_CRASH_DB") else {
+        return;
+    };
+    let first: u64 = std::env::var("RAINDROP_CRASH_FIRST")
+        .unwrap()
+        .parse()
+        .unwrap();
     let drain = std::env::var_os("RAINDROP_CRASH_DRAIN").is_some();
     let store = open(&path).await;
     let engine = Engine::builder(app())
         .store(store.clone())
-        .settings(Settings { observer_tick: Duration::from_millis(50), idle_poll: Duration::from_millis(20), ..Settings::default() })
-        .task("worker", handler_fn(|_ctx: JobContext| async move {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            Ok::<_, TaskError>(())
-        }))
+        .settings(Settings {
+            observer_tick: Duration::from_millis(50),
+            idle_poll: Duration::from_millis(20),
+            ..Settings::default()
+        })
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Ok::<_, TaskError>(())
+            }),
+        )
         .build()
         .unwrap();
     let running = engine.start().await.unwrap();
@@ -74,7 +95,9 @@ async fn crash_child() {
     let queue = engine.queue("jobs").unwrap();
     let mut next = first;
     loop {
-        let batch = (next..next + 50).map(|n| (Payload::from_value(&n).unwrap(), SendOptions::default())).collect();
+        let batch = (next..next + 50)
+            .map(|n| (Payload::from_value(&n).unwrap(), SendOptions::default()))
+            .collect();
         queue.send_batch(batch).await.unwrap();
         println!("ack {next} {}", next + 49);
         next += 50;
@@ -93,7 +116,13 @@ async fn acknowledged_jobs_survive_kill_9_and_all_finish() {
     let child = |first: u64, drain: bool| {
         let mut command = Command::new(&exe);
         command
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("RAINDROP_CRASH_DB", &db)
             .env("RAINDROP_CRASH_FIRST", first.to_string())
             .stdout(Stdio::piped())
@@ -125,7 +154,10 @@ async fn acknowledged_jobs_survive_kill_9_and_all_finish() {
         process.kill().unwrap(); // SIGKILL
         process.wait().unwrap();
         let acks = reader.join().unwrap();
-        assert!(!acks.is_empty() || round > 0, "the child acknowledged nothing in {kill_after:?}");
+        assert!(
+            !acks.is_empty() || round > 0,
+            "the child acknowledged nothing in {kill_after:?}"
+        );
         for (a, b) in acks {
             acknowledged.extend(a..=b);
             next = next.max(b + 1);
@@ -135,11 +167,14 @@ async fn acknowledged_jobs_survive_kill_9_and_all_finish() {
     }
 
     let mut drain = child(0, true);
-    let status = tokio::time::timeout(Duration::from_secs(120), tokio::task::spawn_blocking(move || drain.wait()))
-        .await
-        .expect("the drain run finishes")
-        .unwrap()
-        .unwrap();
+    let status = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || drain.wait()),
+    )
+    .await
+    .expect("the drain run finishes")
+    .unwrap()
+    .unwrap();
     assert!(status.success(), "the drain run failed: {status}");
 
     let store = open(&db).await;
@@ -147,7 +182,10 @@ async fn acknowledged_jobs_survive_kill_9_and_all_finish() {
     let mut unfinished = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list(&JobFilter::default(), after, 1000).await.unwrap();
+        let page = store
+            .list(&JobFilter::default(), after, 1000)
+            .await
+            .unwrap();
         for job in &page.items {
             stored.insert(job.payload.parse::<u64>().unwrap());
             if job.state != JobState::Succeeded {
@@ -160,8 +198,21 @@ async fn acknowledged_jobs_survive_kill_9_and_all_finish() {
         }
     }
     let lost: Vec<_> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged jobs lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged jobs lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     assert!(unfinished.is_empty(), "jobs did not finish: {unfinished:?}");
-    assert!(acknowledged.len() >= 100, "too few jobs to mean anything: {}", acknowledged.len());
-    eprintln!("{} acknowledged, {} stored, all succeeded after 6 kills", acknowledged.len(), stored.len());
+    assert!(
+        acknowledged.len() >= 100,
+        "too few jobs to mean anything: {}",
+        acknowledged.len()
+    );
+    eprintln!(
+        "{} acknowledged, {} stored, all succeeded after 6 kills",
+        acknowledged.len(),
+        stored.len()
+    );
 }
