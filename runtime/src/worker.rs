@@ -54,6 +54,10 @@ struct Meters {
     failed: metrics::Counter,
     wait: metrics::Histogram,
     duration: metrics::Histogram,
+    /// Jobs this pool is running now.
+    busy: metrics::Gauge,
+    /// Pools of this task running in this process (1 while up).
+    pools: metrics::Gauge,
 }
 
 impl Meters {
@@ -68,6 +72,8 @@ impl Meters {
             failed: metrics::counter!("raindrop_jobs_failed_total", &labels),
             wait: metrics::histogram!("raindrop_job_wait_seconds", &labels),
             duration: metrics::histogram!("raindrop_job_duration_seconds", &labels),
+            busy: metrics::gauge!("raindrop_worker_busy", &labels),
+            pools: metrics::gauge!("raindrop_worker_pools", &labels),
         }
     }
 }
@@ -110,6 +116,7 @@ pub(crate) async fn run(
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), hard_stop.clone()));
     let mut jobs = tokio::task::JoinSet::new();
     let mut idle = Duration::from_millis(5);
+    shared.meters.pools.increment(1.0);
     tracing::info!(task = %shared.config.task, queue = %shared.config.queue, concurrency = shared.config.concurrency, "worker pool started");
 
     loop {
@@ -185,6 +192,7 @@ pub(crate) async fn run(
     }
     hard_stop.cancel();
     let _ = heartbeat.await;
+    shared.meters.pools.decrement(1.0);
     tracing::info!(task = %shared.config.task, "worker pool stopped");
 }
 
@@ -206,6 +214,7 @@ async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
         .insert(id, entry);
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
     shared.meters.started.increment(1);
+    shared.meters.busy.increment(1.0);
     shared.meters.wait.record(
         (now() - job.run_at)
             .to_std()
@@ -250,6 +259,7 @@ async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
+    shared.meters.busy.decrement(1.0);
     let elapsed = started.elapsed();
     let _entered = span.enter();
     match &outcome {

@@ -1,6 +1,7 @@
-//! Crash safety of the SQLite store: a process that enqueues and processes is killed with
-//! SIGKILL at random moments and restarted, several times. Every enqueue it acknowledged must
-//! still be there, and every job must finish.
+//! Several processes on one SQLite file: a process that enqueues and processes is killed with
+//! SIGKILL at random moments and restarted, several times — every enqueue it acknowledged must
+//! still be there, and every job must finish; and two processes working one queue at once never
+//! run the same job twice.
 //!
 //! The test runs itself as the child: `crash_child` does nothing unless `RAINDROP_CRASH_DB` is
 //! set, in which case it is the process that gets killed.
@@ -215,4 +216,68 @@ async fn acknowledged_jobs_survive_kill_9_and_all_finish() {
         acknowledged.len(),
         stored.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_file_without_running_a_job_twice() {
+    if std::env::var_os("RAINDROP_CRASH_DB").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db").display().to_string();
+    {
+        let store = open(&db).await;
+        let jobs = (0..3000u64)
+            .map(|n| raindrop::job::NewJob::new("jobs", "n", Payload::from_value(&n).unwrap()))
+            .collect();
+        store.enqueue(jobs, raindrop::job::now()).await.unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    let spawn = || {
+        Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env("RAINDROP_CRASH_DB", &db)
+            .env("RAINDROP_CRASH_FIRST", "0")
+            .env("RAINDROP_CRASH_DRAIN", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    let both = tokio::task::spawn_blocking(move || (a.wait().unwrap(), b.wait().unwrap()));
+    let (a, b) = tokio::time::timeout(Duration::from_secs(120), both)
+        .await
+        .expect("both processes finish")
+        .unwrap();
+    assert!(a.success() && b.success(), "{a} {b}");
+
+    let store = open(&db).await;
+    let mut workers = BTreeSet::new();
+    let mut after = None;
+    let mut seen = 0;
+    loop {
+        let page = store
+            .list(&JobFilter::default(), after, 1000)
+            .await
+            .unwrap();
+        for job in &page.items {
+            seen += 1;
+            assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+            assert_eq!(job.attempt, 1, "job {} ran {} times", job.id, job.attempt);
+            workers.insert(job.attempts[0].worker.clone());
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 3000);
+    assert_eq!(workers.len(), 2, "both processes took jobs: {workers:?}");
 }
