@@ -150,10 +150,15 @@ impl EngineBuilder {
 
     /// Opens the store `RAINDROP_STORE` names (SQLite by default) unless one was given, checks
     /// that every task has a handler, and builds the engine.
-    pub async fn open(mut self) -> Result<Engine> {
+    pub async fn open(self) -> Result<Engine> {
+        let url = StoreUrl::from_env()?;
+        self.open_url(&url).await
+    }
+
+    /// Opens the store `url` names unless one was given, and builds the engine.
+    pub async fn open_url(mut self, url: &StoreUrl) -> Result<Engine> {
         if self.store.is_none() {
-            let url = StoreUrl::from_env()?;
-            self.store = Some(crate::store::open(&url, status_cache(&self.app)).await?);
+            self.store = Some(crate::store::open(url, status_cache(&self.app)).await?);
         }
         self.build()
     }

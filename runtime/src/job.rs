@@ -58,7 +58,19 @@ impl FromStr for JobId {
 }
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Ready to run.
@@ -253,7 +265,7 @@ impl NewJob {
 }
 
 /// How far along a running job is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     /// 0 to 100.
     pub percent: u8,
@@ -262,7 +274,7 @@ pub struct Progress {
 }
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobError {
     /// The error's message.
     pub message: String,
@@ -282,16 +294,18 @@ impl JobError {
 }
 
 /// One run of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1 for the first run.
     pub number: u32,
     /// The worker that ran it.
     pub worker: String,
     /// When it started.
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
     /// When it ended, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     /// Why it failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]

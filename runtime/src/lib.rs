@@ -10,6 +10,7 @@ pub mod manifest;
 pub mod observer;
 pub mod queue;
 pub mod retry;
+pub mod service;
 pub mod store;
 pub mod task;
 mod worker;

@@ -608,6 +608,25 @@ impl EventLog for MemoryStore {
         Ok(self.lock().next_event)
     }
 
+    async fn count_events(
+        &self,
+        kind: EventKind,
+        since: Timestamp,
+    ) -> Result<BTreeMap<String, u64>> {
+        let inner = self.lock();
+        let mut counts = BTreeMap::new();
+        for event in inner
+            .events
+            .iter()
+            .rev()
+            .take_while(|e| e.at >= since)
+            .filter(|e| e.kind == kind)
+        {
+            *counts.entry(event.queue.clone()).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
     fn event_notify(&self) -> Arc<Notify> {
         self.notify.clone()
     }

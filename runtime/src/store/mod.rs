@@ -130,7 +130,7 @@ pub struct Page<T> {
 }
 
 /// How many jobs of a queue are in each state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateCounts {
     pub queued: u64,
     pub scheduled: u64,
@@ -391,6 +391,13 @@ pub trait EventLog: Send + Sync + 'static {
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
     /// The latest event's seq (0 when there is none).
     async fn last_event_seq(&self) -> Result<u64>;
+
+    /// How many events of `kind` happened since `since`, per queue.
+    async fn count_events(
+        &self,
+        kind: crate::event::EventKind,
+        since: Timestamp,
+    ) -> Result<BTreeMap<String, u64>>;
 
     /// Notified after this process appends events, so followers in this process wake at once
     /// (followers of other processes' events poll).

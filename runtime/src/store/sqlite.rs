@@ -1160,6 +1160,28 @@ impl EventLog for SqliteStore {
         .await
     }
 
+    async fn count_events(
+        &self,
+        kind: EventKind,
+        since: Timestamp,
+    ) -> Result<BTreeMap<String, u64>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT queue, COUNT(*) FROM events WHERE at >= ?1 AND kind = ?2 GROUP BY queue",
+            )?;
+            let rows = stmt.query_map(params![ms(since), kind.as_str()], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut counts = BTreeMap::new();
+            for row in rows {
+                let (queue, n) = row?;
+                counts.insert(queue, n.max(0) as u64);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     fn event_notify(&self) -> Arc<tokio::sync::Notify> {
         self.notify.clone()
     }

@@ -11,8 +11,9 @@ use super::{KvEntry, KvKey, KvPage, StatusCache};
 use crate::job::{Attempt, Job, JobError, JobId, JobState, Payload, Progress, Timestamp};
 
 /// A job's status, progress, attempts and outcome — everything but its payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStatus {
+    #[schema(value_type = String, format = Uuid)]
     pub id: JobId,
     pub queue: String,
     pub kind: String,
@@ -23,14 +24,19 @@ pub struct JobStatus {
     pub max_attempts: u32,
     pub attempts: Vec<Attempt>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Payload>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<JobError>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub run_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
 }
 

@@ -1,0 +1,228 @@
+//! Queue, dead-letter, health and metrics routes.
+
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::jobs::parse_id;
+use super::{ApiError, State};
+use crate::event::EventKind;
+use crate::job::{JobId, now};
+use crate::store::{JobStatus, StateCounts};
+
+/// A queue's health at a glance.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct QueueInfo {
+    name: String,
+    paused: bool,
+    counts: StateCounts,
+    /// How long the oldest ready job has waited, in seconds.
+    oldest_ready_age_seconds: f64,
+    /// Jobs that succeeded in the last minute.
+    succeeded_last_minute: u64,
+    /// Attempts that failed in the last minute.
+    failed_last_minute: u64,
+}
+
+/// The queues this service serves.
+#[utoipa::path(get, path = "/v1/queues", responses((status = 200, body = Vec<QueueInfo>)))]
+pub(crate) async fn queues(
+    Extract(state): Extract<State>,
+) -> Result<axum::Json<Vec<QueueInfo>>, ApiError> {
+    let store = state.engine.store();
+    let at = now();
+    let counts = store.counts().await?;
+    let paused = store.paused().await?;
+    let minute_ago = crate::store::before(at, std::time::Duration::from_secs(60));
+    let succeeded = store.count_events(EventKind::Succeeded, minute_ago).await?;
+    let failed = store.count_events(EventKind::Failed, minute_ago).await?;
+    let mut out = Vec::new();
+    for name in &state.queues {
+        let oldest = store.oldest_ready(name, at).await?;
+        out.push(QueueInfo {
+            name: name.clone(),
+            paused: paused.contains(name),
+            counts: counts.get(name).cloned().unwrap_or_default(),
+            oldest_ready_age_seconds: oldest
+                .map_or(0.0, |t| (at - t).to_std().unwrap_or_default().as_secs_f64()),
+            succeeded_last_minute: succeeded.get(name).copied().unwrap_or_default(),
+            failed_last_minute: failed.get(name).copied().unwrap_or_default(),
+        });
+    }
+    Ok(axum::Json(out))
+}
+
+fn served(state: &State, name: &str) -> Result<(), ApiError> {
+    if state.queues.iter().any(|q| q == name) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("no queue named `{name}`")))
+    }
+}
+
+/// A queue's pause state after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Paused {
+    queue: String,
+    paused: bool,
+}
+
+/// Stops workers taking jobs from a queue (jobs are still accepted).
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", params(("name" = String, Path)), responses((status = 200, body = Paused), (status = 404, body = super::ErrorBody)))]
+pub(crate) async fn pause(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Paused>, ApiError> {
+    served(&state, &name)?;
+    state.engine.store().pause(&name).await?;
+    Ok(axum::Json(Paused {
+        queue: name,
+        paused: true,
+    }))
+}
+
+/// Lets workers take jobs from a queue again.
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", params(("name" = String, Path)), responses((status = 200, body = Paused), (status = 404, body = super::ErrorBody)))]
+pub(crate) async fn resume(
+    Extract(state): Extract<State>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<Paused>, ApiError> {
+    served(&state, &name)?;
+    state.engine.store().resume(&name).await?;
+    Ok(axum::Json(Paused {
+        queue: name,
+        paused: false,
+    }))
+}
+
+/// Which dead letters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeadLetterQuery {
+    /// Only this queue.
+    queue: Option<String>,
+    /// Continue after this job id.
+    cursor: Option<String>,
+    /// Per page (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// A page of dead letters.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeadLetterPage {
+    jobs: Vec<JobStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    next_cursor: Option<JobId>,
+}
+
+/// Jobs that ran out of attempts or failed for good, newest first.
+#[utoipa::path(get, path = "/v1/dead-letters", params(DeadLetterQuery), responses((status = 200, body = DeadLetterPage)))]
+pub(crate) async fn dead_letters(
+    Extract(state): Extract<State>,
+    Query(query): Query<DeadLetterQuery>,
+) -> Result<axum::Json<DeadLetterPage>, ApiError> {
+    let after = query.cursor.as_deref().map(parse_id).transpose()?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let page = state
+        .engine
+        .store()
+        .dead_letters(query.queue.as_deref(), after, limit)
+        .await?;
+    Ok(axum::Json(DeadLetterPage {
+        jobs: page.items.iter().map(JobStatus::of).collect(),
+        next_cursor: page.next,
+    }))
+}
+
+/// A dead letter put back in its queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Retried {
+    #[schema(value_type = String, format = Uuid)]
+    id: JobId,
+    status_url: String,
+}
+
+/// Puts a dead letter back in its queue with a fresh set of attempts.
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/retry", params(("id" = String, Path)), responses((status = 202, body = Retried), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+pub(crate) async fn retry_dead_letter(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    state.engine.store().retry_dead(id, now()).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Retried {
+            id,
+            status_url: format!("/v1/jobs/{id}"),
+        }),
+    )
+        .into_response())
+}
+
+/// Which dead letters to purge.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PurgeQuery {
+    /// Only this queue (default: all).
+    queue: Option<String>,
+}
+
+/// How many were purged.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PurgedCount {
+    purged: u64,
+}
+
+/// Removes dead letters for good.
+#[utoipa::path(delete, path = "/v1/dead-letters", params(PurgeQuery), responses((status = 200, body = PurgedCount)))]
+pub(crate) async fn purge_dead_letters(
+    Extract(state): Extract<State>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<axum::Json<PurgedCount>, ApiError> {
+    let purged = state
+        .engine
+        .store()
+        .purge_dead(query.queue.as_deref())
+        .await?;
+    Ok(axum::Json(PurgedCount { purged }))
+}
+
+/// Liveness.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// The store answers.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = super::ErrorBody)))]
+pub(crate) async fn readyz(Extract(state): Extract<State>) -> Result<axum::Json<Health>, ApiError> {
+    state.engine.store().last_event_seq().await?;
+    Ok(axum::Json(Health { status: "ready" }))
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain"), (status = 503, body = super::ErrorBody)))]
+pub(crate) async fn metrics(Extract(state): Extract<State>) -> Result<Response, ApiError> {
+    let handle = state.metrics.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics_unavailable",
+            "another metrics recorder is installed in this process",
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response())
+}

@@ -1,0 +1,437 @@
+//! Job routes: submit, batch, status, events (SSE), cancel, list.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State as Extract};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, FieldError, State, read_json};
+use crate::event::{EventFollower, EventKind};
+use crate::job::{JobId, JobState, Payload, Timestamp};
+use crate::queue::SendOptions;
+use crate::store::{CancelOutcome, Enqueued, JobFilter, JobStatus};
+
+/// Most jobs one page lists.
+const MAX_PAGE: usize = 500;
+/// Most jobs one batch submits.
+const MAX_BATCH: usize = 1000;
+
+/// A job to submit.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitJob {
+    /// The queue; may be left out when the service serves one queue.
+    queue: Option<String>,
+    /// What kind of work it is (default: the queue's name).
+    kind: Option<String>,
+    /// The work's input.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+    /// Higher runs first.
+    #[serde(default)]
+    priority: i32,
+    /// Run no sooner than this many milliseconds from now.
+    delay_ms: Option<u64>,
+    /// Run no sooner than this time (wins over `delay_ms`).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    run_at: Option<Timestamp>,
+    /// Attempts before it becomes a dead letter (default: the queue's).
+    max_attempts: Option<u32>,
+    /// Longest one attempt may take, in milliseconds (default: the task's timeout).
+    timeout_ms: Option<u64>,
+    /// Jobs with the same key on one queue are one job (the `Idempotency-Key` header wins).
+    idempotency_key: Option<String>,
+    /// Free-form metadata, e.g. trace context.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// A submitted job.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Submitted {
+    #[schema(value_type = String, format = Uuid)]
+    id: JobId,
+    queue: String,
+    /// Whether an earlier job with the same idempotency key was returned instead.
+    duplicate: bool,
+    /// Where to read its status.
+    status_url: String,
+    /// Where to follow its events.
+    events_url: String,
+}
+
+/// Several jobs to submit at once, all or none.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubmitBatch {
+    jobs: Vec<SubmitJob>,
+}
+
+/// The outcome of a batch, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SubmittedBatch {
+    jobs: Vec<Submitted>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct JobPage {
+    jobs: Vec<JobStatus>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    next_cursor: Option<JobId>,
+}
+
+/// Which jobs to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only this queue.
+    queue: Option<String>,
+    /// Only these states, comma-separated (e.g. `queued,running`).
+    state: Option<String>,
+    /// Only this kind.
+    kind: Option<String>,
+    /// Continue after this job id (from `next_cursor`).
+    cursor: Option<String>,
+    /// Jobs per page (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// What a cancel did.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Cancelled {
+    #[schema(value_type = String, format = Uuid)]
+    id: JobId,
+    /// `cancelled` (it was waiting) or `cancelled_running` (its worker is told to stop).
+    outcome: &'static str,
+}
+
+pub(crate) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("`{raw}` is not a job id"),
+        )
+    })
+}
+
+fn submitted(outcome: Enqueued, queue: String) -> Submitted {
+    let id = outcome.id();
+    Submitted {
+        id,
+        queue,
+        duplicate: matches!(outcome, Enqueued::Duplicate(_)),
+        status_url: format!("/v1/jobs/{id}"),
+        events_url: format!("/v1/jobs/{id}/events"),
+    }
+}
+
+/// Checks a submission and turns it into the payload and options of a job, or field errors.
+fn prepare(
+    state: &State,
+    job: SubmitJob,
+    idempotency_key: Option<String>,
+    at: &str,
+) -> Result<(String, Payload, SendOptions), Vec<FieldError>> {
+    let field = |name: &str| {
+        if at.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{at}.{name}")
+        }
+    };
+    let queue = match job.queue {
+        Some(queue) if state.queues.contains(&queue) => queue,
+        Some(queue) => {
+            return Err(vec![FieldError {
+                field: field("queue"),
+                message: format!(
+                    "this service takes jobs for {}, not `{queue}`",
+                    state.queues.join(", ")
+                ),
+            }]);
+        }
+        None => match state.queues.as_slice() {
+            [only] => only.clone(),
+            _ => {
+                return Err(vec![FieldError {
+                    field: field("queue"),
+                    message: format!("name the queue: one of {}", state.queues.join(", ")),
+                }]);
+            }
+        },
+    };
+    if let Some(validator) = state.validators.get(&queue) {
+        validator(&job.payload).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| FieldError {
+                    field: field(&e.field),
+                    message: e.message,
+                })
+                .collect::<Vec<_>>()
+        })?;
+    }
+    let payload = Payload::from_value(&job.payload).map_err(|e| {
+        vec![FieldError {
+            field: field("payload"),
+            message: e.to_string(),
+        }]
+    })?;
+    let options = SendOptions {
+        kind: job.kind,
+        priority: job.priority,
+        delay: job.delay_ms.map(Duration::from_millis),
+        at: job.run_at,
+        idempotency_key: idempotency_key.or(job.idempotency_key),
+        max_attempts: job.max_attempts,
+        timeout: job.timeout_ms.map(Duration::from_millis),
+        tenant: None,
+        headers: job.headers,
+    };
+    Ok((queue, payload, options))
+}
+
+/// Submits a job.
+#[utoipa::path(
+    post, path = "/v1/jobs", request_body = SubmitJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key returns the same job")),
+    responses(
+        (status = 202, description = "Accepted", body = Submitted),
+        (status = 400, description = "Invalid body or payload", body = super::ErrorBody),
+        (status = 413, description = "Body or payload too large", body = super::ErrorBody),
+    )
+)]
+pub(crate) async fn submit(
+    Extract(state): Extract<State>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let job: SubmitJob = read_json(body, state.max_body).await?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (queue, payload, options) = prepare(&state, job, key, "").map_err(ApiError::validation)?;
+    let outcome = state
+        .engine
+        .queue(&queue)?
+        .send_batch(vec![(payload, options)])
+        .await?;
+    let outcome = outcome
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::from(crate::Error::Store("no outcome".into())))?;
+    Ok((StatusCode::ACCEPTED, axum::Json(submitted(outcome, queue))).into_response())
+}
+
+/// Submits several jobs at once, all or none.
+#[utoipa::path(
+    post, path = "/v1/jobs/batch", request_body = SubmitBatch,
+    responses(
+        (status = 202, description = "Accepted", body = SubmittedBatch),
+        (status = 400, description = "Invalid body or payload", body = super::ErrorBody),
+        (status = 413, description = "Body or payload too large", body = super::ErrorBody),
+    )
+)]
+pub(crate) async fn submit_batch(
+    Extract(state): Extract<State>,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let batch: SubmitBatch = read_json(body, state.max_body).await?;
+    if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
+        return Err(ApiError::validation(vec![FieldError {
+            field: "jobs".into(),
+            message: format!("submit 1 to {MAX_BATCH} jobs"),
+        }]));
+    }
+    let mut errors = Vec::new();
+    let mut by_queue: BTreeMap<String, Vec<(usize, Payload, SendOptions)>> = BTreeMap::new();
+    for (index, job) in batch.jobs.into_iter().enumerate() {
+        match prepare(&state, job, None, &format!("jobs[{index}]")) {
+            Ok((queue, payload, options)) => by_queue
+                .entry(queue)
+                .or_default()
+                .push((index, payload, options)),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    // One atomic enqueue per queue (the store's batch is per call).
+    let total: usize = by_queue.values().map(Vec::len).sum();
+    let mut results: Vec<Option<Submitted>> = (0..total).map(|_| None).collect();
+    for (queue, jobs) in by_queue {
+        let producer = state.engine.queue(&queue)?;
+        let built = jobs
+            .iter()
+            .map(|(_, p, o)| producer.job(p.clone(), o.clone()))
+            .collect::<crate::Result<Vec<_>>>()?;
+        let outcomes = state
+            .engine
+            .store()
+            .enqueue(built, crate::job::now())
+            .await?;
+        for ((index, _, _), outcome) in jobs.into_iter().zip(outcomes) {
+            results[index] = Some(submitted(outcome, queue.clone()));
+        }
+    }
+    let jobs = results.into_iter().flatten().collect();
+    Ok((StatusCode::ACCEPTED, axum::Json(SubmittedBatch { jobs })).into_response())
+}
+
+/// The status of `id`: one read of the status cache when there is one.
+pub(crate) async fn read_status(state: &State, id: JobId) -> Result<JobStatus, ApiError> {
+    if let Some(cache) = &state.status_cache
+        && let Some(status) = state
+            .engine
+            .kv(cache)?
+            .get_json::<JobStatus>(&id.to_string())
+            .await?
+    {
+        return Ok(status);
+    }
+    let job = state
+        .engine
+        .store()
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(JobStatus::of(&job))
+}
+
+/// A job's state, progress, attempts and result or error.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = JobStatus), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody))
+)]
+pub(crate) async fn status(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<JobStatus>, ApiError> {
+    let id = parse_id(&id)?;
+    Ok(axum::Json(read_status(&state, id).await?))
+}
+
+/// Every state and progress change of a job, as Server-Sent Events, until it ends. The first
+/// event (`status`) is the current status; then one event per change, named by its kind.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/events", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, description = "An event stream", content_type = "text/event-stream"), (status = 404, body = super::ErrorBody))
+)]
+pub(crate) async fn events(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let id = parse_id(&id)?;
+    let store = state.engine.store().clone();
+    // Start following before reading the status, so no change falls in between.
+    let follower = EventFollower::from_now(store).await?;
+    let current = read_status(&state, id).await?;
+    let first = SseEvent::default()
+        .event("status")
+        .json_data(&current)
+        .unwrap_or_default();
+    let finished = current.state.is_finished();
+    let stream = futures_util::stream::unfold(
+        (Some(first), follower, finished),
+        move |(first, mut follower, done)| async move {
+            if let Some(first) = first {
+                return Some((Ok(first), (None, follower, done)));
+            }
+            if done {
+                return None;
+            }
+            loop {
+                match follower.next().await {
+                    Ok(event) if event.job == id => {
+                        let end = event.state.is_finished() && event.kind != EventKind::Failed;
+                        let sse = SseEvent::default()
+                            .event(event.kind.as_str())
+                            .json_data(&event)
+                            .unwrap_or_default();
+                        return Some((Ok(sse), (None, follower, end)));
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(job.id = %id, error = %err, "event stream ended: reading events failed");
+                        return None;
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Cancels a waiting or running job.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "Job id")),
+    responses((status = 200, body = Cancelled), (status = 404, body = super::ErrorBody), (status = 409, description = "Already finished", body = super::ErrorBody))
+)]
+pub(crate) async fn cancel(
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Cancelled>, ApiError> {
+    let id = parse_id(&id)?;
+    let outcome = match state.engine.store().cancel(id, crate::job::now()).await? {
+        CancelOutcome::Cancelled => "cancelled",
+        CancelOutcome::CancelledRunning => "cancelled_running",
+        CancelOutcome::AlreadyFinished(finished) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_finished",
+                format!("job {id} already {finished}"),
+            ));
+        }
+    };
+    Ok(axum::Json(Cancelled { id, outcome }))
+}
+
+/// Jobs, newest first, filtered, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/jobs", params(ListQuery),
+    responses((status = 200, body = JobPage), (status = 400, body = super::ErrorBody))
+)]
+pub(crate) async fn list(
+    Extract(state): Extract<State>,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<JobPage>, ApiError> {
+    let states = match &query.state {
+        Some(states) => states
+            .split(',')
+            .map(|s| {
+                s.trim().parse::<JobState>().map_err(|_| FieldError {
+                    field: "state".into(),
+                    message: format!("`{s}` is not a job state"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::validation(vec![e]))?,
+        None => Vec::new(),
+    };
+    let filter = JobFilter {
+        queue: query.queue,
+        states,
+        kind: query.kind,
+        tenant: None,
+    };
+    let after = query.cursor.as_deref().map(parse_id).transpose()?;
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let page = state.engine.store().list(&filter, after, limit).await?;
+    Ok(axum::Json(JobPage {
+        jobs: page.items.iter().map(JobStatus::of).collect(),
+        next_cursor: page.next,
+    }))
+}

@@ -1,0 +1,232 @@
+//! The HTTP job API (axum), bound to a `service` block: submission with validation, status,
+//! real-time events, cancellation, listing, queues, dead letters, health, Prometheus metrics and
+//! an OpenAPI document. Every error is JSON `{code, message, details}`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+mod admin;
+mod error;
+mod jobs;
+
+pub use error::{ApiError, ErrorBody, FieldError};
+
+/// Checks a job's payload beyond its JSON syntax; returns field-level errors.
+pub type Validator = Arc<dyn Fn(&serde_json::Value) -> Result<(), Vec<FieldError>> + Send + Sync>;
+
+/// A validator that accepts payloads that deserialize into `T`, reporting where they do not.
+pub fn validate_as<T: DeserializeOwned + 'static>() -> Validator {
+    Arc::new(|value: &serde_json::Value| {
+        serde_path_to_error::deserialize::<_, T>(value)
+            .map(drop)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let field = if path == "." {
+                    "payload".to_owned()
+                } else {
+                    format!("payload.{path}")
+                };
+                vec![FieldError {
+                    field,
+                    message: err.into_inner().to_string(),
+                }]
+            })
+    })
+}
+
+/// What the routes share.
+pub(crate) struct Shared {
+    pub(crate) engine: Engine,
+    /// The queues this service accepts jobs for.
+    pub(crate) queues: Vec<String>,
+    pub(crate) max_body: usize,
+    pub(crate) validators: HashMap<String, Validator>,
+    pub(crate) metrics: Option<PrometheusHandle>,
+    /// The kv_cache holding job status, if any.
+    pub(crate) status_cache: Option<String>,
+}
+
+pub(crate) type State = Arc<Shared>;
+
+/// Builds the job API of one `service` block.
+pub struct Service {
+    shared: Shared,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("queues", &self.shared.queues)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// The API of the service block `name` of the engine's application.
+    pub fn new(engine: Engine, name: &str) -> Result<Self> {
+        let app = engine.app();
+        let block = app
+            .services
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .ok_or_else(|| Error::Unknown {
+                kind: "service",
+                name: name.to_owned(),
+            })?;
+        let shared = Shared {
+            queues: block.queues.iter().map(ToString::to_string).collect(),
+            max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
+            status_cache: app.status_cache.as_ref().map(ToString::to_string),
+            validators: HashMap::new(),
+            metrics: prometheus(),
+            engine,
+        };
+        Ok(Self { shared })
+    }
+
+    /// Validates payloads for `queue` with `validator` before they are accepted.
+    #[must_use]
+    pub fn validate(mut self, queue: &str, validator: Validator) -> Self {
+        self.shared.validators.insert(queue.to_owned(), validator);
+        self
+    }
+
+    /// The routes.
+    pub fn router(self) -> Router {
+        let state: State = Arc::new(self.shared);
+        Router::new()
+            .route("/v1/jobs", post(jobs::submit).get(jobs::list))
+            .route("/v1/jobs/batch", post(jobs::submit_batch))
+            .route("/v1/jobs/{id}", get(jobs::status))
+            .route("/v1/jobs/{id}/events", get(jobs::events))
+            .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+            .route("/v1/queues", get(admin::queues))
+            .route("/v1/queues/{name}/pause", post(admin::pause))
+            .route("/v1/queues/{name}/resume", post(admin::resume))
+            .route(
+                "/v1/dead-letters",
+                get(admin::dead_letters).delete(admin::purge_dead_letters),
+            )
+            .route(
+                "/v1/dead-letters/{id}/retry",
+                post(admin::retry_dead_letter),
+            )
+            .route("/healthz", get(admin::healthz))
+            .route("/readyz", get(admin::readyz))
+            .route("/metrics", get(admin::metrics))
+            .route(
+                "/openapi.json",
+                get(|| async { axum::Json(ApiDoc::openapi()) }),
+            )
+            .fallback(|| async { ApiError::not_found("no such route") })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this route does not take that method",
+                )
+            })
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(30),
+            ))
+            .with_state(state)
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let router = self.router();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::Config(format!("the HTTP server failed: {e}")))
+    }
+}
+
+/// The process's Prometheus recorder, installed on first use; `None` when another metrics
+/// recorder was installed first.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .ok()
+        })
+        .clone()
+}
+
+/// Reads a JSON body of at most `limit` bytes into `T`, with errors as the API reports them.
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body exceeds this service's limit of {limit} bytes"),
+        )
+    })?;
+    let deserializer = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() || path == "." {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not valid: {inner}"),
+            )
+        } else {
+            ApiError::validation(vec![FieldError {
+                field: path,
+                message: inner.to_string(),
+            }])
+        }
+    })
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Raindrop job API",
+        description = "Submit background jobs and follow them to their result."
+    ),
+    paths(
+        jobs::submit,
+        jobs::submit_batch,
+        jobs::list,
+        jobs::status,
+        jobs::events,
+        jobs::cancel,
+        admin::queues,
+        admin::pause,
+        admin::resume,
+        admin::dead_letters,
+        admin::retry_dead_letter,
+        admin::purge_dead_letters,
+        admin::healthz,
+        admin::readyz,
+        admin::metrics,
+    ),
+    components(schemas(ErrorBody, FieldError))
+)]
+struct ApiDoc;

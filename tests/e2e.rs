@@ -1,0 +1,481 @@
+//! The seed application end to end: the real binary, over HTTP, on an SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// The seed's blocks with settings that make retries and recovery fast enough to test.
+const MANIFEST: &str = r#"application "background_processor" {
+  service "job_api" {
+    max_body = "4KiB"
+  }
+  queue "job_queue" {
+    max_message_size   = "2KiB"
+    max_attempts       = 3
+    visibility_timeout = "1s"
+    backoff {
+      initial = "100ms"
+      max     = "400ms"
+      jitter  = 0
+    }
+  }
+  task "job_worker" {
+    concurrency = 4
+  }
+  kv_cache "job_status" {}
+  observer "job_monitor" {}
+}
+"#;
+
+/// A running application process; killed when dropped.
+struct App {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl App {
+    fn start(dir: &Path) -> Self {
+        let manifest = dir.join("raindrop.manifest");
+        if !manifest.exists() {
+            std::fs::write(&manifest, MANIFEST).unwrap();
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_background-processor"))
+            .args(["--listen", "127.0.0.1:0", "--store"])
+            .arg(format!("sqlite:{}", dir.join("jobs.db").display()))
+            .env("RAINDROP_MANIFEST", &manifest)
+            .env("RAINDROP_OUTBOX", dir.join("outbox"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let banner = lines
+            .next()
+            .expect("the app prints where it listens")
+            .unwrap();
+        let base = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect(&banner)
+            .to_owned();
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            base: format!("http://{base}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn submit(&self, payload: Value) -> String {
+        self.submit_with(json!({ "payload": payload })).await
+    }
+
+    async fn submit_with(&self, body: Value) -> String {
+        let (status, body) = self.post("/v1/jobs", body).await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls the job's status until `done` holds (bounded; the job runs in another process).
+    async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not get there: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        self.wait_for(id, |job| {
+            matches!(
+                job["state"].as_str(),
+                Some("succeeded" | "dead" | "cancelled")
+            )
+        })
+        .await
+    }
+
+    fn signal(&mut self, signal: &str) {
+        Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+#[tokio::test]
+async fn a_report_job_succeeds_with_its_result() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let id = app
+        .submit(json!({ "type": "report", "title": "q3", "values": [4, 8, 15, 16, 23, 42] }))
+        .await;
+    let job = app.finished(&id).await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["result"]["sum"], 108.0);
+    assert_eq!(job["result"]["mean"], 18.0);
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_notification_lands_in_the_outbox() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let id = app
+        .submit(
+            json!({ "type": "notify", "to": "ada@example.com", "subject": "hi", "body": "done" }),
+        )
+        .await;
+    let job = app.finished(&id).await;
+    let path = PathBuf::from(job["result"]["outbox"].as_str().unwrap());
+    let written: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    assert_eq!(written["to"], "ada@example.com");
+}
+
+#[tokio::test]
+async fn a_failing_job_retries_with_backoff_then_dead_letters_and_a_retry_succeeds() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let id = app
+        .submit(json!({ "type": "flaky", "fail_times": 3 }))
+        .await;
+    let job = app.finished(&id).await;
+    assert_eq!(job["state"], "dead");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    for (n, minimum) in [(1, 100), (2, 200)] {
+        let gap = time(&attempts[n]["started_at"]) - time(&attempts[n - 1]["finished_at"]);
+        assert!(
+            gap.num_milliseconds() >= minimum,
+            "attempt {} came after {gap}",
+            n + 1
+        );
+    }
+    let (_, dead) = app.get("/v1/dead-letters").await;
+    assert!(
+        dead["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str())
+    );
+
+    let (status, _) = app
+        .post(&format!("/v1/dead-letters/{id}/retry"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    let job = app.finished(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["succeeded_on_run"], 4);
+}
+
+#[tokio::test]
+async fn a_delayed_job_does_not_run_early() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let id = app
+        .submit_with(json!({ "payload": { "type": "sleep", "ms": 0 }, "delay_ms": 600 }))
+        .await;
+    let (_, job) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], "scheduled");
+    let job = app.finished(&id).await;
+    let time = |k: &str| chrono::DateTime::parse_from_rfc3339(job[k].as_str().unwrap()).unwrap();
+    assert!(
+        (time("started_at") - time("created_at")).num_milliseconds() >= 600,
+        "{job}"
+    );
+}
+
+#[tokio::test]
+async fn higher_priority_jobs_start_first() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    assert_eq!(
+        app.post("/v1/queues/job_queue/pause", json!({})).await.0,
+        200
+    );
+    let low = app
+        .submit_with(json!({ "payload": { "type": "sleep", "ms": 0 }, "priority": 0 }))
+        .await;
+    let high = app
+        .submit_with(json!({ "payload": { "type": "sleep", "ms": 0 }, "priority": 10 }))
+        .await;
+    assert_eq!(
+        app.post("/v1/queues/job_queue/resume", json!({})).await.0,
+        200
+    );
+    let (low, high) = (app.finished(&low).await, app.finished(&high).await);
+    assert!(
+        high["started_at"].as_str() <= low["started_at"].as_str(),
+        "high {high}\nlow {low}"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_fails_the_attempt_and_a_panic_is_isolated() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let slow = app.submit_with(json!({ "payload": { "type": "sleep", "ms": 10000 }, "timeout_ms": 200, "max_attempts": 1 })).await;
+    let panicky = app
+        .submit(json!({ "type": "flaky", "fail_times": 1, "panic": true }))
+        .await;
+    let slow = app.finished(&slow).await;
+    assert_eq!(slow["state"], "dead");
+    assert_eq!(slow["error"]["message"], "timed out after 200ms");
+    let panicky = app.finished(&panicky).await;
+    assert_eq!(
+        panicky["state"], "succeeded",
+        "the worker survived the panic and retried"
+    );
+    let first = panicky["attempts"][0]["error"]["message"].as_str().unwrap();
+    assert!(
+        first.starts_with("the handler panicked: flaky job panicked"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_a_queued_and_a_running_job() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let running = app.submit(json!({ "type": "sleep", "ms": 10000 })).await;
+    app.wait_for(&running, |job| job["state"] == "running")
+        .await;
+    let (status, body) = app
+        .post(&format!("/v1/jobs/{running}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (200, Some("cancelled_running"))
+    );
+
+    app.post("/v1/queues/job_queue/pause", json!({})).await;
+    let queued = app.submit(json!({ "type": "sleep", "ms": 0 })).await;
+    let (status, body) = app
+        .post(&format!("/v1/jobs/{queued}/cancel"), json!({}))
+        .await;
+    assert_eq!((status, body["outcome"].as_str()), (200, Some("cancelled")));
+    app.post("/v1/queues/job_queue/resume", json!({})).await;
+    assert_eq!(app.finished(&queued).await["state"], "cancelled");
+    assert_eq!(app.finished(&running).await["state"], "cancelled");
+    let (status, body) = app
+        .post(&format!("/v1/jobs/{queued}/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_finished"))
+    );
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_job() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let send = || async {
+        let response = app
+            .http
+            .post(app.url("/v1/jobs"))
+            .header("Idempotency-Key", "order-17")
+            .json(&json!({ "payload": { "type": "sleep", "ms": 0 } }))
+            .send()
+            .await
+            .unwrap();
+        response.json::<Value>().await.unwrap()
+    };
+    let (first, second) = (send().await, send().await);
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(
+        (first["duplicate"].as_bool(), second["duplicate"].as_bool()),
+        (Some(false), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn server_sent_events_deliver_progress_and_the_end() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let id = app.submit(json!({ "type": "sleep", "ms": 500 })).await;
+    let mut response = app
+        .http
+        .get(app.url(&format!("/v1/jobs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+        .await
+        .expect("events keep coming")
+        .unwrap()
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"status"));
+    assert!(names.contains(&"progress"), "{names:?}");
+    assert_eq!(
+        names.last(),
+        Some(&"succeeded"),
+        "the stream ends with the job: {names:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let (status, body) = app
+        .post(
+            "/v1/jobs",
+            json!({ "payload": { "type": "report", "title": "t", "values": [1, "x"] } }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("validation_failed"))
+    );
+    assert_eq!(body["details"]["fields"][0]["field"], "payload.values[1]");
+    let (status, body) = app
+        .post("/v1/jobs", json!({ "payload": {}, "prioirty": 1 }))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("validation_failed")),
+        "{body}"
+    );
+    let response = app
+        .http
+        .post(app.url("/v1/jobs"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "invalid_json"
+    );
+    let big = "x".repeat(8 * 1024);
+    let (status, body) = app
+        .post(
+            "/v1/jobs",
+            json!({ "payload": { "type": "report", "title": big, "values": [] } }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let (status, body) = app.get("/v1/jobs/not-an-id").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_id")));
+    let (status, body) = app.get("/v1/nowhere").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(app.get("/healthz").await.0, 200);
+    assert_eq!(app.get("/readyz").await.0, 200);
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/v1/jobs/{id}/events"].is_object());
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("raindrop_queue_jobs"), "{metrics}");
+}
+
+#[tokio::test]
+async fn kill_9_while_jobs_run_then_restart_and_every_job_finishes() {
+    let dir = scratch();
+    let mut app = App::start(dir.path());
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(app.submit(json!({ "type": "sleep", "ms": 400 })).await);
+    }
+    app.wait_for(&ids[0], |job| job["state"] == "running").await;
+    app.signal("KILL");
+    app.wait();
+    drop(app);
+    let app = App::start(dir.path());
+    for id in &ids {
+        let job = app.finished(id).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_without_losing_a_job() {
+    let dir = scratch();
+    let mut app = App::start(dir.path());
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(app.submit(json!({ "type": "sleep", "ms": 300 })).await);
+    }
+    app.wait_for(&ids[0], |job| job["state"] == "running").await;
+    app.signal("TERM");
+    let status = app.wait();
+    assert!(status.success(), "{status}");
+    drop(app);
+    let app = App::start(dir.path());
+    for id in &ids {
+        assert_eq!(app.finished(id).await["state"], "succeeded");
+    }
+}
