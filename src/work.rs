@@ -59,7 +59,13 @@ pub(crate) struct SleepJob {
 }
 
 /// Checks a submitted payload field by field: its `type`, then the fields of that type.
-pub(crate) fn validate(payload: &serde_json::Value) -> Result<(), Vec<FieldError>> {
+pub(crate) fn validate(raw: &serde_json::value::RawValue) -> Result<(), Vec<FieldError>> {
+    let payload: serde_json::Value = serde_json::from_str(raw.get()).map_err(|e| {
+        vec![FieldError {
+            field: "payload".into(),
+            message: e.to_string(),
+        }]
+    })?;
     let error = |field: &str, message: String| {
         vec![FieldError {
             field: field.to_owned(),
@@ -74,6 +80,12 @@ pub(crate) fn validate(payload: &serde_json::Value) -> Result<(), Vec<FieldError
     if let Some(object) = fields.as_object_mut() {
         object.remove("type");
     }
+    let fields = serde_json::value::to_raw_value(&fields).map_err(|e| {
+        vec![FieldError {
+            field: "payload".into(),
+            message: e.to_string(),
+        }]
+    })?;
     let check = match kind {
         "report" => validate_as::<ReportJob>(),
         "notify" => validate_as::<NotifyJob>(),
@@ -87,6 +99,11 @@ pub(crate) fn validate(payload: &serde_json::Value) -> Result<(), Vec<FieldError
         }
     };
     check(&fields)
+}
+
+#[cfg(test)]
+fn raw(value: serde_json::Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(&value).expect("serializable")
 }
 
 /// A report's result.
@@ -185,29 +202,32 @@ mod tests {
     #[test]
     fn submissions_are_checked_field_by_field() {
         assert!(
-            validate(&serde_json::json!({ "type": "report", "title": "q3", "values": [1, 2] }))
-                .is_ok()
+            validate(&raw(
+                serde_json::json!({ "type": "report", "title": "q3", "values": [1, 2] })
+            ))
+            .is_ok()
         );
-        let errors =
-            validate(&serde_json::json!({ "type": "report", "title": "q3", "values": [1, "x"] }))
-                .unwrap_err();
+        let errors = validate(&raw(
+            serde_json::json!({ "type": "report", "title": "q3", "values": [1, "x"] }),
+        ))
+        .unwrap_err();
         assert_eq!(errors[0].field, "payload.values[1]");
-        let errors = validate(
-            &serde_json::json!({ "type": "report", "title": "q3", "values": [], "extra": 1 }),
-        )
+        let errors = validate(&raw(
+            serde_json::json!({ "type": "report", "title": "q3", "values": [], "extra": 1 }),
+        ))
         .unwrap_err();
         assert!(
             errors[0].message.contains("unknown field `extra`"),
             "{errors:?}"
         );
-        let errors = validate(&serde_json::json!({ "type": "teleport" })).unwrap_err();
+        let errors = validate(&raw(serde_json::json!({ "type": "teleport" }))).unwrap_err();
         assert_eq!(errors[0].field, "payload.type");
         assert!(
             errors[0].message.contains("unknown type `teleport`"),
             "{errors:?}"
         );
         assert_eq!(
-            validate(&serde_json::json!([1])).unwrap_err()[0].field,
+            validate(&raw(serde_json::json!([1]))).unwrap_err()[0].field,
             "payload.type"
         );
     }
@@ -220,7 +240,7 @@ mod tests {
             serde_json::json!({ "type": "flaky", "fail_times": 2 }),
             serde_json::json!({ "type": "sleep", "ms": 10 }),
         ] {
-            assert!(validate(&payload).is_ok(), "{payload}");
+            assert!(validate(&raw(payload.clone())).is_ok(), "{payload}");
             assert!(
                 serde_json::from_value::<Work>(payload.clone()).is_ok(),
                 "{payload}"

@@ -165,6 +165,11 @@ impl Payload {
         Ok(Self(serde_json::to_string(value)?.into()))
     }
 
+    /// A JSON value the parser already checked.
+    pub fn from_raw(raw: &serde_json::value::RawValue) -> Self {
+        Self(Arc::from(raw.get()))
+    }
+
     /// `null`.
     pub fn null() -> Self {
         Self(Arc::from("null"))

@@ -33,7 +33,7 @@ pub(crate) struct SubmitJob {
     kind: Option<String>,
     /// The work's input.
     #[schema(value_type = Object)]
-    payload: serde_json::Value,
+    payload: Box<serde_json::value::RawValue>,
     /// Higher runs first.
     #[serde(default)]
     priority: i32,
@@ -273,7 +273,10 @@ pub(crate) async fn submit_batch(
     let total: usize = by_queue.values().map(Vec::len).sum();
     let mut results: Vec<Option<Submitted>> = (0..total).map(|_| None).collect();
     for (queue, jobs) in by_queue {
-        let producer = state.engine.queue(&queue)?;
+        let producer = state
+            .producers
+            .get(&queue)
+            .ok_or_else(|| ApiError::not_found(format!("no queue named `{queue}`")))?;
         let built = jobs
             .iter()
             .map(|(_, p, o)| producer.job(p.clone(), o.clone()))

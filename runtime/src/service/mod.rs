@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use utoipa::OpenApi;
 
 use crate::engine::Engine;
@@ -23,13 +24,15 @@ mod jobs;
 
 pub use error::{ApiError, ErrorBody, FieldError};
 
-/// Checks a job's payload beyond its JSON syntax; returns field-level errors.
-pub type Validator = Arc<dyn Fn(&serde_json::Value) -> Result<(), Vec<FieldError>> + Send + Sync>;
+/// Checks a job's payload (as submitted, JSON text) beyond its syntax; returns field-level
+/// errors, with fields named from the body's root (`payload.values[1]`).
+pub type Validator = Arc<dyn Fn(&RawValue) -> Result<(), Vec<FieldError>> + Send + Sync>;
 
 /// A validator that accepts payloads that deserialize into `T`, reporting where they do not.
 pub fn validate_as<T: DeserializeOwned + 'static>() -> Validator {
-    Arc::new(|value: &serde_json::Value| {
-        serde_path_to_error::deserialize::<_, T>(value)
+    Arc::new(|payload: &RawValue| {
+        let deserializer = &mut serde_json::Deserializer::from_str(payload.get());
+        serde_path_to_error::deserialize::<_, T>(deserializer)
             .map(drop)
             .map_err(|err| {
                 let path = err.path().to_string();
@@ -53,6 +56,8 @@ pub(crate) struct Shared {
     pub(crate) queues: Vec<String>,
     pub(crate) max_body: usize,
     pub(crate) validators: HashMap<String, Validator>,
+    /// Producers of the queues served, made once.
+    pub(crate) producers: HashMap<String, crate::queue::Queue>,
     pub(crate) metrics: Option<PrometheusHandle>,
     /// The kv_cache holding job status, if any.
     pub(crate) status_cache: Option<String>,
@@ -85,7 +90,13 @@ impl Service {
                 kind: "service",
                 name: name.to_owned(),
             })?;
+        let producers = block
+            .queues
+            .iter()
+            .map(|q| Ok((q.to_string(), engine.queue(q.as_str())?)))
+            .collect::<Result<HashMap<_, _>>>()?;
         let shared = Shared {
+            producers,
             queues: block.queues.iter().map(ToString::to_string).collect(),
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
             status_cache: app.status_cache.as_ref().map(ToString::to_string),
