@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raindrop::service::{FieldError, validate_as};
-use raindrop::task::{JobContext, TaskError};
+use raindrop::task::{Job, JobContext, TaskError};
 use serde::{Deserialize, Serialize};
 
 /// A job submitted to `job_queue`: `{"type": "report", ...}` and so on. The HTTP API checks
@@ -136,10 +136,13 @@ fn outbox() -> PathBuf {
         .map_or_else(|| PathBuf::from(".raindrop/outbox"), PathBuf::from)
 }
 
-/// The `job_worker` handler.
-pub(crate) async fn job_worker(ctx: JobContext) -> Result<serde_json::Value, TaskError> {
-    let work: Work = ctx.payload().map_err(TaskError::abort)?;
-    match work {
+/// `job_worker`: pulls `job_queue` and does the work.
+#[raindrop::task]
+pub(crate) async fn job_worker(
+    job: Job<Work>,
+    ctx: JobContext,
+) -> Result<serde_json::Value, TaskError> {
+    match job.payload {
         Work::Report(ReportJob { title, values }) => {
             ctx.progress(50, "summarizing").await?;
             Ok(serde_json::to_value(report(title, &values))?)

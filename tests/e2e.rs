@@ -439,7 +439,10 @@ async fn bad_requests_get_json_errors() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("raindrop_queue_jobs"), "{metrics}");
+    assert!(
+        metrics.contains("raindrop_jobs_started_total"),
+        "worker counters are exported: {metrics}"
+    );
 }
 
 #[tokio::test]

@@ -107,7 +107,7 @@ pub fn bindings(app: &Application) -> TokenStream {
 
         impl ::raindrop::__private::Bindings for Env {
             fn bind(
-                runtime: &::raindrop::__private::Runtime,
+                runtime: &::raindrop::__private::Runtime<'_>,
             ) -> ::core::result::Result<Self, ::raindrop::__private::BindError> {
                 ::core::result::Result::Ok(Self { #(#inits,)* })
             }

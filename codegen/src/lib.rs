@@ -40,6 +40,9 @@ pub mod value;
 #[cfg(feature = "cli")]
 pub mod scaffold;
 
+#[cfg(feature = "macros")]
+pub mod expand;
+
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity, Style};

@@ -94,13 +94,21 @@ impl Default for Settings {
     }
 }
 
+/// Makes a handler once the engine exists, so handlers can hold what the engine provides (the
+/// generated `Env` bindings).
+pub type Factory<T> = Arc<dyn Fn(&Engine) -> Arc<T> + Send + Sync>;
+
+fn ready<T: ?Sized + Send + Sync + 'static>(handler: Arc<T>) -> Factory<T> {
+    Arc::new(move |_| handler.clone())
+}
+
 /// Builds an [`Engine`]: the application, its handlers, the store.
 pub struct EngineBuilder {
     app: Application,
     store: Option<Arc<dyn Store>>,
-    tasks: HashMap<String, Arc<dyn Handler>>,
-    crons: HashMap<String, Arc<dyn CronHandler>>,
-    observers: HashMap<String, Arc<dyn ObserverHandler>>,
+    tasks: HashMap<String, Factory<dyn Handler>>,
+    crons: HashMap<String, Factory<dyn CronHandler>>,
+    observers: HashMap<String, Factory<dyn ObserverHandler>>,
     settings: Settings,
 }
 
@@ -123,21 +131,51 @@ impl EngineBuilder {
     /// Binds the worker task `name` to `handler`.
     #[must_use]
     pub fn task(mut self, name: &str, handler: impl Handler) -> Self {
-        self.tasks.insert(name.to_owned(), Arc::new(handler));
+        self.tasks.insert(
+            name.to_owned(),
+            ready(Arc::new(handler) as Arc<dyn Handler>),
+        );
         self
     }
 
     /// Binds the cron task `name` to `handler`.
     #[must_use]
     pub fn cron(mut self, name: &str, handler: impl CronHandler) -> Self {
-        self.crons.insert(name.to_owned(), Arc::new(handler));
+        self.crons.insert(
+            name.to_owned(),
+            ready(Arc::new(handler) as Arc<dyn CronHandler>),
+        );
         self
     }
 
     /// Binds the monitor observer `name` to `handler`.
     #[must_use]
     pub fn observer(mut self, name: &str, handler: impl ObserverHandler) -> Self {
-        self.observers.insert(name.to_owned(), Arc::new(handler));
+        self.observers.insert(
+            name.to_owned(),
+            ready(Arc::new(handler) as Arc<dyn ObserverHandler>),
+        );
+        self
+    }
+
+    /// Binds the worker task `name` to the handler `make` builds when the engine starts.
+    #[must_use]
+    pub fn task_factory(mut self, name: &str, make: Factory<dyn Handler>) -> Self {
+        self.tasks.insert(name.to_owned(), make);
+        self
+    }
+
+    /// Binds the cron task `name` to the handler `make` builds when the engine starts.
+    #[must_use]
+    pub fn cron_factory(mut self, name: &str, make: Factory<dyn CronHandler>) -> Self {
+        self.crons.insert(name.to_owned(), make);
+        self
+    }
+
+    /// Binds the monitor observer `name` to the handler `make` builds when the engine starts.
+    #[must_use]
+    pub fn observer_factory(mut self, name: &str, make: Factory<dyn ObserverHandler>) -> Self {
+        self.observers.insert(name.to_owned(), make);
         self
     }
 
@@ -272,9 +310,9 @@ struct Inner {
     store: Arc<dyn Store>,
     worker_id: String,
     wakes: HashMap<String, Arc<Notify>>,
-    tasks: HashMap<String, Arc<dyn Handler>>,
-    crons: HashMap<String, Arc<dyn CronHandler>>,
-    observers: HashMap<String, Arc<dyn ObserverHandler>>,
+    tasks: HashMap<String, Factory<dyn Handler>>,
+    crons: HashMap<String, Factory<dyn CronHandler>>,
+    observers: HashMap<String, Factory<dyn ObserverHandler>>,
     alerts: Arc<Alerts>,
     settings: Settings,
 }
@@ -380,11 +418,12 @@ impl Engine {
                 let TaskRole::Worker { queue, concurrency } = &task.role else {
                     continue;
                 };
-                let (Some(handler), Some(policy)) =
+                let (Some(make), Some(policy)) =
                     (inner.tasks.get(task.name.as_str()), inner.app.queue(queue))
                 else {
                     continue;
                 };
+                let handler = make(self);
                 let config = WorkerConfig {
                     task: task.name.to_string(),
                     queue: queue.to_string(),
@@ -398,7 +437,7 @@ impl Engine {
                 let wake = inner.wakes.get(queue.as_str()).cloned().unwrap_or_default();
                 components.spawn(crate::worker::run(
                     inner.store.clone(),
-                    handler.clone(),
+                    handler,
                     config,
                     inner.worker_id.clone(),
                     wake,
@@ -415,7 +454,8 @@ impl Engine {
                 else {
                     continue;
                 };
-                let Some(handler) = inner.crons.get(task.name.as_str()) else {
+                let Some(handler) = inner.crons.get(task.name.as_str()).map(|make| make(self))
+                else {
                     continue;
                 };
                 match Schedule::parse(schedule.as_str()) {
@@ -466,7 +506,10 @@ impl Engine {
                     retention: retention.clone(),
                     event_horizon: settings.event_horizon,
                 };
-                let handler = inner.observers.get(observer.name.as_str()).cloned();
+                let handler = inner
+                    .observers
+                    .get(observer.name.as_str())
+                    .map(|make| make(self));
                 let cursor = inner.store.last_event_seq().await?;
                 components.spawn(crate::observer::run(
                     inner.store.clone(),

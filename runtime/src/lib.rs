@@ -1,5 +1,6 @@
 #![doc = include_str!("../../README.md")]
 
+pub mod app;
 pub mod cron;
 pub mod engine;
 pub mod error;
@@ -10,12 +11,30 @@ pub mod manifest;
 pub mod observer;
 pub mod queue;
 pub mod retry;
+pub mod secret;
 pub mod service;
 pub mod store;
 pub mod task;
 mod worker;
 
 pub use error::{Error, Result};
+pub use kv::KvCache;
+pub use queue::Queue;
+pub use raindrop_macros::{app, main, observer, service, task};
+pub use secret::Secret;
+
+/// What handlers usually need.
+pub mod prelude {
+    pub use crate::cron::ScheduledEvent;
+    pub use crate::event::Event;
+    pub use crate::service::Service;
+    pub use crate::task::{Job, JobContext, TaskError};
+    pub use crate::{observer, service, task};
+}
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
 
 /// Long-form documentation.
 pub mod docs {

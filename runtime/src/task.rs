@@ -9,13 +9,14 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobError, JobId, Payload, Progress, now};
+use crate::job::Job as JobRecord;
+use crate::job::{JobError, JobId, Payload, Progress, now};
 use crate::store::Store;
 
 /// The job a handler is running, and its means to report back.
 #[derive(Clone)]
 pub struct JobContext {
-    job: Arc<Job>,
+    job: Arc<JobRecord>,
     token: u64,
     store: Arc<dyn Store>,
     cancel: CancellationToken,
@@ -33,7 +34,7 @@ impl fmt::Debug for JobContext {
 
 impl JobContext {
     pub(crate) fn new(
-        job: Arc<Job>,
+        job: Arc<JobRecord>,
         token: u64,
         store: Arc<dyn Store>,
         cancel: CancellationToken,
@@ -52,7 +53,7 @@ impl JobContext {
     }
 
     /// The whole job record as it was when this attempt started.
-    pub fn job(&self) -> &Job {
+    pub fn job(&self) -> &JobRecord {
         &self.job
     }
 
@@ -91,6 +92,22 @@ impl JobContext {
     /// Whether [`cancellation`](Self::cancellation) has fired.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+}
+
+/// The typed payload of the job a handler runs (the `Job<T>` extractor).
+#[derive(Debug, Clone)]
+pub struct Job<T> {
+    /// The job's id.
+    pub id: JobId,
+    /// Its payload.
+    pub payload: T,
+}
+
+impl<T> Job<T> {
+    /// A job's id and payload.
+    pub fn new(id: JobId, payload: T) -> Self {
+        Self { id, payload }
     }
 }
 

@@ -68,6 +68,7 @@ pub(crate) type State = Arc<Shared>;
 /// Builds the job API of one `service` block.
 pub struct Service {
     shared: Shared,
+    extra: Router,
 }
 
 impl std::fmt::Debug for Service {
@@ -104,7 +105,22 @@ impl Service {
             metrics: prometheus(),
             engine,
         };
-        Ok(Self { shared })
+        Ok(Self {
+            shared,
+            extra: Router::new(),
+        })
+    }
+
+    /// Adds a route beside the job API (`#[service]` functions use this).
+    #[must_use]
+    pub fn route(mut self, path: &str, method_router: axum::routing::MethodRouter) -> Self {
+        self.extra = self.extra.route(path, method_router);
+        self
+    }
+
+    /// The engine behind this API.
+    pub fn engine(&self) -> &Engine {
+        &self.shared.engine
     }
 
     /// Validates payloads for `queue` with `validator` before they are accepted.
@@ -117,6 +133,7 @@ impl Service {
     /// The routes.
     pub fn router(self) -> Router {
         let state: State = Arc::new(self.shared);
+        let extra = self.extra;
         Router::new()
             .route("/v1/jobs", post(jobs::submit).get(jobs::list))
             .route("/v1/jobs/batch", post(jobs::submit_batch))
@@ -155,6 +172,7 @@ impl Service {
                 Duration::from_secs(30),
             ))
             .with_state(state)
+            .merge(extra)
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.

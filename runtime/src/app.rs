@@ -1,0 +1,209 @@
+//! The application binary: flags, the manifest, the engine and the job API, started by
+//! `#[raindrop::main]`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use raindrop_codegen::{SourceFile, Style};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineBuilder, Roles, Settings, shutdown_signal};
+use crate::service::Service;
+use crate::store::StoreUrl;
+
+/// An application built from raindrop.manifest: the HTTP job API, worker pools, schedulers and
+/// monitors it declares.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Args {
+    /// Which components this process runs; processes with different roles against one store
+    /// behave like one application.
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// The store: `sqlite:PATH` or `memory` (default: $RAINDROP_STORE, else
+    /// sqlite:.raindrop/raindrop.db).
+    #[arg(long, env = "RAINDROP_STORE")]
+    pub store: Option<String>,
+    /// Where the job API listens (default: the service block's `listen`, 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// A process's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Everything in one process.
+    All,
+    /// The HTTP job API only.
+    Service,
+    /// Worker pools only.
+    Worker,
+    /// Monitors only: recovery, retention, metrics, alerts.
+    Observer,
+    /// Cron schedulers only.
+    Scheduler,
+}
+
+impl Role {
+    fn engine_roles(self) -> Roles {
+        match self {
+            Role::All => Roles::ALL,
+            Role::Service => Roles::NONE,
+            Role::Worker => Roles {
+                workers: true,
+                ..Roles::NONE
+            },
+            Role::Observer => Roles {
+                observer: true,
+                ..Roles::NONE
+            },
+            Role::Scheduler => Roles {
+                scheduler: true,
+                ..Roles::NONE
+            },
+        }
+    }
+
+    fn serves_http(self) -> bool {
+        matches!(self, Role::All | Role::Service)
+    }
+}
+
+/// What the macros hand over: the manifest they compiled against and the generated glue.
+#[derive(Debug, Clone, Copy)]
+pub struct Launch {
+    /// The manifest's path when the crate was compiled.
+    pub manifest_path: &'static str,
+    /// Its text then (used unless `RAINDROP_MANIFEST` names another file).
+    pub manifest_text: &'static str,
+    /// Registers every handler.
+    pub bind: fn(EngineBuilder) -> EngineBuilder,
+    /// Binds the generated `Env` once, so a missing secret stops startup with its name.
+    pub check: fn(&Engine) -> crate::Result<()>,
+    /// Applies `#[service]` configuration to a service block's API.
+    pub configure: fn(&Engine, &str, Service) -> Service,
+}
+
+/// Runs the application; the process's exit code.
+pub fn main(launch: Launch) -> ExitCode {
+    let args = Args::parse();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(
+        args,
+        launch,
+        if terminal {
+            Style::Colored
+        } else {
+            Style::Plain
+        },
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The manifest in force: `$RAINDROP_MANIFEST` if set, else the one compiled in.
+fn manifest(launch: &Launch) -> Result<SourceFile, String> {
+    match std::env::var_os(crate::manifest::MANIFEST_ENV).filter(|p| !p.is_empty()) {
+        Some(path) => raindrop_codegen::read(path.as_ref()).map_err(|e| e.to_string()),
+        None => Ok(SourceFile::new(launch.manifest_path, launch.manifest_text)),
+    }
+}
+
+async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
+    // Install the metrics recorder before anything registers a metric: handles registered
+    // earlier would record into nothing.
+    if crate::service::prometheus().is_none() {
+        tracing::warn!("another metrics recorder is installed; /metrics will answer 503");
+    }
+    let source = manifest(&launch)?;
+    let compiled = raindrop_codegen::compile(&source);
+    if !compiled.diagnostics.is_empty() {
+        eprint!("{}", compiled.render(&source, style));
+    }
+    let app = compiled
+        .application
+        .ok_or_else(|| format!("{} has errors", source.name()))?;
+    let service_block = app.services.first().map(|s| (s.name.to_string(), s.listen));
+    let url = StoreUrl::parse(args.store.as_deref()).map_err(|e| e.to_string())?;
+    let engine = (launch.bind)(Engine::builder(app))
+        .settings(Settings {
+            roles: args.role.engine_roles(),
+            ..Settings::default()
+        })
+        .open_url(&url)
+        .await
+        .map_err(|e| format!("cannot start with store {url:?}: {e}"))?;
+    (launch.check)(&engine).map_err(|e| e.to_string())?;
+
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+
+    let running = engine.start().await.map_err(|e| e.to_string())?;
+    let server = match (args.role.serves_http(), service_block) {
+        (true, Some((name, listen))) => {
+            let addr = args.listen.unwrap_or(listen);
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let service = Service::new(engine.clone(), &name).map_err(|e| e.to_string())?;
+            let service = (launch.configure)(&engine, &name, service);
+            println!(
+                "{} serving the job API on http://{addr} (role {:?}, worker {})",
+                engine.app().name,
+                args.role,
+                engine.worker_id()
+            );
+            let stopped = stop.clone();
+            Some(tokio::spawn(
+                service.serve(listener, async move { stopped.cancelled().await }),
+            ))
+        }
+        _ => {
+            println!(
+                "{} running (role {:?}, worker {})",
+                engine.app().name,
+                args.role,
+                engine.worker_id()
+            );
+            None
+        }
+    };
+    stop.cancelled().await;
+    tracing::info!("shutting down: draining requests and running jobs");
+    if let Some(server) = server {
+        server
+            .await
+            .map_err(|e| format!("the HTTP server task failed: {e}"))?
+            .map_err(|e| e.to_string())?;
+    }
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! What the macros expand to. Not a public API: names and shapes change without notice.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::cron::{CronHandler, ScheduledEvent};
+use crate::engine::{Engine, EngineBuilder};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::kv::KvCache;
+use crate::observer::ObserverHandler;
+use crate::queue::Queue;
+use crate::secret::Secret;
+use crate::service::Service;
+use crate::task::{Handler, JobContext, TaskError};
+
+pub use crate::app::{Launch, main};
+
+/// What the generated `Env` is bound from.
+#[derive(Debug)]
+pub struct Runtime<'a> {
+    engine: &'a Engine,
+}
+
+impl<'a> Runtime<'a> {
+    /// Bindings of `engine`'s application.
+    pub fn new(engine: &'a Engine) -> Self {
+        Self { engine }
+    }
+
+    /// The producer of queue `name`.
+    pub fn queue(&self, name: &str) -> Result<Queue> {
+        self.engine.queue(name)
+    }
+
+    /// The kv_cache `name`.
+    pub fn kv_cache(&self, name: &str) -> Result<KvCache> {
+        self.engine.kv(name)
+    }
+
+    /// The secret env value `name`: required.
+    pub fn secret(&self, name: &str) -> Result<Secret> {
+        match std::env::var(name) {
+            Ok(value) => Ok(Secret::new(value)),
+            Err(_) => Err(Error::Config(format!(
+                "the secret `{name}` has no value: set the environment variable `{name}`"
+            ))),
+        }
+    }
+
+    /// The env value `name`, or its default from the manifest.
+    pub fn var(&self, name: &str) -> Result<String> {
+        if let Ok(value) = std::env::var(name) {
+            return Ok(value);
+        }
+        let declared = self.engine.app().env.iter().find(|e| e.name == name);
+        declared.and_then(|e| e.default.clone()).ok_or_else(|| {
+            Error::Config(format!("the env value `{name}` is not set and has no default: set the environment variable `{name}`"))
+        })
+    }
+}
+
+/// The generated `Env`: one field per queue, kv_cache and env value.
+pub trait Bindings: Clone + Send + Sync + 'static {
+    /// Binds every field, or says which one cannot be.
+    fn bind(runtime: &Runtime<'_>) -> Result<Self>;
+}
+
+/// The error a failed binding reports.
+pub type BindError = Error;
+
+/// Binds `E` for `engine`: the macros call this once at startup (where a failure stops the
+/// process with its message) and again for each handler.
+pub fn bind<E: Bindings>(engine: &Engine) -> Result<E> {
+    E::bind(&Runtime::new(engine))
+}
+
+fn bound<E: Bindings>(engine: &Engine) -> E {
+    // Binding was checked once at startup; it reads the same environment now.
+    bind::<E>(engine).unwrap_or_else(|err| panic!("bindings changed after startup: {err}"))
+}
+
+/// A worker task's handler, implemented by `#[task]` on the task's marker type.
+#[diagnostic::on_unimplemented(
+    message = "the task `{Self}` declared in raindrop.manifest has no handler",
+    label = "no `#[raindrop::task]` function for this task",
+    note = "add `#[raindrop::task] async fn <task name>(job: Job<T>) -> Result<R, E>` to the crate"
+)]
+pub trait BoundTask<E> {
+    /// Makes the handler.
+    fn handler(env: E) -> Arc<dyn Handler>;
+}
+
+/// A cron task's handler, implemented by `#[task]`.
+#[diagnostic::on_unimplemented(
+    message = "the cron task `{Self}` declared in raindrop.manifest has no handler",
+    label = "no `#[raindrop::task]` function for this task",
+    note = "add `#[raindrop::task] async fn <task name>(event: ScheduledEvent) -> Result<(), E>` to the crate"
+)]
+pub trait BoundCron<E> {
+    /// Makes the handler.
+    fn handler(env: E) -> Arc<dyn CronHandler>;
+}
+
+/// A monitor observer's handler, implemented by `#[observer]` (optional).
+pub trait BoundObserver<E> {
+    /// Makes the handler.
+    fn handler(env: E) -> Arc<dyn ObserverHandler>;
+}
+
+/// A service's configuration, implemented by `#[service]` (optional).
+pub trait BoundService<E> {
+    /// Adds validation hooks and routes.
+    fn configure(env: E, service: Service) -> Service;
+}
+
+/// Registers the worker task `name`'s handler.
+pub fn task<M: BoundTask<E>, E: Bindings>(builder: EngineBuilder, name: &str) -> EngineBuilder {
+    builder.task_factory(
+        name,
+        Arc::new(|engine: &Engine| M::handler(bound::<E>(engine))),
+    )
+}
+
+/// Registers the cron task `name`'s handler.
+pub fn cron<M: BoundCron<E>, E: Bindings>(builder: EngineBuilder, name: &str) -> EngineBuilder {
+    builder.cron_factory(
+        name,
+        Arc::new(|engine: &Engine| M::handler(bound::<E>(engine))),
+    )
+}
+
+/// Probes, at compile time, whether a marker has an optional handler: method resolution picks
+/// the `Has…` trait when the marker implements the handler trait and falls back to the `No…`
+/// trait otherwise (autoref specialization; it works on the concrete types the generated code
+/// names).
+#[derive(Debug)]
+pub struct Probe<M, E>(pub PhantomData<(M, E)>);
+
+/// The observer marker has a handler.
+pub trait HasObserver {
+    /// Registers it.
+    fn observer(&self, builder: EngineBuilder, name: &str) -> EngineBuilder;
+}
+
+/// The observer marker has none.
+pub trait NoObserver {
+    /// Leaves the builder as it is.
+    fn observer(&self, builder: EngineBuilder, name: &str) -> EngineBuilder;
+}
+
+impl<M: BoundObserver<E>, E: Bindings> HasObserver for Probe<M, E> {
+    fn observer(&self, builder: EngineBuilder, name: &str) -> EngineBuilder {
+        builder.observer_factory(
+            name,
+            Arc::new(|engine: &Engine| M::handler(bound::<E>(engine))),
+        )
+    }
+}
+
+impl<M, E> NoObserver for &Probe<M, E> {
+    fn observer(&self, builder: EngineBuilder, _name: &str) -> EngineBuilder {
+        builder
+    }
+}
+
+/// The service marker has a configuration.
+pub trait HasService {
+    /// Applies it.
+    fn service(&self, engine: &Engine, service: Service) -> Service;
+}
+
+/// The service marker has none.
+pub trait NoService {
+    /// Leaves the service as it is.
+    fn service(&self, engine: &Engine, service: Service) -> Service;
+}
+
+impl<M: BoundService<E>, E: Bindings> HasService for Probe<M, E> {
+    fn service(&self, engine: &Engine, service: Service) -> Service {
+        M::configure(bound::<E>(engine), service)
+    }
+}
+
+impl<M, E> NoService for &Probe<M, E> {
+    fn service(&self, _engine: &Engine, service: Service) -> Service {
+        service
+    }
+}
+
+/// An argument of a task handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of a task handler",
+    label = "not an extractor",
+    note = "task handlers take `Job<T>` (the payload), `JobContext` and `Env`"
+)]
+pub trait FromJob<E>: Sized {
+    /// Extracts the argument.
+    fn from_job(ctx: &JobContext, env: &E) -> Result<Self, TaskError>;
+}
+
+impl<E> FromJob<E> for JobContext {
+    fn from_job(ctx: &JobContext, _env: &E) -> Result<Self, TaskError> {
+        Ok(ctx.clone())
+    }
+}
+
+impl<T: DeserializeOwned + Send, E> FromJob<E> for crate::task::Job<T> {
+    fn from_job(ctx: &JobContext, _env: &E) -> Result<Self, TaskError> {
+        // A payload that does not fit its type can never succeed: dead-letter it now.
+        let payload = ctx
+            .payload::<T>()
+            .map_err(|e| TaskError::abort(format!("the payload does not fit the handler: {e}")))?;
+        Ok(crate::task::Job::new(ctx.id(), payload))
+    }
+}
+
+/// An argument of a cron handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of a cron task handler",
+    label = "not an extractor",
+    note = "cron handlers take `ScheduledEvent` and `Env`"
+)]
+pub trait FromSchedule<E>: Sized {
+    /// Extracts the argument.
+    fn from_schedule(event: &ScheduledEvent, env: &E) -> Self;
+}
+
+impl<E> FromSchedule<E> for ScheduledEvent {
+    fn from_schedule(event: &ScheduledEvent, _env: &E) -> Self {
+        event.clone()
+    }
+}
+
+/// An argument of an observer handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of an observer handler",
+    label = "not an extractor",
+    note = "observer handlers take `Event` and `Env`"
+)]
+pub trait FromEvent<E>: Sized {
+    /// Extracts the argument.
+    fn from_event(event: &Event, env: &E) -> Self;
+}
+
+impl<E> FromEvent<E> for Event {
+    fn from_event(event: &Event, _env: &E) -> Self {
+        event.clone()
+    }
+}
+
+/// What a task handler may return: `Result<R, E>` with a serializable `R`.
+#[diagnostic::on_unimplemented(
+    message = "a task handler returns `Result<R, E>`, not `{Self}`",
+    label = "the handler's return type",
+    note = "`R` becomes the job's result (it must be `Serialize`); an `E` error retries the job"
+)]
+pub trait IntoTaskResult {
+    /// Converts the handler's output.
+    fn into_task_result(self) -> Result<crate::job::Payload, TaskError>;
+}
+
+impl<R: serde::Serialize, Err: Into<TaskError>> IntoTaskResult for Result<R, Err> {
+    fn into_task_result(self) -> Result<crate::job::Payload, TaskError> {
+        let value = self.map_err(Into::into)?;
+        crate::job::Payload::from_value(&value)
+            .map_err(|e| TaskError::abort(format!("cannot serialize the result: {e}")))
+    }
+}
+
+/// What a cron handler may return: `Result<(), E>`.
+#[diagnostic::on_unimplemented(
+    message = "a cron task handler returns `Result<(), E>`, not `{Self}`",
+    label = "the handler's return type"
+)]
+pub trait IntoCronResult {
+    /// Converts the handler's output.
+    fn into_cron_result(self) -> Result<(), TaskError>;
+}
+
+impl<Err: Into<TaskError>> IntoCronResult for Result<(), Err> {
+    fn into_cron_result(self) -> Result<(), TaskError> {
+        self.map_err(Into::into)
+    }
+}
+
+/// A task handler from the generated adapter closure.
+pub fn task_handler<E, F, Fut>(env: E, f: F) -> Arc<dyn Handler>
+where
+    E: Bindings,
+    F: Fn(JobContext, E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<crate::job::Payload, TaskError>> + Send + 'static,
+{
+    Arc::new(crate::task::handler_fn(move |ctx: JobContext| {
+        f(ctx, env.clone())
+    }))
+}
+
+/// A cron handler from the generated adapter closure.
+pub fn cron_handler<E, F, Fut>(env: E, f: F) -> Arc<dyn CronHandler>
+where
+    E: Bindings,
+    F: Fn(ScheduledEvent, E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+{
+    Arc::new(crate::cron::cron_fn(move |event: ScheduledEvent| {
+        f(event, env.clone())
+    }))
+}
+
+/// An observer handler from the generated adapter closure.
+pub fn observer_handler<E, F, Fut>(env: E, f: F) -> Arc<dyn ObserverHandler>
+where
+    E: Bindings,
+    F: Fn(Event, E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    struct FnObserver<F, E>(F, E);
+
+    #[async_trait::async_trait]
+    impl<F, Fut, E> ObserverHandler for FnObserver<F, E>
+    where
+        E: Bindings,
+        F: Fn(Event, E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        async fn on_event(&self, event: &Event) {
+            (self.0)(event.clone(), self.1.clone()).await;
+        }
+    }
+
+    Arc::new(FnObserver(f, env))
+}
