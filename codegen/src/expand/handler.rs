@@ -171,13 +171,12 @@ fn resolve(
                 .filter(|(_, _, k)| *k == kind)
                 .map(|(n, _, _)| *n)
                 .collect();
-            let help = did_you_mean(name, same_kind.iter().copied()).map_or_else(
-                || match same_kind.as_slice() {
+            let help = did_you_mean(name, same_kind.iter().copied()).unwrap_or_else(|| {
+                match same_kind.as_slice() {
                     [] => format!("raindrop.manifest declares no {} blocks", kind.attribute()),
                     names => format!("{} blocks: {}", kind.attribute(), names.join(", ")),
-                },
-                |s| s,
-            );
+                }
+            });
             errors.push(
                 span,
                 format!(
