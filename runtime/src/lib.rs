@@ -17,6 +17,7 @@ pub mod store;
 pub mod task;
 mod worker;
 
+pub use axum;
 pub use error::{Error, Result};
 pub use kv::KvCache;
 pub use queue::Queue;

@@ -26,6 +26,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    fn article(self) -> &'static str {
+        match self {
+            Kind::Task => "a task",
+            Kind::Observer => "an observer",
+            Kind::Service => "a service",
+        }
+    }
+
     fn attribute(self) -> &'static str {
         match self {
             Kind::Task => "task",
@@ -100,14 +108,64 @@ pub fn handler(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream 
     };
     let role = resolve(app, kind, &name, name_span, &mut errors);
     check_signature(&function, role.as_ref().map(|(_, r)| *r), &mut errors);
-    if let Some(errors) = errors.0 {
-        let errors = errors.to_compile_error();
-        return quote!(#errors #item);
+    match (errors.0, role) {
+        (None, Some((block, role))) => expand(&function, &block, role),
+        // The block exists but the function is wrong: bind a stand-in so the only errors are
+        // the function's, not also "this task has no handler".
+        (Some(errors), Some((block, role))) => {
+            let errors = errors.to_compile_error();
+            let stand_in = stand_in(&block, role);
+            quote!(#errors #item #stand_in)
+        }
+        (Some(errors), None) => {
+            let errors = errors.to_compile_error();
+            quote!(#errors #item)
+        }
+        (None, None) => item,
     }
-    let Some((block, role)) = role else {
-        return item;
+}
+
+/// A binding for `block` that never runs (the crate does not compile).
+fn stand_in(block: &str, role: Role) -> TokenStream {
+    let glue = glue();
+    let marker = ident(block);
+    let (module, bound, output) = match role {
+        Role::Worker => (
+            quote!(tasks),
+            quote!(BoundTask),
+            quote!(::std::sync::Arc<dyn ::raindrop::task::Handler>),
+        ),
+        Role::Cron => (
+            quote!(crons),
+            quote!(BoundCron),
+            quote!(::std::sync::Arc<dyn ::raindrop::cron::CronHandler>),
+        ),
+        Role::Monitor => (
+            quote!(observers),
+            quote!(BoundObserver),
+            quote!(::std::sync::Arc<dyn ::raindrop::observer::ObserverHandler>),
+        ),
+        Role::Service => {
+            return quote! {
+                const _: () = {
+                    impl ::raindrop::__private::BoundService<crate::Env> for #glue::services::#marker {
+                        fn configure(_: crate::Env, service: ::raindrop::service::Service) -> ::raindrop::service::Service {
+                            service
+                        }
+                    }
+                };
+            };
+        }
     };
-    expand(&function, &block, role)
+    quote! {
+        const _: () = {
+            impl ::raindrop::__private::#bound<crate::Env> for #glue::#module::#marker {
+                fn handler(_: crate::Env) -> #output {
+                    ::core::panic!("the handler of this block did not compile")
+                }
+            }
+        };
+    }
 }
 
 /// The block `name` and what it needs, reporting a missing name or a block of another kind.
@@ -158,9 +216,9 @@ fn resolve(
         }
         Some((block, _, found)) => {
             errors.push(span, format!(
-                "`{block}` is a {} block in raindrop.manifest, not a {} block; use `#[raindrop::{}]`",
-                found.attribute(),
-                kind.attribute(),
+                "`{block}` is {} block in raindrop.manifest, not {} block; use `#[raindrop::{}]`",
+                found.article(),
+                kind.article(),
                 found.attribute()
             ));
             None

@@ -1,0 +1,14 @@
+use raindrop::prelude::*;
+
+raindrop::app!();
+
+#[raindrop::task]
+async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
+    Ok(())
+}
+
+#[raindrop::observer]
+async fn worker(_event: Event) {}
+
+#[raindrop::main]
+fn main() {}

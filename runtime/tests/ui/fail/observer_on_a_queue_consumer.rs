@@ -1,0 +1,19 @@
+use raindrop::prelude::*;
+
+raindrop::app!();
+
+#[raindrop::task]
+async fn worker(_job: JobContext) -> Result<(), TaskError> {
+    Ok(())
+}
+
+#[raindrop::task]
+async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
+    Ok(())
+}
+
+#[raindrop::observer]
+async fn sender(_event: Event) {}
+
+#[raindrop::main]
+fn main() {}

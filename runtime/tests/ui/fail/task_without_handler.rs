@@ -1,0 +1,11 @@
+use raindrop::prelude::*;
+
+raindrop::app!();
+
+#[raindrop::task]
+async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
+    Ok(())
+}
+
+#[raindrop::main]
+fn main() {}

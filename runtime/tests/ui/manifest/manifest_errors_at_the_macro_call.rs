@@ -1,0 +1,3 @@
+raindrop::app!();
+
+fn main() {}
