@@ -5,6 +5,46 @@ use std::path::{Path, PathBuf};
 
 use crate::name::Name;
 
+/// The `src/main.rs` of a new application (compiled by the runtime's ui tests, so it builds).
+pub const MAIN: &str = r#"//! A Raindrop application: `raindrop.manifest` declares it, the functions below handle its jobs.
+//! Run it with `cargo run`, then submit a job:
+//! `curl -X POST localhost:8080/v1/jobs -d '{"payload": {"name": "Ada"}}'`
+
+use raindrop::prelude::*;
+use serde::Deserialize;
+
+raindrop::app!();
+
+#[derive(Debug, Deserialize)]
+struct Greeting {
+    name: String,
+}
+
+/// Pulls jobs from the `jobs` queue; what it returns becomes the job's result.
+#[raindrop::task]
+async fn worker(job: Job<Greeting>, ctx: JobContext) -> Result<String, TaskError> {
+    ctx.progress(50, "greeting").await?;
+    Ok(format!("Hello, {}!", job.payload.name))
+}
+
+#[raindrop::main]
+fn main() {}
+"#;
+
+/// The manifest of a new application called `name`.
+pub fn manifest(name: &Name) -> String {
+    format!(
+        r#"application "{name}" {{
+  service "api" {{}}
+  queue "jobs" {{}}
+  task "worker" {{}}
+  kv_cache "job-status" {{}}
+  observer "monitor" {{}}
+}}
+"#
+    )
+}
+
 /// Where the new crate gets the `raindrop` dependency from.
 #[derive(Debug, Clone)]
 pub enum RaindropDependency {
@@ -20,16 +60,7 @@ pub fn files(name: &Name, dependency: &RaindropDependency) -> Vec<(&'static str,
         RaindropDependency::Version(v) => format!("raindrop = \"{v}\""),
         RaindropDependency::Path(p) => format!("raindrop = {{ path = \"{}\" }}", p.display()),
     };
-    let manifest = format!(
-        r#"application "{name}" {{
-  service "api" {{}}
-  queue "jobs" {{}}
-  task "worker" {{}}
-  kv_cache "job-status" {{}}
-  observer "monitor" {{}}
-}}
-"#
-    );
+    let manifest = manifest(name);
     let cargo = format!(
         r#"[package]
 name = "{name}"
@@ -42,33 +73,7 @@ publish = false
 serde = {{ version = "1", features = ["derive"] }}
 "#
     );
-    let main = r#"//! A Raindrop application: `raindrop.manifest` declares it, the functions below handle its jobs.
-//! Run it with `cargo run`, then submit a job:
-//! `curl -X POST localhost:8080/v1/jobs -H 'content-type: application/json' -d '{"payload":{"name":"Ada"}}'`
-
-use raindrop::{Job, JobContext, task};
-use serde::Deserialize;
-
-raindrop::app!();
-
-#[derive(Debug, Deserialize)]
-struct Greeting {
-    name: String,
-}
-
-/// Pulls jobs from the `jobs` queue; what it returns becomes the job's result.
-#[task]
-async fn worker(job: Job<Greeting>, ctx: JobContext) -> Result<String, raindrop::TaskError> {
-    ctx.progress(50, "greeting").await?;
-    Ok(format!("Hello, {}!", job.payload.name))
-}
-
-#[raindrop::main]
-async fn main() -> raindrop::Result<()> {
-    raindrop::run().await
-}
-"#
-    .to_owned();
+    let main = MAIN.to_owned();
     let gitignore = "/target\n/.raindrop\n".to_owned();
     vec![
         ("raindrop.manifest", manifest),

@@ -185,6 +185,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     let body = &function.block;
     quote! {
         #(#attrs)*
+        #[allow(unreachable_code)]
         #vis fn main() -> ::std::process::ExitCode {
             #body
             ::raindrop::__private::main(crate::__raindrop::LAUNCH)
