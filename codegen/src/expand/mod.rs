@@ -1,8 +1,8 @@
 //! The expansions of the `raindrop-macros` entry points, as functions on token streams so they
 //! can be tested without a compiler (tokio-macros' `entry.rs`, sqlx-macros-core).
 //!
-//! Every macro reads the manifest: an explicit path, else `$RAINDROP_MANIFEST`, else
-//! `$CARGO_MANIFEST_DIR/raindrop.manifest`. Its compiled form is cached by path and
+//! Every macro reads the manifest: an explicit path, else `$RAINDROP_MANIFEST`, else the
+//! nearest `raindrop.manifest` from `$CARGO_MANIFEST_DIR` up. Its compiled form is cached by path and
 //! modification time, since every attribute in a crate asks for it.
 
 use std::collections::HashMap;
@@ -39,7 +39,12 @@ pub(crate) fn locate(explicit: Option<&str>) -> PathBuf {
     }
     match std::env::var_os(MANIFEST_ENV).filter(|p| !p.is_empty()) {
         Some(path) => root.join(path),
-        None => root.join(MANIFEST_FILE),
+        // The nearest one up from the crate, so a workspace member can share the root's.
+        None => root
+            .ancestors()
+            .map(|dir| dir.join(MANIFEST_FILE))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| root.join(MANIFEST_FILE)),
     }
 }
 
