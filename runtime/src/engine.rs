@@ -27,6 +27,7 @@ use raindrop_codegen::model::{Application, ObserverRole, TaskRole};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::consumer::BatchHandler;
 use crate::cron::{CronConfig, CronHandler, Schedule};
 use crate::error::{Error, Result};
 use crate::kv::KvCache;
@@ -109,6 +110,7 @@ pub struct EngineBuilder {
     tasks: HashMap<String, Factory<dyn Handler>>,
     crons: HashMap<String, Factory<dyn CronHandler>>,
     observers: HashMap<String, Factory<dyn ObserverHandler>>,
+    consumers: HashMap<String, Factory<dyn BatchHandler>>,
     settings: Settings,
 }
 
@@ -179,6 +181,23 @@ impl EngineBuilder {
         self
     }
 
+    /// Binds the consumer observer `name` (`source { queue }`) to `handler`.
+    #[must_use]
+    pub fn consumer(mut self, name: &str, handler: impl BatchHandler) -> Self {
+        self.consumers.insert(
+            name.to_owned(),
+            ready(Arc::new(handler) as Arc<dyn BatchHandler>),
+        );
+        self
+    }
+
+    /// Binds the consumer observer `name` to the handler `make` builds when the engine starts.
+    #[must_use]
+    pub fn consumer_factory(mut self, name: &str, make: Factory<dyn BatchHandler>) -> Self {
+        self.consumers.insert(name.to_owned(), make);
+        self
+    }
+
     /// Replaces the settings.
     #[must_use]
     pub fn settings(mut self, settings: Settings) -> Self {
@@ -217,6 +236,13 @@ impl EngineBuilder {
                 missing.push(format!("task `{}`", task.name));
             }
         }
+        for observer in &app.observers {
+            if matches!(observer.role, ObserverRole::Consumer { .. })
+                && !self.consumers.contains_key(observer.name.as_str())
+            {
+                missing.push(format!("observer `{}`", observer.name));
+            }
+        }
         if !missing.is_empty() {
             return Err(Error::Config(format!(
                 "no handler for {}: bind one to each task the manifest declares",
@@ -251,6 +277,17 @@ impl EngineBuilder {
                     .any(|t| t.name.as_str() == name && matches!(t.role, TaskRole::Cron { .. })),
             )?;
         }
+        for name in self.consumers.keys() {
+            let found = app.observers.iter().any(|o| {
+                o.name.as_str() == name && matches!(o.role, ObserverRole::Consumer { .. })
+            });
+            if !found {
+                return Err(Error::Unknown {
+                    kind: "consumer observer",
+                    name: name.clone(),
+                });
+            }
+        }
         for name in self.observers.keys() {
             known(
                 name,
@@ -274,6 +311,7 @@ impl EngineBuilder {
                 tasks: self.tasks,
                 crons: self.crons,
                 observers: self.observers,
+                consumers: self.consumers,
                 alerts: Arc::new(Alerts::default()),
                 settings: self.settings,
             }),
@@ -313,6 +351,7 @@ struct Inner {
     tasks: HashMap<String, Factory<dyn Handler>>,
     crons: HashMap<String, Factory<dyn CronHandler>>,
     observers: HashMap<String, Factory<dyn ObserverHandler>>,
+    consumers: HashMap<String, Factory<dyn BatchHandler>>,
     alerts: Arc<Alerts>,
     settings: Settings,
 }
@@ -341,6 +380,7 @@ impl Engine {
             tasks: HashMap::new(),
             crons: HashMap::new(),
             observers: HashMap::new(),
+            consumers: HashMap::new(),
             settings: Settings::default(),
         }
     }
@@ -437,7 +477,43 @@ impl Engine {
                 let wake = inner.wakes.get(queue.as_str()).cloned().unwrap_or_default();
                 components.spawn(crate::worker::run(
                     inner.store.clone(),
-                    handler,
+                    crate::worker::Work::Jobs(handler),
+                    config,
+                    inner.worker_id.clone(),
+                    wake,
+                    stop.clone(),
+                ));
+            }
+        }
+        if settings.roles.workers {
+            for observer in &inner.app.observers {
+                let ObserverRole::Consumer { queue, batch_size } = &observer.role else {
+                    continue;
+                };
+                let (Some(make), Some(policy)) = (
+                    inner.consumers.get(observer.name.as_str()),
+                    inner.app.queue(queue),
+                ) else {
+                    continue;
+                };
+                let config = WorkerConfig {
+                    task: observer.name.to_string(),
+                    queue: queue.to_string(),
+                    concurrency: 1,
+                    timeout: Duration::from_secs(5 * 60),
+                    lease: policy.visibility_timeout.get(),
+                    retry: RetryPolicy::of(policy),
+                    idle_poll: settings.idle_poll,
+                    grace: settings.grace,
+                };
+                let work = crate::worker::Work::Batches {
+                    handler: make(self),
+                    size: *batch_size as usize,
+                };
+                let wake = inner.wakes.get(queue.as_str()).cloned().unwrap_or_default();
+                components.spawn(crate::worker::run(
+                    inner.store.clone(),
+                    work,
                     config,
                     inner.worker_id.clone(),
                     wake,

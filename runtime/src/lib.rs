@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 
 pub mod app;
+pub mod consumer;
 pub mod cron;
 pub mod engine;
 pub mod error;
@@ -26,6 +27,7 @@ pub use secret::Secret;
 
 /// What handlers usually need.
 pub mod prelude {
+    pub use crate::consumer::{Message, MessageBatch};
     pub use crate::cron::ScheduledEvent;
     pub use crate::event::Event;
     pub use crate::service::Service;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::consumer::{BatchHandler, MessageBatch};
 use crate::cron::{CronHandler, ScheduledEvent};
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, Result};
@@ -270,20 +271,71 @@ impl<R: serde::Serialize, Err: Into<TaskError>> IntoTaskResult for Result<R, Err
     }
 }
 
-/// What a cron handler may return: `Result<(), E>`.
+/// What a cron or consumer handler may return: `Result<(), E>`.
 #[diagnostic::on_unimplemented(
-    message = "a cron task handler returns `Result<(), E>`, not `{Self}`",
+    message = "a cron task or queue consumer handler returns `Result<(), E>`, not `{Self}`",
     label = "the handler's return type"
 )]
-pub trait IntoCronResult {
+pub trait IntoUnitResult {
     /// Converts the handler's output.
-    fn into_cron_result(self) -> Result<(), TaskError>;
+    fn into_unit_result(self) -> Result<(), TaskError>;
 }
 
-impl<Err: Into<TaskError>> IntoCronResult for Result<(), Err> {
-    fn into_cron_result(self) -> Result<(), TaskError> {
+impl<Err: Into<TaskError>> IntoUnitResult for Result<(), Err> {
+    fn into_unit_result(self) -> Result<(), TaskError> {
         self.map_err(Into::into)
     }
+}
+
+/// A queue consumer's handler, implemented by `#[observer]` on its marker type.
+#[diagnostic::on_unimplemented(
+    message = "the queue consumer `{Self}` declared in raindrop.manifest has no handler",
+    label = "no `#[raindrop::observer]` function for this observer",
+    note = "add `#[raindrop::observer] async fn <observer name>(batch: MessageBatch) -> Result<(), E>` to the crate"
+)]
+pub trait BoundConsumer<E> {
+    /// Makes the handler.
+    fn handler(env: E) -> Arc<dyn BatchHandler>;
+}
+
+/// Registers the consumer observer `name`'s handler.
+pub fn consumer<M: BoundConsumer<E>, E: Bindings>(
+    builder: EngineBuilder,
+    name: &str,
+) -> EngineBuilder {
+    builder.consumer_factory(
+        name,
+        Arc::new(|engine: &Engine| M::handler(bound::<E>(engine))),
+    )
+}
+
+/// An argument of a queue consumer handler.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of a queue consumer handler",
+    label = "not an extractor",
+    note = "queue consumer handlers take `MessageBatch` and `Env`"
+)]
+pub trait FromBatch<E>: Sized {
+    /// Extracts the argument.
+    fn from_batch(batch: &MessageBatch, env: &E) -> Self;
+}
+
+impl<E> FromBatch<E> for MessageBatch {
+    fn from_batch(batch: &MessageBatch, _env: &E) -> Self {
+        batch.clone()
+    }
+}
+
+/// A consumer handler from the generated adapter closure.
+pub fn consumer_handler<E, F, Fut>(env: E, f: F) -> Arc<dyn BatchHandler>
+where
+    E: Bindings,
+    F: Fn(MessageBatch, E) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+{
+    Arc::new(crate::consumer::consumer_fn(move |batch: MessageBatch| {
+        f(batch, env.clone())
+    }))
 }
 
 /// A task handler from the generated adapter closure.

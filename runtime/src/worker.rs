@@ -9,6 +9,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::consumer::{BatchHandler, Decision, Message, MessageBatch};
 use crate::error::Error;
 use crate::job::{Job, JobError, JobId, Payload, now};
 use crate::retry::RetryPolicy;
@@ -37,10 +38,20 @@ pub(crate) struct WorkerConfig {
     pub(crate) grace: Duration,
 }
 
+/// What a pool runs: one job per handler call, or batches of messages (a queue consumer).
+#[derive(Clone)]
+pub(crate) enum Work {
+    Jobs(Arc<dyn Handler>),
+    Batches {
+        handler: Arc<dyn BatchHandler>,
+        size: usize,
+    },
+}
+
 /// What the pool shares with its running jobs.
 struct Shared {
     store: Arc<dyn Store>,
-    handler: Arc<dyn Handler>,
+    work: Work,
     config: WorkerConfig,
     worker: String,
     in_flight: Mutex<HashMap<JobId, InFlight>>,
@@ -96,7 +107,7 @@ enum Outcome {
 /// Runs the pool until `shutdown` fires, then drains it.
 pub(crate) async fn run(
     store: Arc<dyn Store>,
-    handler: Arc<dyn Handler>,
+    work: Work,
     config: WorkerConfig,
     worker: String,
     wake: Arc<Notify>,
@@ -104,7 +115,7 @@ pub(crate) async fn run(
 ) {
     let shared = Arc::new(Shared {
         store,
-        handler,
+        work,
         meters: Meters::new(&config),
         config,
         worker,
@@ -125,15 +136,22 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => break,
         };
         let mut held = vec![first];
-        while let Ok(permit) = permits.clone().try_acquire_owned() {
-            held.push(permit);
-        }
+        let limit = match &shared.work {
+            Work::Jobs(_) => {
+                while let Ok(permit) = permits.clone().try_acquire_owned() {
+                    held.push(permit);
+                }
+                held.len()
+            }
+            // One permit runs one batch.
+            Work::Batches { size, .. } => *size,
+        };
         let claimed = match shared
             .store
             .claim(
                 &shared.config.queue,
                 &shared.worker,
-                held.len(),
+                limit,
                 shared.config.lease,
                 now(),
             )
@@ -164,14 +182,25 @@ pub(crate) async fn run(
             continue;
         }
         idle = Duration::from_millis(5);
-        held.truncate(claimed.len());
-        for (job, permit) in claimed.into_iter().zip(held) {
-            let shared = shared.clone();
-            let hard_stop = hard_stop.clone();
-            jobs.spawn(async move {
-                execute(&shared, job, hard_stop).await;
-                drop(permit);
-            });
+        match shared.work.clone() {
+            Work::Jobs(handler) => {
+                held.truncate(claimed.len());
+                for (job, permit) in claimed.into_iter().zip(held) {
+                    let (shared, hard_stop, handler) =
+                        (shared.clone(), hard_stop.clone(), handler.clone());
+                    jobs.spawn(async move {
+                        execute(&shared, &handler, job, hard_stop).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Work::Batches { handler, .. } => {
+                let (shared, hard_stop) = (shared.clone(), hard_stop.clone());
+                jobs.spawn(async move {
+                    execute_batch(&shared, &handler, claimed, hard_stop).await;
+                    drop(held);
+                });
+            }
         }
     }
 
@@ -197,7 +226,12 @@ pub(crate) async fn run(
 }
 
 /// Runs one attempt of `job` and records its outcome.
-async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
+async fn execute(
+    shared: &Arc<Shared>,
+    handler: &Arc<dyn Handler>,
+    job: Job,
+    hard_stop: CancellationToken,
+) {
     let Some(token) = job.lease_token() else {
         return;
     };
@@ -233,7 +267,7 @@ async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
     let started = std::time::Instant::now();
     let ctx = JobContext::new(Arc::new(job), token, shared.store.clone(), cancel.clone());
     // Polled in place: dropping it stops the handler; a panic becomes the attempt's error.
-    let run = CatchUnwind(shared.handler.call(ctx)).instrument(span.clone());
+    let run = CatchUnwind(handler.call(ctx)).instrument(span.clone());
     tokio::pin!(run);
     let outcome = tokio::select! {
         result = &mut run => match result {
@@ -278,6 +312,82 @@ async fn execute(shared: &Arc<Shared>, job: Job, hard_stop: CancellationToken) {
     }
     drop(_entered);
     report(shared, id, token, attempt, outcome).await;
+}
+
+/// Runs one batch of a consumer and records each message's outcome.
+async fn execute_batch(
+    shared: &Arc<Shared>,
+    handler: &Arc<dyn BatchHandler>,
+    jobs: Vec<Job>,
+    hard_stop: CancellationToken,
+) {
+    let cancel = CancellationToken::new();
+    let mut leases = Vec::with_capacity(jobs.len());
+    {
+        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for job in &jobs {
+            if let Some(token) = job.lease_token() {
+                in_flight.insert(
+                    job.id,
+                    InFlight {
+                        token,
+                        cancel: cancel.clone(),
+                    },
+                );
+                leases.push((job.id, token, job.attempt));
+            }
+        }
+    }
+    shared.meters.started.increment(jobs.len() as u64);
+    shared.meters.busy.increment(jobs.len() as f64);
+    let messages: Vec<Message> = jobs.iter().map(Message::of).collect();
+    let batch = MessageBatch::new(shared.config.queue.clone(), messages.clone());
+    let span = tracing::info_span!("batch", queue = %shared.config.queue, size = jobs.len());
+    let run = CatchUnwind(handler.call(batch)).instrument(span.clone());
+    tokio::pin!(run);
+    // What happens to the messages the handler did not decide for.
+    let fallback = tokio::select! {
+        result = &mut run => match result {
+            Ok(Ok(())) => Some(Ok(())),
+            Ok(Err(error)) => Some(Err(error.into_parts())),
+            Err(panic) => Some(Err((Retry::Backoff, JobError::new(format!("the handler panicked: {panic}"))))),
+        },
+        () = tokio::time::sleep(shared.config.timeout) => {
+            cancel.cancel();
+            Some(Err((Retry::Backoff, JobError::new(format!("the batch timed out after {}", humanize(shared.config.timeout))))))
+        }
+        () = cancel.cancelled() => None,
+        () = hard_stop.cancelled() => {
+            cancel.cancel();
+            for (id, token, _) in &leases {
+                report(shared, *id, *token, 0, Outcome::Release).await;
+            }
+            None
+        }
+    };
+    {
+        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, _, _) in &leases {
+            in_flight.remove(id);
+        }
+    }
+    shared.meters.busy.decrement(jobs.len() as f64);
+    let Some(fallback) = fallback else { return };
+    for ((id, token, attempt), message) in leases.into_iter().zip(&messages) {
+        let outcome = match (message.decision(), &fallback) {
+            (Some(Decision::Ack), _) | (None, Ok(())) => Outcome::Succeeded(Payload::null()),
+            (Some(Decision::Retry(delay)), _) => {
+                let retry = delay.map_or(Retry::Backoff, Retry::After);
+                Outcome::Failed(retry, JobError::new("retried by the consumer"))
+            }
+            (None, Err((retry, error))) => Outcome::Failed(*retry, error.clone()),
+        };
+        match &outcome {
+            Outcome::Succeeded(_) => shared.meters.succeeded.increment(1),
+            _ => shared.meters.failed.increment(1),
+        }
+        report(shared, id, token, attempt, outcome).await;
+    }
 }
 
 /// Records an outcome in the store, retrying while the store is unreachable: an outcome is

@@ -54,11 +54,18 @@ pub fn app(input: TokenStream) -> TokenStream {
         .filter(|o| matches!(o.role, ObserverRole::Monitor { .. }))
         .map(|o| o.name.as_str())
         .collect();
+    let consumer_names: Vec<&str> = app
+        .observers
+        .iter()
+        .filter(|o| matches!(o.role, ObserverRole::Consumer { .. }))
+        .map(|o| o.name.as_str())
+        .collect();
     let service_names: Vec<&str> = app.services.iter().map(|s| s.name.as_str()).collect();
-    let (workers, crons, monitors, services) = (
+    let (workers, crons, monitors, consumers, services) = (
         markers(worker_names.clone()),
         markers(cron_names.clone()),
         markers(monitor_names.clone()),
+        markers(consumer_names.clone()),
         markers(service_names.clone()),
     );
 
@@ -74,6 +81,7 @@ pub fn app(input: TokenStream) -> TokenStream {
             pub mod tasks { #( pub struct #workers; )* }
             pub mod crons { #( pub struct #crons; )* }
             pub mod observers { #( pub struct #monitors; )* }
+            pub mod consumers { #( pub struct #consumers; )* }
             pub mod services { #( pub struct #services; )* }
 
             pub const MANIFEST_PATH: &str = #path_str;
@@ -85,6 +93,7 @@ pub fn app(input: TokenStream) -> TokenStream {
                 use ::raindrop::__private::{HasObserver as _, NoObserver as _};
                 #( let builder = ::raindrop::__private::task::<tasks::#workers, super::Env>(builder, #worker_names); )*
                 #( let builder = ::raindrop::__private::cron::<crons::#crons, super::Env>(builder, #cron_names); )*
+                #( let builder = ::raindrop::__private::consumer::<consumers::#consumers, super::Env>(builder, #consumer_names); )*
                 #(
                     let builder = (&::raindrop::__private::Probe::<observers::#monitors, super::Env>(::core::marker::PhantomData))
                         .observer(builder, #monitor_names);
@@ -129,6 +138,12 @@ pub fn app(input: TokenStream) -> TokenStream {
 
         impl ::raindrop::__private::FromSchedule<Env> for Env {
             fn from_schedule(_: &::raindrop::cron::ScheduledEvent, env: &Env) -> Self {
+                ::core::clone::Clone::clone(env)
+            }
+        }
+
+        impl ::raindrop::__private::FromBatch<Env> for Env {
+            fn from_batch(_: &::raindrop::consumer::MessageBatch, env: &Env) -> Self {
                 ::core::clone::Clone::clone(env)
             }
         }

@@ -49,6 +49,7 @@ enum Role {
     Worker,
     Cron,
     Monitor,
+    Consumer,
     Service,
 }
 
@@ -145,6 +146,11 @@ fn stand_in(block: &str, role: Role) -> TokenStream {
             quote!(BoundObserver),
             quote!(::std::sync::Arc<dyn ::raindrop::observer::ObserverHandler>),
         ),
+        Role::Consumer => (
+            quote!(consumers),
+            quote!(BoundConsumer),
+            quote!(::std::sync::Arc<dyn ::raindrop::consumer::BatchHandler>),
+        ),
         Role::Service => {
             return quote! {
                 const _: () = {
@@ -192,7 +198,8 @@ fn resolve(
     let observers = app.observers.iter().map(|o| {
         let role = match o.role {
             ObserverRole::Monitor { .. } => Some(Role::Monitor),
-            _ => None,
+            ObserverRole::Consumer { .. } => Some(Role::Consumer),
+            ObserverRole::Bucket { .. } => None,
         };
         (o.name.as_str(), role, Kind::Observer)
     });
@@ -209,9 +216,7 @@ fn resolve(
     match all.iter().find(|(block, _, _)| matches(block)) {
         Some((block, Some(role), found)) if *found == kind => Some(((*block).to_owned(), *role)),
         Some((block, None, _)) => {
-            errors.push(span, format!(
-                "observer `{block}` consumes a queue (`source {{ queue }}`); Raindrop-style consumers cannot be bound with `#[observer]` yet"
-            ));
+            errors.push(span, format!("observer `{block}` watches a bucket, which this runtime does not run; it takes no handler"));
             None
         }
         Some((block, _, found)) => {
@@ -282,7 +287,9 @@ fn check_signature(function: &syn::ItemFn, role: Option<Role>, errors: &mut Erro
         }
     }
     match role {
-        Some(Role::Worker | Role::Cron) if matches!(sig.output, syn::ReturnType::Default) => {
+        Some(Role::Worker | Role::Cron | Role::Consumer)
+            if matches!(sig.output, syn::ReturnType::Default) =>
+        {
             errors.push(sig.ident.span(), "a task handler returns `Result<R, E>`: `R` is the job's result, an `E` error retries it");
         }
         Some(Role::Monitor) if !matches!(sig.output, syn::ReturnType::Default) => {
@@ -336,7 +343,7 @@ fn expand(function: &syn::ItemFn, block: &str, role: Role) -> TokenStream {
             let extract = args.iter().zip(&names).map(|(ty, name)| {
                 quote_spanned!(ty.span()=> let #name = <#ty as ::raindrop::__private::FromSchedule<crate::Env>>::from_schedule(&event, &env);)
             });
-            let call = quote_spanned!(output_span=> ::raindrop::__private::IntoCronResult::into_cron_result(#function_name(#(#names),*).await));
+            let call = quote_spanned!(output_span=> ::raindrop::__private::IntoUnitResult::into_unit_result(#function_name(#(#names),*).await));
             quote! {
                 impl ::raindrop::__private::BoundCron<crate::Env> for #glue::crons::#marker {
                     fn handler(env: crate::Env) -> ::std::sync::Arc<dyn ::raindrop::cron::CronHandler> {
@@ -358,6 +365,22 @@ fn expand(function: &syn::ItemFn, block: &str, role: Role) -> TokenStream {
                         ::raindrop::__private::observer_handler(env, |event: ::raindrop::event::Event, env: crate::Env| async move {
                             #(#extract)*
                             #function_name(#(#names),*).await
+                        })
+                    }
+                }
+            }
+        }
+        Role::Consumer => {
+            let extract = args.iter().zip(&names).map(|(ty, name)| {
+                quote_spanned!(ty.span()=> let #name = <#ty as ::raindrop::__private::FromBatch<crate::Env>>::from_batch(&batch, &env);)
+            });
+            let call = quote_spanned!(output_span=> ::raindrop::__private::IntoUnitResult::into_unit_result(#function_name(#(#names),*).await));
+            quote! {
+                impl ::raindrop::__private::BoundConsumer<crate::Env> for #glue::consumers::#marker {
+                    fn handler(env: crate::Env) -> ::std::sync::Arc<dyn ::raindrop::consumer::BatchHandler> {
+                        ::raindrop::__private::consumer_handler(env, |batch: ::raindrop::consumer::MessageBatch, env: crate::Env| async move {
+                            #(#extract)*
+                            #call
                         })
                     }
                 }

@@ -12,5 +12,10 @@ async fn worker(_job: JobContext, count: u32) -> Result<u32, TaskError> {
     Ok(count)
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

@@ -12,5 +12,10 @@ async fn worker<T: Send>(_job: JobContext) -> Result<(), TaskError> {
     Ok(())
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

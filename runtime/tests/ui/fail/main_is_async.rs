@@ -12,5 +12,10 @@ async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
     Ok(())
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 async fn main() {}

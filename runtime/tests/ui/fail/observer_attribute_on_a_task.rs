@@ -10,5 +10,10 @@ async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
 #[raindrop::observer]
 async fn worker(_event: Event) {}
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

@@ -17,5 +17,10 @@ async fn monitor(_event: Event) -> u32 {
     1
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

@@ -14,5 +14,10 @@ async fn worker(_job: Job<Opaque>) -> Result<(), TaskError> {
     Ok(())
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

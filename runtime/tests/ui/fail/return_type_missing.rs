@@ -10,5 +10,10 @@ async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
 #[raindrop::task]
 async fn worker(_job: JobContext) {}
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

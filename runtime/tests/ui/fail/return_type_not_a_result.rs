@@ -12,5 +12,10 @@ async fn worker(_job: JobContext) -> String {
     String::new()
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

@@ -17,5 +17,10 @@ async fn api(service: Service) -> Service {
     service
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

@@ -7,5 +7,10 @@ async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
     Ok(())
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

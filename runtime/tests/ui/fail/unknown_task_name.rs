@@ -17,5 +17,10 @@ async fn wroker(_job: JobContext) -> Result<(), TaskError> {
     Ok(())
 }
 
+#[raindrop::observer]
+async fn sender(_batch: MessageBatch) -> Result<(), TaskError> {
+    Ok(())
+}
+
 #[raindrop::main]
 fn main() {}

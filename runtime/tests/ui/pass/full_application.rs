@@ -30,6 +30,16 @@ async fn monitor(event: Event, _env: Env) {
     let _ = event.kind;
 }
 
+#[raindrop::observer]
+async fn sender(batch: MessageBatch, _env: Env) -> Result<(), TaskError> {
+    for message in batch.messages() {
+        if message.attempts() > 3 {
+            message.ack();
+        }
+    }
+    Ok(())
+}
+
 #[raindrop::service]
 fn api(service: Service) -> Service {
     service.validate("jobs", raindrop::service::validate_as::<Order>()).route(

@@ -13,7 +13,9 @@ async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
 }
 
 #[raindrop::observer]
-async fn sender(_event: Event) {}
+async fn sender(_job: Job<String>) -> Result<(), TaskError> {
+    Ok(())
+}
 
 #[raindrop::main]
 fn main() {}

@@ -1,0 +1,16 @@
+use raindrop::prelude::*;
+
+raindrop::app!();
+
+#[raindrop::task]
+async fn worker(_job: JobContext) -> Result<(), TaskError> {
+    Ok(())
+}
+
+#[raindrop::task]
+async fn nightly(_event: ScheduledEvent) -> Result<(), TaskError> {
+    Ok(())
+}
+
+#[raindrop::main]
+fn main() {}
