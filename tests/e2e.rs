@@ -40,12 +40,17 @@ struct App {
 
 impl App {
     fn start(dir: &Path) -> Self {
+        Self::start_as(dir, "all")
+    }
+
+    /// Starts a process with one role; only `all` and `service` serve HTTP.
+    fn start_as(dir: &Path, role: &str) -> Self {
         let manifest = dir.join("raindrop.manifest");
         if !manifest.exists() {
             std::fs::write(&manifest, MANIFEST).unwrap();
         }
         let mut child = Command::new(env!("CARGO_BIN_EXE_background-processor"))
-            .args(["--listen", "127.0.0.1:0", "--store"])
+            .args(["--role", role, "--listen", "127.0.0.1:0", "--store"])
             .arg(format!("sqlite:{}", dir.join("jobs.db").display()))
             .env("RAINDROP_MANIFEST", &manifest)
             .env("RAINDROP_OUTBOX", dir.join("outbox"))
@@ -54,23 +59,24 @@ impl App {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let banner = lines
-            .next()
-            .expect("the app prints where it listens")
-            .unwrap();
-        let base = banner
+        let stdout = child.stdout.take().unwrap();
+        // Owned from here on, so the process is killed even if starting it fails below.
+        let mut app = Self {
+            child,
+            base: String::new(),
+            http: reqwest::Client::new(),
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let banner = lines.next().expect("the app prints what it runs").unwrap();
+        if let Some(address) = banner
             .split("http://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
-            .expect(&banner)
-            .to_owned();
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            base: format!("http://{base}"),
-            http: reqwest::Client::new(),
+        {
+            app.base = format!("http://{address}");
         }
+        std::thread::spawn(move || for _ in lines {});
+        app
     }
 
     fn url(&self, path: &str) -> String {
@@ -481,4 +487,21 @@ async fn sigterm_drains_without_losing_a_job() {
     for id in &ids {
         assert_eq!(app.finished(id).await["state"], "succeeded");
     }
+}
+
+#[tokio::test]
+async fn a_service_process_and_a_worker_process_share_one_store() {
+    let dir = scratch();
+    let service = App::start_as(dir.path(), "service");
+    let id = service
+        .submit(json!({ "type": "report", "title": "split", "values": [1, 2] }))
+        .await;
+    // No worker yet: the job waits.
+    let (_, job) = service.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["state"], "queued");
+    let _worker = App::start_as(dir.path(), "worker");
+    let _observer = App::start_as(dir.path(), "observer");
+    let job = service.finished(&id).await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["result"]["sum"], 3.0);
 }
