@@ -439,20 +439,6 @@ impl JobStore for MemoryStore {
 
 #[async_trait]
 impl DeadLetters for MemoryStore {
-    async fn dead_letters(
-        &self,
-        queue: Option<&str>,
-        after: Option<JobId>,
-        limit: usize,
-    ) -> Result<Page<Job>> {
-        let filter = JobFilter {
-            queue: queue.map(str::to_owned),
-            states: vec![JobState::Dead],
-            ..JobFilter::default()
-        };
-        self.list(&filter, after, limit).await
-    }
-
     async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
         let mut inner = self.lock();
         self.apply(&mut inner, id, now, |job| {

@@ -339,14 +339,22 @@ pub trait JobStore: Send + Sync + 'static {
 
 /// Listing, retrying and purging dead letters.
 #[async_trait]
-pub trait DeadLetters: Send + Sync + 'static {
+pub trait DeadLetters: JobStore {
     /// Dead letters, newest first.
     async fn dead_letters(
         &self,
         queue: Option<&str>,
         after: Option<JobId>,
         limit: usize,
-    ) -> Result<Page<Job>>;
+    ) -> Result<Page<Job>> {
+        let filter = JobFilter {
+            queue: queue.map(str::to_owned),
+            states: vec![JobState::Dead],
+            ..JobFilter::default()
+        };
+        self.list(&filter, after, limit).await
+    }
+
     /// Puts a dead letter back in its queue with a fresh set of attempts.
     async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()>;
     /// Removes dead letters (of one queue, or all); returns how many.

@@ -944,20 +944,6 @@ impl JobStore for SqliteStore {
 
 #[async_trait]
 impl DeadLetters for SqliteStore {
-    async fn dead_letters(
-        &self,
-        queue: Option<&str>,
-        after: Option<JobId>,
-        limit: usize,
-    ) -> Result<Page<Job>> {
-        let filter = JobFilter {
-            queue: queue.map(str::to_owned),
-            states: vec![JobState::Dead],
-            ..JobFilter::default()
-        };
-        self.list(&filter, after, limit).await
-    }
-
     async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
         self.write(move |conn, counts| {
             apply(conn, counts, id, now, |job| {
