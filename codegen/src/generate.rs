@@ -4,7 +4,7 @@
 //! nothing of tokio, axum or the stores, so this crate stays free of them.
 
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
 use crate::model::{Application, ObserverRole, TaskRole};
 use crate::name::{is_keyword, rust_ident};
@@ -19,13 +19,8 @@ pub fn ident(name: &str) -> Ident {
     }
 }
 
-/// A constant name for a manifest name (`job-worker` → `JOB_WORKER`).
-pub fn const_ident(name: &str) -> Ident {
-    format_ident!("{}", rust_ident(name).to_ascii_uppercase())
-}
-
-/// The bindings of `app`: an `Env` struct with one field per queue, kv_cache and env value, how
-/// to build it from the runtime, and the names the handler attributes bind to.
+/// The bindings of `app`: an `Env` struct with one field per queue, kv_cache and env value, and
+/// how to build it from the runtime.
 pub fn bindings(app: &Application) -> TokenStream {
     let mut fields = Vec::new();
     let mut inits = Vec::new();
@@ -59,45 +54,6 @@ pub fn bindings(app: &Application) -> TokenStream {
 
     let app_name = app.name.as_str();
     let struct_doc = format!(" Everything application `{app_name}` declares, as handlers see it.");
-    let consts = |names: Vec<&str>| -> Vec<TokenStream> {
-        names
-            .into_iter()
-            .map(|name| {
-                let konst = const_ident(name);
-                quote! { pub const #konst: &str = #name; }
-            })
-            .collect()
-    };
-    let workers = consts(
-        app.tasks
-            .iter()
-            .filter(|t| matches!(t.role, TaskRole::Worker { .. }))
-            .map(|t| t.name.as_str())
-            .collect(),
-    );
-    let crons = consts(
-        app.tasks
-            .iter()
-            .filter(|t| matches!(t.role, TaskRole::Cron { .. }))
-            .map(|t| t.name.as_str())
-            .collect(),
-    );
-    let monitors = consts(
-        app.observers
-            .iter()
-            .filter(|o| matches!(o.role, ObserverRole::Monitor { .. }))
-            .map(|o| o.name.as_str())
-            .collect(),
-    );
-    let consumers = consts(
-        app.observers
-            .iter()
-            .filter(|o| matches!(o.role, ObserverRole::Consumer { .. }))
-            .map(|o| o.name.as_str())
-            .collect(),
-    );
-    let services = consts(app.services.iter().map(|s| s.name.as_str()).collect());
-
     quote! {
         #[doc = #struct_doc]
         #[derive(Clone, Debug)]
@@ -113,23 +69,139 @@ pub fn bindings(app: &Application) -> TokenStream {
             }
         }
 
-        /// The manifest's block names, by the role of the handler that binds to them.
+    }
+}
+
+/// Everything `raindrop::app!()` expands to for `app`, whose manifest is at `manifest_path`:
+/// the bindings, one marker type per block that takes a handler (the attributes implement the
+/// handler traits on them), and the launch glue `#[raindrop::main]` uses.
+pub fn application(app: &Application, manifest_path: &str) -> TokenStream {
+    let path_str = manifest_path;
+    let markers = |names: Vec<&str>| names.into_iter().map(ident).collect::<Vec<_>>();
+    let worker_names: Vec<&str> = app
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.role, TaskRole::Worker { .. }))
+        .map(|t| t.name.as_str())
+        .collect();
+    let cron_names: Vec<&str> = app
+        .tasks
+        .iter()
+        .filter(|t| matches!(t.role, TaskRole::Cron { .. }))
+        .map(|t| t.name.as_str())
+        .collect();
+    let monitor_names: Vec<&str> = app
+        .observers
+        .iter()
+        .filter(|o| matches!(o.role, ObserverRole::Monitor { .. }))
+        .map(|o| o.name.as_str())
+        .collect();
+    let consumer_names: Vec<&str> = app
+        .observers
+        .iter()
+        .filter(|o| matches!(o.role, ObserverRole::Consumer { .. }))
+        .map(|o| o.name.as_str())
+        .collect();
+    let service_names: Vec<&str> = app.services.iter().map(|s| s.name.as_str()).collect();
+    let (workers, crons, monitors, consumers, services) = (
+        markers(worker_names.clone()),
+        markers(cron_names.clone()),
+        markers(monitor_names.clone()),
+        markers(consumer_names.clone()),
+        markers(service_names.clone()),
+    );
+
+    let env = bindings(app);
+    quote! {
+        #env
+
         #[doc(hidden)]
-        pub mod __raindrop_manifest {
-            pub const APPLICATION: &str = #app_name;
-            pub mod worker_tasks { #(#workers)* }
-            pub mod cron_tasks { #(#crons)* }
-            pub mod monitor_observers { #(#monitors)* }
-            pub mod consumer_observers { #(#consumers)* }
-            pub mod services { #(#services)* }
+        #[allow(non_camel_case_types, dead_code, unreachable_pub)]
+        pub mod __raindrop {
+            /// One marker type per block that takes a handler; the attributes implement the
+            /// handler traits on them.
+            pub mod tasks { #( pub struct #workers; )* }
+            pub mod crons { #( pub struct #crons; )* }
+            pub mod observers { #( pub struct #monitors; )* }
+            pub mod consumers { #( pub struct #consumers; )* }
+            pub mod services { #( pub struct #services; )* }
+
+            pub const MANIFEST_PATH: &str = #path_str;
+            /// The manifest's text: editing the file recompiles the crate.
+            pub const MANIFEST: &str = ::core::include_str!(#path_str);
+
+            pub fn bind(builder: ::raindrop::engine::EngineBuilder) -> ::raindrop::engine::EngineBuilder {
+                #[allow(unused_imports)]
+                use ::raindrop::__private::{HasObserver as _, NoObserver as _};
+                #( let builder = ::raindrop::__private::task::<tasks::#workers, super::Env>(builder, #worker_names); )*
+                #( let builder = ::raindrop::__private::cron::<crons::#crons, super::Env>(builder, #cron_names); )*
+                #( let builder = ::raindrop::__private::consumer::<consumers::#consumers, super::Env>(builder, #consumer_names); )*
+                #(
+                    let builder = (&::raindrop::__private::Probe::<observers::#monitors, super::Env>(::core::marker::PhantomData))
+                        .observer(builder, #monitor_names);
+                )*
+                builder
+            }
+
+            pub fn check(engine: &::raindrop::engine::Engine) -> ::raindrop::Result<()> {
+                ::raindrop::__private::bind::<super::Env>(engine).map(::core::mem::drop)
+            }
+
+            pub fn configure(
+                engine: &::raindrop::engine::Engine,
+                name: &str,
+                service: ::raindrop::service::Service,
+            ) -> ::raindrop::service::Service {
+                #[allow(unused_imports)]
+                use ::raindrop::__private::{HasService as _, NoService as _};
+                match name {
+                    #(
+                        #service_names => (&::raindrop::__private::Probe::<services::#services, super::Env>(::core::marker::PhantomData))
+                            .service(engine, service),
+                    )*
+                    _ => service,
+                }
+            }
+
+            pub const LAUNCH: ::raindrop::__private::Launch = ::raindrop::__private::Launch {
+                manifest_path: MANIFEST_PATH,
+                manifest_text: MANIFEST,
+                bind,
+                check,
+                configure,
+            };
+        }
+
+        impl ::raindrop::__private::FromJob<Env> for Env {
+            fn from_job(_: &::raindrop::task::JobContext, env: &Env) -> ::core::result::Result<Self, ::raindrop::task::TaskError> {
+                ::core::result::Result::Ok(::core::clone::Clone::clone(env))
+            }
+        }
+
+        impl ::raindrop::__private::FromSchedule<Env> for Env {
+            fn from_schedule(_: &::raindrop::cron::ScheduledEvent, env: &Env) -> Self {
+                ::core::clone::Clone::clone(env)
+            }
+        }
+
+        impl ::raindrop::__private::FromBatch<Env> for Env {
+            fn from_batch(_: &::raindrop::consumer::MessageBatch, env: &Env) -> Self {
+                ::core::clone::Clone::clone(env)
+            }
+        }
+
+        impl ::raindrop::__private::FromEvent<Env> for Env {
+            fn from_event(_: &::raindrop::event::Event, env: &Env) -> Self {
+                ::core::clone::Clone::clone(env)
+            }
         }
     }
 }
 
-/// [`bindings`] as formatted Rust source.
+/// [`application`] as formatted Rust source, as `raindrop generate` prints it.
 #[cfg(feature = "cli")]
-pub fn bindings_source(app: &Application) -> String {
-    let tokens = bindings(app);
+pub fn application_source(app: &Application, manifest_path: &str) -> String {
+    let tokens = application(app, manifest_path);
     match syn::parse2::<syn::File>(tokens.clone()) {
         Ok(file) => prettyplease::unparse(&file),
         // Generation always yields valid items; fall back to the raw tokens rather than fail.

@@ -159,7 +159,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { path, format }
         | Command::Build(BuildCommand::Validate { path, format }) => validate(&path, format, style),
-        Command::Inspect { path, json } => with_application(&path, style, |app| {
+        Command::Inspect { path, json } => with_application(&path, style, |_, app| {
             if json {
                 serde_json::to_string_pretty(app)
                     .map(|s| s + "\n")
@@ -169,11 +169,14 @@ fn main() -> ExitCode {
             }
         }),
         Command::Generate { path } | Command::Build(BuildCommand::Generate { path }) => {
-            with_application(&path, style, |app| {
-                Ok(raindrop_codegen::generate::bindings_source(app))
+            with_application(&path, style, |source, app| {
+                Ok(raindrop_codegen::generate::application_source(
+                    app,
+                    &manifest_path(source),
+                ))
             })
         }
-        Command::Graph { path } => with_application(&path, style, |app| {
+        Command::Graph { path } => with_application(&path, style, |_, app| {
             Ok(raindrop_codegen::graph::mermaid(app))
         }),
         Command::New { name, dependency } => new(&name, dependency.dependency()),
@@ -195,6 +198,12 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_UNREADABLE)
         }
     }
+}
+
+/// The manifest's absolute path, as the generated `include_str!` names it.
+fn manifest_path(source: &SourceFile) -> String {
+    std::path::absolute(source.name())
+        .map_or_else(|_| source.name().to_owned(), |p| p.display().to_string())
 }
 
 fn load(path: &Path) -> Result<(SourceFile, Compiled), String> {
@@ -242,7 +251,7 @@ fn validate(path: &Path, format: Format, style: Style) -> Result<ExitCode, Strin
 fn with_application(
     path: &Path,
     style: Style,
-    produce: impl FnOnce(&Application) -> Result<String, String>,
+    produce: impl FnOnce(&SourceFile, &Application) -> Result<String, String>,
 ) -> Result<ExitCode, String> {
     let (source, compiled) = load(path)?;
     let warnings_only = !compiled.has_errors() && !compiled.diagnostics.is_empty();
@@ -252,7 +261,7 @@ fn with_application(
     let Some(app) = &compiled.application else {
         return Ok(ExitCode::from(EXIT_INVALID));
     };
-    print!("{}", produce(app)?);
+    print!("{}", produce(&source, app)?);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -198,10 +198,7 @@ fn generate_prints_formatted_bindings() {
     let code = text(&out.stdout);
     assert!(code.contains("pub job_queue: ::raindrop::Queue,"), "{code}");
     assert!(code.contains("pub r#type: ::raindrop::Queue,"), "{code}");
-    assert!(
-        code.contains("pub const JOB_WORKER: &str = \"job-worker\";"),
-        "{code}"
-    );
+    assert!(code.contains("pub struct job_worker;"), "{code}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ fn check(text: &str) -> Result<(), TestCaseError> {
     }
     if let Some(app) = &compiled.application {
         // Whatever compiles also generates code that parses as Rust.
-        let tokens = raindrop_codegen::generate::bindings(app);
+        let tokens = raindrop_codegen::generate::application(app, "/app/raindrop.manifest");
         prop_assert!(
             syn_parses(&tokens.to_string()),
             "generated code does not parse"
@@ -166,7 +166,7 @@ fn every_valid_snapshot_generates_parseable_rust() {
     for text in VALID {
         let compiled = compile(&SourceFile::new("m", *text));
         let app = compiled.application.expect("valid manifest");
-        let code = raindrop_codegen::generate::bindings_source(&app);
+        let code = raindrop_codegen::generate::application_source(&app, "/app/raindrop.manifest");
         assert!(code.contains("pub struct Env"), "{code}");
     }
 }
