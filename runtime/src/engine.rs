@@ -300,7 +300,10 @@ impl EngineBuilder {
         let wakes = app
             .queues
             .iter()
-            .map(|q| (q.name.to_string(), Arc::new(Notify::new())))
+            .map(|q| {
+                let wake = store.queue_wake(q.name.as_str()).unwrap_or_default();
+                (q.name.to_string(), wake)
+            })
             .collect();
         Ok(Engine {
             inner: Arc::new(Inner {

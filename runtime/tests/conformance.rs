@@ -1,15 +1,24 @@
 #![allow(unreachable_pub, clippy::unwrap_used)] // shared test bodies, not a public API
 //! The store conformance suite: every behaviour in `conformance/behaviours.rs`, run against
-//! every store.
+//! every store — memory, SQLite, Redis and a three-master Redis Cluster the suite starts itself.
+//!
+//! Redis trials need a Redis (`RAINDROP_TEST_REDIS`, default `redis://127.0.0.1:6379`); without
+//! one they are skipped with a notice, unless `RAINDROP_REQUIRE_REDIS=1` (as in CI), which makes
+//! a missing Redis a failure. `RAINDROP_TEST_CLUSTER=0` leaves the cluster out.
 
 mod conformance {
     pub mod behaviours;
 }
+#[path = "support/redis.rs"]
+mod redis_support;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conformance::behaviours::{self, STATUS};
+use conformance::behaviours::{self, S, STATUS};
+use libtest_mimic::{Arguments, Trial};
 use raindrop::store::{StatusCache, Store};
 
 fn status() -> Option<StatusCache> {
@@ -19,85 +28,164 @@ fn status() -> Option<StatusCache> {
     })
 }
 
-/// Instantiates every behaviour as a test in module `$store`, each with a fresh store from `$open`.
-macro_rules! conformance_suite {
-    ($store:ident, $open:expr) => {
-        mod $store {
-            use super::*;
-            conformance_suite!(@each $open;
-                enqueue_then_get_returns_the_job,
-                fifo_within_a_priority,
-                higher_priority_runs_first,
-                equal_priority_orders_by_run_time_then_insertion,
-                delayed_job_is_not_claimed_early,
-                promote_marks_due_jobs_queued,
-                claim_takes_at_most_the_limit,
-                claim_leases_and_counts_the_attempt,
-                queues_are_isolated,
-                complete_stores_the_result,
-                complete_with_a_stale_token_is_refused,
-                failing_with_retry_schedules_the_next_attempt,
-                out_of_attempts_becomes_a_dead_letter,
-                a_fatal_failure_dead_letters_at_once,
-                fail_with_a_stale_token_is_refused,
-                heartbeat_extends_the_lease,
-                heartbeat_reports_a_lost_lease,
-                expired_lease_returns_the_job_to_its_queue,
-                expired_lease_without_attempts_left_is_dead,
-                a_recovered_jobs_old_token_is_fenced_off,
-                release_does_not_burn_an_attempt,
-                cancel_a_queued_job,
-                cancel_a_scheduled_job,
-                cancel_a_running_job_revokes_its_lease,
-                cancel_a_finished_or_unknown_job,
-                idempotency_key_dedupes_across_enqueues,
-                idempotency_key_dedupes_within_a_batch,
-                idempotency_keys_are_per_queue,
-                batch_enqueue_adds_every_job,
-                dead_letters_list_retry_and_purge,
-                only_dead_letters_can_be_retried,
-                pause_stops_claims_and_resume_restarts_them,
-                kv_put_get_delete,
-                kv_entries_expire,
-                kv_metadata_round_trips,
-                kv_list_pages_by_prefix_in_key_order,
-                list_filters_and_pages_newest_first,
-                list_cursor_is_stable_while_jobs_arrive,
-                counts_per_state_and_queue,
-                oldest_ready_job_age,
-                events_follow_the_lifecycle_in_order,
-                status_document_follows_every_transition,
-                cron_tick_is_claimed_once,
-                concurrent_claimers_never_get_the_same_job,
-                retention_removes_finished_records,
-                retention_removes_expired_entries_and_old_events,
-                progress_needs_the_current_lease,
-                the_status_namespace_lists_job_documents_beside_other_entries,
-                a_finished_jobs_status_expires_after_the_cache_ttl,
-                counts_stay_true_through_every_kind_of_transition,
-            );
-        }
+type Body = fn(S) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every behaviour, by name.
+macro_rules! behaviours {
+    ($($name:ident),* $(,)?) => {
+        const BEHAVIOURS: &[(&str, Body)] = &[$(
+            (stringify!($name), |store| Box::pin(behaviours::$name(store))),
+        )*];
     };
-    (@each $open:expr; $($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let (store, _guard) = $open;
-            behaviours::$name(store).await;
-        }
-    )*};
 }
 
-conformance_suite!(memory, {
-    let store: Arc<dyn Store> = Arc::new(raindrop::store::memory::MemoryStore::new(status()));
-    (store, ())
-});
+behaviours!(
+    enqueue_then_get_returns_the_job,
+    fifo_within_a_priority,
+    higher_priority_runs_first,
+    equal_priority_orders_by_run_time_then_insertion,
+    delayed_job_is_not_claimed_early,
+    promote_marks_due_jobs_queued,
+    claim_takes_at_most_the_limit,
+    claim_leases_and_counts_the_attempt,
+    queues_are_isolated,
+    complete_stores_the_result,
+    complete_with_a_stale_token_is_refused,
+    failing_with_retry_schedules_the_next_attempt,
+    out_of_attempts_becomes_a_dead_letter,
+    a_fatal_failure_dead_letters_at_once,
+    fail_with_a_stale_token_is_refused,
+    heartbeat_extends_the_lease,
+    heartbeat_reports_a_lost_lease,
+    expired_lease_returns_the_job_to_its_queue,
+    expired_lease_without_attempts_left_is_dead,
+    a_recovered_jobs_old_token_is_fenced_off,
+    release_does_not_burn_an_attempt,
+    cancel_a_queued_job,
+    cancel_a_scheduled_job,
+    cancel_a_running_job_revokes_its_lease,
+    cancel_a_finished_or_unknown_job,
+    idempotency_key_dedupes_across_enqueues,
+    idempotency_key_dedupes_within_a_batch,
+    idempotency_keys_are_per_queue,
+    batch_enqueue_adds_every_job,
+    dead_letters_list_retry_and_purge,
+    only_dead_letters_can_be_retried,
+    pause_stops_claims_and_resume_restarts_them,
+    kv_put_get_delete,
+    kv_entries_expire,
+    kv_metadata_round_trips,
+    kv_list_pages_by_prefix_in_key_order,
+    list_filters_and_pages_newest_first,
+    list_cursor_is_stable_while_jobs_arrive,
+    counts_per_state_and_queue,
+    oldest_ready_job_age,
+    events_follow_the_lifecycle_in_order,
+    status_document_follows_every_transition,
+    cron_tick_is_claimed_once,
+    concurrent_claimers_never_get_the_same_job,
+    retention_removes_finished_records,
+    retention_removes_expired_entries_and_old_events,
+    progress_needs_the_current_lease,
+    the_status_namespace_lists_job_documents_beside_other_entries,
+    a_finished_jobs_status_expires_after_the_cache_ttl,
+    counts_stay_true_through_every_kind_of_transition,
+);
 
-conformance_suite!(sqlite, {
-    let dir = tempfile::tempdir().unwrap();
+/// Which store a trial runs against.
+#[derive(Clone)]
+enum Target {
+    Memory,
+    Sqlite,
+    Redis(String),
+    Cluster(Arc<redis_support::Cluster>),
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Memory => "memory",
+            Target::Sqlite => "sqlite",
+            Target::Redis(_) => "redis",
+            Target::Cluster(_) => "redis_cluster",
+        }
+    }
+
+    /// Runs `body` against a fresh store of this kind.
+    fn run(&self, body: Body) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            match self {
+                Target::Memory => {
+                    body(Arc::new(
+                        raindrop::store::memory::MemoryStore::new(status()),
+                    ))
+                    .await;
+                }
+                Target::Sqlite => {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("raindrop.db");
+                    let store: Arc<dyn Store> = Arc::new(
+                        raindrop::store::sqlite::SqliteStore::open(&path, status())
+                            .await
+                            .unwrap(),
+                    );
+                    body(store).await;
+                }
+                Target::Redis(url) => {
+                    let prefix = redis_support::Prefix::new(url);
+                    redis_trial(&prefix, body).await;
+                }
+                Target::Cluster(cluster) => {
+                    let prefix = redis_support::Prefix::on_cluster(cluster);
+                    redis_trial(&prefix, body).await;
+                }
+            }
+        });
+    }
+}
+
+async fn redis_trial(prefix: &redis_support::Prefix, body: Body) {
     let store: Arc<dyn Store> = Arc::new(
-        raindrop::store::sqlite::SqliteStore::open(&dir.path().join("raindrop.db"), status())
+        raindrop::store::redis::RedisStore::open(prefix.store_url(), status())
             .await
             .unwrap(),
     );
-    (store, dir)
-});
+    body(store).await;
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let mut targets = vec![Target::Memory, Target::Sqlite];
+    let mut cluster = None;
+    if let Some(url) = redis_support::available() {
+        targets.push(Target::Redis(url));
+        if std::env::var("RAINDROP_TEST_CLUSTER").is_ok_and(|v| v == "0") {
+            eprintln!("note: RAINDROP_TEST_CLUSTER=0: skipping the Redis Cluster trials");
+        } else if !args.list {
+            let started = Arc::new(redis_support::Cluster::start());
+            assert_eq!(started.len(), 3);
+            cluster = Some(started.clone());
+            targets.push(Target::Cluster(started));
+        }
+    }
+    let trials = targets
+        .iter()
+        .flat_map(|target| {
+            BEHAVIOURS.iter().map(move |(name, body)| {
+                let (target, body) = (target.clone(), *body);
+                Trial::test(format!("{}::{name}", target.name()), move || {
+                    target.run(body);
+                    Ok(())
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(cluster);
+    conclusion.exit();
+}

@@ -20,6 +20,8 @@ use crate::event::Event;
 use crate::job::{Job, JobError, JobId, JobState, NewJob, Progress, Timestamp};
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub(crate) mod status;
@@ -335,6 +337,13 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// When the longest-waiting ready job of `queue` was due.
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>>;
+
+    /// Notified when jobs of `queue` may have become ready in another process, so idle workers
+    /// wake at once; `None` when the store cannot tell (workers then poll).
+    fn queue_wake(&self, queue: &str) -> Option<Arc<tokio::sync::Notify>> {
+        let _ = queue;
+        None
+    }
 }
 
 /// Listing, retrying and purging dead letters.
@@ -444,13 +453,46 @@ impl<T: JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks +
 {
 }
 
-/// Which store to use, from `RAINDROP_STORE` or `--store`: `memory`, `sqlite:PATH`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which store to use, from `RAINDROP_STORE` or `--store`: `memory`, `sqlite:PATH`,
+/// `redis://HOST:PORT/DB` or `redis-cluster://HOST:PORT,HOST:PORT` (either with `?prefix=NAME`).
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// In this process only.
     Memory,
     /// An SQLite file.
     Sqlite(std::path::PathBuf),
+    /// A Redis server or cluster; the URL may hold a password, so it is never printed whole.
+    Redis(String),
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Memory => f.write_str("memory"),
+            StoreUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreUrl::Redis(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+/// `url` with its user-info part (which may hold a password) hidden.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// The SQLite file used when nothing is configured.
@@ -463,12 +505,20 @@ impl StoreUrl {
             None | Some("") => Ok(StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())),
             Some("memory") => Ok(StoreUrl::Memory),
             Some("sqlite") => Ok(StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())),
+            Some(redis)
+                if ["redis://", "rediss://", "redis-cluster://", "redis+unix://"]
+                    .iter()
+                    .any(|scheme| redis.starts_with(scheme)) =>
+            {
+                Ok(StoreUrl::Redis(redis.to_owned()))
+            }
             Some(other) => match other.split_once(':') {
                 Some(("sqlite", path)) if !path.is_empty() => {
                     Ok(StoreUrl::Sqlite(path.trim_start_matches("//").into()))
                 }
                 _ => Err(Error::Config(format!(
-                    "unknown store `{other}`: use `memory` or `sqlite:PATH` (default `sqlite:{DEFAULT_SQLITE_PATH}`)"
+                    "unknown store `{}`: use `memory`, `sqlite:PATH` (default `sqlite:{DEFAULT_SQLITE_PATH}`), `redis://HOST:PORT/DB` or `redis-cluster://HOST:PORT,…`",
+                    redact_url(other)
                 ))),
             },
         }
@@ -489,6 +539,12 @@ pub async fn open(url: &StoreUrl, status: Option<StatusCache>) -> Result<Arc<dyn
         #[cfg(not(feature = "sqlite"))]
         StoreUrl::Sqlite(_) => Err(Error::Config(
             "this build has no SQLite store (feature `sqlite`)".into(),
+        )),
+        #[cfg(feature = "redis")]
+        StoreUrl::Redis(url) => Ok(Arc::new(redis::RedisStore::open(url, status).await?)),
+        #[cfg(not(feature = "redis"))]
+        StoreUrl::Redis(_) => Err(Error::Config(
+            "this build has no Redis store (feature `redis`)".into(),
         )),
     }
 }
@@ -511,6 +567,13 @@ mod tests {
         let err = StoreUrl::parse(Some("postgres://x"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("use `memory` or `sqlite:PATH`"), "{err}");
+        assert!(err.contains("use `memory`, `sqlite:PATH`"), "{err}");
+        let redis = StoreUrl::parse(Some("redis://:hunter2@db:6379/1?prefix=x")).unwrap();
+        assert_eq!(
+            redis,
+            StoreUrl::Redis("redis://:hunter2@db:6379/1?prefix=x".into())
+        );
+        assert_eq!(redis.to_string(), "redis://***@db:6379/1?prefix=x");
+        assert!(!format!("{redis:?}").contains("hunter2"));
     }
 }

@@ -1,0 +1,131 @@
+-- Shared by every queue script; prepended to each at build time.
+--
+-- Every key a script touches belongs to one queue and carries that queue's hash tag, so each
+-- script runs on a single slot and Redis Cluster works. The fixed keys come in KEYS, always in
+-- this order; a job's hash is KEYS[18] followed by the job id.
+local READY, DELAYED, LEASES, EVENTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local IDEM, PAUSED, FAILURES = KEYS[5], KEYS[6], KEYS[7]
+local STATE = {
+  queued = KEYS[8], scheduled = KEYS[9], running = KEYS[10], succeeded = KEYS[11],
+  retrying = KEYS[12], dead = KEYS[13], cancelled = KEYS[14],
+}
+local FINISHED = { succeeded = KEYS[15], dead = KEYS[16], cancelled = KEYS[17] }
+local JOB = KEYS[18]
+
+-- Events kept per queue (approximately: trimming is lazy).
+local EVENT_CAP = 100000
+-- Run times and priorities share one sorted-set score exactly (53 bits): 11 bits of priority,
+-- 42 bits of milliseconds (until the year 2109).
+local MS_SPAN = 4398046511104
+
+-- A number as an integer string: Lua would print large numbers with an exponent.
+local function int(n)
+  return string.format('%.0f', n)
+end
+
+local function ready_score(priority, run_at)
+  local p = math.max(-1024, math.min(1023, tonumber(priority)))
+  local r = math.max(0, math.min(MS_SPAN - 1, tonumber(run_at)))
+  return int((1023 - p) * MS_SPAN + r)
+end
+
+-- The state a waiting job has at `now`.
+local function waiting_state(run_at, now, retrying)
+  if tonumber(run_at) > tonumber(now) then
+    if retrying then return 'retrying' end
+    return 'scheduled'
+  end
+  return 'queued'
+end
+
+-- Files job `id` under the indexes of `state`.
+local function index(id, state, priority, run_at, lease_expires, now)
+  redis.call('ZADD', STATE[state], 0, id)
+  if state == 'queued' then
+    redis.call('ZADD', READY, ready_score(priority, run_at), id)
+  elseif state == 'scheduled' or state == 'retrying' then
+    redis.call('ZADD', DELAYED, run_at, id)
+  elseif state == 'running' then
+    redis.call('ZADD', LEASES, lease_expires, id)
+  else
+    redis.call('ZADD', FINISHED[state], now, id)
+  end
+end
+
+-- Takes job `id` out of the indexes of `state`.
+local function unindex(id, state)
+  redis.call('ZREM', STATE[state], id)
+  if state == 'queued' then
+    redis.call('ZREM', READY, id)
+  elseif state == 'scheduled' or state == 'retrying' then
+    redis.call('ZREM', DELAYED, id)
+  elseif state == 'running' then
+    redis.call('ZREM', LEASES, id)
+  else
+    redis.call('ZREM', FINISHED[state], id)
+  end
+end
+
+-- Appends a lifecycle event to the queue's stream.
+local function emit(id, kind, state, attempt, now, detail)
+  if detail then
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENT_CAP, '*',
+      'k', kind, 'j', id, 's', state, 'a', attempt, 't', now, 'd', detail)
+  else
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENT_CAP, '*',
+      'k', kind, 'j', id, 's', state, 'a', attempt, 't', now)
+  end
+end
+
+-- Ends the open attempt of the job at `key` (if any), with `err` (JSON) when it failed.
+local function close_attempt(key, err, now)
+  local cur = redis.call('HMGET', key, 'cw', 'cs', 'a', 'at')
+  if not cur[2] then return end
+  local attempt = '{"number":' .. cur[3] .. ',"worker":' .. cur[1] .. ',"started_at":' .. cur[2]
+    .. ',"finished_at":' .. now
+  if err then attempt = attempt .. ',"error":' .. err end
+  attempt = attempt .. '}'
+  local list = cur[4]
+  if list then
+    list = string.sub(list, 1, -2) .. ',' .. attempt .. ']'
+  else
+    list = '[' .. attempt .. ']'
+  end
+  redis.call('HSET', key, 'at', list)
+  redis.call('HDEL', key, 'cw', 'cs')
+end
+
+-- Moves up to `max` due scheduled and retrying jobs to the ready set; returns how many.
+local function promote(now, max)
+  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, max)
+  for _, id in ipairs(due) do
+    local key = JOB .. id
+    local f = redis.call('HMGET', key, 's', 'pr', 'ra')
+    redis.call('ZREM', DELAYED, id)
+    if f[1] then
+      redis.call('ZREM', STATE[f[1]], id)
+      redis.call('HSET', key, 's', 'queued')
+      index(id, 'queued', f[2], f[3], nil, now)
+    end
+  end
+  return #due
+end
+
+-- Checks that the job at `key` runs under lease `token`: nil when it does, else the answer.
+local function check_lease(key, token)
+  local f = redis.call('HMGET', key, 's', 'tk')
+  if not f[1] then return 'missing' end
+  if f[1] ~= 'running' or f[2] ~= token then return 'lost' end
+  return nil
+end
+
+-- Removes job `id`: its hash, its indexes and its idempotency key.
+local function remove_job(id)
+  local key = JOB .. id
+  local f = redis.call('HMGET', key, 's', 'ik')
+  if f[1] then unindex(id, f[1]) end
+  if f[2] and redis.call('HGET', IDEM, f[2]) == id then
+    redis.call('HDEL', IDEM, f[2])
+  end
+  redis.call('DEL', key)
+end

@@ -1,0 +1,36 @@
+-- Adds jobs; a job whose idempotency key exists on this queue is not added.
+-- ARGV: now, wake channel ('' for none), queue name, then 10 fields per job: id, kind, payload, priority,
+-- run_at, max_attempts, timeout_ms (''), idempotency key (''), tenant (''), headers JSON ('').
+-- Returns, per job, 1 and its id when added, 0 and the existing id when not.
+local now, channel, queue = ARGV[1], ARGV[2], ARGV[3]
+local out, ready = {}, 0
+for i = 4, #ARGV, 10 do
+  local id, kind, payload, priority, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local max_attempts, timeout, idem, tenant, headers = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+  local existing = false
+  if idem ~= '' then existing = redis.call('HGET', IDEM, idem) end
+  if not existing and redis.call('EXISTS', JOB .. id) == 1 then existing = id end
+  if existing then
+    out[#out + 1] = 0
+    out[#out + 1] = existing
+  else
+    local state = waiting_state(run_at, now, false)
+    local fields = { 'k', kind, 'p', payload, 'pr', priority, 'ra', run_at, 'a', 0, 'ma', max_attempts,
+      's', state, 'ca', now }
+    if timeout ~= '' then fields[#fields + 1] = 'to'; fields[#fields + 1] = timeout end
+    if idem ~= '' then
+      fields[#fields + 1] = 'ik'; fields[#fields + 1] = idem
+      redis.call('HSET', IDEM, idem, id)
+    end
+    if tenant ~= '' then fields[#fields + 1] = 'tn'; fields[#fields + 1] = tenant end
+    if headers ~= '' then fields[#fields + 1] = 'h'; fields[#fields + 1] = headers end
+    redis.call('HSET', JOB .. id, unpack(fields))
+    index(id, state, priority, run_at, nil, now)
+    emit(id, 'enqueued', state, 0, now)
+    if state == 'queued' then ready = ready + 1 end
+    out[#out + 1] = 1
+    out[#out + 1] = id
+  end
+end
+if ready > 0 and channel ~= '' then redis.call('PUBLISH', channel, queue) end
+return out

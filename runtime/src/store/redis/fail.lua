@@ -1,0 +1,26 @@
+-- Records a failed attempt; the job retries at `retry_at` if it has attempts left, else it is
+-- dead. ARGV: id, token, error JSON, error message, retry_at ('' for dead), retry detail, now.
+local id, token, err, message, retry_at, retry_detail, now =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local key = JOB .. id
+local refused = check_lease(key, token)
+if refused then return refused end
+close_attempt(key, err, now)
+redis.call('HSET', key, 'e', err)
+redis.call('HDEL', key, 'le')
+unindex(id, 'running')
+local f = redis.call('HMGET', key, 'a', 'ma', 'pr')
+redis.call('ZADD', FAILURES, now, id .. ':' .. f[1])
+if retry_at ~= '' and tonumber(f[1]) < tonumber(f[2]) then
+  local state = waiting_state(retry_at, now, true)
+  redis.call('HSET', key, 's', state, 'ra', retry_at)
+  index(id, state, f[3], retry_at, nil, now)
+  emit(id, 'failed', state, f[1], now, message)
+  emit(id, 'retrying', state, f[1], now, retry_detail)
+else
+  redis.call('HSET', key, 's', 'dead', 'fa', now)
+  index(id, 'dead', nil, nil, nil, now)
+  emit(id, 'failed', 'dead', f[1], now, message)
+  emit(id, 'dead_lettered', 'dead', f[1], now, message)
+end
+return 'ok'

@@ -1,0 +1,19 @@
+-- Extends leases. ARGV: expiry, then id, token per lease.
+-- Returns per lease: 1 extended, 2 cancelled, 0 lost.
+local expires = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = JOB .. id
+  local f = redis.call('HMGET', key, 's', 'tk')
+  if f[1] == 'running' and f[2] == token then
+    redis.call('HSET', key, 'le', expires)
+    redis.call('ZADD', LEASES, expires, id)
+    out[#out + 1] = 1
+  elseif f[1] == 'cancelled' then
+    out[#out + 1] = 2
+  else
+    out[#out + 1] = 0
+  end
+end
+return out

@@ -1,0 +1,15 @@
+-- Puts a running job back without counting the attempt. ARGV: id, token, now.
+local id, token, now = ARGV[1], ARGV[2], ARGV[3]
+local key = JOB .. id
+local refused = check_lease(key, token)
+if refused then return refused end
+redis.call('HDEL', key, 'cw', 'cs', 'le')
+local attempt = redis.call('HINCRBY', key, 'a', -1)
+if attempt <= 0 then redis.call('HDEL', key, 'sa') end
+local f = redis.call('HMGET', key, 'pr', 'ra')
+local state = waiting_state(f[2], now, false)
+redis.call('HSET', key, 's', state)
+unindex(id, 'running')
+index(id, state, f[1], f[2], nil, now)
+emit(id, 'requeued', state, attempt, now, 'released by a stopping worker')
+return 'ok'
