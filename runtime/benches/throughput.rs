@@ -68,6 +68,13 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
         queue.send_batch(batch).await.expect("enqueue");
     }
     let enqueue = started.elapsed();
+    if name == "redis" {
+        let url = std::env::var("BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        PEAK_QUEUED.store(
+            RedisStats::read(&url).used_memory,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 
     let processing = Instant::now();
     let running = engine.start().await.expect("start");
@@ -116,6 +123,77 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
     );
 }
 
+/// Redis's memory with every bench job queued, in bytes.
+static PEAK_QUEUED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counters from `INFO commandstats` and `INFO memory`.
+struct RedisStats {
+    /// Every command executed, the ones scripts run included.
+    commands: u64,
+    /// Script calls (EVALSHA).
+    script_calls: u64,
+    used_memory: u64,
+}
+
+impl RedisStats {
+    fn read(url: &str) -> Self {
+        let mut conn = redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("redis");
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .expect("info");
+        let memory: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut conn)
+            .expect("info");
+        let calls = |rest: &str| -> u64 {
+            rest.split(',')
+                .find_map(|f| f.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut commands = 0;
+        let mut script_calls = 0;
+        for line in stats.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            commands += calls(rest);
+            if name == "evalsha" {
+                script_calls += calls(rest);
+            }
+        }
+        let used_memory = memory
+            .lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        Self {
+            commands,
+            script_calls,
+            used_memory,
+        }
+    }
+}
+
+fn remove_prefix(url: &str, prefix: &str) {
+    let mut conn = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for chunk in keys.chunks(1000) {
+        let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
+    }
+}
+
 fn main() {
     let jobs: usize = std::env::var("BENCH_JOBS")
         .ok()
@@ -140,6 +218,21 @@ fn main() {
                     let dir = tempfile::tempdir().expect("tempdir");
                     let sqlite = raindrop::store::sqlite::SqliteStore::open(&dir.path().join("bench.db"), status.clone()).await.expect("sqlite");
                     run("sqlite", Arc::new(sqlite), app.clone(), jobs).await;
+                }
+                "redis" => {
+                    let url = std::env::var("BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                    let prefix = format!("rdbench-{}", std::process::id());
+                    let redis = raindrop::store::redis::RedisStore::open(&format!("{url}?prefix={prefix}"), status.clone()).await.expect("redis");
+                    let before = RedisStats::read(&url);
+                    run("redis", Arc::new(redis), app.clone(), jobs).await;
+                    let after = RedisStats::read(&url);
+                    println!(
+                        " redis: {:.1} commands per job (INFO commandstats, those scripts run included), {:.2} script calls per job; memory of the queued jobs ≈ {:.1} MiB per 100,000",
+                        (after.commands - before.commands) as f64 / jobs as f64,
+                        (after.script_calls - before.script_calls) as f64 / jobs as f64,
+                        PEAK_QUEUED.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before.used_memory) as f64 / (1 << 20) as f64 * 100_000.0 / jobs as f64,
+                    );
+                    remove_prefix(&url, &prefix);
                 }
                 other => eprintln!("unknown store `{other}`"),
             }

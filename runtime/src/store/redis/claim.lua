@@ -10,10 +10,12 @@ for i = 1, #popped, 2 do
   local id = popped[i]
   local key = JOB .. id
   redis.call('ZREM', STATE.queued, id)
-  local attempt = redis.call('HINCRBY', key, 'a', 1)
-  redis.call('HINCRBY', key, 'tk', 1)
-  redis.call('HSET', key, 's', 'running', 'cw', worker, 'cs', now, 'le', expires)
-  redis.call('HSETNX', key, 'sa', now)
+  local f = redis.call('HMGET', key, 'a', 'tk', 'sa')
+  local attempt = (tonumber(f[1]) or 0) + 1
+  local fields = { 's', 'running', 'a', attempt, 'tk', int((tonumber(f[2]) or 0) + 1),
+    'cw', worker, 'cs', now, 'le', expires }
+  if not f[3] then fields[#fields + 1] = 'sa'; fields[#fields + 1] = now end
+  redis.call('HSET', key, unpack(fields))
   index(id, 'running', nil, nil, expires, now)
   emit(id, 'started', 'running', attempt, now)
   out[#out + 1] = id

@@ -77,21 +77,22 @@ local function emit(id, kind, state, attempt, now, detail)
   end
 end
 
+-- The closed-attempts list `list` (JSON, or false) with the open attempt (number, worker JSON,
+-- start) closed at `now` with `err` (JSON) appended.
+local function closed(list, number, worker, started, now, err)
+  local attempt = '{"number":' .. number .. ',"worker":' .. worker .. ',"started_at":' .. started
+    .. ',"finished_at":' .. now
+  if err then attempt = attempt .. ',"error":' .. err end
+  attempt = attempt .. '}'
+  if list then return string.sub(list, 1, -2) .. ',' .. attempt .. ']' end
+  return '[' .. attempt .. ']'
+end
+
 -- Ends the open attempt of the job at `key` (if any), with `err` (JSON) when it failed.
 local function close_attempt(key, err, now)
   local cur = redis.call('HMGET', key, 'cw', 'cs', 'a', 'at')
   if not cur[2] then return end
-  local attempt = '{"number":' .. cur[3] .. ',"worker":' .. cur[1] .. ',"started_at":' .. cur[2]
-    .. ',"finished_at":' .. now
-  if err then attempt = attempt .. ',"error":' .. err end
-  attempt = attempt .. '}'
-  local list = cur[4]
-  if list then
-    list = string.sub(list, 1, -2) .. ',' .. attempt .. ']'
-  else
-    list = '[' .. attempt .. ']'
-  end
-  redis.call('HSET', key, 'at', list)
+  redis.call('HSET', key, 'at', closed(cur[4], cur[3], cur[1], cur[2], now, err))
   redis.call('HDEL', key, 'cw', 'cs')
 end
 

@@ -1,20 +1,21 @@
--- Finishes running jobs with their results. ARGV: now, then id, token, result per job.
+-- Finishes running jobs with their results. ARGV: id, token, result, now per job.
 -- Returns per job: 'ok', 'lost' or 'missing'.
-local now = ARGV[1]
 local out = {}
-for i = 2, #ARGV, 3 do
-  local id, token, result = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for i = 1, #ARGV, 4 do
+  local id, token, result, now = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = JOB .. id
-  local refused = check_lease(key, token)
-  if refused then
-    out[#out + 1] = refused
+  local f = redis.call('HMGET', key, 's', 'tk', 'a', 'cw', 'cs', 'at')
+  if not f[1] then
+    out[#out + 1] = 'missing'
+  elseif f[1] ~= 'running' or f[2] ~= token then
+    out[#out + 1] = 'lost'
   else
-    close_attempt(key, nil, now)
-    redis.call('HSET', key, 's', 'succeeded', 'fa', now, 'r', result)
-    redis.call('HDEL', key, 'le')
+    redis.call('HSET', key, 's', 'succeeded', 'fa', now, 'r', result,
+      'at', closed(f[6], f[3], f[4], f[5], now, nil))
+    redis.call('HDEL', key, 'cw', 'cs', 'le')
     unindex(id, 'running')
     index(id, 'succeeded', nil, nil, nil, now)
-    emit(id, 'succeeded', 'succeeded', redis.call('HGET', key, 'a'), now)
+    emit(id, 'succeeded', 'succeeded', f[3], now)
     out[#out + 1] = 'ok'
   end
 end

@@ -34,7 +34,7 @@ use chrono::DateTime;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 use serde::Deserialize;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::status;
@@ -290,27 +290,89 @@ impl Health {
     }
 }
 
-/// The Redis store.
-pub struct RedisStore {
+/// What every part of the store shares, the completion batcher included.
+struct Shared {
     conn: Conn,
     url: RedisUrl,
     scripts: Scripts,
-    status: Option<StatusCache>,
-    health: Arc<Health>,
+    health: Health,
     /// Keys of each queue, in the order the scripts take them.
     keys: Mutex<HashMap<String, Arc<[String]>>>,
+}
+
+/// The Redis store.
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    status: Option<StatusCache>,
     /// The queue of jobs this process enqueued or claimed, so transitions skip a lookup.
     queue_of: Mutex<HashMap<JobId, Arc<str>>>,
     notify: Arc<Notify>,
     wakes: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    completions: mpsc::UnboundedSender<Completion>,
     stop: CancellationToken,
+}
+
+/// A job to finish, waiting for the next batch.
+struct Completion {
+    queue: Arc<str>,
+    id: JobId,
+    token: u64,
+    result: Payload,
+    now: Timestamp,
+    reply: oneshot::Sender<Result<()>>,
+}
+
+/// Completions sent in one script call at most.
+const COMPLETION_BATCH: usize = 256;
+
+/// Finishes jobs in batches: completions that arrive while a batch is in flight go together in
+/// the next one, so a busy worker pool costs Redis one script call per batch, not per job.
+async fn complete_batches(
+    shared: Arc<Shared>,
+    notify: Arc<Notify>,
+    mut incoming: mpsc::UnboundedReceiver<Completion>,
+) {
+    while let Some(first) = incoming.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < COMPLETION_BATCH {
+            match incoming.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut by_queue: HashMap<Arc<str>, Vec<Completion>> = HashMap::new();
+        for completion in batch {
+            by_queue
+                .entry(completion.queue.clone())
+                .or_default()
+                .push(completion);
+        }
+        for (queue, completions) in by_queue {
+            match shared.complete_in(&queue, &completions).await {
+                Ok(answers) => {
+                    for (completion, answer) in completions.into_iter().zip(answers) {
+                        let _ = completion
+                            .reply
+                            .send(answer_to_result(completion.id, &answer));
+                    }
+                }
+                Err(err) => {
+                    let message = err.to_string();
+                    for completion in completions {
+                        let _ = completion.reply.send(Err(Error::Store(message.clone())));
+                    }
+                }
+            }
+        }
+        notify.notify_waiters();
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.url.redacted())
-            .field("prefix", &self.url.prefix)
+            .field("url", &self.shared.url.redacted())
+            .field("prefix", &self.shared.url.prefix)
             .finish_non_exhaustive()
     }
 }
@@ -382,16 +444,23 @@ impl RedisStore {
             }
             script.load_async(&mut conn).await.map_err(unreachable)?;
         }
-        let store = Self {
+        let shared = Arc::new(Shared {
             conn,
             url,
             scripts,
-            status,
-            health: Arc::default(),
+            health: Health::default(),
             keys: Mutex::default(),
+        });
+        let notify = Arc::new(Notify::new());
+        let (completions, incoming) = mpsc::unbounded_channel();
+        tokio::spawn(complete_batches(shared.clone(), notify.clone(), incoming));
+        let store = Self {
+            shared,
+            status,
             queue_of: Mutex::default(),
-            notify: Arc::new(Notify::new()),
+            notify,
             wakes: Arc::default(),
+            completions,
             stop: CancellationToken::new(),
         };
         store.subscribe_wakes();
@@ -400,9 +469,11 @@ impl RedisStore {
 
     /// The key prefix this store uses.
     pub fn prefix(&self) -> &str {
-        &self.url.prefix
+        &self.shared.url.prefix
     }
+}
 
+impl Shared {
     fn global(&self, name: &str) -> String {
         format!("{}:{name}", self.url.prefix)
     }
@@ -448,21 +519,6 @@ impl RedisStore {
         self.keys(queue)[7 + index].clone()
     }
 
-    fn remember(&self, id: JobId, queue: &Arc<str>) {
-        let mut cache = self.queue_of.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= QUEUE_CACHE {
-            cache.clear();
-        }
-        cache.insert(id, queue.clone());
-    }
-
-    fn forget(&self, id: JobId) {
-        self.queue_of
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-    }
-
     fn conn(&self) -> Conn {
         self.conn.clone()
     }
@@ -478,6 +534,19 @@ impl RedisStore {
                 Err(store_err(op, err))
             }
         }
+    }
+
+    /// Finishes `jobs` of `queue` in one script call; one answer per job.
+    async fn complete_in(&self, queue: &str, jobs: &[Completion]) -> Result<Vec<String>> {
+        let mut args: Vec<String> = Vec::with_capacity(jobs.len() * 4);
+        for job in jobs {
+            args.push(job.id.to_string());
+            args.push(job.token.to_string());
+            args.push(job.result.as_str().to_owned());
+            args.push(ms(job.now).to_string());
+        }
+        self.run("complete", &self.scripts.complete, queue, &strings(&args))
+            .await
     }
 
     /// Runs a queue script with the queue's keys.
@@ -536,13 +605,31 @@ impl RedisStore {
         };
         self.check(op, result)
     }
+}
+
+impl RedisStore {
+    fn remember(&self, id: JobId, queue: &Arc<str>) {
+        let mut cache = self.queue_of.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= QUEUE_CACHE {
+            cache.clear();
+        }
+        cache.insert(id, queue.clone());
+    }
+
+    fn forget(&self, id: JobId) {
+        self.queue_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
 
     /// Every queue that ever had a job.
     async fn queues(&self) -> Result<Vec<String>> {
         let mut queues: Vec<String> = self
+            .shared
             .query(
                 "list queues",
-                redis::cmd("SMEMBERS").arg(self.global("queues")),
+                redis::cmd("SMEMBERS").arg(self.shared.global("queues")),
             )
             .await?;
         queues.sort();
@@ -560,10 +647,11 @@ impl RedisStore {
             return Ok(Some(queue.clone()));
         }
         let queue: Option<String> = self
+            .shared
             .query(
                 "locate job",
                 redis::cmd("HGET")
-                    .arg(self.global("where"))
+                    .arg(self.shared.global("where"))
                     .arg(id.to_string()),
             )
             .await?;
@@ -576,9 +664,10 @@ impl RedisStore {
 
     async fn fetch(&self, queue: &str, id: JobId) -> Result<Option<Job>> {
         let fields: HashMap<String, String> = self
+            .shared
             .query(
                 "get job",
-                redis::cmd("HGETALL").arg(self.job_key(queue, &id.to_string())),
+                redis::cmd("HGETALL").arg(self.shared.job_key(queue, &id.to_string())),
             )
             .await?;
         if fields.is_empty() {
@@ -594,9 +683,13 @@ impl RedisStore {
         }
         let cmds = ids
             .iter()
-            .map(|(queue, id)| redis::cmd("HGETALL").arg(self.job_key(queue, id)).clone())
+            .map(|(queue, id)| {
+                redis::cmd("HGETALL")
+                    .arg(self.shared.job_key(queue, id))
+                    .clone()
+            })
             .collect();
-        let all: Vec<HashMap<String, String>> = self.many("get jobs", cmds).await?;
+        let all: Vec<HashMap<String, String>> = self.shared.many("get jobs", cmds).await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for ((queue, id), fields) in ids.iter().zip(all) {
             if fields.is_empty() {
@@ -636,7 +729,7 @@ impl RedisStore {
             cmd.arg("LIMIT").arg(0).arg(batch);
             cmds.push(cmd);
         }
-        let answers: Vec<Vec<String>> = self.many("list ids", cmds).await?;
+        let answers: Vec<Vec<String>> = self.shared.many("list ids", cmds).await?;
         // Past the last id of a set that filled its batch, that set may hold ids not read yet:
         // only ids up to the nearest such boundary are complete.
         let mut horizon: Option<String> = None;
@@ -692,7 +785,7 @@ impl RedisStore {
                 let queue: Arc<str> = q.as_str().into();
                 states
                     .iter()
-                    .map(move |s| (queue.clone(), self.state_key(&queue, *s)))
+                    .map(move |s| (queue.clone(), self.shared.state_key(&queue, *s)))
             })
             .collect();
         let batch = (limit + 1).clamp(1, 1000);
@@ -717,14 +810,18 @@ impl RedisStore {
     }
 
     fn subscribe_wakes(&self) {
-        let client = match redis::Client::open(self.url.nodes[0].as_str()) {
+        let client = match redis::Client::open(self.shared.url.nodes[0].as_str()) {
             Ok(client) => client,
             Err(err) => {
                 tracing::warn!(error = %err, "workers will poll: cannot subscribe to enqueue notifications");
                 return;
             }
         };
-        let (channel, wakes, stop) = (self.wake_channel(), self.wakes.clone(), self.stop.clone());
+        let (channel, wakes, stop) = (
+            self.shared.wake_channel(),
+            self.wakes.clone(),
+            self.stop.clone(),
+        );
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -770,34 +867,6 @@ impl RedisStore {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
-    }
-
-    /// Runs `complete` on `queue` for many jobs at once.
-    async fn complete_in(
-        &self,
-        queue: &str,
-        jobs: &[(JobId, u64, Payload)],
-        now: Timestamp,
-    ) -> Result<Vec<Result<()>>> {
-        let mut args: Vec<String> = Vec::with_capacity(1 + jobs.len() * 3);
-        args.push(ms(now).to_string());
-        for (id, token, result) in jobs {
-            args.push(id.to_string());
-            args.push(token.to_string());
-            args.push(result.as_str().to_owned());
-        }
-        let answers: Vec<String> = self
-            .run("complete", &self.scripts.complete, queue, &strings(&args))
-            .await?;
-        self.notify.notify_waiters();
-        Ok(jobs
-            .iter()
-            .zip(answers)
-            .map(|((id, _, _), answer)| {
-                self.forget(*id);
-                answer_to_result(*id, &answer)
-            })
-            .collect())
     }
 }
 
@@ -1009,22 +1078,24 @@ impl JobStore for RedisStore {
         }
         // Record where each job lives first: a job is never findable before this.
         let mut wher = redis::cmd("HSET");
-        wher.arg(self.global("where"));
+        wher.arg(self.shared.global("where"));
         for (queue, jobs) in &by_queue {
             for (_, job) in jobs {
                 wher.arg(job.id.to_string()).arg(queue);
             }
         }
         let mut queues = redis::cmd("SADD");
-        queues.arg(self.global("queues"));
+        queues.arg(self.shared.global("queues"));
         for queue in by_queue.keys() {
             queues.arg(queue);
         }
-        self.many::<Value>("enqueue", vec![wher, queues]).await?;
+        self.shared
+            .many::<Value>("enqueue", vec![wher, queues])
+            .await?;
 
         let mut outcomes = vec![None; count];
         let mut unused = Vec::new();
-        let channel = self.wake_channel();
+        let channel = self.shared.wake_channel();
         for (queue, jobs) in &by_queue {
             let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 10);
             args.push(now_ms.to_string());
@@ -1051,7 +1122,13 @@ impl JobStore for RedisStore {
                 });
             }
             let answer: Vec<(u8, String)> = self
-                .run("enqueue", &self.scripts.enqueue, queue, &strings(&args))
+                .shared
+                .run(
+                    "enqueue",
+                    &self.shared.scripts.enqueue,
+                    queue,
+                    &strings(&args),
+                )
                 .await?;
             let queue_name: Arc<str> = queue.as_str().into();
             for ((i, job), (added, id)) in jobs.iter().zip(answer) {
@@ -1068,11 +1145,14 @@ impl JobStore for RedisStore {
             }
         }
         if !unused.is_empty() {
-            self.query::<()>(
-                "enqueue",
-                redis::cmd("HDEL").arg(self.global("where")).arg(&unused),
-            )
-            .await?;
+            self.shared
+                .query::<()>(
+                    "enqueue",
+                    redis::cmd("HDEL")
+                        .arg(self.shared.global("where"))
+                        .arg(&unused),
+                )
+                .await?;
         }
         self.notify.notify_waiters();
         outcomes
@@ -1095,9 +1175,10 @@ impl JobStore for RedisStore {
         let worker = serde_json::to_string(worker)?;
         let expires = ms(super::after(now, lease));
         let value: Value = self
+            .shared
             .run(
                 "claim",
-                &self.scripts.claim,
+                &self.shared.scripts.claim,
                 queue,
                 &[&ms(now), &worker, &limit, &expires],
             )
@@ -1134,9 +1215,10 @@ impl JobStore for RedisStore {
                 args.push(leases[i].1.to_string());
             }
             let statuses: Vec<u8> = self
+                .shared
                 .run(
                     "heartbeat",
-                    &self.scripts.heartbeat,
+                    &self.shared.scripts.heartbeat,
                     &queue,
                     &strings(&args),
                 )
@@ -1162,9 +1244,10 @@ impl JobStore for RedisStore {
         let queue = self.locate(id).await?.ok_or(Error::NotFound(id))?;
         let detail = format!("{}% {}", progress.percent, progress.message);
         let answer: String = self
+            .shared
             .run(
                 "progress",
-                &self.scripts.progress,
+                &self.shared.scripts.progress,
                 &queue,
                 &[
                     &id.to_string(),
@@ -1181,10 +1264,22 @@ impl JobStore for RedisStore {
 
     async fn complete(&self, id: JobId, token: u64, result: Payload, now: Timestamp) -> Result<()> {
         let queue = self.locate(id).await?.ok_or(Error::NotFound(id))?;
-        self.complete_in(&queue, &[(id, token, result)], now)
-            .await?
-            .pop()
-            .unwrap_or(Err(Error::NotFound(id)))
+        let (reply, answer) = oneshot::channel();
+        self.completions
+            .send(Completion {
+                queue,
+                id,
+                token,
+                result,
+                now,
+                reply,
+            })
+            .map_err(|_| store_err("complete", "the store is shutting down"))?;
+        let answer = answer
+            .await
+            .unwrap_or_else(|_| Err(store_err("complete", "the store is shutting down")));
+        self.forget(id);
+        answer
     }
 
     async fn fail(
@@ -1201,9 +1296,10 @@ impl JobStore for RedisStore {
             AfterFailure::Dead => (String::new(), String::new()),
         };
         let answer: String = self
+            .shared
             .run(
                 "fail",
-                &self.scripts.fail,
+                &self.shared.scripts.fail,
                 &queue,
                 &[
                     &id.to_string(),
@@ -1223,9 +1319,10 @@ impl JobStore for RedisStore {
     async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()> {
         let queue = self.locate(id).await?.ok_or(Error::NotFound(id))?;
         let answer: String = self
+            .shared
             .run(
                 "release",
-                &self.scripts.release,
+                &self.shared.scripts.release,
                 &queue,
                 &[&id.to_string(), &token, &ms(now)],
             )
@@ -1246,9 +1343,10 @@ impl JobStore for RedisStore {
         let queue = self.locate(id).await?.ok_or(Error::NotFound(id))?;
         let error = serde_json::to_string(&JobError::new("cancelled"))?;
         let answer: String = self
+            .shared
             .run(
                 "cancel",
-                &self.scripts.cancel,
+                &self.shared.scripts.cancel,
                 &queue,
                 &[&id.to_string(), &error, &ms(now)],
             )
@@ -1270,9 +1368,10 @@ impl JobStore for RedisStore {
         for queue in self.queues().await? {
             loop {
                 let answer: Vec<(String, String)> = self
+                    .shared
                     .run(
                         "recover",
-                        &self.scripts.recover,
+                        &self.shared.scripts.recover,
                         &queue,
                         &[&ms(now), &SWEEP, &error],
                     )
@@ -1301,9 +1400,10 @@ impl JobStore for RedisStore {
         for queue in self.queues().await? {
             loop {
                 let n: u64 = self
+                    .shared
                     .run(
                         "promote",
-                        &self.scripts.promote,
+                        &self.shared.scripts.promote,
                         &queue,
                         &[&ms(now), &SWEEP],
                     )
@@ -1362,12 +1462,12 @@ impl JobStore for RedisStore {
             .flat_map(|queue| {
                 JobState::ALL.map(|state| {
                     redis::cmd("ZCARD")
-                        .arg(self.state_key(queue, state))
+                        .arg(self.shared.state_key(queue, state))
                         .clone()
                 })
             })
             .collect();
-        let all: Vec<u64> = self.many("counts", cmds).await?;
+        let all: Vec<u64> = self.shared.many("counts", cmds).await?;
         Ok(queues
             .into_iter()
             .zip(all.chunks(JobState::ALL.len()))
@@ -1383,7 +1483,13 @@ impl JobStore for RedisStore {
 
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
         let oldest: Option<i64> = self
-            .run("oldest ready", &self.scripts.oldest, queue, &[&ms(now)])
+            .shared
+            .run(
+                "oldest ready",
+                &self.shared.scripts.oldest,
+                queue,
+                &[&ms(now)],
+            )
             .await?;
         oldest.map(from_ms).transpose()
     }
@@ -1405,9 +1511,10 @@ impl DeadLetters for RedisStore {
     async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
         let queue = self.locate(id).await?.ok_or(Error::NotFound(id))?;
         let answer: String = self
+            .shared
             .run(
                 "retry dead letter",
-                &self.scripts.retry_dead,
+                &self.shared.scripts.retry_dead,
                 &queue,
                 &[&id.to_string(), &ms(now)],
             )
@@ -1432,9 +1539,10 @@ impl DeadLetters for RedisStore {
         for queue in queues {
             loop {
                 let ids: Vec<String> = self
+                    .shared
                     .run(
                         "purge dead letters",
-                        &self.scripts.purge_dead,
+                        &self.shared.scripts.purge_dead,
                         &queue,
                         &[&SWEEP],
                     )
@@ -1464,15 +1572,16 @@ impl RedisStore {
                 }
             }
         }
-        self.query::<()>(
-            "forget removed jobs",
-            redis::cmd("HDEL").arg(self.global("where")).arg(ids),
-        )
-        .await
+        self.shared
+            .query::<()>(
+                "forget removed jobs",
+                redis::cmd("HDEL").arg(self.shared.global("where")).arg(ids),
+            )
+            .await
     }
 
     fn kv_keys(&self, namespace: &str) -> [String; 3] {
-        let base = format!("{}:kv:{{{namespace}}}:", self.url.prefix);
+        let base = format!("{}:kv:{{{namespace}}}:", self.shared.url.prefix);
         [
             format!("{base}e:"),
             format!("{base}keys"),
@@ -1488,22 +1597,29 @@ impl RedisStore {
 #[async_trait]
 impl QueueControl for RedisStore {
     async fn pause(&self, queue: &str) -> Result<()> {
-        let paused = redis::cmd("SET").arg(&self.keys(queue)[5]).arg(1).clone();
+        let paused = redis::cmd("SET")
+            .arg(&self.shared.keys(queue)[5])
+            .arg(1)
+            .clone();
         let listed = redis::cmd("SADD")
-            .arg(self.global("paused"))
+            .arg(self.shared.global("paused"))
             .arg(queue)
             .clone();
-        self.many::<Value>("pause", vec![paused, listed]).await?;
+        self.shared
+            .many::<Value>("pause", vec![paused, listed])
+            .await?;
         Ok(())
     }
 
     async fn resume(&self, queue: &str) -> Result<()> {
-        let paused = redis::cmd("DEL").arg(&self.keys(queue)[5]).clone();
+        let paused = redis::cmd("DEL").arg(&self.shared.keys(queue)[5]).clone();
         let listed = redis::cmd("SREM")
-            .arg(self.global("paused"))
+            .arg(self.shared.global("paused"))
             .arg(queue)
             .clone();
-        self.many::<Value>("resume", vec![paused, listed]).await?;
+        self.shared
+            .many::<Value>("resume", vec![paused, listed])
+            .await?;
         if let Some(notify) = self
             .wakes
             .lock()
@@ -1517,9 +1633,10 @@ impl QueueControl for RedisStore {
 
     async fn paused(&self) -> Result<Vec<String>> {
         let mut paused: Vec<String> = self
+            .shared
             .query(
                 "paused queues",
-                redis::cmd("SMEMBERS").arg(self.global("paused")),
+                redis::cmd("SMEMBERS").arg(self.shared.global("paused")),
             )
             .await?;
         paused.sort();
@@ -1538,6 +1655,7 @@ impl KvStore for RedisStore {
         }
         let [entries, _, _] = self.kv_keys(namespace);
         let (value, metadata, expires): (Option<Vec<u8>>, Option<String>, Option<String>) = self
+            .shared
             .query(
                 "kv get",
                 redis::cmd("HMGET")
@@ -1575,7 +1693,7 @@ impl KvStore for RedisStore {
             .expires_at
             .map(|at| ms(at).to_string())
             .unwrap_or_default();
-        let mut invocation = self.scripts.kv_put.key(format!("{entries}{key}"));
+        let mut invocation = self.shared.scripts.kv_put.key(format!("{entries}{key}"));
         invocation
             .key(&keyset)
             .key(&expiry)
@@ -1584,25 +1702,26 @@ impl KvStore for RedisStore {
             .arg(metadata)
             .arg(expires)
             .arg(ms(crate::job::now()));
-        let mut conn = self.conn();
+        let mut conn = self.shared.conn();
         let result: RedisResult<()> = invocation.invoke_async(&mut conn).await;
-        self.check("kv put", result)?;
-        self.query::<()>(
-            "kv put",
-            redis::cmd("SADD")
-                .arg(self.global("kv:namespaces"))
-                .arg(namespace),
-        )
-        .await
+        self.shared.check("kv put", result)?;
+        self.shared
+            .query::<()>(
+                "kv put",
+                redis::cmd("SADD")
+                    .arg(self.shared.global("kv:namespaces"))
+                    .arg(namespace),
+            )
+            .await
     }
 
     async fn kv_delete(&self, namespace: &str, key: &str) -> Result<bool> {
         let [entries, keyset, expiry] = self.kv_keys(namespace);
-        let mut invocation = self.scripts.kv_delete.key(format!("{entries}{key}"));
+        let mut invocation = self.shared.scripts.kv_delete.key(format!("{entries}{key}"));
         invocation.key(&keyset).key(&expiry).arg(key);
-        let mut conn = self.conn();
+        let mut conn = self.shared.conn();
         let result: RedisResult<u64> = invocation.invoke_async(&mut conn).await;
-        Ok(self.check("kv delete", result)? > 0)
+        Ok(self.shared.check("kv delete", result)? > 0)
     }
 
     async fn kv_list(
@@ -1614,7 +1733,7 @@ impl KvStore for RedisStore {
         now: Timestamp,
     ) -> Result<KvPage> {
         let [entries, keyset, expiry] = self.kv_keys(namespace);
-        let mut invocation = self.scripts.kv_list.key(&keyset);
+        let mut invocation = self.shared.scripts.kv_list.key(&keyset);
         invocation
             .key(&expiry)
             .arg(&entries)
@@ -1622,10 +1741,11 @@ impl KvStore for RedisStore {
             .arg(cursor.unwrap_or_default())
             .arg(limit)
             .arg(ms(now));
-        let mut conn = self.conn();
+        let mut conn = self.shared.conn();
         let result: RedisResult<Vec<(String, String, String)>> =
             invocation.invoke_async(&mut conn).await;
         let explicit = self
+            .shared
             .check("kv list", result)?
             .into_iter()
             .map(|(name, expires, metadata)| {
@@ -1681,7 +1801,7 @@ impl EventLog for RedisStore {
         // Streams of different queues are merged by entry id, which is Redis's clock. Events
         // of the current millisecond may still be joined by others with the same id in another
         // stream, so read only up to a millisecond that has passed.
-        let (secs, micros): (u64, u64) = self.query("time", &redis::cmd("TIME")).await?;
+        let (secs, micros): (u64, u64) = self.shared.query("time", &redis::cmd("TIME")).await?;
         let upto = secs * 1000 + micros / 1000;
         tokio::time::sleep(Duration::from_millis(2)).await;
         let start = if after == 0 {
@@ -1693,7 +1813,7 @@ impl EventLog for RedisStore {
             .iter()
             .map(|queue| {
                 redis::cmd("XRANGE")
-                    .arg(&self.keys(queue)[3])
+                    .arg(&self.shared.keys(queue)[3])
                     .arg(&start)
                     .arg(upto)
                     .arg("COUNT")
@@ -1701,7 +1821,7 @@ impl EventLog for RedisStore {
                     .clone()
             })
             .collect();
-        let streams: Vec<StreamEntries> = self.many("read events", cmds).await?;
+        let streams: Vec<StreamEntries> = self.shared.many("read events", cmds).await?;
         let mut horizon = u64::MAX;
         for entries in &streams {
             if entries.len() >= limit
@@ -1739,7 +1859,7 @@ impl EventLog for RedisStore {
             .iter()
             .map(|queue| {
                 redis::cmd("XREVRANGE")
-                    .arg(&self.keys(queue)[3])
+                    .arg(&self.shared.keys(queue)[3])
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
@@ -1747,7 +1867,7 @@ impl EventLog for RedisStore {
                     .clone()
             })
             .collect();
-        let streams: Vec<StreamEntries> = self.many("last event", cmds).await?;
+        let streams: Vec<StreamEntries> = self.shared.many("last event", cmds).await?;
         Ok(streams
             .iter()
             .filter_map(|entries| entries.first().map(|(id, _)| seq_of(id)))
@@ -1762,7 +1882,7 @@ impl EventLog for RedisStore {
     ) -> Result<BTreeMap<String, u64>> {
         let mut counts = BTreeMap::new();
         for queue in self.queues().await? {
-            let keys = self.keys(&queue);
+            let keys = self.shared.keys(&queue);
             // The kinds a dashboard asks for have an index by time; others scan the stream.
             let indexed = match kind {
                 EventKind::Succeeded => Some(&keys[14]),
@@ -1773,17 +1893,19 @@ impl EventLog for RedisStore {
             };
             let n: u64 = match indexed {
                 Some(key) => {
-                    self.query(
-                        "count events",
-                        redis::cmd("ZCOUNT").arg(key).arg(ms(since)).arg("+inf"),
-                    )
-                    .await?
+                    self.shared
+                        .query(
+                            "count events",
+                            redis::cmd("ZCOUNT").arg(key).arg(ms(since)).arg("+inf"),
+                        )
+                        .await?
                 }
                 None => {
                     let mut n = 0;
                     let mut end = "+".to_owned();
                     'scan: loop {
                         let entries: StreamEntries = self
+                            .shared
                             .query(
                                 "count events",
                                 redis::cmd("XREVRANGE")
@@ -1829,10 +1951,11 @@ impl EventLog for RedisStore {
 impl CronTicks for RedisStore {
     async fn claim_tick(&self, task: &str, tick: Timestamp, now: Timestamp) -> Result<bool> {
         let claimed: Option<String> = self
+            .shared
             .query(
                 "claim cron tick",
                 redis::cmd("SET")
-                    .arg(self.global(&format!("cron:{task}:{}", ms(tick))))
+                    .arg(self.shared.global(&format!("cron:{task}:{}", ms(tick))))
                     .arg(ms(now))
                     .arg("NX")
                     .arg("PX")
@@ -1858,9 +1981,10 @@ impl Retention for RedisStore {
             let policy = policies.get(&queue).unwrap_or(&default);
             loop {
                 let mut answer: Vec<String> = self
+                    .shared
                     .run(
                         "retention",
-                        &self.scripts.purge,
+                        &self.shared.scripts.purge,
                         &queue,
                         &[
                             &ms(now),
@@ -1882,23 +2006,24 @@ impl Retention for RedisStore {
             }
         }
         let namespaces: Vec<String> = self
+            .shared
             .query(
                 "retention",
-                redis::cmd("SMEMBERS").arg(self.global("kv:namespaces")),
+                redis::cmd("SMEMBERS").arg(self.shared.global("kv:namespaces")),
             )
             .await?;
         for namespace in namespaces {
             let [entries, keyset, expiry] = self.kv_keys(&namespace);
             loop {
-                let mut invocation = self.scripts.kv_purge.key(&keyset);
+                let mut invocation = self.shared.scripts.kv_purge.key(&keyset);
                 invocation
                     .key(&expiry)
                     .arg(&entries)
                     .arg(ms(now))
                     .arg(SWEEP);
-                let mut conn = self.conn();
+                let mut conn = self.shared.conn();
                 let result: RedisResult<u64> = invocation.invoke_async(&mut conn).await;
-                let n = self.check("retention", result)?;
+                let n = self.shared.check("retention", result)?;
                 purged.kv_entries += n;
                 if n < SWEEP as u64 {
                     break;
