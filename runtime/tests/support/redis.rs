@@ -1,4 +1,4 @@
-#![allow(dead_code)] // each test binary uses a different part of it
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part of it
 //! Redis for tests: find the server (or skip, or fail when CI requires it), give each test its
 //! own key prefix and remove its keys afterwards, and start throwaway servers and clusters.
 

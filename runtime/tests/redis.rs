@@ -1,0 +1,287 @@
+//! The Redis store beyond the conformance suite: memory returns to its baseline after retention,
+//! cron ticks fire once across real processes, a Redis restart (append-only file on) loses no
+//! acknowledged job, and an unreachable Redis is a clear error without the password.
+//!
+//! Skipped with a notice when no Redis answers, unless `RAINDROP_REQUIRE_REDIS=1`.
+#![allow(clippy::unwrap_used)]
+#![cfg(unix)]
+
+#[path = "support/redis.rs"]
+mod redis_support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use raindrop::cron::{CronConfig, CronHandler, Schedule, ScheduledEvent, cron_fn};
+use raindrop::engine::{Engine, Settings};
+use raindrop::job::{JobState, Payload, now};
+use raindrop::queue::SendOptions;
+use raindrop::store::redis::RedisStore;
+use raindrop::store::{RetentionPolicy, Store};
+use raindrop::task::{JobContext, TaskError, handler_fn};
+use redis_support::{Prefix, Server};
+use tokio_util::sync::CancellationToken;
+
+const MANIFEST: &str = r#"application "redis" {
+  queue "jobs" {
+    max_attempts       = 20
+    visibility_timeout = "2s"
+  }
+  task "worker" {
+    concurrency = 64
+  }
+  kv_cache "status" {}
+  observer "monitor" {}
+}"#;
+
+fn app() -> raindrop::manifest::Application {
+    raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", MANIFEST))
+        .application
+        .unwrap()
+}
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    Arc::new(
+        RedisStore::open(url, raindrop::engine::status_cache(&app()))
+            .await
+            .unwrap(),
+    )
+}
+
+fn engine(store: &Arc<dyn Store>, work: Duration) -> Engine {
+    Engine::builder(app())
+        .store(store.clone())
+        .settings(Settings {
+            observer_tick: Duration::from_millis(100),
+            idle_poll: Duration::from_millis(200),
+            ..Settings::default()
+        })
+        .task(
+            "worker",
+            handler_fn(move |_ctx: JobContext| async move {
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
+                }
+                Ok::<_, TaskError>(())
+            }),
+        )
+        .build()
+        .unwrap()
+}
+
+/// Waits until `done(counts of "jobs")`, woken by the store's events (bounded).
+async fn wait_until(store: &Arc<dyn Store>, done: impl Fn(&raindrop::store::StateCounts) -> bool) {
+    let notify = store.event_notify();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let notified = notify.notified();
+        if let Ok(counts) = store.counts().await
+            && done(&counts.get("jobs").cloned().unwrap_or_default())
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        // Other processes' progress (and a restarted Redis) do not notify: look again soon.
+        let _ = tokio::time::timeout(Duration::from_millis(250), notified).await;
+    }
+}
+
+/// Removes every finished job and event, as retention does once their time is up.
+async fn purge_everything(store: &Arc<dyn Store>) {
+    let gone = RetentionPolicy {
+        succeeded: Duration::ZERO,
+        failed: Duration::ZERO,
+        dead: Duration::ZERO,
+    };
+    let later = now() + chrono::Duration::seconds(1);
+    store
+        .purge_expired(&BTreeMap::new(), gone, Duration::ZERO, later)
+        .await
+        .unwrap();
+}
+
+async fn run_jobs(store: &Arc<dyn Store>, jobs: usize) {
+    let engine = engine(store, Duration::ZERO);
+    let queue = engine.queue("jobs").unwrap();
+    let running = engine.start().await.unwrap();
+    for chunk in 0..jobs.div_ceil(1000) {
+        let batch = (0..1000.min(jobs - chunk * 1000))
+            .map(|i| (Payload::from_value(&i).unwrap(), SendOptions::default()))
+            .collect();
+        queue.send_batch(batch).await.unwrap();
+    }
+    wait_until(store, |c| c.succeeded as usize >= jobs).await;
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_count_returns_to_its_baseline_after_100_000_jobs_and_retention() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let store = open(prefix.store_url()).await;
+    // The keys that stay for good: the set of queues and the (empty) event stream.
+    run_jobs(&store, 1).await;
+    purge_everything(&store).await;
+    let baseline = prefix.key_count();
+    assert!(baseline <= 3, "{baseline} keys after one job");
+
+    run_jobs(&store, 100_000).await;
+    let counts = store.counts().await.unwrap()["jobs"].clone();
+    assert_eq!(counts.succeeded, 100_000);
+    assert!(
+        prefix.key_count() > 100_000,
+        "each job has its record while it is kept"
+    );
+    purge_everything(&store).await;
+    assert_eq!(prefix.key_count(), baseline);
+    assert_eq!(store.counts().await.unwrap()["jobs"].succeeded, 0);
+}
+
+/// The child of `three_processes_fire_each_cron_tick_once`: fires the same ticks as its
+/// siblings and prints the ones it won.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_child() {
+    let Ok(url) = std::env::var("RAINDROP_CRON_CHILD") else {
+        return;
+    };
+    let store = open(&url).await;
+    let handler: Arc<dyn CronHandler> =
+        Arc::new(cron_fn(|_event: ScheduledEvent| async move { Ok(()) }));
+    let config = CronConfig {
+        task: "every_minute".into(),
+        schedule: Schedule::parse("* * * * *").unwrap(),
+        timeout: Duration::from_secs(5),
+        max_attempts: 1,
+    };
+    let stop = CancellationToken::new();
+    let start = chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap();
+    let mut tick = config.schedule.next_after(start).unwrap();
+    for _ in 0..200 {
+        if raindrop::cron::fire(&store, &handler, &config, tick, &stop)
+            .await
+            .unwrap()
+        {
+            println!("fired {}", tick.timestamp());
+        }
+        tick = config.schedule.next_after(tick).unwrap();
+    }
+}
+
+#[test]
+fn three_processes_fire_each_cron_tick_once() {
+    if std::env::var_os("RAINDROP_CRON_CHILD").is_some() {
+        return;
+    }
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(&exe)
+                .args(["cron_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env("RAINDROP_CRON_CHILD", prefix.store_url())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut fired: BTreeMap<String, u32> = BTreeMap::new();
+    let mut winners = 0;
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let mine: Vec<&str> = stdout
+            .lines()
+            // libtest's "test cron_child ... " may share a line with the first one.
+            .filter_map(|l| l.split("fired ").nth(1))
+            .collect();
+        winners += u32::from(!mine.is_empty());
+        for tick in mine {
+            *fired.entry(tick.to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(fired.len(), 200, "every tick fired");
+    assert!(fired.values().all(|n| *n == 1), "a tick fired twice");
+    assert!(winners >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_loses_no_acknowledged_job() {
+    if redis_support::available().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis_support::free_port();
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut server = Server::start(port, dir.path(), &aof);
+    let store = open(&format!("{}?prefix=restart", server.url())).await;
+    let engine = engine(&store, Duration::from_millis(5));
+    let queue = engine.queue("jobs").unwrap();
+    let running = engine.start().await.unwrap();
+
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let producer = {
+        let (acknowledged, refused, stop) = (acknowledged.clone(), refused.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let batch = (0..20)
+                    .map(|i| (Payload::from_value(&i).unwrap(), SendOptions::default()))
+                    .collect();
+                match queue.send_batch(batch).await {
+                    Ok(ids) => acknowledged.fetch_add(ids.len() as u64, Ordering::SeqCst),
+                    Err(_) => refused.fetch_add(20, Ordering::SeqCst),
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    wait_until(&store, |c| c.succeeded >= 200).await;
+    server.stop();
+    // Down: enqueues are refused (not acknowledged) rather than lost.
+    while refused.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _server = Server::start(port, dir.path(), &aof);
+    let more = acknowledged.load(Ordering::SeqCst) + 200;
+    while acknowledged.load(Ordering::SeqCst) < more {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    producer.await.unwrap();
+    let total = acknowledged.load(Ordering::SeqCst);
+    wait_until(&store, |c| {
+        c.succeeded >= total && c.running + c.waiting() == 0
+    })
+    .await;
+    let counts = store.counts().await.unwrap()["jobs"].clone();
+    assert_eq!(counts.succeeded, total, "{counts:?}");
+    assert_eq!(counts.get(JobState::Dead), 0);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_error_without_the_password() {
+    let port = redis_support::free_port();
+    let err = RedisStore::open(&format!("redis://:s3cret@127.0.0.1:{port}/0"), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "cannot reach Redis at redis://***@127.0.0.1:{port}/0"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}
