@@ -1,10 +1,8 @@
 //! The seed application end to end: the real binary, over HTTP, on an SQLite file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -31,128 +29,21 @@ const MANIFEST: &str = r#"application "background_processor" {
 }
 "#;
 
-/// A running application process; killed when dropped.
-struct App {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
+#[path = "support/app.rs"]
+mod support;
+use support::App as Process;
+
+/// The seed application on an SQLite file in `dir`.
+struct App;
 
 impl App {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path) -> Process {
         Self::start_as(dir, "all")
     }
 
-    /// Starts a process with one role; only `all` and `service` serve HTTP.
-    fn start_as(dir: &Path, role: &str) -> Self {
-        let manifest = dir.join("raindrop.manifest");
-        if !manifest.exists() {
-            std::fs::write(&manifest, MANIFEST).unwrap();
-        }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_background-processor"))
-            .args(["--role", role, "--listen", "127.0.0.1:0", "--store"])
-            .arg(format!("sqlite:{}", dir.join("jobs.db").display()))
-            .env("RAINDROP_MANIFEST", &manifest)
-            .env("RAINDROP_OUTBOX", dir.join("outbox"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // Owned from here on, so the process is killed even if starting it fails below.
-        let mut app = Self {
-            child,
-            base: String::new(),
-            http: reqwest::Client::new(),
-        };
-        let mut lines = BufReader::new(stdout).lines();
-        let banner = lines.next().expect("the app prints what it runs").unwrap();
-        if let Some(address) = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-        {
-            app.base = format!("http://{address}");
-        }
-        std::thread::spawn(move || for _ in lines {});
-        app
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn submit(&self, payload: Value) -> String {
-        self.submit_with(json!({ "payload": payload })).await
-    }
-
-    async fn submit_with(&self, body: Value) -> String {
-        let (status, body) = self.post("/v1/jobs", body).await;
-        assert_eq!(status, 202, "{body}");
-        body["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Polls the job's status until `done` holds (bounded; the job runs in another process).
-    async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (_, job) = self.get(&format!("/v1/jobs/{id}")).await;
-            if done(&job) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} did not get there: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn finished(&self, id: &str) -> Value {
-        self.wait_for(id, |job| {
-            matches!(
-                job["state"].as_str(),
-                Some("succeeded" | "dead" | "cancelled")
-            )
-        })
-        .await
-    }
-
-    fn signal(&mut self, signal: &str) {
-        Command::new("kill")
-            .args(["-s", signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    fn wait(&mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start_as(dir: &Path, role: &str) -> Process {
+        let store = format!("sqlite:{}", dir.join("jobs.db").display());
+        Process::launch(dir, role, &store, MANIFEST)
     }
 }
 
