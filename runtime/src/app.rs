@@ -21,7 +21,8 @@ pub struct Args {
     /// behave like one application.
     #[arg(long, value_enum, default_value_t = Role::All)]
     pub role: Role,
-    /// The store: `sqlite:PATH` or `memory` (default: $RAINDROP_STORE, else
+    /// The store: `sqlite:PATH`, `redis://HOST:PORT/DB`, `redis-cluster://HOST:PORT,HOST:PORT`
+    /// (Redis URLs take `?prefix=NAME`) or `memory` (default: $RAINDROP_STORE, else
     /// sqlite:.raindrop/raindrop.db).
     #[arg(long, env = "RAINDROP_STORE")]
     pub store: Option<String>,
