@@ -90,6 +90,7 @@ behaviours!(
     the_status_namespace_lists_job_documents_beside_other_entries,
     a_finished_jobs_status_expires_after_the_cache_ttl,
     counts_stay_true_through_every_kind_of_transition,
+    rate_limits_refill_and_keep_keys_apart,
 );
 
 /// Which store a trial runs against.

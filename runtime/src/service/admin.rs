@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::jobs::parse_id;
-use super::{ApiError, State};
+use super::jobs::{parse_id, read_status};
+use super::{ApiError, Caller, Scope, State};
 use crate::event::EventKind;
 use crate::job::{JobId, now};
 use crate::store::{JobStatus, StateCounts};
@@ -30,7 +30,9 @@ pub(crate) struct QueueInfo {
 #[utoipa::path(get, path = "/v1/queues", responses((status = 200, body = Vec<QueueInfo>)))]
 pub(crate) async fn queues(
     Extract(state): Extract<State>,
+    caller: Caller,
 ) -> Result<axum::Json<Vec<QueueInfo>>, ApiError> {
+    caller.require(Scope::Read)?;
     let store = state.engine.store();
     let at = now();
     let counts = store.counts().await?;
@@ -73,8 +75,10 @@ pub(crate) struct Paused {
 #[utoipa::path(post, path = "/v1/queues/{name}/pause", params(("name" = String, Path)), responses((status = 200, body = Paused), (status = 404, body = super::ErrorBody)))]
 pub(crate) async fn pause(
     Extract(state): Extract<State>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Paused>, ApiError> {
+    caller.require(Scope::Admin)?;
     served(&state, &name)?;
     state.engine.store().pause(&name).await?;
     Ok(axum::Json(Paused {
@@ -87,8 +91,10 @@ pub(crate) async fn pause(
 #[utoipa::path(post, path = "/v1/queues/{name}/resume", params(("name" = String, Path)), responses((status = 200, body = Paused), (status = 404, body = super::ErrorBody)))]
 pub(crate) async fn resume(
     Extract(state): Extract<State>,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<axum::Json<Paused>, ApiError> {
+    caller.require(Scope::Admin)?;
     served(&state, &name)?;
     state.engine.store().resume(&name).await?;
     Ok(axum::Json(Paused {
@@ -122,15 +128,19 @@ pub(crate) struct DeadLetterPage {
 #[utoipa::path(get, path = "/v1/dead-letters", params(DeadLetterQuery), responses((status = 200, body = DeadLetterPage)))]
 pub(crate) async fn dead_letters(
     Extract(state): Extract<State>,
+    caller: Caller,
     Query(query): Query<DeadLetterQuery>,
 ) -> Result<axum::Json<DeadLetterPage>, ApiError> {
+    caller.require(Scope::Read)?;
     let after = query.cursor.as_deref().map(parse_id).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let page = state
-        .engine
-        .store()
-        .dead_letters(query.queue.as_deref(), after, limit)
-        .await?;
+    let filter = crate::store::JobFilter {
+        queue: query.queue,
+        states: vec![crate::job::JobState::Dead],
+        kind: None,
+        tenant: caller.tenant_filter(),
+    };
+    let page = state.engine.store().list(&filter, after, limit).await?;
     Ok(axum::Json(DeadLetterPage {
         jobs: page.items.iter().map(JobStatus::of).collect(),
         next_cursor: page.next,
@@ -149,9 +159,13 @@ pub(crate) struct Retried {
 #[utoipa::path(post, path = "/v1/dead-letters/{id}/retry", params(("id" = String, Path)), responses((status = 202, body = Retried), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub(crate) async fn retry_dead_letter(
     Extract(state): Extract<State>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
+    // Another tenant's job is not found; admins may retry any.
+    read_status(&state, &caller, id).await?;
     state.engine.store().retry_dead(id, now()).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -181,8 +195,10 @@ pub(crate) struct PurgedCount {
 #[utoipa::path(delete, path = "/v1/dead-letters", params(PurgeQuery), responses((status = 200, body = PurgedCount)))]
 pub(crate) async fn purge_dead_letters(
     Extract(state): Extract<State>,
+    caller: Caller,
     Query(query): Query<PurgeQuery>,
 ) -> Result<axum::Json<PurgedCount>, ApiError> {
+    caller.require(Scope::Admin)?;
     let purged = state
         .engine
         .store()
@@ -212,7 +228,11 @@ pub(crate) async fn readyz(Extract(state): Extract<State>) -> Result<axum::Json<
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain"), (status = 503, body = super::ErrorBody)))]
-pub(crate) async fn metrics(Extract(state): Extract<State>) -> Result<Response, ApiError> {
+pub(crate) async fn metrics(
+    Extract(state): Extract<State>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Admin)?;
     let handle = state.metrics.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,7 +12,7 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, FieldError, State, read_json};
+use super::{ApiError, Caller, FieldError, Scope, State, read_json};
 use crate::event::{EventFollower, EventKind};
 use crate::job::{JobId, JobState, Payload, Timestamp};
 use crate::queue::SendOptions;
@@ -139,6 +139,7 @@ fn submitted(outcome: Enqueued, queue: String) -> Submitted {
 /// Checks a submission and turns it into the payload and options of a job, or field errors.
 fn prepare(
     state: &State,
+    caller: &Caller,
     job: SubmitJob,
     idempotency_key: Option<String>,
     at: &str,
@@ -196,7 +197,7 @@ fn prepare(
         idempotency_key: idempotency_key.or(job.idempotency_key),
         max_attempts: job.max_attempts,
         timeout: job.timeout_ms.map(Duration::from_millis),
-        tenant: None,
+        tenant: caller.tenant.clone(),
         headers: job.headers,
     };
     Ok((queue, payload, options))
@@ -214,15 +215,18 @@ fn prepare(
 )]
 pub(crate) async fn submit(
     Extract(state): Extract<State>,
+    caller: Caller,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Submit)?;
     let job: SubmitJob = read_json(body, state.max_body).await?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (queue, payload, options) = prepare(&state, job, key, "").map_err(ApiError::validation)?;
+    let (queue, payload, options) =
+        prepare(&state, &caller, job, key, "").map_err(ApiError::validation)?;
     let outcome = state
         .engine
         .queue(&queue)?
@@ -246,8 +250,10 @@ pub(crate) async fn submit(
 )]
 pub(crate) async fn submit_batch(
     Extract(state): Extract<State>,
+    caller: Caller,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::Submit)?;
     let batch: SubmitBatch = read_json(body, state.max_body).await?;
     if batch.jobs.is_empty() || batch.jobs.len() > MAX_BATCH {
         return Err(ApiError::validation(vec![FieldError {
@@ -258,7 +264,7 @@ pub(crate) async fn submit_batch(
     let mut errors = Vec::new();
     let mut by_queue: BTreeMap<String, Vec<(usize, Payload, SendOptions)>> = BTreeMap::new();
     for (index, job) in batch.jobs.into_iter().enumerate() {
-        match prepare(&state, job, None, &format!("jobs[{index}]")) {
+        match prepare(&state, &caller, job, None, &format!("jobs[{index}]")) {
             Ok((queue, payload, options)) => by_queue
                 .entry(queue)
                 .or_default()
@@ -294,24 +300,33 @@ pub(crate) async fn submit_batch(
     Ok((StatusCode::ACCEPTED, axum::Json(SubmittedBatch { jobs })).into_response())
 }
 
-/// The status of `id`: one read of the status cache when there is one.
-pub(crate) async fn read_status(state: &State, id: JobId) -> Result<JobStatus, ApiError> {
-    if let Some(cache) = &state.status_cache
-        && let Some(status) = state
-            .engine
-            .kv(cache)?
-            .get_json::<JobStatus>(&id.to_string())
-            .await?
-    {
-        return Ok(status);
+/// The status of `id` if `caller` may see it (another tenant's job is not found): one read of
+/// the status cache when there is one.
+pub(crate) async fn read_status(
+    state: &State,
+    caller: &Caller,
+    id: JobId,
+) -> Result<JobStatus, ApiError> {
+    let not_found = || ApiError::not_found(format!("no job {id}"));
+    let status = match &state.status_cache {
+        Some(cache) => {
+            state
+                .engine
+                .kv(cache)?
+                .get_json::<JobStatus>(&id.to_string())
+                .await?
+        }
+        None => None,
+    };
+    let status = match status {
+        Some(status) => status,
+        None => JobStatus::of(&state.engine.store().get(id).await?.ok_or_else(not_found)?),
+    };
+    if caller.sees(status.tenant.as_deref()) {
+        Ok(status)
+    } else {
+        Err(not_found())
     }
-    let job = state
-        .engine
-        .store()
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(JobStatus::of(&job))
 }
 
 /// A job's state, progress, attempts and result or error.
@@ -321,10 +336,12 @@ pub(crate) async fn read_status(state: &State, id: JobId) -> Result<JobStatus, A
 )]
 pub(crate) async fn status(
     Extract(state): Extract<State>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<JobStatus>, ApiError> {
+    caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    Ok(axum::Json(read_status(&state, id).await?))
+    Ok(axum::Json(read_status(&state, &caller, id).await?))
 }
 
 /// Every state and progress change of a job, as Server-Sent Events, until it ends. The first
@@ -335,13 +352,15 @@ pub(crate) async fn status(
 )]
 pub(crate) async fn events(
     Extract(state): Extract<State>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     let store = state.engine.store().clone();
     // Start following before reading the status, so no change falls in between.
     let follower = EventFollower::from_now(store).await?;
-    let current = read_status(&state, id).await?;
+    let current = read_status(&state, &caller, id).await?;
     let first = SseEvent::default()
         .event("status")
         .json_data(&current)
@@ -385,9 +404,12 @@ pub(crate) async fn events(
 )]
 pub(crate) async fn cancel(
     Extract(state): Extract<State>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Cancelled>, ApiError> {
+    caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
+    read_status(&state, &caller, id).await?;
     let outcome = match state.engine.store().cancel(id, crate::job::now()).await? {
         CancelOutcome::Cancelled => "cancelled",
         CancelOutcome::CancelledRunning => "cancelled_running",
@@ -409,8 +431,10 @@ pub(crate) async fn cancel(
 )]
 pub(crate) async fn list(
     Extract(state): Extract<State>,
+    caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<JobPage>, ApiError> {
+    caller.require(Scope::Read)?;
     let states = match &query.state {
         Some(states) => states
             .split(',')
@@ -428,7 +452,7 @@ pub(crate) async fn list(
         queue: query.queue,
         states,
         kind: query.kind,
-        tenant: None,
+        tenant: caller.tenant_filter(),
     };
     let after = query.cursor.as_deref().map(parse_id).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);

@@ -19,9 +19,11 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 mod admin;
+mod auth;
 mod error;
 mod jobs;
 
+pub use auth::{ApiKeys, Caller, Scope};
 pub use error::{ApiError, ErrorBody, FieldError};
 
 /// Checks a job's payload (as submitted, JSON text) beyond its syntax; returns field-level
@@ -61,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Option<PrometheusHandle>,
     /// The kv_cache holding job status, if any.
     pub(crate) status_cache: Option<String>,
+    /// Authentication and rate limit.
+    pub(crate) guard: auth::Guard,
 }
 
 pub(crate) type State = Arc<Shared>;
@@ -69,6 +73,8 @@ pub(crate) type State = Arc<Shared>;
 pub struct Service {
     shared: Shared,
     extra: Router,
+    /// Whether `extra` has routes (a route layer on no routes is refused).
+    has_extra: bool,
 }
 
 impl std::fmt::Debug for Service {
@@ -96,7 +102,22 @@ impl Service {
             .iter()
             .map(|q| Ok((q.to_string(), engine.queue(q.as_str())?)))
             .collect::<Result<HashMap<_, _>>>()?;
+        let keys = match &block.auth {
+            raindrop_codegen::model::Auth::None => None,
+            raindrop_codegen::model::Auth::ApiKey { keys_env } => {
+                Some(ApiKeys::from_env(keys_env)?)
+            }
+        };
+        let guard = auth::Guard {
+            keys,
+            limit: block.rate_limit.map(|r| crate::store::rate::Limit {
+                requests: r.requests,
+                per: r.per.get(),
+                burst: r.burst,
+            }),
+        };
         let shared = Shared {
+            guard,
             producers,
             queues: block.queues.iter().map(ToString::to_string).collect(),
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
@@ -108,6 +129,7 @@ impl Service {
         Ok(Self {
             shared,
             extra: Router::new(),
+            has_extra: false,
         })
     }
 
@@ -115,6 +137,14 @@ impl Service {
     #[must_use]
     pub fn route(mut self, path: &str, method_router: axum::routing::MethodRouter) -> Self {
         self.extra = self.extra.route(path, method_router);
+        self.has_extra = true;
+        self
+    }
+
+    /// Authenticates requests with `keys` (instead of the manifest's keys variable).
+    #[must_use]
+    pub fn api_keys(mut self, keys: ApiKeys) -> Self {
+        self.shared.guard.keys = Some(keys);
         self
     }
 
@@ -133,7 +163,13 @@ impl Service {
     /// The routes.
     pub fn router(self) -> Router {
         let state: State = Arc::new(self.shared);
-        let extra = self.extra;
+        let guarded = axum::middleware::from_fn_with_state(state.clone(), auth::authenticate);
+        // Routes added beside the job API need a key too (any scope).
+        let extra = if self.has_extra {
+            self.extra.route_layer(guarded.clone())
+        } else {
+            self.extra
+        };
         Router::new()
             .route("/v1/jobs", post(jobs::submit).get(jobs::list))
             .route("/v1/jobs/batch", post(jobs::submit_batch))
@@ -151,9 +187,11 @@ impl Service {
                 "/v1/dead-letters/{id}/retry",
                 post(admin::retry_dead_letter),
             )
+            .route("/metrics", get(admin::metrics))
+            // Everything above needs a key when the service authenticates; what follows does not.
+            .route_layer(guarded)
             .route("/healthz", get(admin::healthz))
             .route("/readyz", get(admin::readyz))
-            .route("/metrics", get(admin::metrics))
             .route(
                 "/openapi.json",
                 get(|| async { axum::Json(ApiDoc::openapi()) }),

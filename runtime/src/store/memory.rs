@@ -28,6 +28,7 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
     status: Option<StatusCache>,
     notify: Arc<Notify>,
+    buckets: super::rate::LocalBuckets,
 }
 
 /// Ready-queue order: highest priority, then earliest run time, then insertion order.
@@ -59,6 +60,7 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             status,
             notify: Arc::new(Notify::new()),
+            buckets: super::rate::LocalBuckets::default(),
         }
     }
 
@@ -668,5 +670,17 @@ impl Retention for MemoryStore {
         purged.events = (before - inner.events.len()) as u64;
         inner.ticks.retain(|_, claimed| *claimed >= horizon);
         Ok(purged)
+    }
+}
+
+#[async_trait]
+impl super::RateLimits for MemoryStore {
+    async fn take_token(
+        &self,
+        key: &str,
+        limit: &super::rate::Limit,
+        now: Timestamp,
+    ) -> Result<super::rate::Decision> {
+        Ok(self.buckets.take(key, limit, now))
     }
 }

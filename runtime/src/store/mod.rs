@@ -20,6 +20,7 @@ use crate::event::Event;
 use crate::job::{Job, JobError, JobId, JobState, NewJob, Progress, Timestamp};
 
 pub mod memory;
+pub mod rate;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]
@@ -442,14 +443,28 @@ pub trait Retention: Send + Sync + 'static {
     ) -> Result<Purged>;
 }
 
+/// Rate limits shared by every process that shares the store (the Redis store), or by the
+/// callers in this process (memory, SQLite).
+#[async_trait]
+pub trait RateLimits: Send + Sync + 'static {
+    /// Takes a token from the bucket `key` under `limit` at `now`, if there is one.
+    async fn take_token(
+        &self,
+        key: &str,
+        limit: &rate::Limit,
+        now: Timestamp,
+    ) -> Result<rate::Decision>;
+}
+
 /// A store with every ability.
 pub trait Store:
-    JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention
+    JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention + RateLimits
 {
 }
 
-impl<T: JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention> Store
-    for T
+impl<
+    T: JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention + RateLimits,
+> Store for T
 {
 }
 

@@ -155,6 +155,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     status: Option<Arc<StatusCache>>,
     notify: Arc<tokio::sync::Notify>,
+    /// Rate-limit buckets: per process (processes sharing the file do not share them).
+    buckets: super::rate::LocalBuckets,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -233,6 +235,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             status: status.map(Arc::new),
             notify: Arc::new(tokio::sync::Notify::new()),
+            buckets: super::rate::LocalBuckets::default(),
         })
     }
 
@@ -1237,5 +1240,17 @@ impl Retention for SqliteStore {
             Ok(purged)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl super::RateLimits for SqliteStore {
+    async fn take_token(
+        &self,
+        key: &str,
+        limit: &super::rate::Limit,
+        now: Timestamp,
+    ) -> Result<super::rate::Decision> {
+        Ok(self.buckets.take(key, limit, now))
     }
 }

@@ -17,6 +17,9 @@ pub struct JobStatus {
     pub id: JobId,
     pub queue: String,
     pub kind: String,
+    /// Who submitted it, when the service authenticates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub state: JobState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -47,6 +50,7 @@ impl JobStatus {
             id: job.id,
             queue: job.queue.clone(),
             kind: job.kind.clone(),
+            tenant: job.tenant.clone(),
             state: job.state,
             progress: job.progress.clone(),
             attempt: job.attempt,
@@ -149,6 +153,8 @@ struct StatusView<'a> {
     id: JobId,
     queue: &'a str,
     kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
     state: JobState,
     #[serde(skip_serializing_if = "Option::is_none")]
     progress: Option<&'a Progress>,
@@ -173,6 +179,7 @@ impl<'a> StatusView<'a> {
             id: job.id,
             queue: &job.queue,
             kind: &job.kind,
+            tenant: job.tenant.as_deref(),
             state: job.state,
             progress: job.progress.as_ref(),
             attempt: job.attempt,

@@ -1445,3 +1445,29 @@ pub async fn counts_stay_true_through_every_kind_of_transition(store: S) {
         .unwrap();
     check("retention").await;
 }
+
+pub async fn rate_limits_refill_and_keep_keys_apart(store: S) {
+    use raindrop::store::rate::Limit;
+    let limit = Limit {
+        requests: 10,
+        per: Duration::from_secs(1),
+        burst: 3,
+    };
+    let key = format!("key-{}", JobId::new());
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let decision = store.take_token(&key, &limit, t(0)).await.unwrap();
+        assert!(decision.allowed);
+        remaining.push(decision.remaining);
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    let refused = store.take_token(&key, &limit, t(0)).await.unwrap();
+    assert!(!refused.allowed);
+    assert_eq!(refused.retry_after, Duration::from_millis(100));
+    assert_eq!(refused.limit, 3);
+    let other = store.take_token("another key", &limit, t(0)).await.unwrap();
+    assert!(other.allowed, "buckets are per key");
+    let later = t(0) + chrono::Duration::milliseconds(100);
+    assert!(store.take_token(&key, &limit, later).await.unwrap().allowed);
+    assert!(!store.take_token(&key, &limit, later).await.unwrap().allowed);
+}

@@ -19,6 +19,7 @@
 //! | `P:queues`, `P:paused` (sets), `P:where` (hash id → queue) | what spans queues |
 //! | `P:kv:{ns}:e:KEY` (hash), `P:kv:{ns}:keys`, `P:kv:{ns}:exp` (zsets) | key/value entries |
 //! | `P:cron:TASK:TICK` (string, expires) | a claimed cron tick |
+//! | `P:rate:{KEY}` (string, expires) | a rate-limit bucket's next arrival time |
 //!
 //! Workers idle on a pub/sub subscription (`P:wake`) that enqueues publish to, not on a poll.
 //! When Redis goes away every operation fails with a store error that the engine retries with
@@ -82,6 +83,7 @@ struct Scripts {
     kv_delete: Script,
     kv_list: Script,
     kv_purge: Script,
+    rate: Script,
 }
 
 impl Scripts {
@@ -105,10 +107,11 @@ impl Scripts {
             kv_delete: Script::new(include_str!("kv_delete.lua")),
             kv_list: Script::new(include_str!("kv_list.lua")),
             kv_purge: Script::new(include_str!("kv_purge.lua")),
+            rate: Script::new(include_str!("rate.lua")),
         }
     }
 
-    fn all(&self) -> [&Script; 18] {
+    fn all(&self) -> [&Script; 19] {
         [
             &self.enqueue,
             &self.claim,
@@ -128,6 +131,7 @@ impl Scripts {
             &self.kv_delete,
             &self.kv_list,
             &self.kv_purge,
+            &self.rate,
         ]
     }
 }
@@ -2031,5 +2035,32 @@ impl Retention for RedisStore {
             }
         }
         Ok(purged)
+    }
+}
+
+#[async_trait]
+impl super::RateLimits for RedisStore {
+    async fn take_token(
+        &self,
+        key: &str,
+        limit: &super::rate::Limit,
+        now: Timestamp,
+    ) -> Result<super::rate::Decision> {
+        let bucket = self.shared.global(&format!("rate:{{{key}}}"));
+        let mut invocation = self.shared.scripts.rate.key(bucket);
+        invocation
+            .arg(super::rate::micros_of(now))
+            .arg(limit.interval_us())
+            .arg(limit.burst.max(1));
+        let mut conn = self.shared.conn();
+        let result: RedisResult<(u8, u64, u64, u64)> = invocation.invoke_async(&mut conn).await;
+        let (allowed, remaining, retry_after, reset) = self.shared.check("rate limit", result)?;
+        Ok(super::rate::Decision {
+            allowed: allowed == 1,
+            limit: limit.burst,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset: Duration::from_micros(reset),
+            retry_after: Duration::from_micros(retry_after),
+        })
     }
 }

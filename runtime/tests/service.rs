@@ -1,0 +1,330 @@
+//! The job API's production switches: API keys with scopes, tenant isolation and the per-key
+//! rate limit, driven through the router in process.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use raindrop::engine::Engine;
+use raindrop::service::{ApiKeys, Service};
+use raindrop::store::memory::MemoryStore;
+use raindrop::task::{JobContext, TaskError, handler_fn};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ACME: &str = "acme-submit-read-0123456789";
+const GLOBEX: &str = "globex-submit-read-0123456789";
+const READER: &str = "acme-read-only-0123456789";
+const ADMIN: &str = "ops-admin-0123456789";
+
+fn keys() -> ApiKeys {
+    ApiKeys::parse(&format!(
+        "acme:submit,read:{ACME}; globex:submit,read:{GLOBEX}; acme:read:{READER}; ops:admin:{ADMIN}"
+    ))
+    .unwrap()
+}
+
+fn router(manifest_service: &str) -> axum::Router {
+    let source = raindrop_codegen::SourceFile::new(
+        "m",
+        format!(
+            "application \"t\" {{\n  service \"api\" {{\n{manifest_service}\n  }}\n  queue \"jobs\" {{}}\n  task \"worker\" {{}}\n  kv_cache \"status\" {{}}\n}}\n"
+        ),
+    );
+    let app = raindrop_codegen::compile(&source).application.unwrap();
+    let status = raindrop::engine::status_cache(&app);
+    let engine = Engine::builder(app)
+        .store(Arc::new(MemoryStore::new(status)))
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .unwrap();
+    Service::new(engine, "api")
+        .unwrap()
+        .api_keys(keys())
+        .router()
+}
+
+#[test]
+fn api_key_auth_without_its_variable_stops_startup_with_its_name() {
+    let source = raindrop_codegen::SourceFile::new(
+        "m",
+        "application \"t\" {\n  service \"api\" {\n    auth = \"api_key\"\n    api_keys_env = \"RAINDROP_TEST_UNSET_KEYS\"\n  }\n  queue \"jobs\" {}\n  task \"worker\" {}\n}\n",
+    );
+    let app = raindrop_codegen::compile(&source).application.unwrap();
+    let engine = Engine::builder(app)
+        .store(Arc::new(MemoryStore::new(None)))
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .unwrap();
+    let err = Service::new(engine, "api").unwrap_err().to_string();
+    assert!(
+        err.contains("`RAINDROP_TEST_UNSET_KEYS` is not set"),
+        "{err}"
+    );
+}
+
+async fn call(
+    router: &axum::Router,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (parts.status, parts.headers, value)
+}
+
+async fn submit(router: &axum::Router, key: &str) -> String {
+    let (status, _, body) = call(
+        router,
+        Method::POST,
+        "/v1/jobs",
+        Some(key),
+        Some(json!({ "payload": { "n": 1 } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Every route that needs a key, with a body where it takes one.
+fn guarded_routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
+    let job = json!({ "payload": { "n": 1 } });
+    vec![
+        (Method::POST, "/v1/jobs".into(), Some(job.clone())),
+        (Method::GET, "/v1/jobs".into(), None),
+        (
+            Method::POST,
+            "/v1/jobs/batch".into(),
+            Some(json!({ "jobs": [job] })),
+        ),
+        (Method::GET, format!("/v1/jobs/{id}"), None),
+        (Method::GET, format!("/v1/jobs/{id}/events"), None),
+        (Method::POST, format!("/v1/jobs/{id}/cancel"), None),
+        (Method::GET, "/v1/queues".into(), None),
+        (Method::POST, "/v1/queues/jobs/pause".into(), None),
+        (Method::POST, "/v1/queues/jobs/resume".into(), None),
+        (Method::GET, "/v1/dead-letters".into(), None),
+        (Method::DELETE, "/v1/dead-letters".into(), None),
+        (Method::POST, format!("/v1/dead-letters/{id}/retry"), None),
+        (Method::GET, "/metrics".into(), None),
+    ]
+}
+
+#[tokio::test]
+async fn every_guarded_route_refuses_a_missing_or_wrong_key() {
+    let router = router("");
+    let id = submit(&router, ACME).await;
+    for (method, path, body) in guarded_routes(&id) {
+        for key in [None, Some("not-a-key-0123456789")] {
+            let (status, headers, error) =
+                call(&router, method.clone(), &path, key, body.clone()).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {key:?}");
+            assert_eq!(error["code"], "unauthorized", "{method} {path}");
+            assert!(headers.contains_key("www-authenticate"));
+            assert!(!error.to_string().contains("not-a-key"), "{error}");
+        }
+    }
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
+        let (status, _, _) = call(&router, Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{path} stays open for probes");
+    }
+    let (status, _, _) = call(&router, Method::GET, "/v1/queues", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // `X-API-Key` works as well as a bearer token.
+    let request = Request::get("/v1/queues")
+        .header("x-api-key", ACME)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        router.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn scopes_decide_what_a_key_may_do() {
+    let router = router("");
+    let id = submit(&router, ACME).await;
+    // Read-only: reads, but no submissions or cancellations.
+    let (status, _, error) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        Some(READER),
+        Some(json!({ "payload": {} })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error["code"], "forbidden");
+    assert!(error["message"].as_str().unwrap().contains("`submit`"));
+    let (status, _, _) = call(
+        &router,
+        Method::GET,
+        &format!("/v1/jobs/{id}"),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "same tenant, read scope");
+    let (status, _, _) = call(
+        &router,
+        Method::POST,
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(READER),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Admin-only routes refuse tenants' keys.
+    for (method, path) in [
+        (Method::POST, "/v1/queues/jobs/pause"),
+        (Method::POST, "/v1/queues/jobs/resume"),
+        (Method::DELETE, "/v1/dead-letters"),
+        (Method::GET, "/metrics"),
+    ] {
+        let (status, _, error) = call(&router, method.clone(), path, Some(ACME), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert!(error["message"].as_str().unwrap().contains("`admin`"));
+        let (status, _, _) = call(&router, method.clone(), path, Some(ADMIN), None).await;
+        assert_ne!(status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn a_tenant_sees_follows_and_cancels_only_its_own_jobs() {
+    let router = router("");
+    let theirs = submit(&router, ACME).await;
+    let mine = submit(&router, GLOBEX).await;
+    for (method, path) in [
+        (Method::GET, format!("/v1/jobs/{theirs}")),
+        (Method::GET, format!("/v1/jobs/{theirs}/events")),
+        (Method::POST, format!("/v1/jobs/{theirs}/cancel")),
+        (Method::POST, format!("/v1/dead-letters/{theirs}/retry")),
+    ] {
+        let (status, _, error) = call(&router, method.clone(), &path, Some(GLOBEX), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {error}");
+        assert_eq!(error["code"], "not_found");
+    }
+    let (_, _, page) = call(&router, Method::GET, "/v1/jobs", Some(GLOBEX), None).await;
+    let ids: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [mine.as_str()]);
+    let (_, _, own) = call(
+        &router,
+        Method::GET,
+        &format!("/v1/jobs/{mine}"),
+        Some(GLOBEX),
+        None,
+    )
+    .await;
+    assert_eq!(own["tenant"], "globex");
+    // An admin sees every tenant's jobs, and may cancel them.
+    let (_, _, all) = call(&router, Method::GET, "/v1/jobs", Some(ADMIN), None).await;
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 2);
+    let (status, _, _) = call(
+        &router,
+        Method::POST,
+        &format!("/v1/jobs/{theirs}/cancel"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_headers_per_key() {
+    let router =
+        router("    rate_limit {\n      requests = 1\n      per = \"1m\"\n      burst = 3\n    }");
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let (status, headers, _) = call(&router, Method::GET, "/v1/queues", Some(ACME), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["ratelimit-limit"], "3");
+        remaining.push(headers["ratelimit-remaining"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let (status, headers, error) = call(&router, Method::GET, "/v1/queues", Some(ACME), None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error["code"], "rate_limited");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((59..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(headers["ratelimit-remaining"], "0");
+    // Another key has its own bucket; probes are never limited.
+    let (status, _, _) = call(&router, Method::GET, "/v1/queues", Some(GLOBEX), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&router, Method::GET, "/healthz", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Captures what is logged on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn keys_never_appear_in_logs_or_error_bodies() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let router =
+        router("    rate_limit {\n      requests = 1\n      per = \"1m\"\n      burst = 1\n    }");
+    let mut bodies = Vec::new();
+    let id = submit(&router, ACME).await;
+    for key in [ACME, ACME, "wrong-key-0123456789", READER, GLOBEX] {
+        for (method, path, body) in guarded_routes(&id) {
+            let (_, headers, body) = call(&router, method, &path, Some(key), body).await;
+            bodies.push(format!("{headers:?} {body}"));
+        }
+    }
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!logs.is_empty(), "the requests were logged");
+    for secret in [ACME, READER, GLOBEX, "wrong-key-0123456789"] {
+        assert!(!logs.contains(secret), "a key is in the logs");
+        assert!(
+            bodies.iter().all(|b| !b.contains(secret)),
+            "a key is in a response"
+        );
+    }
+}
