@@ -396,3 +396,64 @@ async fn a_service_process_and_a_worker_process_share_one_store() {
     assert_eq!(job["state"], "succeeded");
     assert_eq!(job["result"]["sum"], 3.0);
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_job_id_queue_and_attempt() {
+    let dir = scratch();
+    let manifest = dir.path().join("raindrop.manifest");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_background-processor"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json", "--store"])
+        .arg(format!("sqlite:{}", dir.path().join("jobs.db").display()))
+        .env("RAINDROP_MANIFEST", &manifest)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut banner).unwrap();
+    let base = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| format!("http://{a}"))
+        .expect("banner names the address");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let response: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({ "payload": { "type": "flaky", "fail_times": 1 } }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = response["id"].as_str().unwrap().to_owned();
+    // The failed first attempt is logged at WARN, as JSON, inside the job's span.
+    let line = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a log line for the failed attempt");
+        if line.contains("job attempt failed") {
+            break line;
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: Value = serde_json::from_str(&line).expect("the line is JSON");
+    assert_eq!(log["level"], "WARN", "{log}");
+    assert_eq!(log["span"]["job.id"], id.as_str(), "{log}");
+    assert_eq!(log["span"]["queue"], "job_queue", "{log}");
+    assert_eq!(log["span"]["attempt"], 1, "{log}");
+    assert!(log["span"].get("tenant").is_some(), "{log}");
+}
