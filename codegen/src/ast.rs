@@ -58,6 +58,7 @@ pub struct Service {
     pub auth: Option<Spanned<AuthMode>>,
     pub api_keys_env: Option<Spanned<String>>,
     pub rate_limit: Option<Spanned<RateLimit>>,
+    pub quota: Option<Spanned<Quota>>,
     pub max_body: Option<Spanned<ByteSize>>,
     pub queues: Option<Vec<Spanned<String>>>,
     pub status_cache: Option<Spanned<String>>,
@@ -69,6 +70,15 @@ pub struct RateLimit {
     pub requests: Option<Spanned<u32>>,
     pub per: Option<Spanned<Duration>>,
     pub burst: Option<Spanned<u32>>,
+}
+
+/// `quota { max_queued max_payload min_priority max_priority }`: limits for each tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quota {
+    pub max_queued: Option<Spanned<u32>>,
+    pub max_payload: Option<Spanned<ByteSize>>,
+    pub min_priority: Option<Spanned<i32>>,
+    pub max_priority: Option<Spanned<i32>>,
 }
 
 /// A `queue` block.

@@ -54,6 +54,8 @@ pub struct Service {
     pub auth: Auth,
     /// Per-key token bucket, if any.
     pub rate_limit: Option<RateLimit>,
+    /// Limits for each tenant, if any.
+    pub quota: Option<Quota>,
     /// Largest accepted request body.
     pub max_body: ByteSize,
     /// Queues whose jobs this service accepts and reports on.
@@ -122,6 +124,19 @@ pub struct RateLimit {
     pub requests: u32,
     pub per: Duration,
     pub burst: u32,
+}
+
+/// Limits that apply to each tenant (each API key's tenant) on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quota {
+    /// Most jobs a tenant may have waiting (queued, scheduled or retrying) in one queue.
+    pub max_queued: Option<u32>,
+    /// Largest payload a tenant may submit.
+    pub max_payload: Option<ByteSize>,
+    /// Requested priorities are raised to at least this.
+    pub min_priority: Option<i32>,
+    /// Requested priorities are lowered to at most this.
+    pub max_priority: Option<i32>,
 }
 
 /// A durable queue and the policy for its jobs.

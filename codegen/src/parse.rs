@@ -351,6 +351,33 @@ fn read_service(
         }
         service.rate_limit = Some(Spanned::new(rate, span(limit)));
     }
+    if let Some(quota) = r.block(diags, "quota") {
+        let mut q = Reader::nested(&quota.body, &header, "quota");
+        let limits = ast::Quota {
+            max_queued: q.value(diags, "max_queued", int_at_least(1)),
+            max_payload: q.value(diags, "max_payload", size),
+            min_priority: q.value(diags, "min_priority", priority),
+            max_priority: q.value(diags, "max_priority", priority),
+        };
+        q.finish(diags);
+        if let (Some(min), Some(max)) = (&limits.min_priority, &limits.max_priority)
+            && min.value > max.value
+        {
+            diags.push(
+                Diagnostic::error(
+                    "quota-priority-range",
+                    min.span,
+                    format!(
+                        "`min_priority` ({}) is above `max_priority` ({})",
+                        min.value, max.value
+                    ),
+                )
+                .with_label("the lowest priority a tenant may ask for")
+                .with_help("swap them, or lower `min_priority`"),
+            );
+        }
+        service.quota = Some(Spanned::new(limits, span(quota)));
+    }
     for env in r.blocks("env") {
         if let Some(h) = block_header(diags, env, "env") {
             envs.push(read_env(diags, env, h, Some(header.name.value.clone())));
@@ -820,6 +847,29 @@ fn int_at_least(min: u32) -> impl FnOnce(&mut Diagnostics, &Expression, &str) ->
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Some(n as u32)
     }
+}
+
+/// A job priority: a whole number in `i32`'s range.
+fn priority(diags: &mut Diagnostics, expr: &Expression, key: &str) -> Option<i32> {
+    let Some(n) = number(expr) else {
+        wrong_type(diags, expr, key, "a whole number", "0");
+        return None;
+    };
+    if n.fract() != 0.0 || n < f64::from(i32::MIN) || n > f64::from(i32::MAX) {
+        diags.push(Diagnostic::error(
+            "out-of-range",
+            span(expr),
+            format!(
+                "`{key}` must be a whole number from {} to {}, found {n}",
+                i32::MIN,
+                i32::MAX
+            ),
+        ));
+        return None;
+    }
+    // Whole and in range: the cast is exact.
+    #[allow(clippy::cast_possible_truncation)]
+    Some(n as i32)
 }
 
 fn float_in(min: f64, max: f64) -> impl FnOnce(&mut Diagnostics, &Expression, &str) -> Option<f64> {

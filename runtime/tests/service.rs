@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use raindrop::engine::Engine;
 use raindrop::service::{ApiKeys, Service};
+use raindrop::store::Store;
 use raindrop::store::memory::MemoryStore;
 use raindrop::task::{JobContext, TaskError, handler_fn};
 use serde_json::{Value, json};
@@ -26,6 +27,10 @@ fn keys() -> ApiKeys {
 }
 
 fn router(manifest_service: &str) -> axum::Router {
+    router_and_store(manifest_service).0
+}
+
+fn router_and_store(manifest_service: &str) -> (axum::Router, Arc<dyn Store>) {
     let source = raindrop_codegen::SourceFile::new(
         "m",
         format!(
@@ -34,18 +39,20 @@ fn router(manifest_service: &str) -> axum::Router {
     );
     let app = raindrop_codegen::compile(&source).application.unwrap();
     let status = raindrop::engine::status_cache(&app);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(status));
     let engine = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new(status)))
+        .store(store.clone())
         .task(
             "worker",
             handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
         )
         .build()
         .unwrap();
-    Service::new(engine, "api")
+    let router = Service::new(engine, "api")
         .unwrap()
         .api_keys(keys())
-        .router()
+        .router();
+    (router, store)
 }
 
 #[test]
@@ -327,4 +334,100 @@ async fn keys_never_appear_in_logs_or_error_bodies() {
             "a key is in a response"
         );
     }
+}
+
+#[tokio::test]
+async fn quotas_cap_waiting_jobs_and_payloads_and_clamp_priorities_per_tenant() {
+    let (router, store) = router_and_store(
+        "    quota {\n      max_queued = 2\n      max_payload = \"64B\"\n      min_priority = 0\n      max_priority = 5\n    }",
+    );
+    let job = |priority: i32| json!({ "payload": { "n": 1 }, "priority": priority });
+    let (status, _, high) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        Some(ACME),
+        Some(job(100)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (_, _, low) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        Some(ACME),
+        Some(job(-100)),
+    )
+    .await;
+    let priority = |body: Value| {
+        let store = store.clone();
+        async move {
+            let id = body["id"].as_str().unwrap().parse().unwrap();
+            store.get(id).await.unwrap().unwrap().priority
+        }
+    };
+    assert_eq!(priority(high).await, 5, "clamped down to max_priority");
+    assert_eq!(priority(low).await, 0, "clamped up to min_priority");
+    // Two waiting: a third is refused, for this tenant only.
+    let (status, _, error) =
+        call(&router, Method::POST, "/v1/jobs", Some(ACME), Some(job(0))).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{error}");
+    assert_eq!(error["code"], "quota_queued");
+    let batch = json!({ "jobs": [job(0), job(0), job(0)] });
+    let (status, _, error) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs/batch",
+        Some(GLOBEX),
+        Some(batch),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a batch counts as a whole: {error}"
+    );
+    let (status, _, _) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        Some(GLOBEX),
+        Some(job(0)),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "another tenant has its own quota"
+    );
+    let big = json!({ "payload": { "text": "x".repeat(100) } });
+    let (status, _, error) = call(&router, Method::POST, "/v1/jobs", Some(GLOBEX), Some(big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert_eq!(error["code"], "quota_payload");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_authentication() {
+    let router = router("");
+    let (status, _, doc) = call(&router, Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    for (path, method) in [
+        ("/v1/jobs", "post"),
+        ("/v1/dead-letters", "delete"),
+        ("/metrics", "get"),
+    ] {
+        let operation = &doc["paths"][path][method];
+        for status in ["401", "403", "429"] {
+            assert!(
+                operation["responses"][status].is_object(),
+                "{method} {path} {status}"
+            );
+        }
+        assert_eq!(operation["security"][0]["api_key"], json!([]));
+    }
+    assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
 }

@@ -203,6 +203,58 @@ fn prepare(
     Ok((queue, payload, options))
 }
 
+/// Applies the tenant's quota to jobs about to be submitted: clamps their priorities, refuses
+/// payloads over the size limit (413) and submissions that would put more jobs in a queue than
+/// the tenant may have waiting (429). Without authentication there are no tenants and no quota.
+async fn apply_quota(
+    state: &State,
+    caller: &Caller,
+    jobs: &mut [(String, Payload, SendOptions)],
+) -> Result<(), ApiError> {
+    let (Some(quota), Some(tenant)) = (&state.quota, &caller.tenant) else {
+        return Ok(());
+    };
+    let mut per_queue: BTreeMap<&str, u64> = BTreeMap::new();
+    for (queue, payload, options) in jobs.iter_mut() {
+        if let Some(limit) = quota.max_payload
+            && payload.len() as u64 > limit.bytes()
+        {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "quota_payload",
+                format!(
+                    "the payload is {} bytes; this tenant may submit at most {limit}",
+                    payload.len()
+                ),
+            ));
+        }
+        let floor = quota.min_priority.unwrap_or(i32::MIN);
+        let ceiling = quota.max_priority.unwrap_or(i32::MAX);
+        options.priority = options.priority.clamp(floor, ceiling);
+        *per_queue.entry(queue.as_str()).or_default() += 1;
+    }
+    if let Some(max) = quota.max_queued {
+        let max = u64::from(max);
+        for (queue, adding) in per_queue {
+            let waiting = state
+                .engine
+                .store()
+                .count_waiting(queue, tenant, max)
+                .await?;
+            if waiting + adding > max {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "quota_queued",
+                    format!(
+                        "this tenant has {waiting} jobs waiting in `{queue}` and may have at most {max}"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Submits a job.
 #[utoipa::path(
     post, path = "/v1/jobs", request_body = SubmitJob,
@@ -225,8 +277,10 @@ pub(crate) async fn submit(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (queue, payload, options) =
-        prepare(&state, &caller, job, key, "").map_err(ApiError::validation)?;
+    let prepared = prepare(&state, &caller, job, key, "").map_err(ApiError::validation)?;
+    let mut jobs = [prepared];
+    apply_quota(&state, &caller, &mut jobs).await?;
+    let [(queue, payload, options)] = jobs;
     let outcome = state
         .engine
         .queue(&queue)?
@@ -262,18 +316,23 @@ pub(crate) async fn submit_batch(
         }]));
     }
     let mut errors = Vec::new();
-    let mut by_queue: BTreeMap<String, Vec<(usize, Payload, SendOptions)>> = BTreeMap::new();
+    let mut prepared = Vec::with_capacity(batch.jobs.len());
     for (index, job) in batch.jobs.into_iter().enumerate() {
         match prepare(&state, &caller, job, None, &format!("jobs[{index}]")) {
-            Ok((queue, payload, options)) => by_queue
-                .entry(queue)
-                .or_default()
-                .push((index, payload, options)),
+            Ok(job) => prepared.push(job),
             Err(mut e) => errors.append(&mut e),
         }
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
+    }
+    apply_quota(&state, &caller, &mut prepared).await?;
+    let mut by_queue: BTreeMap<String, Vec<(usize, Payload, SendOptions)>> = BTreeMap::new();
+    for (index, (queue, payload, options)) in prepared.into_iter().enumerate() {
+        by_queue
+            .entry(queue)
+            .or_default()
+            .push((index, payload, options));
     }
     // One atomic enqueue per queue (the store's batch is per call).
     let total: usize = by_queue.values().map(Vec::len).sum();

@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub(crate) status_cache: Option<String>,
     /// Authentication and rate limit.
     pub(crate) guard: auth::Guard,
+    /// Limits for each tenant.
+    pub(crate) quota: Option<raindrop_codegen::model::Quota>,
 }
 
 pub(crate) type State = Arc<Shared>;
@@ -118,6 +120,7 @@ impl Service {
         };
         let shared = Shared {
             guard,
+            quota: block.quota,
             producers,
             queues: block.queues.iter().map(ToString::to_string).collect(),
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
@@ -294,6 +297,80 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         admin::readyz,
         admin::metrics,
     ),
-    components(schemas(ErrorBody, FieldError))
+    components(schemas(ErrorBody, FieldError)),
+    modifiers(&Guarded)
 )]
 struct ApiDoc;
+
+/// Adds the API-key scheme to the document and, to every route behind it, the answers
+/// authentication and rate limiting may give.
+struct Guarded;
+
+impl utoipa::Modify for Guarded {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key, when the service authenticates (`auth = \"api_key\"`); also accepted as `X-API-Key`",
+                    ))
+                    .build(),
+            ),
+        );
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        let open = ["/healthz", "/readyz", "/openapi.json"];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if open.contains(&path.as_str()) {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.put,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security =
+                    Some(vec![utoipa::openapi::security::SecurityRequirement::new::<
+                        &str,
+                        [&str; 0],
+                        &str,
+                    >("api_key", [])]);
+                for (status, description) in [
+                    ("401", "No API key, or not a valid one"),
+                    ("403", "The key lacks the scope this route needs"),
+                    (
+                        "429",
+                        "Over the key's rate limit (see `Retry-After`), or over the tenant's quota of waiting jobs",
+                    ),
+                ] {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description));
+                }
+            }
+        }
+    }
+}

@@ -339,6 +339,27 @@ pub trait JobStore: Send + Sync + 'static {
     /// When the longest-waiting ready job of `queue` was due.
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>>;
 
+    /// How many jobs of `tenant` wait (queued, scheduled or retrying) in `queue`. Counting may
+    /// stop once it reaches `up_to`: the answer is then at least `up_to`.
+    async fn count_waiting(&self, queue: &str, tenant: &str, up_to: u64) -> Result<u64> {
+        let filter = JobFilter {
+            queue: Some(queue.to_owned()),
+            states: vec![JobState::Queued, JobState::Scheduled, JobState::Retrying],
+            kind: None,
+            tenant: Some(tenant.to_owned()),
+        };
+        let mut counted = 0;
+        let mut after = None;
+        loop {
+            let page = self.list(&filter, after, 500).await?;
+            counted += page.items.len() as u64;
+            match page.next {
+                Some(next) if counted < up_to => after = Some(next),
+                _ => return Ok(counted),
+            }
+        }
+    }
+
     /// Notified when jobs of `queue` may have become ready in another process, so idle workers
     /// wake at once; `None` when the store cannot tell (workers then poll).
     fn queue_wake(&self, queue: &str) -> Option<Arc<tokio::sync::Notify>> {

@@ -65,6 +65,7 @@ CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, state, priority DESC, run_
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE state IN ('scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, queue, state) WHERE tenant IS NOT NULL;
 CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (
     ns TEXT NOT NULL,
@@ -929,6 +930,19 @@ impl JobStore for SqliteStore {
                     .add(state.parse()?, n as u64);
             }
             Ok(counts)
+        })
+        .await
+    }
+
+    async fn count_waiting(&self, queue: &str, tenant: &str, _up_to: u64) -> Result<u64> {
+        let (queue, tenant) = (queue.to_owned(), tenant.to_owned());
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND queue = ?2 AND state IN ('queued', 'scheduled', 'retrying')",
+                )?
+                .query_row(params![tenant, queue], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
         })
         .await
     }
