@@ -407,8 +407,8 @@ async fn quotas_cap_waiting_jobs_and_payloads_and_clamp_priorities_per_tenant() 
 }
 
 #[tokio::test]
-async fn the_openapi_document_describes_authentication() {
-    let router = router("");
+async fn the_openapi_document_describes_authentication_when_it_is_on() {
+    let router = router("    rate_limit {\n      requests = 100\n    }");
     let (status, _, doc) = call(&router, Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -421,7 +421,7 @@ async fn the_openapi_document_describes_authentication() {
         ("/metrics", "get"),
     ] {
         let operation = &doc["paths"][path][method];
-        for status in ["401", "403", "429"] {
+        for status in ["400", "401", "403", "429"] {
             assert!(
                 operation["responses"][status].is_object(),
                 "{method} {path} {status}"
@@ -430,4 +430,30 @@ async fn the_openapi_document_describes_authentication() {
         assert_eq!(operation["security"][0]["api_key"], json!([]));
     }
     assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
+
+    // Without keys the document promises no authentication.
+    let source = raindrop_codegen::SourceFile::new(
+        "m",
+        "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n}\n",
+    );
+    let app = raindrop_codegen::compile(&source).application.unwrap();
+    let engine = Engine::builder(app)
+        .store(Arc::new(MemoryStore::new(None)))
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .unwrap();
+    let open = Service::new(engine, "api").unwrap().router();
+    let (_, _, doc) = call(&open, Method::GET, "/openapi.json", None, None).await;
+    assert!(
+        doc["components"]["securitySchemes"].is_null(),
+        "{}",
+        doc["components"]
+    );
+    let operation = &doc["paths"]["/v1/jobs"]["post"];
+    assert!(operation["security"].is_null());
+    assert!(operation["responses"]["401"].is_null());
+    assert!(operation["responses"]["400"].is_object());
 }

@@ -1,11 +1,12 @@
 //! Queue, dead-letter, health and metrics routes.
 
-use axum::extract::{Path, Query, State as Extract};
+use axum::extract::{Path, State as Extract};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::error::Query;
 use super::jobs::{parse_id, read_status};
 use super::{ApiError, Caller, Scope, State};
 use crate::event::EventKind;

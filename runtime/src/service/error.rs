@@ -116,3 +116,30 @@ impl From<Error> for ApiError {
         }
     }
 }
+
+/// Query parameters, with a malformed query answered as JSON (400 `invalid_query`) like every
+/// other error, instead of axum's plain-text rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Query<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                rejection.body_text(),
+            )),
+        }
+    }
+}

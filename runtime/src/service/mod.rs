@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State as Extract;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -197,7 +198,7 @@ impl Service {
             .route("/readyz", get(admin::readyz))
             .route(
                 "/openapi.json",
-                get(|| async { axum::Json(ApiDoc::openapi()) }),
+                get(|Extract(state): Extract<State>| async move { axum::Json(document(&state)) }),
             )
             .fallback(|| async { ApiError::not_found("no such route") })
             .method_not_allowed_fallback(|| async {
@@ -297,77 +298,90 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         admin::readyz,
         admin::metrics,
     ),
-    components(schemas(ErrorBody, FieldError)),
-    modifiers(&Guarded)
+    components(schemas(ErrorBody, FieldError))
 )]
 struct ApiDoc;
 
-/// Adds the API-key scheme to the document and, to every route behind it, the answers
-/// authentication and rate limiting may give.
-struct Guarded;
+/// The OpenAPI document of this service as configured: the API-key scheme and the answers of
+/// authentication and rate limiting appear only when they are on.
+pub(crate) fn document(state: &Shared) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    Guarded {
+        keys: state.guard.keys.is_some(),
+        limits: state.guard.limit.is_some() || state.quota.is_some(),
+    }
+    .modify(&mut doc);
+    doc
+}
+
+/// Adds to every route but the probes the 400 any of them may answer, and, when they are on, the
+/// API-key scheme and the answers authentication and rate limiting may give.
+struct Guarded {
+    keys: bool,
+    limits: bool,
+}
+
+/// What the scheme says about keys.
+const KEY_HELP: &str = "An API key, when the service authenticates (`auth = \"api_key\"`); \
+                        also accepted as `X-API-Key`";
+/// What a 429 means.
+const TOO_MANY: &str = "Over the key's rate limit (see `Retry-After`), \
+                        or over the tenant's quota of waiting jobs";
 
 impl utoipa::Modify for Guarded {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "An API key, when the service authenticates (`auth = \"api_key\"`); also accepted as `X-API-Key`",
-                    ))
-                    .build(),
-            ),
-        );
+        if self.keys {
+            let scheme = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(KEY_HELP))
+                .build();
+            components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+        }
         let error = |description: &str| {
+            let content = ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                .build();
             RefOr::T(
                 ResponseBuilder::new()
                     .description(description)
-                    .content(
-                        "application/json",
-                        ContentBuilder::new()
-                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
-                            .build(),
-                    )
+                    .content("application/json", content)
                     .build(),
             )
         };
+        let answers = [
+            (true, "400", "A malformed id, query or body"),
+            (self.keys, "401", "No API key, or not a valid one"),
+            (self.keys, "403", "The key lacks the scope this route needs"),
+            (self.limits, "429", TOO_MANY),
+        ];
         let open = ["/healthz", "/readyz", "/openapi.json"];
         for (path, item) in openapi.paths.paths.iter_mut() {
             if open.contains(&path.as_str()) {
                 continue;
             }
-            for operation in [
+            let operations = [
                 &mut item.get,
                 &mut item.post,
                 &mut item.delete,
                 &mut item.put,
                 &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                operation.security =
-                    Some(vec![utoipa::openapi::security::SecurityRequirement::new::<
-                        &str,
-                        [&str; 0],
-                        &str,
-                    >("api_key", [])]);
-                for (status, description) in [
-                    ("401", "No API key, or not a valid one"),
-                    ("403", "The key lacks the scope this route needs"),
-                    (
-                        "429",
-                        "Over the key's rate limit (see `Retry-After`), or over the tenant's quota of waiting jobs",
-                    ),
-                ] {
+            ];
+            for operation in operations.into_iter().flatten() {
+                if self.keys {
+                    let requirement =
+                        SecurityRequirement::new::<&str, [&str; 0], &str>("api_key", []);
+                    operation.security = Some(vec![requirement]);
+                }
+                for (_, status, description) in answers.iter().filter(|(on, _, _)| *on) {
                     operation
                         .responses
                         .responses
-                        .entry(status.to_owned())
+                        .entry((*status).to_owned())
                         .or_insert_with(|| error(description));
                 }
             }
