@@ -285,3 +285,69 @@ async fn an_unreachable_redis_is_a_clear_error_without_the_password() {
     );
     assert!(!err.contains("s3cret"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_holds_across_service_processes_sharing_redis() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let manifest = r#"application "limited" {
+  service "api" {
+    rate_limit {
+      requests = 1
+      per      = "1h"
+      burst    = 10
+    }
+  }
+  queue "jobs" {}
+  task "worker" {}
+}"#;
+    let app = raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", manifest))
+        .application
+        .unwrap();
+    let keys = raindrop::service::ApiKeys::parse("acme:read:acme-key-0123456789").unwrap();
+    // Two service "processes": each its own store connection, one Redis.
+    let mut routers = Vec::new();
+    for _ in 0..2 {
+        let store: Arc<dyn Store> =
+            Arc::new(RedisStore::open(prefix.store_url(), None).await.unwrap());
+        let engine = Engine::builder(app.clone())
+            .store(store)
+            .task(
+                "worker",
+                handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+            )
+            .build()
+            .unwrap();
+        routers.push(
+            raindrop::service::Service::new(engine, "api")
+                .unwrap()
+                .api_keys(keys.clone())
+                .router(),
+        );
+    }
+    let mut allowed = 0;
+    for i in 0..30 {
+        let request = Request::get("/v1/queues")
+            .header("authorization", "Bearer acme-key-0123456789")
+            .body(Body::empty())
+            .unwrap();
+        let status = routers[i % 2]
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap()
+            .status();
+        match status {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(allowed, 10, "one bucket of 10 across both processes");
+}
