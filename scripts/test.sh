@@ -10,3 +10,5 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 cargo test --workspace --locked "$@"
+# OpenTelemetry is a feature; its test runs with it on.
+cargo test -p raindrop --locked --features otel --test otel "$@"

@@ -103,19 +103,8 @@ pub struct Launch {
 pub fn main(launch: Launch) -> ExitCode {
     let args = Args::parse();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,tower_http=warn".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => logs.with_ansi(terminal).init(),
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
+    // Lives until the process ends, so traces are flushed then.
+    let _exporter = logs(args.log_format, terminal);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -141,6 +130,38 @@ pub fn main(launch: Launch) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Installs the log subscriber (and, with the `otel` feature and `OTEL_*` asking for it, the
+/// OTLP trace exporter, which flushes when the returned guard drops).
+fn logs(format: LogFormat, terminal: bool) -> Option<Box<dyn std::any::Any>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,tower_http=warn".into());
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let lines = match format {
+        LogFormat::Text => lines.with_ansi(terminal).boxed(),
+        LogFormat::Json => lines
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(lines);
+    #[cfg(feature = "otel")]
+    if crate::telemetry::wanted() {
+        let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "raindrop".into());
+        match crate::telemetry::otlp(&service) {
+            Ok((provider, exporter)) => {
+                registry.with(crate::telemetry::layer(&provider)).init();
+                return Some(Box::new(exporter));
+            }
+            Err(err) => eprintln!("warning: traces are not exported: {err}"),
+        }
+    }
+    registry.init();
+    None
 }
 
 /// The manifest in force: `$RAINDROP_MANIFEST` if set, else the one compiled in.

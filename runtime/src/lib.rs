@@ -16,6 +16,7 @@ pub mod secret;
 pub mod service;
 pub mod store;
 pub mod task;
+pub mod telemetry;
 mod worker;
 
 pub use axum;

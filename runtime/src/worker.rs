@@ -263,6 +263,7 @@ async fn execute(
         attempt = job.attempt,
         tenant = job.tenant.as_deref().unwrap_or("")
     );
+    crate::telemetry::continue_job(&span, &job.headers);
     let attempt = job.attempt;
     let started = std::time::Instant::now();
     let ctx = JobContext::new(Arc::new(job), token, shared.store.clone(), cancel.clone());

@@ -19,7 +19,7 @@ async fn workers_and_monitors_publish_metrics() {
 
     let source = raindrop_codegen::SourceFile::new(
         "m",
-        "application \"t\" {\n  queue \"jobs\" {}\n  task \"worker\" {}\n  observer \"monitor\" {}\n}\n",
+        "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  observer \"monitor\" {}\n}\n",
     );
     let app = raindrop_codegen::compile(&source).application.unwrap();
     let engine = Engine::builder(app)
@@ -46,6 +46,18 @@ async fn workers_and_monitors_publish_metrics() {
         .await
         .unwrap();
     let running = engine.start().await.unwrap();
+    // Two requests through the job API: one answered, one refused.
+    let router = raindrop::service::Service::new(engine.clone(), "api")
+        .unwrap()
+        .router();
+    for path in ["/v1/queues", "/v1/jobs/not-an-id"] {
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        tower::ServiceExt::oneshot(router.clone(), request)
+            .await
+            .unwrap();
+    }
     let queue = engine.queue("jobs").unwrap();
     let ok = queue.send(&false).await.unwrap();
     let bad = queue.send(&true).await.unwrap();
@@ -103,6 +115,11 @@ async fn workers_and_monitors_publish_metrics() {
     assert_eq!(counter("raindrop_jobs_succeeded_total"), 1);
     assert_eq!(counter("raindrop_jobs_failed_total"), 1);
     assert_eq!(samples.get("raindrop_job_duration_seconds"), Some(&2));
+    assert_eq!(counter("raindrop_http_requests_total"), 2);
+    assert_eq!(
+        samples.get("raindrop_http_request_duration_seconds"),
+        Some(&2)
+    );
     assert!(
         gauges
             .keys()

@@ -141,6 +141,7 @@ fn submitted(outcome: Enqueued, queue: String) -> Submitted {
 fn prepare(
     state: &State,
     caller: &Caller,
+    request: &HeaderMap,
     job: SubmitJob,
     idempotency_key: Option<String>,
     at: &str,
@@ -199,7 +200,11 @@ fn prepare(
         max_attempts: job.max_attempts,
         timeout: job.timeout_ms.map(Duration::from_millis),
         tenant: caller.tenant.clone(),
-        headers: job.headers,
+        headers: {
+            let mut headers = job.headers;
+            crate::telemetry::inject(request, &mut headers);
+            headers
+        },
     };
     Ok((queue, payload, options))
 }
@@ -278,7 +283,8 @@ pub(crate) async fn submit(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let prepared = prepare(&state, &caller, job, key, "").map_err(ApiError::validation)?;
+    let prepared =
+        prepare(&state, &caller, &headers, job, key, "").map_err(ApiError::validation)?;
     let mut jobs = [prepared];
     apply_quota(&state, &caller, &mut jobs).await?;
     let [(queue, payload, options)] = jobs;
@@ -306,6 +312,7 @@ pub(crate) async fn submit(
 pub(crate) async fn submit_batch(
     Extract(state): Extract<State>,
     caller: Caller,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Submit)?;
@@ -319,7 +326,14 @@ pub(crate) async fn submit_batch(
     let mut errors = Vec::new();
     let mut prepared = Vec::with_capacity(batch.jobs.len());
     for (index, job) in batch.jobs.into_iter().enumerate() {
-        match prepare(&state, &caller, job, None, &format!("jobs[{index}]")) {
+        match prepare(
+            &state,
+            &caller,
+            &headers,
+            job,
+            None,
+            &format!("jobs[{index}]"),
+        ) {
             Ok(job) => prepared.push(job),
             Err(mut e) => errors.append(&mut e),
         }

@@ -208,7 +208,20 @@ impl Service {
                     "this route does not take that method",
                 )
             })
-            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .layer(axum::middleware::from_fn(count_requests))
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                    |request: &axum::http::Request<axum::body::Body>| {
+                        let span = tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            uri = %request.uri().path(),
+                        );
+                        crate::telemetry::continue_request(&span, request.headers());
+                        span
+                    },
+                ),
+            )
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(30),
@@ -229,6 +242,37 @@ impl Service {
             .await
             .map_err(|e| Error::Config(format!("the HTTP server failed: {e}")))
     }
+}
+
+/// Counts requests and times them, by route (its pattern, so ids do not make new series),
+/// method and status.
+async fn count_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(
+        "raindrop_http_requests_total",
+        "route" => route.clone(),
+        "method" => method.clone(),
+        "status" => status
+    )
+    .increment(1);
+    metrics::histogram!(
+        "raindrop_http_request_duration_seconds",
+        "route" => route,
+        "method" => method
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The process's Prometheus recorder, installed on first use; `None` when another metrics
