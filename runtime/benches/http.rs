@@ -1,7 +1,8 @@
 //! HTTP submission throughput and latency: the job API on SQLite next to a bare axum handler
 //! that only parses the same JSON body, both on loopback, driven by the same load generator.
 //!
-//! `cargo bench -p raindrop --bench http` (`BENCH_SECONDS`, `BENCH_CONNECTIONS` to change).
+//! `cargo bench -p raindrop --bench http` (`BENCH_SECONDS`, `BENCH_CONNECTIONS` to change;
+//! `BENCH_LOAD=wrk` drives both with wrk, a load generator in its own process).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,19 +62,72 @@ async fn load(url: String, connections: usize, seconds: u64) -> (f64, Vec<u64>) 
     (all.len() as f64 / elapsed, all)
 }
 
-fn report(name: &str, rate: f64, latencies: &[u64]) {
+/// Drives `url` with wrk (an external load generator, `BENCH_LOAD=wrk`) instead; returns
+/// requests/s and wrk's p50/p99 in microseconds.
+async fn wrk(url: String, connections: usize, seconds: u64) -> Summary {
+    let script = std::env::temp_dir().join(format!("raindrop-wrk-{}.lua", std::process::id()));
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             done = function(summary, latency, requests)\n  io.write(string.format(\"RESULT %d %d %d %d\\n\", summary.requests, summary.duration, latency:percentile(50), latency:percentile(99)))\n  io.write(string.format(\"STATUS %d\\n\", summary.errors.status))\nend\n"
+        ),
+    )
+    .expect("wrk script");
+    let mut command = std::process::Command::new("wrk");
+    command
+        .args([
+            "-t",
+            "1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{seconds}s"),
+            "-s",
+        ])
+        .arg(&script)
+        .arg(&url);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("wrk thread")
+        .expect("wrk (install the `wrk` package)");
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let numbers: Vec<u64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .expect("wrk's summary")
+        .split_whitespace()
+        .map(|n| n.parse().expect("number"))
+        .collect();
+    let bad: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert_eq!(bad, 0, "non-2xx answers under wrk");
+    let rate = numbers[0] as f64 / (numbers[1] as f64 / 1e6);
+    (rate, numbers[2], numbers[3], numbers[0])
+}
+
+/// Requests/s, p50 and p99 in microseconds, requests.
+type Summary = (f64, u64, u64, u64);
+
+fn summary((rate, latencies): (f64, Vec<u64>)) -> Summary {
     let pct = |p: f64| {
         latencies
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
+            .unwrap_or(0)
     };
+    (rate, pct(0.5), pct(0.99), latencies.len() as u64)
+}
+
+fn report(name: &str, (rate, p50, p99, requests): Summary) {
     println!(
-        "{name:>28}: {rate:>8.0} requests/s | p50 {:.2} ms | p99 {:.2} ms | {} requests",
-        pct(0.5),
-        pct(0.99),
-        latencies.len()
+        "{name:>28}: {rate:>8.0} requests/s | p50 {:.2} ms | p99 {:.2} ms | {requests} requests",
+        p50 as f64 / 1000.0,
+        p99 as f64 / 1000.0,
     );
 }
 
@@ -146,15 +200,24 @@ fn main() {
             BODY.len()
         );
         let only_api = std::env::var_os("BENCH_ONLY_API").is_some();
+        let with_wrk = std::env::var("BENCH_LOAD").is_ok_and(|v| v == "wrk");
+        let drive = |url: String| async move {
+            if with_wrk {
+                wrk(url, connections, seconds).await
+            } else {
+                summary(load(url, connections, seconds).await)
+            }
+        };
         let bare = if only_api {
             f64::NAN
         } else {
-            let (rate, latencies) = load(bare_url, connections, seconds).await;
-            report("bare axum (parse JSON)", rate, &latencies);
-            rate
+            let bare = drive(bare_url).await;
+            report("bare axum (parse JSON)", bare);
+            bare.0
         };
-        let (rate, latencies) = load(api_url, connections, seconds).await;
-        report("job API, SQLite (enqueue)", rate, &latencies);
+        let api = drive(api_url).await;
+        report("job API, SQLite (enqueue)", api);
+        let rate = api.0;
         println!(
             "{:>28}: {:.0}% of the bare handler",
             "ratio",

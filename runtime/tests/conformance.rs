@@ -187,6 +187,8 @@ fn main() {
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
+    // `exit` runs no destructors: stop the cluster's servers first.
+    drop(targets);
     drop(cluster);
     conclusion.exit();
 }

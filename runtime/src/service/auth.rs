@@ -11,6 +11,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -35,6 +36,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    fn bit(self) -> u8 {
+        match self {
+            Scope::Submit => 1,
+            Scope::Read => 2,
+            Scope::Admin => 4,
+        }
+    }
+
     fn parse(s: &str) -> Option<Self> {
         match s.trim() {
             "submit" => Some(Scope::Submit),
@@ -58,7 +67,9 @@ impl Scope {
 struct KeyEntry {
     hash: [u8; 32],
     tenant: String,
-    scopes: Vec<Scope>,
+    scopes: u8,
+    /// A prefix of the hash, to name the key in logs and rate limits.
+    id: Arc<str>,
 }
 
 /// The configured API keys.
@@ -139,7 +150,12 @@ impl ApiKeys {
             keys.push(KeyEntry {
                 hash,
                 tenant: tenant.to_owned(),
-                scopes,
+                scopes: scopes.iter().fold(0, |bits, s| bits | s.bit()),
+                id: hash[..6]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into(),
             });
         }
         if keys.is_empty() {
@@ -180,28 +196,36 @@ pub(crate) struct Guard {
     pub(crate) limit: Option<Limit>,
 }
 
+impl Guard {
+    /// Whether requests go through [`authenticate`].
+    pub(crate) fn active(&self) -> bool {
+        self.keys.is_some() || self.limit.is_some()
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The key's tenant; `None` when the service does not authenticate.
     pub tenant: Option<String>,
-    scopes: Vec<Scope>,
+    scopes: u8,
     /// Identifies the key in logs and rate limits: a prefix of its hash, never the key.
-    key_id: String,
+    key_id: Arc<str>,
 }
 
 impl Caller {
     fn anonymous() -> Self {
+        static ANONYMOUS: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         Self {
             tenant: None,
-            scopes: vec![Scope::Admin],
-            key_id: "anonymous".into(),
+            scopes: Scope::Admin.bit(),
+            key_id: ANONYMOUS.get_or_init(|| "anonymous".into()).clone(),
         }
     }
 
     /// Whether the caller has `scope` (admin has every scope).
     pub fn has(&self, scope: Scope) -> bool {
-        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+        self.scopes & (scope.bit() | Scope::Admin.bit()) != 0
     }
 
     /// Refuses with 403 unless the caller has `scope`.
@@ -233,17 +257,22 @@ impl Caller {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<super::State> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the route is not behind authentication",
-            )
-        })
+    async fn from_request_parts(parts: &mut Parts, state: &super::State) -> Result<Self, ApiError> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        // Without keys and limits the guard is not installed at all: everyone may do anything.
+        if !state.guard.active() {
+            return Ok(Caller::anonymous());
+        }
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the route is not behind authentication",
+        ))
     }
 }
 
@@ -310,8 +339,8 @@ pub(crate) async fn authenticate(
             };
             Caller {
                 tenant: Some(entry.tenant.clone()),
-                scopes: entry.scopes.clone(),
-                key_id: entry.hash[..6].iter().map(|b| format!("{b:02x}")).collect(),
+                scopes: entry.scopes,
+                key_id: entry.id.clone(),
             }
         }
     };
@@ -368,7 +397,7 @@ mod tests {
         .unwrap();
         let acme = keys.find("acme-key-0123456789").unwrap();
         assert_eq!(acme.tenant, "acme");
-        assert_eq!(acme.scopes, [Scope::Submit, Scope::Read]);
+        assert_eq!(acme.scopes, Scope::Submit.bit() | Scope::Read.bit());
         assert_eq!(keys.find("ops-key-0123456789").unwrap().tenant, "ops");
         assert!(keys.find("acme-key-012345678").is_none());
         assert!(keys.find("").is_none());

@@ -168,13 +168,15 @@ impl Service {
     pub fn router(self) -> Router {
         let state: State = Arc::new(self.shared);
         let guarded = axum::middleware::from_fn_with_state(state.clone(), auth::authenticate);
+        // Without keys or a rate limit there is nothing to check: no middleware at all.
+        let active = state.guard.active();
         // Routes added beside the job API need a key too (any scope).
-        let extra = if self.has_extra {
+        let extra = if self.has_extra && active {
             self.extra.route_layer(guarded.clone())
         } else {
             self.extra
         };
-        Router::new()
+        let mut api = Router::new()
             .route("/v1/jobs", post(jobs::submit).get(jobs::list))
             .route("/v1/jobs/batch", post(jobs::submit_batch))
             .route("/v1/jobs/{id}", get(jobs::status))
@@ -191,10 +193,12 @@ impl Service {
                 "/v1/dead-letters/{id}/retry",
                 post(admin::retry_dead_letter),
             )
-            .route("/metrics", get(admin::metrics))
-            // Everything above needs a key when the service authenticates; what follows does not.
-            .route_layer(guarded)
-            .route("/healthz", get(admin::healthz))
+            .route("/metrics", get(admin::metrics));
+        // Everything above needs a key when the service authenticates; what follows does not.
+        if active {
+            api = api.route_layer(guarded);
+        }
+        api.route("/healthz", get(admin::healthz))
             .route("/readyz", get(admin::readyz))
             .route(
                 "/openapi.json",
@@ -245,7 +249,7 @@ impl Service {
 }
 
 /// Counts requests and times them, by route (its pattern, so ids do not make new series),
-/// method and status.
+/// method and status. Labels are static strings: no allocation per request.
 async fn count_requests(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -253,16 +257,21 @@ async fn count_requests(
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = request.method().as_str().to_owned();
+        .and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()).copied())
+        .unwrap_or("other");
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "other",
+    };
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let status = status_label(response.status());
     metrics::counter!(
         "raindrop_http_requests_total",
-        "route" => route.clone(),
-        "method" => method.clone(),
+        "route" => route,
+        "method" => method,
         "status" => status
     )
     .increment(1);
@@ -273,6 +282,45 @@ async fn count_requests(
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The job API's routes, as label values.
+const ROUTES: [&str; 15] = [
+    "/v1/jobs",
+    "/v1/jobs/batch",
+    "/v1/jobs/{id}",
+    "/v1/jobs/{id}/events",
+    "/v1/jobs/{id}/cancel",
+    "/v1/queues",
+    "/v1/queues/{name}/pause",
+    "/v1/queues/{name}/resume",
+    "/v1/dead-letters",
+    "/v1/dead-letters/{id}/retry",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "other",
+];
+
+/// The statuses the API answers with, as label values.
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        202 => "202",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        409 => "409",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
 }
 
 /// The process's Prometheus recorder, installed on first use; `None` when another metrics
