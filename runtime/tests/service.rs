@@ -30,7 +30,8 @@ fn router(manifest_service: &str) -> axum::Router {
     router_and_store(manifest_service).0
 }
 
-fn router_and_store(manifest_service: &str) -> (axum::Router, Arc<dyn Store>) {
+/// An engine (memory store) whose service block `api` has `manifest_service` in it.
+fn engine(manifest_service: &str) -> (Engine, Arc<dyn Store>) {
     let source = raindrop_codegen::SourceFile::new(
         "m",
         format!(
@@ -48,6 +49,11 @@ fn router_and_store(manifest_service: &str) -> (axum::Router, Arc<dyn Store>) {
         )
         .build()
         .unwrap();
+    (engine, store)
+}
+
+fn router_and_store(manifest_service: &str) -> (axum::Router, Arc<dyn Store>) {
+    let (engine, store) = engine(manifest_service);
     let router = Service::new(engine, "api")
         .unwrap()
         .api_keys(keys())
@@ -57,19 +63,8 @@ fn router_and_store(manifest_service: &str) -> (axum::Router, Arc<dyn Store>) {
 
 #[test]
 fn api_key_auth_without_its_variable_stops_startup_with_its_name() {
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
-        "application \"t\" {\n  service \"api\" {\n    auth = \"api_key\"\n    api_keys_env = \"RAINDROP_TEST_UNSET_KEYS\"\n  }\n  queue \"jobs\" {}\n  task \"worker\" {}\n}\n",
-    );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
-    let engine = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new(None)))
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
-        .build()
-        .unwrap();
+    let (engine, _) =
+        engine("    auth = \"api_key\"\n    api_keys_env = \"RAINDROP_TEST_UNSET_KEYS\"");
     let err = Service::new(engine, "api").unwrap_err().to_string();
     assert!(
         err.contains("`RAINDROP_TEST_UNSET_KEYS` is not set"),
@@ -432,19 +427,7 @@ async fn the_openapi_document_describes_authentication_when_it_is_on() {
     assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
 
     // Without keys the document promises no authentication.
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
-        "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n}\n",
-    );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
-    let engine = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new(None)))
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
-        .build()
-        .unwrap();
+    let (engine, _) = engine("");
     let open = Service::new(engine, "api").unwrap().router();
     let (_, _, doc) = call(&open, Method::GET, "/openapi.json", None, None).await;
     assert!(
