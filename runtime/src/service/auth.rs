@@ -174,6 +174,11 @@ impl ApiKeys {
         Self::parse(&text).map_err(|e| crate::Error::Config(format!("`{var}`: {e}")))
     }
 
+    /// The tenant of the key `presented`, if it is one of these keys.
+    pub(crate) fn find_tenant(&self, presented: &str) -> Option<&str> {
+        self.find(presented).map(|entry| entry.tenant.as_str())
+    }
+
     /// The entry whose key is `presented`. Every configured hash is compared, in constant time,
     /// whatever matches, so timing tells nothing about the keys.
     fn find(&self, presented: &str) -> Option<&KeyEntry> {
@@ -214,7 +219,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn anonymous() -> Self {
+    pub(crate) fn anonymous() -> Self {
         static ANONYMOUS: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
         Self {
             tenant: None,
@@ -276,7 +281,7 @@ impl FromRequestParts<super::State> for Caller {
     }
 }
 
-fn unauthorized(message: &str) -> Response {
+pub(crate) fn unauthorized(message: &str) -> Response {
     let mut response =
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
     response.headers_mut().insert(
@@ -321,21 +326,22 @@ fn rate_headers(headers: &mut HeaderMap, decision: &Decision) {
     }
 }
 
-/// Authenticates the request, applies the rate limit and hands the [`Caller`] to the route.
-pub(crate) async fn authenticate(
-    State(state): State<super::State>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// Who presents `key` (anyone, when the service does not authenticate), after the rate limit;
+/// the refusal (401 or 429) otherwise. `how` says how to present a key, for the 401.
+pub(crate) async fn admit(
+    state: &super::State,
+    key: Option<&str>,
+    how: &str,
+) -> Result<(Caller, Option<Decision>), Response> {
     let guard = &state.guard;
     let caller = match &guard.keys {
         None => Caller::anonymous(),
         Some(keys) => {
-            let Some(key) = presented(request.headers()) else {
-                return unauthorized("this API needs a key: send `Authorization: Bearer <key>`");
+            let Some(key) = key else {
+                return Err(unauthorized(how));
             };
             let Some(entry) = keys.find(key) else {
-                return unauthorized("the API key is not valid");
+                return Err(unauthorized("the API key is not valid"));
             };
             Caller {
                 tenant: Some(entry.tenant.clone()),
@@ -355,7 +361,7 @@ pub(crate) async fn authenticate(
                 .await
             {
                 Ok(decision) => Some(decision),
-                Err(err) => return ApiError::from(err).into_response(),
+                Err(err) => return Err(ApiError::from(err).into_response()),
             }
         }
     };
@@ -371,8 +377,23 @@ pub(crate) async fn authenticate(
         )
         .into_response();
         rate_headers(response.headers_mut(), &decision);
-        return response;
+        return Err(response);
     }
+    Ok((caller, decision))
+}
+
+/// Authenticates the request, applies the rate limit and hands the [`Caller`] to the route.
+pub(crate) async fn authenticate(
+    State(state): State<super::State>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let key = presented(request.headers());
+    let how = "this API needs a key: send `Authorization: Bearer <key>`";
+    let (caller, decision) = match admit(&state, key, how).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
+    };
     request.extensions_mut().insert(caller);
     let mut response = next.run(request).await;
     if let Some(decision) = decision {

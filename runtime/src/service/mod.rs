@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 
 mod admin;
 mod auth;
+mod dashboard;
 mod error;
 mod jobs;
 
@@ -198,7 +199,9 @@ impl Service {
         if active {
             api = api.route_layer(guarded);
         }
-        api.route("/healthz", get(admin::healthz))
+        // The dashboard authenticates by its own cookie and guards its forms itself.
+        api.merge(dashboard::routes(state.clone()))
+            .route("/healthz", get(admin::healthz))
             .route("/readyz", get(admin::readyz))
             .route(
                 "/openapi.json",

@@ -1,0 +1,783 @@
+//! The web dashboard at `/dashboard`: queues, jobs and dead letters in a browser, rendered on
+//! the server (maud) with charts drawn as SVG, so it reads without JavaScript and needs no Node
+//! toolchain. The overview refreshes itself every few seconds.
+//!
+//! Actions (cancel, retry, pause, resume, purge) are HTML forms posting to the dashboard, which
+//! calls the store under the same scopes as the job API. Every form carries a token that must
+//! match a `SameSite=Strict` cookie (double submit), so another site cannot post them. When the
+//! service authenticates, `/dashboard/login` takes an API key and keeps it in an `HttpOnly`,
+//! `SameSite=Strict` cookie that only the dashboard reads.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Request, State as Extract};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::error::Query;
+use super::{ApiError, Caller, Scope, State};
+use crate::job::{Job, JobId, JobState, Timestamp, now};
+use crate::store::{CancelOutcome, JobFilter, StateCounts};
+
+const KEY_COOKIE: &str = "raindrop_key";
+const CSRF_COOKIE: &str = "raindrop_csrf";
+/// Finished jobs the overview's charts and latencies are drawn from, per queue.
+const SAMPLE: usize = 1000;
+/// Rows per page of a listing.
+const PAGE: usize = 50;
+
+/// The dashboard's routes, under `/dashboard`.
+pub(crate) fn routes(state: State) -> Router<State> {
+    Router::new()
+        .route("/dashboard", get(overview))
+        .route("/dashboard/jobs", get(jobs))
+        .route("/dashboard/jobs/{id}", get(job))
+        .route("/dashboard/jobs/{id}/cancel", post(cancel))
+        .route("/dashboard/jobs/{id}/retry", post(retry))
+        .route("/dashboard/dead-letters", get(dead_letters))
+        .route("/dashboard/dead-letters/purge", post(purge))
+        .route("/dashboard/queues/{name}/pause", post(pause))
+        .route("/dashboard/queues/{name}/resume", post(resume))
+        .route_layer(axum::middleware::from_fn_with_state(state, guard))
+        .route("/dashboard/login", get(login_form).post(login))
+        .route("/dashboard/logout", post(logout))
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Authenticates from the dashboard's key cookie (a login page instead of a 401), checks the
+/// form token of every POST and makes sure the browser has a token for the forms it renders.
+async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next) -> Response {
+    let key = cookie(request.headers(), KEY_COOKIE).map(str::to_owned);
+    let (caller, _) = match super::auth::admit(&state, key.as_deref(), "log in").await {
+        Ok(admitted) => admitted,
+        Err(refusal) if refusal.status() == StatusCode::UNAUTHORIZED => {
+            return Redirect::to("/dashboard/login").into_response();
+        }
+        Err(refusal) => return refusal,
+    };
+    let token = cookie(request.headers(), CSRF_COOKIE).map(str::to_owned);
+    let (token, fresh) = match token {
+        Some(token) if token.len() == 32 => (token, false),
+        _ => (format!("{:032x}", fastrand::u128(..)), true),
+    };
+    request.extensions_mut().insert(caller);
+    request.extensions_mut().insert(Csrf(token.clone()));
+    let mut response = next.run(request).await;
+    if fresh
+        && let Ok(value) = HeaderValue::from_str(&format!(
+            "{CSRF_COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Strict"
+        ))
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The token the forms of this page carry.
+#[derive(Debug, Clone)]
+struct Csrf(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Csrf {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts.extensions.get::<Csrf>().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "no form token",
+            )
+        })
+    }
+}
+
+/// A form's fields: its token, and a confirmation where one is asked for.
+#[derive(Debug, Deserialize)]
+struct ActionForm {
+    csrf: String,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// Refuses a form whose token is not the one in the browser's cookie.
+fn check(form: &ActionForm, csrf: &Csrf) -> Result<(), ApiError> {
+    let same = form.csrf.len() == csrf.0.len()
+        && bool::from(form.csrf.as_bytes().ct_eq(csrf.0.as_bytes()));
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "the form's token does not match this browser's: reload the page and try again",
+        ))
+    }
+}
+
+fn page(title: &str, refresh: Option<u32>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh {
+                    meta http-equiv="refresh" content=(seconds);
+                }
+                title { (title) " · Raindrop" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    nav {
+                        a href="/dashboard" { "Overview" }
+                        a href="/dashboard/jobs" { "Jobs" }
+                        a href="/dashboard/dead-letters" { "Dead letters" }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#1b1f24;background:#f6f8fa}\
+header{background:#1b1f24;padding:.6rem 1rem}nav a{color:#fff;margin-right:1.2rem;text-decoration:none}\
+nav a:focus,button:focus,a:focus{outline:3px solid #0969da}main{padding:1rem;max-width:72rem}\
+table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;padding:.35rem .5rem;\
+border-bottom:1px solid #d0d7de;font-variant-numeric:tabular-nums}.cards{display:flex;flex-wrap:wrap;gap:1rem}\
+.card{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:.8rem;flex:1 1 22rem}\
+form{display:inline}button{cursor:pointer}pre{background:#fff;border:1px solid #d0d7de;padding:.6rem;\
+overflow:auto}.muted{color:#57606a}.state{font-weight:600}";
+
+fn state_color(state: JobState) -> &'static str {
+    match state {
+        JobState::Queued => "#0969da",
+        JobState::Scheduled => "#8250df",
+        JobState::Running => "#bf8700",
+        JobState::Succeeded => "#1a7f37",
+        JobState::Retrying => "#d1242f",
+        JobState::Dead => "#6e7781",
+        JobState::Cancelled => "#afb8c1",
+    }
+}
+
+/// One bar split by state, proportional to the counts.
+fn state_bar(counts: &StateCounts) -> Markup {
+    let total: u64 = JobState::ALL.iter().map(|s| counts.get(*s)).sum();
+    let mut segments = Vec::new();
+    let mut x = 0.0;
+    for state in JobState::ALL {
+        let n = counts.get(state);
+        if n > 0 {
+            let width = 100.0 * n as f64 / total as f64;
+            segments.push((state, n, x, width));
+            x += width;
+        }
+    }
+    html! {
+        svg width="100%" height="18" viewBox="0 0 100 6" preserveAspectRatio="none" role="img"
+            aria-label="jobs by state" {
+            @for (state, n, x, width) in segments {
+                rect x=(format!("{x:.3}")) y="0" width=(format!("{width:.3}")) height="6"
+                    fill=(state_color(state)) { title { (state) ": " (n) } }
+            }
+        }
+    }
+}
+
+/// Jobs finished per minute over the last hour (succeeded up, dead down), as bars.
+fn throughput_chart(succeeded: &[u64; 60], dead: &[u64; 60]) -> Markup {
+    let top = succeeded
+        .iter()
+        .chain(dead.iter())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    html! {
+        svg width="100%" height="90" viewBox="0 0 120 40" preserveAspectRatio="none" role="img"
+            aria-label="jobs finished per minute, last hour" {
+            line x1="0" y1="30" x2="120" y2="30" stroke="#d0d7de" stroke-width="0.3" {}
+            @for (minute, (ok, bad)) in succeeded.iter().zip(dead.iter()).enumerate() {
+                @let x = minute as f64 * 2.0;
+                @if *ok > 0 {
+                    @let h = 28.0 * *ok as f64 / top;
+                    rect x=(format!("{x:.1}")) y=(format!("{:.2}", 30.0 - h)) width="1.6"
+                        height=(format!("{h:.2}")) fill="#1a7f37" {
+                        title { (60 - minute) " min ago: " (ok) " succeeded" }
+                    }
+                }
+                @if *bad > 0 {
+                    @let h = 9.0 * *bad as f64 / top;
+                    rect x=(format!("{x:.1}")) y="30.4" width="1.6" height=(format!("{:.2}", h.max(0.6)))
+                        fill="#d1242f" { title { (60 - minute) " min ago: " (bad) " dead" } }
+                }
+            }
+        }
+    }
+}
+
+fn millis(d: chrono::Duration) -> f64 {
+    d.num_microseconds().unwrap_or(0) as f64 / 1000.0
+}
+
+fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(values[((values.len() as f64 * p) as usize).min(values.len() - 1)])
+}
+
+fn duration(ms: Option<f64>) -> String {
+    match ms {
+        None => "–".into(),
+        Some(ms) if ms < 1000.0 => format!("{ms:.0} ms"),
+        Some(ms) => format!("{:.1} s", ms / 1000.0),
+    }
+}
+
+/// What the overview shows of one queue's recent history.
+struct Recent {
+    succeeded: [u64; 60],
+    dead: [u64; 60],
+    wait: (Option<f64>, Option<f64>),
+    run: (Option<f64>, Option<f64>),
+}
+
+fn recent(jobs: &[Job], at: Timestamp) -> Recent {
+    let mut succeeded = [0; 60];
+    let mut dead = [0; 60];
+    let (mut waits, mut runs) = (Vec::new(), Vec::new());
+    for job in jobs {
+        let Some(finished) = job.finished_at else {
+            continue;
+        };
+        let ago = (at - finished).num_minutes();
+        if (0..60).contains(&ago) {
+            let slot = 59 - ago as usize;
+            match job.state {
+                JobState::Succeeded => succeeded[slot] += 1,
+                JobState::Dead => dead[slot] += 1,
+                _ => {}
+            }
+        }
+        if let Some(started) = job.started_at {
+            waits.push(millis(started - job.created_at));
+            runs.push(millis(finished - started));
+        }
+    }
+    Recent {
+        succeeded,
+        dead,
+        wait: (percentile(&mut waits, 0.5), percentile(&mut waits, 0.99)),
+        run: (percentile(&mut runs, 0.5), percentile(&mut runs, 0.99)),
+    }
+}
+
+fn action(path: &str, label: &str, csrf: &Csrf) -> Markup {
+    html! {
+        form method="post" action=(path) {
+            input type="hidden" name="csrf" value=(csrf.0);
+            button type="submit" { (label) }
+        }
+    }
+}
+
+async fn overview(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+) -> Result<Markup, ApiError> {
+    caller.require(Scope::Read)?;
+    let store = state.engine.store();
+    let at = now();
+    let counts = store.counts().await?;
+    let paused = store.paused().await?;
+    let mut cards = Vec::new();
+    for name in &state.queues {
+        let finished = JobFilter {
+            queue: Some(name.clone()),
+            states: vec![JobState::Succeeded, JobState::Dead],
+            kind: None,
+            tenant: caller.tenant_filter(),
+        };
+        let sample = store.list(&finished, None, SAMPLE).await?.items;
+        let oldest = store.oldest_ready(name, at).await?;
+        cards.push((
+            name.clone(),
+            counts.get(name).cloned().unwrap_or_default(),
+            paused.contains(name),
+            oldest.map(|t| millis(at - t)),
+            recent(&sample, at),
+        ));
+    }
+    let admin = caller.has(Scope::Admin);
+    Ok(page(
+        "Queues",
+        Some(5),
+        html! {
+            p.muted { "Refreshes every 5 seconds. Charts and latencies: the latest "
+                (SAMPLE) " finished jobs of each queue." }
+            div.cards {
+                @for (name, counts, is_paused, oldest, recent) in &cards {
+                    section.card aria-label=(format!("queue {name}")) {
+                        h2 {
+                            a href=(format!("/dashboard/jobs?queue={name}")) { (name) }
+                            @if *is_paused { " " span.muted { "(paused)" } }
+                        }
+                        (state_bar(counts))
+                        table {
+                            tr { @for s in JobState::ALL { th { (s) } } }
+                            tr { @for s in JobState::ALL {
+                                td { a href=(format!("/dashboard/jobs?queue={name}&state={s}")) { (counts.get(s)) } }
+                            } }
+                        }
+                        h3 { "Finished per minute, last hour" }
+                        (throughput_chart(&recent.succeeded, &recent.dead))
+                        table {
+                            tr { th { "" } th { "p50" } th { "p99" } }
+                            tr { td { "enqueue → start" } td { (duration(recent.wait.0)) } td { (duration(recent.wait.1)) } }
+                            tr { td { "start → finish" } td { (duration(recent.run.0)) } td { (duration(recent.run.1)) } }
+                            tr { td { "oldest waiting" } td colspan="2" { (duration(*oldest)) } }
+                        }
+                        @if admin {
+                            p {
+                                @if *is_paused {
+                                    (action(&format!("/dashboard/queues/{name}/resume"), "Resume", &csrf))
+                                } @else {
+                                    (action(&format!("/dashboard/queues/{name}/pause"), "Pause", &csrf))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+/// Which jobs to list.
+#[derive(Debug, Deserialize)]
+struct JobsQuery {
+    queue: Option<String>,
+    state: Option<String>,
+    kind: Option<String>,
+    /// A job id to go to.
+    id: Option<String>,
+    cursor: Option<String>,
+}
+
+fn jobs_table(items: &[Job]) -> Markup {
+    html! {
+        table {
+            tr { th { "id" } th { "queue" } th { "kind" } th { "state" } th { "attempt" } th { "created" } }
+            @for job in items {
+                tr {
+                    td { a href=(format!("/dashboard/jobs/{}", job.id)) { code { (job.id) } } }
+                    td { (job.queue) }
+                    td { (job.kind) }
+                    td.state style=(format!("color:{}", state_color(job.state))) { (job.state) }
+                    td { (job.attempt) "/" (job.max_attempts) }
+                    td { (job.created_at.format("%Y-%m-%d %H:%M:%S UTC")) }
+                }
+            }
+        }
+    }
+}
+
+async fn jobs(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    Query(query): Query<JobsQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    if let Some(id) = query.id.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
+        let id = super::jobs::parse_id(id)?;
+        return Ok(Redirect::to(&format!("/dashboard/jobs/{id}")).into_response());
+    }
+    let states = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => vec![s.parse::<JobState>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("`{s}` is not a job state"),
+            )
+        })?],
+        None => Vec::new(),
+    };
+    let filter = JobFilter {
+        queue: query.queue.clone().filter(|q| !q.is_empty()),
+        states,
+        kind: query.kind.clone().filter(|k| !k.is_empty()),
+        tenant: caller.tenant_filter(),
+    };
+    let after = query
+        .cursor
+        .as_deref()
+        .map(super::jobs::parse_id)
+        .transpose()?;
+    let listing = state.engine.store().list(&filter, after, PAGE).await?;
+    let mut next = BTreeMap::new();
+    for (key, value) in [
+        ("queue", &filter.queue),
+        ("state", &query.state),
+        ("kind", &filter.kind),
+    ] {
+        if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+            next.insert(key, value.clone());
+        }
+    }
+    let next_url = listing.next.map(|cursor| {
+        let mut params: Vec<String> = next.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        params.push(format!("cursor={cursor}"));
+        format!("/dashboard/jobs?{}", params.join("&"))
+    });
+    Ok(page(
+        "Jobs",
+        None,
+        html! {
+            form method="get" action="/dashboard/jobs" {
+                label { "queue " select name="queue" {
+                    option value="" { "any" }
+                    @for q in &state.queues {
+                        option value=(q) selected[filter.queue.as_deref() == Some(q.as_str())] { (q) }
+                    }
+                } }
+                " "
+                label { "state " select name="state" {
+                    option value="" { "any" }
+                    @for s in JobState::ALL {
+                        option value=(s) selected[query.state.as_deref() == Some(s.as_str())] { (s) }
+                    }
+                } }
+                " "
+                label { "kind " input type="text" name="kind" value=[filter.kind.as_deref()]; }
+                " "
+                button type="submit" { "Filter" }
+            }
+            form method="get" action="/dashboard/jobs" {
+                label { "find by id " input type="text" name="id" size="38"; }
+                " "
+                button type="submit" { "Go" }
+            }
+            (jobs_table(&listing.items))
+            @if listing.items.is_empty() { p.muted { "No jobs." } }
+            @if let Some(url) = next_url { p { a href=(url) { "Next page →" } } }
+        },
+    )
+    .into_response())
+}
+
+async fn job(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Path(id): Path<String>,
+) -> Result<Markup, ApiError> {
+    caller.require(Scope::Read)?;
+    let id = super::jobs::parse_id(&id)?;
+    let job = visible(&state, &caller, id).await?;
+    let payload = serde_json::from_str::<serde_json::Value>(job.payload.as_str())
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| job.payload.as_str().to_owned());
+    let result = job.result.as_ref().map(|r| {
+        serde_json::from_str::<serde_json::Value>(r.as_str())
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|_| r.as_str().to_owned())
+    });
+    let may_submit = caller.has(Scope::Submit);
+    Ok(page(
+        &format!("Job {id}"),
+        None,
+        html! {
+            table {
+                tr { th { "queue" } td { (job.queue) } }
+                tr { th { "kind" } td { (job.kind) } }
+                tr { th { "state" } td.state style=(format!("color:{}", state_color(job.state))) { (job.state) } }
+                @if let Some(tenant) = &job.tenant { tr { th { "tenant" } td { (tenant) } } }
+                tr { th { "priority" } td { (job.priority) } }
+                tr { th { "attempt" } td { (job.attempt) " of " (job.max_attempts) } }
+                @if let Some(progress) = &job.progress {
+                    tr { th { "progress" } td {
+                        progress max="100" value=(progress.percent) { (progress.percent) "%" }
+                        " " (progress.percent) "% " (progress.message)
+                    } }
+                }
+                tr { th { "created" } td { (job.created_at.to_rfc3339()) } }
+                tr { th { "runs at" } td { (job.run_at.to_rfc3339()) } }
+                @if let Some(t) = job.started_at { tr { th { "started" } td { (t.to_rfc3339()) } } }
+                @if let Some(t) = job.finished_at { tr { th { "finished" } td { (t.to_rfc3339()) } } }
+                @if let Some(error) = &job.error { tr { th { "error" } td { (error.message) } } }
+            }
+            @if may_submit {
+                p {
+                    @if !job.state.is_finished() {
+                        (action(&format!("/dashboard/jobs/{id}/cancel"), "Cancel", &csrf))
+                    }
+                    @if job.state == JobState::Dead {
+                        (action(&format!("/dashboard/jobs/{id}/retry"), "Retry now", &csrf))
+                    }
+                }
+            }
+            h2 { "Attempts" }
+            table {
+                tr { th { "#" } th { "worker" } th { "started" } th { "took" } th { "error" } }
+                @for attempt in &job.attempts {
+                    tr {
+                        td { (attempt.number) }
+                        td { (attempt.worker) }
+                        td { (attempt.started_at.to_rfc3339()) }
+                        td { (duration(attempt.finished_at.map(|f| millis(f - attempt.started_at)))) }
+                        td { @if let Some(e) = &attempt.error { (e.message) } }
+                    }
+                }
+            }
+            h2 { "Payload" }
+            pre { code { (payload) } }
+            @if !job.headers.is_empty() {
+                h2 { "Headers" }
+                table { @for (k, v) in &job.headers { tr { th { (k) } td { (v) } } } }
+            }
+            @if let Some(result) = result {
+                h2 { "Result" }
+                pre { code { (result) } }
+            }
+        },
+    ))
+}
+
+/// The job, if the caller may see it (another tenant's job is not found).
+async fn visible(state: &State, caller: &Caller, id: JobId) -> Result<Job, ApiError> {
+    state
+        .engine
+        .store()
+        .get(id)
+        .await?
+        .filter(|job| caller.sees(job.tenant.as_deref()))
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+}
+
+async fn cancel(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ApiError> {
+    check(&form, &csrf)?;
+    caller.require(Scope::Submit)?;
+    let id = super::jobs::parse_id(&id)?;
+    visible(&state, &caller, id).await?;
+    match state.engine.store().cancel(id, now()).await? {
+        CancelOutcome::Cancelled | CancelOutcome::CancelledRunning => {}
+        CancelOutcome::AlreadyFinished(_) => {}
+    }
+    Ok(Redirect::to(&format!("/dashboard/jobs/{id}")).into_response())
+}
+
+async fn retry(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Path(id): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ApiError> {
+    check(&form, &csrf)?;
+    caller.require(Scope::Submit)?;
+    let id = super::jobs::parse_id(&id)?;
+    visible(&state, &caller, id).await?;
+    state.engine.store().retry_dead(id, now()).await?;
+    Ok(Redirect::to(&format!("/dashboard/jobs/{id}")).into_response())
+}
+
+async fn dead_letters(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Query(query): Query<JobsQuery>,
+) -> Result<Markup, ApiError> {
+    caller.require(Scope::Read)?;
+    let filter = JobFilter {
+        queue: query.queue.clone().filter(|q| !q.is_empty()),
+        states: vec![JobState::Dead],
+        kind: None,
+        tenant: caller.tenant_filter(),
+    };
+    let after = query
+        .cursor
+        .as_deref()
+        .map(super::jobs::parse_id)
+        .transpose()?;
+    let listing = state.engine.store().list(&filter, after, PAGE).await?;
+    let may_submit = caller.has(Scope::Submit);
+    let admin = caller.has(Scope::Admin);
+    Ok(page(
+        "Dead letters",
+        None,
+        html! {
+            table {
+                tr { th { "id" } th { "queue" } th { "kind" } th { "last error" } th { "finished" } th { "" } }
+                @for job in &listing.items {
+                    tr {
+                        td { a href=(format!("/dashboard/jobs/{}", job.id)) { code { (job.id) } } }
+                        td { (job.queue) }
+                        td { (job.kind) }
+                        td { @if let Some(e) = &job.error { (e.message) } }
+                        td { @if let Some(t) = job.finished_at { (t.format("%Y-%m-%d %H:%M:%S UTC")) } }
+                        td { @if may_submit { (action(&format!("/dashboard/jobs/{}/retry", job.id), "Retry", &csrf)) } }
+                    }
+                }
+            }
+            @if listing.items.is_empty() { p.muted { "No dead letters." } }
+            @if let Some(cursor) = listing.next {
+                p { a href=(format!("/dashboard/dead-letters?cursor={cursor}")) { "Next page →" } }
+            }
+            @if admin && !listing.items.is_empty() {
+                h2 { "Purge" }
+                form method="post" action="/dashboard/dead-letters/purge" {
+                    input type="hidden" name="csrf" value=(csrf.0);
+                    label { input type="checkbox" name="confirm" value="yes"; " remove every dead letter for good" }
+                    " "
+                    button type="submit" { "Purge" }
+                }
+            }
+        },
+    ))
+}
+
+async fn purge(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ApiError> {
+    check(&form, &csrf)?;
+    caller.require(Scope::Admin)?;
+    if form.confirm.as_deref() != Some("yes") {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "not_confirmed",
+            "tick the box to confirm the purge",
+        ));
+    }
+    state.engine.store().purge_dead(None).await?;
+    Ok(Redirect::to("/dashboard/dead-letters").into_response())
+}
+
+async fn set_paused(
+    state: &State,
+    caller: &Caller,
+    csrf: &Csrf,
+    form: &ActionForm,
+    name: &str,
+    paused: bool,
+) -> Result<Response, ApiError> {
+    check(form, csrf)?;
+    caller.require(Scope::Admin)?;
+    if !state.queues.iter().any(|q| q == name) {
+        return Err(ApiError::not_found(format!("no queue named `{name}`")));
+    }
+    let store = state.engine.store();
+    if paused {
+        store.pause(name).await?;
+    } else {
+        store.resume(name).await?;
+    }
+    Ok(Redirect::to("/dashboard").into_response())
+}
+
+async fn pause(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ApiError> {
+    set_paused(&state, &caller, &csrf, &form, &name, true).await
+}
+
+async fn resume(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Path(name): Path<String>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ApiError> {
+    set_paused(&state, &caller, &csrf, &form, &name, false).await
+}
+
+async fn login_form() -> Markup {
+    page(
+        "Log in",
+        None,
+        html! {
+            form method="post" action="/dashboard/login" {
+                label { "API key " input type="password" name="key" autocomplete="current-password" required; }
+                " "
+                button type="submit" { "Log in" }
+            }
+            p.muted { "The key is kept in a cookie only this dashboard reads." }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    key: String,
+}
+
+async fn login(Extract(state): Extract<State>, Form(form): Form<LoginForm>) -> Response {
+    let key = form.key.trim();
+    let valid = state
+        .guard
+        .keys
+        .as_ref()
+        .is_none_or(|keys| keys.find_tenant(key).is_some());
+    if !valid || key.contains([';', ',', ' ']) {
+        let body = page(
+            "Log in",
+            None,
+            html! { p { "That key is not valid." } p { a href="/dashboard/login" { "Try again" } } },
+        );
+        return (StatusCode::UNAUTHORIZED, body).into_response();
+    }
+    let mut response = Redirect::to("/dashboard").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{KEY_COOKIE}={key}; Path=/dashboard; HttpOnly; SameSite=Strict"
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn logout() -> Response {
+    let mut response = Redirect::to("/dashboard/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "raindrop_key=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    response
+}
