@@ -11,6 +11,7 @@ pub mod kv;
 pub mod manifest;
 pub mod observer;
 pub mod queue;
+pub mod registry;
 pub mod retry;
 pub mod secret;
 pub mod service;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use raindrop_codegen::model::{self, AlertMetric};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::{Event, EventKind};
@@ -27,7 +27,7 @@ pub trait ObserverHandler: Send + Sync + 'static {
 }
 
 /// An alert rule's current standing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertState {
     /// The observer that owns the rule.
     pub observer: String,
@@ -284,6 +284,11 @@ async fn measure(
                 (previous.map(|p| p.0) != Some(firing) && (firing || previous.is_some()))
                     .then_some(state)
             };
+            if let Some(state) = &changed
+                && let Err(err) = crate::registry::record_alert(store, state).await
+            {
+                tracing::debug!(error = %err, "recording the alert's standing failed");
+            }
             if let Some(state) = changed {
                 if state.firing {
                     tracing::warn!(observer = %state.observer, alert = %state.name, queue = %state.queue, value = state.value, threshold = state.threshold, "alert raised");

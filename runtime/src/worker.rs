@@ -445,10 +445,38 @@ async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: O
 /// Extends the leases of running jobs; stops jobs that were cancelled or lost.
 async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
     let period = (shared.config.lease / 3).max(Duration::from_millis(10));
+    let started_at = now();
+    // The dashboard lists the pool while its entry is renewed (each period, living three).
+    let announce_every = period.max(Duration::from_secs(1));
+    let mut announced: Option<std::time::Instant> = None;
     loop {
+        if announced.is_none_or(|at| at.elapsed() >= announce_every) {
+            let info = crate::registry::WorkerInfo {
+                worker: shared.worker.clone(),
+                task: shared.config.task.clone(),
+                queue: shared.config.queue.clone(),
+                concurrency: shared.config.concurrency,
+                busy: shared
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .len(),
+                started_at,
+                seen_at: now(),
+            };
+            if let Err(err) =
+                crate::registry::announce(&shared.store, &info, announce_every * 3).await
+            {
+                tracing::debug!(error = %err, "announcing the worker pool failed");
+            }
+            announced = Some(std::time::Instant::now());
+        }
         tokio::select! {
-            () = tokio::time::sleep(period) => {}
-            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period.min(announce_every)) => {}
+            () = stop.cancelled() => {
+                let _ = crate::registry::withdraw(&shared.store, &shared.worker, &shared.config.task).await;
+                return;
+            }
         }
         let leases: Vec<(JobId, u64)> = shared
             .in_flight

@@ -578,7 +578,55 @@ async fn an_alert_fires_when_the_queue_backs_up() {
     let firing = engine.alerts().firing();
     assert_eq!(firing.len(), 1);
     assert_eq!((firing[0].value, firing[0].threshold), (5.0, 3.0));
+    // Recorded in the store, for the dashboards of other processes.
+    let recorded = raindrop::registry::alerts(engine.store(), now())
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert!(recorded[0].firing && recorded[0].name == "backlog");
     running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_running_worker_pool_is_listed_until_it_stops() {
+    let app = app(BASIC);
+    let store = memory(&app);
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .settings(settings())
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
+        )
+        .build()
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    // The pool announces itself from its own task: look until it has (bounded).
+    let pools = tokio::time::timeout(WAIT, async {
+        loop {
+            let pools = raindrop::registry::workers(&store, now()).await.unwrap();
+            if !pools.is_empty() {
+                return pools;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the pool is listed");
+    assert_eq!(pools.len(), 1);
+    assert_eq!(
+        (pools[0].task.as_str(), pools[0].queue.as_str()),
+        ("worker", "jobs")
+    );
+    assert_eq!(pools[0].worker, engine.worker_id());
+    running.shutdown().await;
+    assert!(
+        raindrop::registry::workers(&store, now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "a stopped pool withdraws"
+    );
 }
 
 #[tokio::test]

@@ -41,6 +41,9 @@ pub(crate) fn routes(state: State) -> Router<State> {
         .route("/dashboard/jobs/{id}/cancel", post(cancel))
         .route("/dashboard/jobs/{id}/retry", post(retry))
         .route("/dashboard/dead-letters", get(dead_letters))
+        .route("/dashboard/workers", get(workers))
+        .route("/dashboard/schedules", get(schedules))
+        .route("/dashboard/alerts", get(alerts))
         .route("/dashboard/dead-letters/purge", post(purge))
         .route("/dashboard/queues/{name}/pause", post(pause))
         .route("/dashboard/queues/{name}/resume", post(resume))
@@ -152,11 +155,27 @@ fn page(title: &str, refresh: Option<u32>, body: Markup) -> Markup {
                         a href="/dashboard" { "Overview" }
                         a href="/dashboard/jobs" { "Jobs" }
                         a href="/dashboard/dead-letters" { "Dead letters" }
+                        a href="/dashboard/workers" { "Workers" }
+                        a href="/dashboard/schedules" { "Schedules" }
+                        a href="/dashboard/alerts" { "Alerts" }
                     }
                 }
                 main { h1 { (title) } (body) }
+                // Times are rendered in UTC; this shows each also in the viewer's zone.
+                script { (PreEscaped(LOCAL_TIMES)) }
             }
         }
+    }
+}
+
+/// Adds the viewer's local time after every `<time class="local">`.
+const LOCAL_TIMES: &str = "for(const t of document.querySelectorAll('time.local')){\
+const d=new Date(t.getAttribute('datetime'));if(!isNaN(d)){const s=document.createElement('span');\
+s.className='muted';s.textContent=' ('+d.toLocaleString()+' local)';t.after(s);}}";
+
+fn utc(at: Timestamp) -> Markup {
+    html! {
+        time.local datetime=(at.to_rfc3339()) { (at.format("%Y-%m-%d %H:%M:%S UTC")) }
     }
 }
 
@@ -780,4 +799,120 @@ async fn logout() -> Response {
         ),
     );
     response
+}
+
+async fn workers(Extract(state): Extract<State>, caller: Caller) -> Result<Markup, ApiError> {
+    caller.require(Scope::Read)?;
+    let at = now();
+    let mut pools = crate::registry::workers(state.engine.store(), at).await?;
+    pools.sort_by(|a, b| (&a.queue, &a.worker).cmp(&(&b.queue, &b.worker)));
+    Ok(page(
+        "Workers",
+        Some(5),
+        html! {
+            p.muted { "Worker pools that announced themselves in the last few seconds, from every process sharing the store." }
+            table {
+                tr { th { "worker" } th { "task" } th { "queue" } th { "running" } th { "up since" } th { "last heartbeat" } }
+                @for pool in &pools {
+                    tr {
+                        td { code { (pool.worker) } }
+                        td { (pool.task) }
+                        td { (pool.queue) }
+                        td {
+                            meter min="0" max=(pool.concurrency) value=(pool.busy) { (pool.busy) }
+                            " " (pool.busy) " / " (pool.concurrency)
+                        }
+                        td { (utc(pool.started_at)) }
+                        td { (duration(Some(millis(at - pool.seen_at)))) " ago" }
+                    }
+                }
+            }
+            @if pools.is_empty() { p.muted { "No worker is running." } }
+        },
+    ))
+}
+
+async fn schedules(Extract(state): Extract<State>, caller: Caller) -> Result<Markup, ApiError> {
+    caller.require(Scope::Read)?;
+    let at = now();
+    let store = state.engine.store();
+    let mut rows = Vec::new();
+    for task in &state.engine.app().tasks {
+        let raindrop_codegen::model::TaskRole::Cron { schedule, .. } = &task.role else {
+            continue;
+        };
+        let parsed = crate::cron::Schedule::parse(schedule.as_str())?;
+        let mut next = Vec::new();
+        let mut from = at;
+        while next.len() < 3 {
+            let Some(tick) = parsed.next_after(from) else {
+                break;
+            };
+            next.push(tick);
+            from = tick;
+        }
+        let last = store
+            .kv_get(crate::cron::CRON_RUNS_NAMESPACE, task.name.as_str(), at)
+            .await?
+            .and_then(|e| serde_json::from_slice::<crate::cron::CronRun>(&e.value).ok());
+        rows.push((
+            task.name.to_string(),
+            schedule.as_str().to_owned(),
+            next,
+            last,
+        ));
+    }
+    Ok(page(
+        "Schedules",
+        None,
+        html! {
+            table {
+                tr { th { "task" } th { "schedule" } th { "next runs" } th { "last run" } }
+                @for (name, cron, next, last) in &rows {
+                    tr {
+                        td { (name) }
+                        td { code { (cron) } }
+                        td { @for tick in next { (utc(*tick)) br; } }
+                        td {
+                            @if let Some(run) = last {
+                                (utc(run.scheduled_time)) ": " strong { (run.outcome) }
+                                " after " (run.attempts) " attempt(s)"
+                                @if let Some(e) = &run.error { br; span.muted { (e.message) } }
+                            } @else { span.muted { "not run yet" } }
+                        }
+                    }
+                }
+            }
+            @if rows.is_empty() { p.muted { "The manifest declares no scheduled task." } }
+        },
+    ))
+}
+
+async fn alerts(Extract(state): Extract<State>, caller: Caller) -> Result<Markup, ApiError> {
+    caller.require(Scope::Read)?;
+    let mut alerts = crate::registry::alerts(state.engine.store(), now()).await?;
+    alerts.sort_by(|a, b| (!a.firing, &a.name).cmp(&(!b.firing, &b.name)));
+    Ok(page(
+        "Alerts",
+        Some(10),
+        html! {
+            table {
+                tr { th { "" } th { "alert" } th { "observer" } th { "queue" } th { "value" } th { "threshold" } th { "since" } }
+                @for alert in &alerts {
+                    tr {
+                        td.state style=(if alert.firing { "color:#d1242f" } else { "color:#1a7f37" }) {
+                            @if alert.firing { "firing" } @else { "resolved" }
+                        }
+                        td { (alert.name) }
+                        td { (alert.observer) }
+                        td { (alert.queue) }
+                        td { (format!("{:.2}", alert.value)) }
+                        td { (format!("{:.2}", alert.threshold)) }
+                        td { (utc(alert.since)) }
+                    }
+                }
+            }
+            @if alerts.is_empty() { p.muted { "No alert has fired." } }
+        },
+    ))
 }
