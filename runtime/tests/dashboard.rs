@@ -267,6 +267,11 @@ async fn dead_letters_are_retried_and_purged_with_a_confirmation() {
         store.get(first).await.unwrap().unwrap().state,
         JobState::Queued
     );
+    let (_, page) = browser.get(&format!("/dashboard/jobs/{first}")).await;
+    assert!(
+        page.contains("attempt 1 failed: boom") && page.contains("enqueued"),
+        "the job's history: {page}"
+    );
     let (status, _, body) = browser
         .post("/dashboard/dead-letters/purge", &format!("csrf={token}"))
         .await;
@@ -454,4 +459,32 @@ async fn workers_schedules_and_alerts_have_their_pages() {
     let (status, page) = browser.get("/dashboard/alerts").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("No alert has fired"));
+}
+
+#[tokio::test]
+async fn every_dead_letter_is_retried_at_once() {
+    let (router, store) = app(false);
+    let dead: Vec<JobId> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(dead_letter(&store, None).await);
+        }
+        ids
+    };
+    let mut browser = Browser::new(router);
+    browser.get("/dashboard/dead-letters").await;
+    let token = browser.token();
+    let (status, _, _) = browser
+        .post(
+            "/dashboard/dead-letters/retry-all",
+            &format!("csrf={token}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    for id in dead {
+        assert_eq!(
+            store.get(id).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
+    }
 }

@@ -45,6 +45,7 @@ pub(crate) fn routes(state: State) -> Router<State> {
         .route("/dashboard/schedules", get(schedules))
         .route("/dashboard/alerts", get(alerts))
         .route("/dashboard/dead-letters/purge", post(purge))
+        .route("/dashboard/dead-letters/retry-all", post(retry_all))
         .route("/dashboard/queues/{name}/pause", post(pause))
         .route("/dashboard/queues/{name}/resume", post(resume))
         .route_layer(axum::middleware::from_fn_with_state(state, guard))
@@ -559,6 +560,8 @@ async fn job(
                     }
                 }
             }
+            h2 { "History" }
+            ol { @for (at, what) in history(&job) { li { (utc(at)) " — " (what) } } }
             h2 { "Attempts" }
             table {
                 tr { th { "#" } th { "worker" } th { "started" } th { "took" } th { "error" } }
@@ -584,6 +587,41 @@ async fn job(
             }
         },
     ))
+}
+
+/// The job's life as its record tells it: enqueued, each attempt's start and end, how it ended.
+fn history(job: &Job) -> Vec<(Timestamp, String)> {
+    let mut lines = vec![(
+        job.created_at,
+        if job.run_at > job.created_at {
+            format!(
+                "enqueued, scheduled for {}",
+                job.run_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        } else {
+            "enqueued".to_owned()
+        },
+    )];
+    for attempt in &job.attempts {
+        lines.push((
+            attempt.started_at,
+            format!("attempt {} started on {}", attempt.number, attempt.worker),
+        ));
+        if let Some(finished) = attempt.finished_at {
+            let outcome = match &attempt.error {
+                Some(error) => format!("attempt {} failed: {}", attempt.number, error.message),
+                None => format!("attempt {} succeeded", attempt.number),
+            };
+            lines.push((finished, outcome));
+        }
+    }
+    if let Some(finished) = job.finished_at
+        && job.state != JobState::Succeeded
+    {
+        lines.push((finished, format!("ended {}", job.state)));
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    lines
 }
 
 /// The job, if the caller may see it (another tenant's job is not found).
@@ -672,6 +710,9 @@ async fn dead_letters(
             @if let Some(cursor) = listing.next {
                 p { a href=(format!("/dashboard/dead-letters?cursor={cursor}")) { "Next page →" } }
             }
+            @if may_submit && !listing.items.is_empty() {
+                p { (action("/dashboard/dead-letters/retry-all", "Retry all", &csrf)) }
+            }
             @if admin && !listing.items.is_empty() {
                 h2 { "Purge" }
                 form method="post" action="/dashboard/dead-letters/purge" {
@@ -683,6 +724,40 @@ async fn dead_letters(
             }
         },
     ))
+}
+
+/// Dead letters retried in one click, at most.
+const RETRY_ALL: usize = 10_000;
+
+async fn retry_all(
+    Extract(state): Extract<State>,
+    caller: Caller,
+    csrf: Csrf,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, ApiError> {
+    check(&form, &csrf)?;
+    caller.require(Scope::Submit)?;
+    let store = state.engine.store();
+    let filter = JobFilter {
+        queue: None,
+        states: vec![JobState::Dead],
+        kind: None,
+        tenant: caller.tenant_filter(),
+    };
+    let mut retried = 0;
+    while retried < RETRY_ALL {
+        // Retried jobs leave the listing, so each page starts over.
+        let page = store.list(&filter, None, 500).await?;
+        if page.items.is_empty() {
+            break;
+        }
+        let at = now();
+        for job in page.items {
+            store.retry_dead(job.id, at).await?;
+            retried += 1;
+        }
+    }
+    Ok(Redirect::to("/dashboard/dead-letters").into_response())
 }
 
 async fn purge(
