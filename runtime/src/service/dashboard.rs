@@ -187,7 +187,8 @@ table{border-collapse:collapse;width:100%;background:#fff}th,td{text-align:left;
 border-bottom:1px solid #d0d7de;font-variant-numeric:tabular-nums}.cards{display:flex;flex-wrap:wrap;gap:1rem}\
 .card{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:.8rem;flex:1 1 22rem}\
 form{display:inline}button{cursor:pointer}pre{background:#fff;border:1px solid #d0d7de;padding:.6rem;\
-overflow:auto}.muted{color:#57606a}.state{font-weight:600}";
+overflow:auto}.muted{color:#57606a}.state{font-weight:600}\
+.axis{display:flex;justify-content:space-between;color:#57606a;font-size:.8rem;margin:0}";
 
 fn state_color(state: JobState) -> &'static str {
     match state {
@@ -375,6 +376,7 @@ async fn overview(
                         }
                         h3 { "Finished per minute, last hour" }
                         (throughput_chart(&recent.succeeded, &recent.dead))
+                        p.axis { span { "60 min ago" } span { "succeeded ↑ · dead ↓" } span { "now" } }
                         table {
                             tr { th { "" } th { "p50" } th { "p99" } }
                             tr { td { "enqueue → start" } td { (duration(recent.wait.0)) } td { (duration(recent.wait.1)) } }
