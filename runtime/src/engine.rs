@@ -600,6 +600,22 @@ impl Engine {
                 ));
             }
         }
+        let roles: Vec<&'static str> = [
+            (settings.roles.workers, "workers"),
+            (settings.roles.scheduler, "scheduler"),
+            (settings.roles.observer, "observer"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        if !roles.is_empty() {
+            components.spawn(crate::registry::keep_announcing(
+                inner.store.clone(),
+                inner.worker_id.clone(),
+                roles,
+                stop.clone(),
+            ));
+        }
         Ok(Running { stop, components })
     }
 

@@ -14,6 +14,8 @@ use crate::store::{KvEntry, Store};
 
 /// Where worker pools announce themselves.
 pub const WORKERS_NAMESPACE: &str = "__raindrop_workers";
+/// Where processes say which roles they run.
+pub const PROCESSES_NAMESPACE: &str = "__raindrop_processes";
 /// Where monitors record their alert rules' standing.
 pub const ALERTS_NAMESPACE: &str = "__raindrop_alerts";
 
@@ -34,6 +36,60 @@ pub struct WorkerInfo {
     pub started_at: Timestamp,
     /// When it last said it was alive.
     pub seen_at: Timestamp,
+}
+
+/// A live process of the application (one that runs workers, schedulers or monitors).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Its worker id (`host-pid-random`).
+    pub id: String,
+    /// The roles it runs: `workers`, `scheduler`, `observer`.
+    pub roles: Vec<String>,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it last said it was alive.
+    pub seen_at: Timestamp,
+}
+
+/// How often a process renews its entry (which lives three times as long).
+const PROCESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps the process's entry alive until `stop`, then removes it.
+pub(crate) async fn keep_announcing(
+    store: Arc<dyn Store>,
+    id: String,
+    roles: Vec<&'static str>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let started_at = crate::job::now();
+    loop {
+        let info = ProcessInfo {
+            id: id.clone(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            started_at,
+            seen_at: crate::job::now(),
+        };
+        let entry = serde_json::to_vec(&info).map(|value| KvEntry {
+            value,
+            metadata: None,
+            expires_at: Some(crate::store::after(info.seen_at, PROCESS_EVERY * 3)),
+        });
+        if let Ok(entry) = entry
+            && let Err(err) = store.kv_put(PROCESSES_NAMESPACE, &id, entry).await
+        {
+            tracing::debug!(error = %err, "announcing the process failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PROCESS_EVERY) => {}
+            () = stop.cancelled() => break,
+        }
+    }
+    let _ = store.kv_delete(PROCESSES_NAMESPACE, &id).await;
+}
+
+/// The processes alive at `now`.
+pub async fn processes(store: &Arc<dyn Store>, now: Timestamp) -> Result<Vec<ProcessInfo>> {
+    entries(store, PROCESSES_NAMESPACE, now).await
 }
 
 /// Records that `info`'s pool is alive, for `ttl`.

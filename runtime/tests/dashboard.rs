@@ -163,7 +163,9 @@ async fn the_overview_shows_every_queue_with_counts_and_charts() {
     );
     assert!(page.contains("href=\"/dashboard/jobs?queue=jobs&amp;state=dead\">1</a>"));
     assert!(page.contains("<svg"), "charts are SVG");
-    assert!(page.contains("aria-label=\"jobs finished per minute, last hour\""));
+    assert!(
+        page.contains("aria-label=\"succeeded jobs and failed attempts per minute, last hour\"")
+    );
     assert!(
         page.contains("http-equiv=\"refresh\""),
         "it refreshes without JavaScript"

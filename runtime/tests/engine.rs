@@ -605,7 +605,8 @@ async fn a_running_worker_pool_is_listed_until_it_stops() {
     let pools = tokio::time::timeout(WAIT, async {
         loop {
             let pools = raindrop::registry::workers(&store, now()).await.unwrap();
-            if !pools.is_empty() {
+            let processes = raindrop::registry::processes(&store, now()).await.unwrap();
+            if !pools.is_empty() && !processes.is_empty() {
                 return pools;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -619,6 +620,10 @@ async fn a_running_worker_pool_is_listed_until_it_stops() {
         ("worker", "jobs")
     );
     assert_eq!(pools[0].worker, engine.worker_id());
+    let processes = raindrop::registry::processes(&store, now()).await.unwrap();
+    assert_eq!(processes.len(), 1);
+    assert_eq!(processes[0].id, engine.worker_id());
+    assert_eq!(processes[0].roles, ["workers", "scheduler", "observer"]);
     running.shutdown().await;
     assert!(
         raindrop::registry::workers(&store, now())
@@ -626,6 +631,13 @@ async fn a_running_worker_pool_is_listed_until_it_stops() {
             .unwrap()
             .is_empty(),
         "a stopped pool withdraws"
+    );
+    assert!(
+        raindrop::registry::processes(&store, now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "so does a stopped process"
     );
 }
 

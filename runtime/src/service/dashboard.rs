@@ -226,7 +226,7 @@ fn state_bar(counts: &StateCounts) -> Markup {
     }
 }
 
-/// Jobs finished per minute over the last hour (succeeded up, dead down), as bars.
+/// Per minute over the last hour: jobs that succeeded (up) and attempts that failed (down).
 fn throughput_chart(succeeded: &[u64; 60], dead: &[u64; 60]) -> Markup {
     let top = succeeded
         .iter()
@@ -237,7 +237,7 @@ fn throughput_chart(succeeded: &[u64; 60], dead: &[u64; 60]) -> Markup {
         .max(1) as f64;
     html! {
         svg width="100%" height="90" viewBox="0 0 120 40" preserveAspectRatio="none" role="img"
-            aria-label="jobs finished per minute, last hour" {
+            aria-label="succeeded jobs and failed attempts per minute, last hour" {
             line x1="0" y1="30" x2="120" y2="30" stroke="#d0d7de" stroke-width="0.3" {}
             @for (minute, (ok, bad)) in succeeded.iter().zip(dead.iter()).enumerate() {
                 @let x = minute as f64 * 2.0;
@@ -251,7 +251,7 @@ fn throughput_chart(succeeded: &[u64; 60], dead: &[u64; 60]) -> Markup {
                 @if *bad > 0 {
                     @let h = 9.0 * *bad as f64 / top;
                     rect x=(format!("{x:.1}")) y="30.4" width="1.6" height=(format!("{:.2}", h.max(0.6)))
-                        fill="#d1242f" { title { (60 - minute) " min ago: " (bad) " dead" } }
+                        fill="#d1242f" { title { (60 - minute) " min ago: " (bad) " failed attempts" } }
                 }
             }
         }
@@ -281,6 +281,7 @@ fn duration(ms: Option<f64>) -> String {
 /// What the overview shows of one queue's recent history.
 struct Recent {
     succeeded: [u64; 60],
+    /// Failed attempts.
     dead: [u64; 60],
     wait: (Option<f64>, Option<f64>),
     run: (Option<f64>, Option<f64>),
@@ -294,13 +295,18 @@ fn recent(jobs: &[Job], at: Timestamp) -> Recent {
         let Some(finished) = job.finished_at else {
             continue;
         };
-        let ago = (at - finished).num_minutes();
-        if (0..60).contains(&ago) {
-            let slot = 59 - ago as usize;
-            match job.state {
-                JobState::Succeeded => succeeded[slot] += 1,
-                JobState::Dead => dead[slot] += 1,
-                _ => {}
+        let minute = |t: Timestamp| {
+            let ago = (at - t).num_minutes();
+            (0..60).contains(&ago).then(|| 59 - ago as usize)
+        };
+        if job.state == JobState::Succeeded
+            && let Some(slot) = minute(finished)
+        {
+            succeeded[slot] += 1;
+        }
+        for attempt in job.attempts.iter().filter(|a| a.error.is_some()) {
+            if let Some(slot) = attempt.finished_at.and_then(minute) {
+                dead[slot] += 1;
             }
         }
         if let Some(started) = job.started_at {
@@ -374,9 +380,9 @@ async fn overview(
                                 td { a href=(format!("/dashboard/jobs?queue={name}&state={s}")) { (counts.get(s)) } }
                             } }
                         }
-                        h3 { "Finished per minute, last hour" }
+                        h3 { "Per minute, last hour" }
                         (throughput_chart(&recent.succeeded, &recent.dead))
-                        p.axis { span { "60 min ago" } span { "succeeded ↑ · dead ↓" } span { "now" } }
+                        p.axis { span { "60 min ago" } span { "succeeded ↑ · failed attempts ↓" } span { "now" } }
                         table {
                             tr { th { "" } th { "p50" } th { "p99" } }
                             tr { td { "enqueue → start" } td { (duration(recent.wait.0)) } td { (duration(recent.wait.1)) } }
@@ -883,11 +889,27 @@ async fn workers(Extract(state): Extract<State>, caller: Caller) -> Result<Marku
     let at = now();
     let mut pools = crate::registry::workers(state.engine.store(), at).await?;
     pools.sort_by(|a, b| (&a.queue, &a.worker).cmp(&(&b.queue, &b.worker)));
+    let mut processes = crate::registry::processes(state.engine.store(), at).await?;
+    processes.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(page(
         "Workers",
         Some(5),
         html! {
-            p.muted { "Worker pools that announced themselves in the last few seconds, from every process sharing the store." }
+            p.muted { "Processes and worker pools that announced themselves in the last few seconds, from every process sharing the store." }
+            h2 { "Processes" }
+            table {
+                tr { th { "process" } th { "roles" } th { "up since" } th { "last heartbeat" } }
+                @for process in &processes {
+                    tr {
+                        td { code { (process.id) } }
+                        td { (process.roles.join(", ")) }
+                        td { (utc(process.started_at)) }
+                        td { (duration(Some(millis(at - process.seen_at)))) " ago" }
+                    }
+                }
+            }
+            @if processes.is_empty() { p.muted { "No process runs workers, schedulers or monitors." } }
+            h2 { "Worker pools" }
             table {
                 tr { th { "worker" } th { "task" } th { "queue" } th { "running" } th { "up since" } th { "last heartbeat" } }
                 @for pool in &pools {
