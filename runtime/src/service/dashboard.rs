@@ -23,7 +23,7 @@ use subtle::ConstantTimeEq;
 use super::error::Query;
 use super::{ApiError, Caller, Scope, State};
 use crate::job::{Job, JobId, JobState, Timestamp, now};
-use crate::store::{CancelOutcome, JobFilter, StateCounts};
+use crate::store::{JobFilter, StateCounts};
 
 const KEY_COOKIE: &str = "raindrop_key";
 const CSRF_COOKIE: &str = "raindrop_csrf";
@@ -643,6 +643,35 @@ async fn visible(state: &State, caller: &Caller, id: JobId) -> Result<Job, ApiEr
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))
 }
 
+/// What a button on a job's page does.
+#[derive(Debug, Clone, Copy)]
+enum JobAction {
+    Cancel,
+    Retry,
+}
+
+/// Checks the form and the caller's right to the job, does `what`, and shows the job again.
+async fn on_job(
+    state: &State,
+    caller: &Caller,
+    csrf: &Csrf,
+    form: &ActionForm,
+    id: &str,
+    what: JobAction,
+) -> Result<Response, ApiError> {
+    check(form, csrf)?;
+    caller.require(Scope::Submit)?;
+    let id = super::jobs::parse_id(id)?;
+    visible(state, caller, id).await?;
+    let store = state.engine.store();
+    match what {
+        // A job that finished meanwhile stays as it ended; its page shows how.
+        JobAction::Cancel => drop(store.cancel(id, now()).await?),
+        JobAction::Retry => store.retry_dead(id, now()).await?,
+    }
+    Ok(Redirect::to(&format!("/dashboard/jobs/{id}")).into_response())
+}
+
 async fn cancel(
     Extract(state): Extract<State>,
     caller: Caller,
@@ -650,15 +679,7 @@ async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, ApiError> {
-    check(&form, &csrf)?;
-    caller.require(Scope::Submit)?;
-    let id = super::jobs::parse_id(&id)?;
-    visible(&state, &caller, id).await?;
-    match state.engine.store().cancel(id, now()).await? {
-        CancelOutcome::Cancelled | CancelOutcome::CancelledRunning => {}
-        CancelOutcome::AlreadyFinished(_) => {}
-    }
-    Ok(Redirect::to(&format!("/dashboard/jobs/{id}")).into_response())
+    on_job(&state, &caller, &csrf, &form, &id, JobAction::Cancel).await
 }
 
 async fn retry(
@@ -668,12 +689,7 @@ async fn retry(
     Path(id): Path<String>,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, ApiError> {
-    check(&form, &csrf)?;
-    caller.require(Scope::Submit)?;
-    let id = super::jobs::parse_id(&id)?;
-    visible(&state, &caller, id).await?;
-    state.engine.store().retry_dead(id, now()).await?;
-    Ok(Redirect::to(&format!("/dashboard/jobs/{id}")).into_response())
+    on_job(&state, &caller, &csrf, &form, &id, JobAction::Retry).await
 }
 
 async fn dead_letters(
