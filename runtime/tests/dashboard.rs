@@ -203,8 +203,17 @@ async fn jobs_are_listed_filtered_found_by_id_and_shown_with_their_payload() {
     let (status, page) = browser.get(&format!("/dashboard/jobs/{dead}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("boom"), "the attempt's error is shown");
-    let (status, _) = browser.get("/dashboard/jobs/not-an-id").await;
+    let (status, page) = browser.get("/dashboard/jobs/not-an-id").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        page.contains("<!DOCTYPE html>") && page.contains("is not a job id"),
+        "errors are pages: {page}"
+    );
+    let (status, page) = browser
+        .get(&format!("/dashboard/jobs/{}", JobId::new()))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(page.contains("Not Found") && page.contains("no job"));
 }
 
 #[tokio::test]

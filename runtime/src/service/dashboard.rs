@@ -82,7 +82,7 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
     };
     request.extensions_mut().insert(caller);
     request.extensions_mut().insert(Csrf(token.clone()));
-    let mut response = next.run(request).await;
+    let mut response = as_page(next.run(request).await).await;
     if fresh
         && let Ok(value) = HeaderValue::from_str(&format!(
             "{CSRF_COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Strict"
@@ -91,6 +91,34 @@ async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next)
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
+}
+
+/// An error (JSON, as the API answers) as a page people can read, with the same status.
+async fn as_page(response: Response) -> Response {
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json || !(response.status().is_client_error() || response.status().is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let error: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let message = error["message"].as_str().unwrap_or("something went wrong");
+    let code = error["code"].as_str().unwrap_or("error");
+    let body = page(
+        parts.status.canonical_reason().unwrap_or("Error"),
+        None,
+        html! {
+            p { (message) }
+            p.muted { "code: " code { (code) } }
+            p { a href="/dashboard" { "Back to the overview" } }
+        },
+    );
+    (parts.status, body).into_response()
 }
 
 /// The token the forms of this page carry.
