@@ -351,3 +351,52 @@ async fn the_rate_limit_holds_across_service_processes_sharing_redis() {
     }
     assert_eq!(allowed, 10, "one bucket of 10 across both processes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_follows_a_jobs_events() {
+    use raindrop::event::{EventFollower, EventKind};
+    use raindrop::job::NewJob;
+
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    // Two "processes": each its own store connection.
+    let producer = open(prefix.store_url()).await;
+    let follower_store = open(prefix.store_url()).await;
+    let mut follower = EventFollower::from_now(follower_store).await.unwrap();
+    let id = producer
+        .enqueue(
+            vec![NewJob::new("jobs", "k", Payload::from_json("{}").unwrap())],
+            now(),
+        )
+        .await
+        .unwrap()[0]
+        .id();
+    let job = producer
+        .claim("jobs", "w", 1, Duration::from_secs(30), now())
+        .await
+        .unwrap()
+        .remove(0);
+    producer
+        .complete(id, job.lease_token().unwrap(), Payload::null(), now())
+        .await
+        .unwrap();
+    let mut kinds = Vec::new();
+    while kinds.last() != Some(&EventKind::Succeeded) {
+        let event = tokio::time::timeout(Duration::from_secs(10), follower.next())
+            .await
+            .expect("the other process's events arrive")
+            .unwrap();
+        assert_eq!(event.job, id);
+        kinds.push(event.kind);
+    }
+    assert_eq!(
+        kinds,
+        [
+            EventKind::Enqueued,
+            EventKind::Started,
+            EventKind::Succeeded
+        ]
+    );
+}
