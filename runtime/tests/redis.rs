@@ -219,6 +219,14 @@ async fn a_redis_restart_mid_run_loses_no_acknowledged_job() {
     if redis_support::available().is_none() {
         return;
     }
+    // Warnings and errors of every thread, to count how the outage is logged.
+    let writer = Logs::default();
+    let logs = writer.0.clone();
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let port = redis_support::free_port();
     let aof = ["--appendonly", "yes", "--appendfsync", "always"];
@@ -268,6 +276,30 @@ async fn a_redis_restart_mid_run_loses_no_acknowledged_job() {
     assert_eq!(counts.succeeded, total, "{counts:?}");
     assert_eq!(counts.get(JobState::Dead), 0);
     running.shutdown().await;
+    // The outage is logged once when it starts and once, with its length, when it ends.
+    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    assert_eq!(logs.matches("Redis is unreachable").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("Redis is reachable again after").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains("outage_ms="), "{logs}");
+}
+
+/// Collects log lines.
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[tokio::test]
