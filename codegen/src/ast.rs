@@ -72,10 +72,12 @@ pub struct RateLimit {
     pub burst: Option<Spanned<u32>>,
 }
 
-/// `quota { max_queued max_payload min_priority max_priority }`: limits for each tenant.
+/// `quota { max_queued max_running max_payload min_priority max_priority }`: limits for each
+/// tenant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quota {
     pub max_queued: Option<Spanned<u32>>,
+    pub max_running: Option<Spanned<u32>>,
     pub max_payload: Option<Spanned<ByteSize>>,
     pub min_priority: Option<Spanned<i32>>,
     pub max_priority: Option<Spanned<i32>>,

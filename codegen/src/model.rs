@@ -131,6 +131,8 @@ pub struct RateLimit {
 pub struct Quota {
     /// Most jobs a tenant may have waiting (queued, scheduled or retrying) in one queue.
     pub max_queued: Option<u32>,
+    /// Most jobs of a tenant running at once in one queue; more wait their turn.
+    pub max_running: Option<u32>,
     /// Largest payload a tenant may submit.
     pub max_payload: Option<ByteSize>,
     /// Requested priorities are raised to at least this.

@@ -432,6 +432,7 @@ fn service(
         }),
         quota: s.quota.as_ref().map(|q| model::Quota {
             max_queued: q.value.max_queued.as_ref().map(|v| v.value),
+            max_running: q.value.max_running.as_ref().map(|v| v.value),
             max_payload: q.value.max_payload.as_ref().map(|v| v.value),
             min_priority: q.value.min_priority.as_ref().map(|v| v.value),
             max_priority: q.value.max_priority.as_ref().map(|v| v.value),

@@ -355,6 +355,7 @@ fn read_service(
         let mut q = Reader::nested(&quota.body, &header, "quota");
         let limits = ast::Quota {
             max_queued: q.value(diags, "max_queued", int_at_least(1)),
+            max_running: q.value(diags, "max_running", int_at_least(1)),
             max_payload: q.value(diags, "max_payload", size),
             min_priority: q.value(diags, "min_priority", priority),
             max_priority: q.value(diags, "max_priority", priority),

@@ -34,7 +34,7 @@ use crate::kv::KvCache;
 use crate::observer::{Alerts, MonitorConfig, ObserverHandler};
 use crate::queue::Queue;
 use crate::retry::RetryPolicy;
-use crate::store::{RetentionPolicy, StatusCache, Store, StoreUrl};
+use crate::store::{ClaimLimits, RetentionPolicy, StatusCache, Store, StoreUrl};
 use crate::task::Handler;
 use crate::worker::WorkerConfig;
 
@@ -337,6 +337,19 @@ pub fn status_cache(app: &Application) -> Option<StatusCache> {
     })
 }
 
+/// What claims on `queue` observe: the strictest running-jobs quota of the services that
+/// accept jobs for it (a quota belongs to a service; its tenants' jobs land in these queues).
+fn claim_limits(app: &Application, queue: &str) -> ClaimLimits {
+    ClaimLimits {
+        running_per_tenant: app
+            .services
+            .iter()
+            .filter(|s| s.queues.iter().any(|q| q.as_str() == queue))
+            .filter_map(|s| s.quota.and_then(|q| q.max_running))
+            .min(),
+    }
+}
+
 /// A unique id for this process's workers: host, process id and a random suffix.
 fn worker_id() -> String {
     let host = std::env::var("HOSTNAME")
@@ -476,6 +489,7 @@ impl Engine {
                     retry: RetryPolicy::of(policy),
                     idle_poll: settings.idle_poll,
                     grace: settings.grace,
+                    limits: claim_limits(&inner.app, queue.as_str()),
                 };
                 let wake = inner.wakes.get(queue.as_str()).cloned().unwrap_or_default();
                 components.spawn(crate::worker::run(
@@ -508,6 +522,7 @@ impl Engine {
                     retry: RetryPolicy::of(policy),
                     idle_poll: settings.idle_poll,
                     grace: settings.grace,
+                    limits: claim_limits(&inner.app, queue.as_str()),
                 };
                 let work = crate::worker::Work::Batches {
                     handler: make(self),

@@ -13,7 +13,7 @@ use crate::consumer::{BatchHandler, Decision, Message, MessageBatch};
 use crate::error::Error;
 use crate::job::{Job, JobError, JobId, Payload, now};
 use crate::retry::RetryPolicy;
-use crate::store::{AfterFailure, LeaseStatus, Store};
+use crate::store::{AfterFailure, ClaimLimits, LeaseStatus, Store};
 use crate::task::{Handler, JobContext, Retry};
 
 /// How a worker pool runs.
@@ -36,6 +36,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) idle_poll: Duration,
     /// How long in-flight jobs may finish after shutdown starts before they are released.
     pub(crate) grace: Duration,
+    /// What claims observe beyond their batch size (tenants' running-jobs quota).
+    pub(crate) limits: ClaimLimits,
 }
 
 /// What a pool runs: one job per handler call, or batches of messages (a queue consumer).
@@ -148,11 +150,12 @@ pub(crate) async fn run(
         };
         let claimed = match shared
             .store
-            .claim(
+            .claim_with(
                 &shared.config.queue,
                 &shared.worker,
                 limit,
                 shared.config.lease,
+                shared.config.limits,
                 now(),
             )
             .await

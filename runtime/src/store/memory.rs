@@ -8,13 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use super::status;
 use super::transition::{self, Emitted};
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
     JobStore, KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered,
     Retention, RetentionPolicy, StateCounts, StatusCache,
 };
+use super::{ClaimLimits, fair, status};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
@@ -39,9 +39,15 @@ struct Inner {
     jobs: BTreeMap<JobId, Job>,
     insertion: HashMap<JobId, u64>,
     next_insertion: u64,
-    ready: HashMap<String, BTreeMap<ReadyKey, JobId>>,
+    /// Queued jobs per queue, then per tenant ("" for none).
+    ready: HashMap<String, BTreeMap<String, BTreeMap<ReadyKey, JobId>>>,
     delayed: BTreeMap<(Timestamp, u64), JobId>,
     running: HashSet<JobId>,
+    /// Running jobs per queue and tenant, for jobs with a tenant.
+    running_per_tenant: HashMap<(String, String), u32>,
+    /// When each queue's tenants were last served ("" for jobs without one), and the next turn.
+    turns: HashMap<(String, String), u64>,
+    next_turn: u64,
     /// Jobs per queue and state, kept as jobs move so counting is free.
     counts: HashMap<String, StateCounts>,
     idempotency: HashMap<(String, String), JobId>,
@@ -124,6 +130,8 @@ impl Inner {
                 self.ready
                     .entry(job.queue.clone())
                     .or_default()
+                    .entry(job.tenant.clone().unwrap_or_default())
+                    .or_default()
                     .insert(key, id);
             }
             JobState::Scheduled | JobState::Retrying => {
@@ -131,6 +139,12 @@ impl Inner {
             }
             JobState::Running => {
                 self.running.insert(id);
+                if let Some(tenant) = &job.tenant {
+                    *self
+                        .running_per_tenant
+                        .entry((job.queue.clone(), tenant.clone()))
+                        .or_default() += 1;
+                }
             }
             _ => {}
         }
@@ -156,8 +170,14 @@ impl Inner {
         }
         match state {
             JobState::Queued => {
-                if let Some(ready) = self.ready.get_mut(&job.queue) {
+                let tenant = job.tenant.as_deref().unwrap_or_default();
+                if let Some(groups) = self.ready.get_mut(&job.queue)
+                    && let Some(ready) = groups.get_mut(tenant)
+                {
                     ready.remove(&(Reverse(job.priority), run_at, order));
+                    if ready.is_empty() {
+                        groups.remove(tenant);
+                    }
                 }
             }
             JobState::Scheduled | JobState::Retrying => {
@@ -165,9 +185,56 @@ impl Inner {
             }
             JobState::Running => {
                 self.running.remove(&id);
+                if let Some(tenant) = &job.tenant {
+                    let key = (job.queue.clone(), tenant.clone());
+                    if let Some(n) = self.running_per_tenant.get_mut(&key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.running_per_tenant.remove(&key);
+                        }
+                    }
+                }
             }
             _ => {}
         }
+    }
+
+    /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
+    fn choose(&mut self, queue: &str, limit: usize, limits: ClaimLimits) -> Vec<JobId> {
+        let Some(ready) = self.ready.get(queue) else {
+            return Vec::new();
+        };
+        let mut names = Vec::with_capacity(ready.len());
+        let mut groups = Vec::with_capacity(ready.len());
+        for (tenant, jobs) in ready {
+            let room = match limits.running_per_tenant {
+                Some(max) if !tenant.is_empty() => {
+                    let key = (queue.to_owned(), tenant.clone());
+                    let running = self.running_per_tenant.get(&key).copied().unwrap_or(0);
+                    max.saturating_sub(running) as usize
+                }
+                _ => usize::MAX,
+            };
+            let key = (queue.to_owned(), tenant.clone());
+            groups.push(fair::Group {
+                turn: self.turns.get(&key).copied().unwrap_or(0),
+                room,
+                ready: jobs
+                    .iter()
+                    .take(limit.min(room))
+                    .map(|((Reverse(priority), _, _), id)| (*priority, *id))
+                    .collect(),
+            });
+            names.push(key);
+        }
+        self.next_turn = self.next_turn.max(1);
+        let chosen = fair::pick(&mut groups, limit, &mut self.next_turn);
+        if names.len() > 1 {
+            for (key, group) in names.into_iter().zip(groups) {
+                self.turns.insert(key, group.turn);
+            }
+        }
+        chosen
     }
 
     /// Moves due delayed jobs to the ready index; returns how many.
@@ -257,12 +324,13 @@ impl JobStore for MemoryStore {
         Ok(outcomes)
     }
 
-    async fn claim(
+    async fn claim_with(
         &self,
         queue: &str,
         worker: &str,
         limit: usize,
         lease: Duration,
+        limits: ClaimLimits,
         now: Timestamp,
     ) -> Result<Vec<Job>> {
         let mut inner = self.lock();
@@ -270,12 +338,10 @@ impl JobStore for MemoryStore {
         if inner.paused.contains(queue) {
             return Ok(Vec::new());
         }
+        let chosen = inner.choose(queue, limit, limits);
         let expires_at = transition::after(now, lease);
-        let mut claimed = Vec::new();
-        while claimed.len() < limit {
-            let Some((_, id)) = inner.ready.get_mut(queue).and_then(BTreeMap::pop_first) else {
-                break;
-            };
+        let mut claimed = Vec::with_capacity(chosen.len());
+        for id in chosen {
             inner.next_token += 1;
             let token = inner.next_token;
             let job = self.apply(&mut inner, id, now, |job| {
@@ -428,6 +494,7 @@ impl JobStore for MemoryStore {
             .ready
             .get(queue)
             .into_iter()
+            .flat_map(BTreeMap::values)
             .flat_map(|r| r.keys().map(|(_, at, _)| *at));
         let due = inner
             .delayed

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::job::{Job, JobError, JobId, JobState, NewJob, Progress, Timestamp};
 
+pub(crate) mod fair;
 pub mod memory;
 pub mod rate;
 #[cfg(feature = "redis")]
@@ -254,6 +255,14 @@ pub struct StatusCache {
     pub ttl: Option<Duration>,
 }
 
+/// What a claim observes beyond its batch size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimLimits {
+    /// Most jobs of one queue a tenant may have running at once (jobs without a tenant are not
+    /// limited).
+    pub running_per_tenant: Option<u32>,
+}
+
 /// The core of a store: jobs and their transitions.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -262,8 +271,22 @@ pub trait JobStore: Send + Sync + 'static {
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>>;
 
     /// Takes up to `limit` ready jobs of `queue` for `worker`, leased until `now + lease`:
-    /// highest priority first, then earliest run time, then insertion order. Due scheduled and
-    /// retrying jobs count as ready. A paused queue yields nothing.
+    /// highest priority first; among tenants whose best waiting job has that priority, the
+    /// tenant served longest ago (jobs without a tenant form a group of their own); within a
+    /// tenant, earliest run time, then insertion order. Due scheduled and
+    /// retrying jobs count as ready. A paused queue yields nothing. A tenant already running
+    /// `limits.running_per_tenant` jobs of `queue` gets none until one of them ends.
+    async fn claim_with(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        limits: ClaimLimits,
+        now: Timestamp,
+    ) -> Result<Vec<Job>>;
+
+    /// [`claim_with`](Self::claim_with) without limits beyond `limit`.
     async fn claim(
         &self,
         queue: &str,
@@ -271,7 +294,10 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
         lease: Duration,
         now: Timestamp,
-    ) -> Result<Vec<Job>>;
+    ) -> Result<Vec<Job>> {
+        self.claim_with(queue, worker, limit, lease, ClaimLimits::default(), now)
+            .await
+    }
 
     /// Extends the leases of running jobs to `now + lease`, one answer per lease.
     async fn heartbeat(

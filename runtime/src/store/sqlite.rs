@@ -7,7 +7,7 @@
 //! transactions, and a busy database is waited for, with a log line, never dropped.
 //! `synchronous = NORMAL` in WAL mode keeps every committed transaction through a `kill -9`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -15,13 +15,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::status;
 use super::transition::{self, Emitted};
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
     JobStore, KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered,
     Retention, RetentionPolicy, StateCounts, StatusCache,
 };
+use super::{ClaimLimits, fair, status};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_token INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, state, priority DESC, run_at, seq);
+DROP INDEX IF EXISTS jobs_ready;
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, state, coalesce(tenant, ''), priority DESC, run_at, seq);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE state IN ('scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
@@ -94,6 +95,12 @@ CREATE TABLE IF NOT EXISTS queue_counts (
     PRIMARY KEY (queue, state)
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('counts_built', 0);
+CREATE TABLE IF NOT EXISTS turns (
+    queue TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    PRIMARY KEY (queue, tenant)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cron_ticks (
     task TEXT NOT NULL,
     tick INTEGER NOT NULL,
@@ -653,6 +660,80 @@ fn put_kv(conn: &Connection, ns: &str, key: &str, entry: &KvEntry) -> Result<()>
 }
 
 /// Marks due scheduled and retrying jobs (of one queue, or all) as queued; returns how many.
+/// The tenants ("" for jobs without one) with queued jobs in `queue`: one index seek each.
+const READY_TENANTS: &str = "WITH RECURSIVE g(t) AS (
+    SELECT min(coalesce(tenant, '')) FROM jobs WHERE queue = ?1 AND state = 'queued'
+    UNION ALL
+    SELECT (SELECT min(coalesce(tenant, '')) FROM jobs
+            WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') > g.t)
+    FROM g WHERE g.t IS NOT NULL
+) SELECT t FROM g WHERE t IS NOT NULL";
+
+/// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
+fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> Result<Vec<Job>> {
+    let tenants = conn
+        .prepare_cached(READY_TENANTS)?
+        .query_map([queue], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = 'queued' \
+         AND coalesce(tenant, '') = ?2 ORDER BY priority DESC, run_at, seq LIMIT ?3"
+    );
+    let mut turns: HashMap<String, u64> = HashMap::new();
+    let mut next = 1;
+    if tenants.len() > 1 {
+        let mut stmt = conn.prepare_cached("SELECT tenant, turn FROM turns WHERE queue = ?1")?;
+        let rows = stmt.query_map([queue], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (tenant, turn) = row?;
+            next = next.max(turn as u64 + 1);
+            turns.insert(tenant, turn as u64);
+        }
+    }
+    let mut groups = Vec::with_capacity(tenants.len());
+    for tenant in &tenants {
+        let room = match limits.running_per_tenant {
+            Some(max) if !tenant.is_empty() => {
+                let running: i64 = conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running' AND coalesce(tenant, '') = ?2",
+                    )?
+                    .query_row(params![queue, tenant], |row| row.get(0))?;
+                (max as usize).saturating_sub(running as usize)
+            }
+            _ => usize::MAX,
+        };
+        let ready = if room == 0 {
+            Default::default()
+        } else {
+            load_many(conn, &sql, params![queue, tenant, limit.min(room) as i64])?
+                .into_iter()
+                .map(|job| (job.priority, job))
+                .collect()
+        };
+        groups.push(fair::Group {
+            turn: turns.get(tenant).copied().unwrap_or(0),
+            room,
+            ready,
+        });
+    }
+    let chosen = fair::pick(&mut groups, limit, &mut next);
+    if tenants.len() > 1 {
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO turns (queue, tenant, turn) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (queue, tenant) DO UPDATE SET turn = excluded.turn",
+        )?;
+        for (tenant, group) in tenants.iter().zip(&groups) {
+            if turns.get(tenant) != Some(&group.turn) {
+                stmt.execute(params![queue, tenant, group.turn as i64])?;
+            }
+        }
+    }
+    Ok(chosen)
+}
+
 fn promote_due(
     conn: &Connection,
     counts: &mut Counts,
@@ -749,26 +830,26 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn claim(
+    async fn claim_with(
         &self,
         queue: &str,
         worker: &str,
         limit: usize,
         lease: Duration,
+        limits: ClaimLimits,
         now: Timestamp,
     ) -> Result<Vec<Job>> {
         let (queue, worker) = (queue.to_owned(), worker.to_owned());
         self.write(move |conn, counts| {
-            let paused: Option<i64> =
-                conn.prepare_cached("SELECT 1 FROM paused WHERE queue = ?1")?.query_row([&queue], |r| r.get(0)).optional()?;
+            let paused: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM paused WHERE queue = ?1")?
+                .query_row([&queue], |r| r.get(0))
+                .optional()?;
             if paused.is_some() {
                 return Ok(Vec::new());
             }
             promote_due(conn, counts, Some(&queue), now)?;
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = 'queued' ORDER BY priority DESC, run_at, seq LIMIT ?2"
-            );
-            let mut jobs = load_many(conn, &sql, params![queue, limit as i64])?;
+            let mut jobs = choose(conn, &queue, limit, limits)?;
             let expires_at = transition::after(now, lease);
             for job in &mut jobs {
                 let token = fastrand::u64(1..i64::MAX as u64);
@@ -1296,5 +1377,41 @@ impl super::RateLimits for SqliteStore {
         now: Timestamp,
     ) -> Result<super::rate::Decision> {
         Ok(self.buckets.take(key, limit, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query plan of `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt
+            .query_map(params!["q", "t", 10], |row| row.get::<_, String>(3))
+            .unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn claiming_seeks_the_claim_index_and_never_scans_the_jobs() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let tenants = plan(
+            &conn,
+            &READY_TENANTS.replace("?1", "?1 AND ?2 = ?2 AND ?3 = ?3"),
+        );
+        let candidates = plan(
+            &conn,
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = 'queued' \
+                 AND coalesce(tenant, '') = ?2 ORDER BY priority DESC, run_at, seq LIMIT ?3"
+            ),
+        );
+        for plan in [&tenants, &candidates] {
+            assert!(plan.contains("jobs_claim"), "{plan}");
+            assert!(!plan.contains("SCAN jobs"), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        }
     }
 }

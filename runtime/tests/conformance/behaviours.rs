@@ -883,6 +883,12 @@ pub async fn oldest_ready_job_age(store: S) {
     later.run_at = Some(t(50));
     enqueue(&store, later, t(8)).await;
     assert_eq!(store.oldest_ready("q", t(10)).await.unwrap(), Some(t(5)));
+    // A tenant's jobs wait in their own line; they count too.
+    let mut urgent = tenant_job("q", Some("acme"), 4);
+    urgent.priority = 9;
+    enqueue(&store, urgent, t(1)).await;
+    enqueue(&store, tenant_job("q", Some("acme"), 5), t(3)).await;
+    assert_eq!(store.oldest_ready("q", t(10)).await.unwrap(), Some(t(1)));
 }
 
 pub async fn events_follow_the_lifecycle_in_order(store: S) {
@@ -1470,4 +1476,176 @@ pub async fn rate_limits_refill_and_keep_keys_apart(store: S) {
     let later = t(0) + chrono::Duration::milliseconds(100);
     assert!(store.take_token(&key, &limit, later).await.unwrap().allowed);
     assert!(!store.take_token(&key, &limit, later).await.unwrap().allowed);
+}
+
+fn tenant_job(queue: &str, tenant: Option<&str>, n: u32) -> NewJob {
+    let mut job = new_job(queue, n);
+    job.tenant = tenant.map(str::to_owned);
+    job
+}
+
+pub async fn a_flooding_tenant_does_not_starve_another(store: S) {
+    for batch in 0..10 {
+        let jobs = (0..1000)
+            .map(|i| tenant_job("q", Some("flood"), batch * 1000 + i))
+            .collect();
+        store.enqueue(jobs, t(0)).await.unwrap();
+    }
+    let trickle = (0..100)
+        .map(|i| tenant_job("q", Some("trickle"), 100_000 + i))
+        .collect();
+    store.enqueue(trickle, t(1)).await.unwrap();
+
+    let (mut claimed, mut flood, mut trickle) = (0, Vec::new(), Vec::new());
+    while trickle.len() < 100 {
+        let batch = store.claim("q", "w", 10, LEASE, t(2)).await.unwrap();
+        assert!(!batch.is_empty(), "the trickle's jobs are still waiting");
+        claimed += batch.len();
+        for job in &batch {
+            match job.tenant.as_deref() {
+                Some("flood") => flood.push(n(job)),
+                _ => trickle.push(n(job)),
+            }
+        }
+    }
+    // The two tenants take turns: the trickle's 100 jobs start within the first 200 claimed
+    // (plus the rest of the last batch), though 10,000 of the flood's were waiting before them.
+    assert!(
+        claimed <= 210,
+        "{claimed} jobs claimed before the trickle's 100 started"
+    );
+    assert_eq!(trickle, (100_000..100_100).collect::<Vec<_>>());
+    assert_eq!(
+        flood,
+        (0..flood.len() as u64).collect::<Vec<_>>(),
+        "each tenant in order"
+    );
+}
+
+pub async fn fair_claiming_keeps_priorities_and_untenanted_jobs(store: S) {
+    let mut jobs = Vec::new();
+    for i in 0..4 {
+        jobs.push(tenant_job("q", Some("a"), i));
+    }
+    for i in 10..12 {
+        jobs.push(tenant_job("q", None, i));
+    }
+    for i in 20..22 {
+        let mut urgent = tenant_job("q", Some("b"), i);
+        urgent.priority = 5;
+        jobs.push(urgent);
+    }
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let order = claim_all(&store, "q", t(1)).await;
+    // b's urgent jobs first whatever the turns; then a and the untenanted jobs alternate.
+    assert_eq!(&order[..2], [20, 21]);
+    let rest = &order[2..];
+    assert_eq!(rest.len(), 6);
+    let firsts: HashSet<u64> = rest[..2].iter().copied().collect();
+    assert_eq!(firsts, HashSet::from([0, 10]), "{order:?}");
+    let seconds: HashSet<u64> = rest[2..4].iter().copied().collect();
+    assert_eq!(seconds, HashSet::from([1, 11]), "{order:?}");
+    assert_eq!(&rest[4..], [2, 3]);
+    assert_eq!(store.counts().await.unwrap()["q"].queued, 0);
+}
+
+pub async fn a_tenant_at_its_running_limit_waits(store: S) {
+    use raindrop::store::ClaimLimits;
+    let limits = ClaimLimits {
+        running_per_tenant: Some(2),
+    };
+    let claim = |store: S, now: Timestamp| async move {
+        store
+            .claim_with("q", "w", 10, LEASE, limits, now)
+            .await
+            .unwrap()
+    };
+    let mut jobs: Vec<NewJob> = (0..6).map(|i| tenant_job("q", Some("a"), i)).collect();
+    jobs.push(tenant_job("q", Some("b"), 10));
+    jobs.push(tenant_job("q", None, 20));
+    jobs.push(tenant_job("q", None, 21));
+    jobs.push(tenant_job("q", None, 22));
+    store.enqueue(jobs, t(0)).await.unwrap();
+
+    let first = claim(store.clone(), t(1)).await;
+    let mut got: Vec<u64> = first.iter().map(n).collect();
+    got.sort_unstable();
+    assert_eq!(got, [0, 1, 10, 20, 21, 22], "two of a's, every other job");
+    for job in first.iter().filter(|j| j.tenant.as_deref() != Some("a")) {
+        let token = job.lease_token().unwrap();
+        store
+            .complete(job.id, token, Payload::from_value(&1).unwrap(), t(1))
+            .await
+            .unwrap();
+    }
+    assert!(
+        claim(store.clone(), t(1)).await.is_empty(),
+        "a is at its limit"
+    );
+    assert_eq!(
+        store.claim("q", "w", 10, LEASE, t(1)).await.unwrap().len(),
+        4,
+        "without the limit, a's other jobs are there to take"
+    );
+    // Start over with four of a's running.
+    let running: Vec<_> = store
+        .list(
+            &JobFilter {
+                queue: Some("q".into()),
+                states: vec![JobState::Running],
+                kind: None,
+                tenant: Some("a".into()),
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(running.len(), 6);
+    let (done, rest) = running.split_at(4);
+    for job in done {
+        let token = job.lease_token().unwrap();
+        store
+            .complete(job.id, token, Payload::from_value(&1).unwrap(), t(2))
+            .await
+            .unwrap();
+    }
+    let more = (6..9).map(|i| tenant_job("q", Some("a"), i)).collect();
+    store.enqueue(more, t(2)).await.unwrap();
+    assert!(
+        claim(store.clone(), t(3)).await.is_empty(),
+        "a still runs two jobs"
+    );
+
+    // Every way a running job ends frees its place: failing (and retrying) ...
+    let (failing, leaving) = (&rest[0], &rest[1]);
+    store
+        .fail(
+            failing.id,
+            failing.lease_token().unwrap(),
+            JobError::new("boom"),
+            AfterFailure::Retry { at: t(500) },
+            t(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claim(store.clone(), t(4)).await.len(), 1);
+    // ... cancelling ...
+    store.cancel(leaving.id, t(5)).await.unwrap();
+    assert_eq!(claim(store.clone(), t(5)).await.len(), 1);
+    assert!(claim(store.clone(), t(5)).await.is_empty());
+    // ... and losing the lease: both come back and run again, still two at a time.
+    let recovered = store.recover(t(100)).await.unwrap();
+    assert_eq!(recovered.len(), 2);
+    let again = claim(store.clone(), t(101)).await;
+    assert_eq!(again.len(), 2);
+    // ... and being released by a stopping worker.
+    store
+        .release(again[0].id, again[0].lease_token().unwrap(), t(102))
+        .await
+        .unwrap();
+    let last = claim(store.clone(), t(102)).await;
+    assert_eq!(last.len(), 1);
+    assert!(claim(store.clone(), t(103)).await.is_empty());
 }

@@ -1,13 +1,17 @@
 -- Takes up to `limit` ready jobs for a worker under a new lease, after promoting due ones.
--- ARGV: now, worker (as a JSON string), limit, lease expiry.
--- Returns id, fields (HGETALL) for each claimed job.
+-- ARGV: now, worker (as a JSON string), limit, lease expiry, most running jobs per tenant (0: no
+-- limit). Returns id, fields (HGETALL) for each claimed job.
+--
+-- With tenants, jobs are taken one at a time, the same rule as every store (`fair.rs`): the
+-- highest priority waiting; among groups (each tenant, and jobs without one) whose best job has
+-- it, the group served longest ago (TURNS); a tenant at its running limit is passed over.
 local now, worker, limit, expires = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local max_running = tonumber(ARGV[5]) or 0
 promote(now, 1000)
 if redis.call('EXISTS', PAUSED) == 1 then return {} end
-local popped = redis.call('ZPOPMIN', READY, limit)
 local out = {}
-for i = 1, #popped, 2 do
-  local id = popped[i]
+
+local function take(id, tenant)
   local key = JOB .. id
   redis.call('ZREM', STATE.queued, id)
   local f = redis.call('HMGET', key, 'a', 'tk', 'sa')
@@ -16,9 +20,67 @@ for i = 1, #popped, 2 do
     'cw', worker, 'cs', now, 'le', expires }
   if not f[3] then fields[#fields + 1] = 'sa'; fields[#fields + 1] = now end
   redis.call('HSET', key, unpack(fields))
-  index(id, 'running', nil, nil, expires, now)
+  index(id, 'running', nil, nil, expires, now, tenant)
   emit(id, 'started', 'running', attempt, now)
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGETALL', key)
+end
+
+local tenants = redis.call('SMEMBERS', TENANTS)
+if #tenants == 0 then
+  local popped = redis.call('ZPOPMIN', READY, limit)
+  for i = 1, #popped, 2 do take(popped[i], false) end
+  return out
+end
+table.sort(tenants)
+
+-- Reads the best job of group `g` into g.id and g.band (lower bands hold higher priorities).
+local function head(g)
+  local first = redis.call('ZRANGE', g.key, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    g.id = nil
+    if g.tenant ~= '' then redis.call('SREM', TENANTS, g.tenant) end
+  else
+    g.id = first[1]
+    g.band = math.floor(tonumber(first[2]) / MS_SPAN)
+  end
+end
+
+local turns, next_turn = {}, 1
+local stored = redis.call('HGETALL', TURNS)
+for i = 1, #stored, 2 do
+  local turn = tonumber(stored[i + 1])
+  turns[stored[i]] = turn
+  if turn >= next_turn then next_turn = turn + 1 end
+end
+local groups = {}
+for _, tenant in ipairs({ '', unpack(tenants) }) do
+  local room = limit
+  if max_running > 0 and tenant ~= '' then
+    room = math.min(limit, max_running - (tonumber(redis.call('HGET', RUNNING, tenant)) or 0))
+  end
+  local g = { tenant = tenant, key = ready_key(tenant), room = room, turn = turns[tenant] or 0 }
+  head(g)
+  groups[#groups + 1] = g
+end
+
+local taken = 0
+while taken < limit do
+  local best = nil
+  for _, g in ipairs(groups) do
+    if g.id and g.room > 0 and (not best or g.band < best.band
+        or (g.band == best.band and g.turn < best.turn)) then
+      best = g
+    end
+  end
+  if not best then break end
+  redis.call('ZREM', best.key, best.id)
+  take(best.id, best.tenant)
+  taken = taken + 1
+  best.room = best.room - 1
+  best.turn = next_turn
+  next_turn = next_turn + 1
+  redis.call('HSET', TURNS, best.tenant, best.turn)
+  head(best)
 end
 return out

@@ -2,7 +2,8 @@
 --
 -- Every key a script touches belongs to one queue and carries that queue's hash tag, so each
 -- script runs on a single slot and Redis Cluster works. The fixed keys come in KEYS, always in
--- this order; a job's hash is KEYS[18] followed by the job id.
+-- this order; a job's hash is KEYS[18] followed by the job id, and a tenant's queued jobs are
+-- KEYS[22] followed by the tenant.
 local READY, DELAYED, LEASES, EVENTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local IDEM, PAUSED, FAILURES = KEYS[5], KEYS[6], KEYS[7]
 local STATE = {
@@ -11,6 +12,10 @@ local STATE = {
 }
 local FINISHED = { succeeded = KEYS[15], dead = KEYS[16], cancelled = KEYS[17] }
 local JOB = KEYS[18]
+-- Tenants with queued jobs (set); when each was last served (hash, '' for jobs without one);
+-- running jobs per tenant (hash); the prefix of each tenant's ready set. Jobs without a tenant
+-- wait in READY.
+local TENANTS, TURNS, RUNNING, TENANT_READY = KEYS[19], KEYS[20], KEYS[21], KEYS[22]
 
 -- Events kept per queue (approximately: trimming is lazy).
 local EVENT_CAP = 100000
@@ -38,29 +43,41 @@ local function waiting_state(run_at, now, retrying)
   return 'queued'
 end
 
--- Files job `id` under the indexes of `state`.
-local function index(id, state, priority, run_at, lease_expires, now)
+-- The ready set of `tenant` (false or '' for none).
+local function ready_key(tenant)
+  if tenant and tenant ~= '' then return TENANT_READY .. tenant end
+  return READY
+end
+
+-- Files job `id` (of `tenant`, false or '' for none) under the indexes of `state`.
+local function index(id, state, priority, run_at, lease_expires, now, tenant)
   redis.call('ZADD', STATE[state], 0, id)
   if state == 'queued' then
-    redis.call('ZADD', READY, ready_score(priority, run_at), id)
+    redis.call('ZADD', ready_key(tenant), ready_score(priority, run_at), id)
+    if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZADD', DELAYED, run_at, id)
   elseif state == 'running' then
     redis.call('ZADD', LEASES, lease_expires, id)
+    if tenant and tenant ~= '' then redis.call('HINCRBY', RUNNING, tenant, 1) end
   else
     redis.call('ZADD', FINISHED[state], now, id)
   end
 end
 
--- Takes job `id` out of the indexes of `state`.
-local function unindex(id, state)
+-- Takes job `id` (of `tenant`) out of the indexes of `state`. A tenant's empty ready set
+-- leaves TENANTS at its next claim.
+local function unindex(id, state, tenant)
   redis.call('ZREM', STATE[state], id)
   if state == 'queued' then
-    redis.call('ZREM', READY, id)
+    redis.call('ZREM', ready_key(tenant), id)
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZREM', DELAYED, id)
   elseif state == 'running' then
     redis.call('ZREM', LEASES, id)
+    if tenant and tenant ~= '' and redis.call('HINCRBY', RUNNING, tenant, -1) <= 0 then
+      redis.call('HDEL', RUNNING, tenant)
+    end
   else
     redis.call('ZREM', FINISHED[state], id)
   end
@@ -101,12 +118,12 @@ local function promote(now, max)
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, max)
   for _, id in ipairs(due) do
     local key = JOB .. id
-    local f = redis.call('HMGET', key, 's', 'pr', 'ra')
+    local f = redis.call('HMGET', key, 's', 'pr', 'ra', 'tn')
     redis.call('ZREM', DELAYED, id)
     if f[1] then
       redis.call('ZREM', STATE[f[1]], id)
       redis.call('HSET', key, 's', 'queued')
-      index(id, 'queued', f[2], f[3], nil, now)
+      index(id, 'queued', f[2], f[3], nil, now, f[4])
     end
   end
   return #due
@@ -123,8 +140,8 @@ end
 -- Removes job `id`: its hash, its indexes and its idempotency key.
 local function remove_job(id)
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 's', 'ik')
-  if f[1] then unindex(id, f[1]) end
+  local f = redis.call('HMGET', key, 's', 'ik', 'tn')
+  if f[1] then unindex(id, f[1], f[3]) end
   if f[2] and redis.call('HGET', IDEM, f[2]) == id then
     redis.call('HDEL', IDEM, f[2])
   end

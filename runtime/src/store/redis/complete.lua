@@ -4,7 +4,7 @@ local out = {}
 for i = 1, #ARGV, 4 do
   local id, token, result, now = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 's', 'tk', 'a', 'cw', 'cs', 'at')
+  local f = redis.call('HMGET', key, 's', 'tk', 'a', 'cw', 'cs', 'at', 'tn')
   if not f[1] then
     out[#out + 1] = 'missing'
   elseif f[1] ~= 'running' or f[2] ~= token then
@@ -13,7 +13,7 @@ for i = 1, #ARGV, 4 do
     redis.call('HSET', key, 's', 'succeeded', 'fa', now, 'r', result,
       'at', closed(f[6], f[3], f[4], f[5], now, nil))
     redis.call('HDEL', key, 'cw', 'cs', 'le')
-    unindex(id, 'running')
+    unindex(id, 'running', f[7])
     index(id, 'succeeded', nil, nil, nil, now)
     emit(id, 'succeeded', 'succeeded', f[3], now)
     out[#out + 1] = 'ok'

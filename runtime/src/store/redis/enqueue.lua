@@ -25,7 +25,7 @@ for i = 4, #ARGV, 10 do
     if tenant ~= '' then fields[#fields + 1] = 'tn'; fields[#fields + 1] = tenant end
     if headers ~= '' then fields[#fields + 1] = 'h'; fields[#fields + 1] = headers end
     redis.call('HSET', JOB .. id, unpack(fields))
-    index(id, state, priority, run_at, nil, now)
+    index(id, state, priority, run_at, nil, now, tenant)
     emit(id, 'enqueued', state, 0, now)
     if state == 'queued' then ready = ready + 1 end
     out[#out + 1] = 1

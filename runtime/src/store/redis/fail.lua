@@ -8,13 +8,13 @@ if refused then return refused end
 close_attempt(key, err, now)
 redis.call('HSET', key, 'e', err)
 redis.call('HDEL', key, 'le')
-unindex(id, 'running')
-local f = redis.call('HMGET', key, 'a', 'ma', 'pr')
+local f = redis.call('HMGET', key, 'a', 'ma', 'pr', 'tn')
+unindex(id, 'running', f[4])
 redis.call('ZADD', FAILURES, now, id .. ':' .. f[1])
 if retry_at ~= '' and tonumber(f[1]) < tonumber(f[2]) then
   local state = waiting_state(retry_at, now, true)
   redis.call('HSET', key, 's', state, 'ra', retry_at)
-  index(id, state, f[3], retry_at, nil, now)
+  index(id, state, f[3], retry_at, nil, now, f[4])
   emit(id, 'failed', state, f[1], now, message)
   emit(id, 'retrying', state, f[1], now, retry_detail)
 else

@@ -7,7 +7,10 @@
 //! | key (`P` is the prefix, `raindrop` unless the URL says `?prefix=`) | what |
 //! |---|---|
 //! | `P:{q}:j:ID` (hash) | the job: fields named in [`decode_job`] |
-//! | `P:{q}:ready` (zset) | queued jobs by priority, then run time, then id |
+//! | `P:{q}:ready` (zset) | queued jobs without a tenant by priority, then run time, then id |
+//! | `P:{q}:rt:TENANT` (zset) | a tenant's queued jobs, in the same order |
+//! | `P:{q}:tenants` (set) | tenants with queued jobs, for fair claiming |
+//! | `P:{q}:turns`, `P:{q}:running` (hashes) | when each tenant was last served; its running jobs |
 //! | `P:{q}:delayed` (zset) | scheduled and retrying jobs by run time |
 //! | `P:{q}:leases` (zset) | running jobs by lease expiry |
 //! | `P:{q}:s:STATE` (zset, lexicographic) | ids per state: listings and counts |
@@ -38,12 +41,12 @@ use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::status;
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
     JobStore, KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered,
     Retention, RetentionPolicy, StateCounts, StatusCache,
 };
+use super::{ClaimLimits, status};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::job::{
@@ -506,6 +509,11 @@ impl Shared {
                 .map(|s| format!("{base}t:{s}")),
         );
         keys.push(format!("{base}j:"));
+        keys.extend(
+            ["tenants", "turns", "running", "rt:"]
+                .iter()
+                .map(|k| format!("{base}{k}")),
+        );
         let keys: Arc<[String]> = keys.into();
         cache.insert(queue.to_owned(), keys.clone());
         keys
@@ -1165,12 +1173,13 @@ impl JobStore for RedisStore {
             .collect()
     }
 
-    async fn claim(
+    async fn claim_with(
         &self,
         queue: &str,
         worker: &str,
         limit: usize,
         lease: Duration,
+        limits: ClaimLimits,
         now: Timestamp,
     ) -> Result<Vec<Job>> {
         if limit == 0 {
@@ -1178,13 +1187,14 @@ impl JobStore for RedisStore {
         }
         let worker = serde_json::to_string(worker)?;
         let expires = ms(super::after(now, lease));
+        let max_running = limits.running_per_tenant.unwrap_or(0);
         let value: Value = self
             .shared
             .run(
                 "claim",
                 &self.shared.scripts.claim,
                 queue,
-                &[&ms(now), &worker, &limit, &expires],
+                &[&ms(now), &worker, &limit, &expires, &max_running],
             )
             .await?;
         let jobs = decode_claimed(queue, value)?;

@@ -13,12 +13,12 @@ end
 local out = {}
 for _, id in ipairs(lapsed) do
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 's', 'a', 'ma', 'pr')
+  local f = redis.call('HMGET', key, 's', 'a', 'ma', 'pr', 'tn')
   if f[1] == 'running' then
     close_attempt(key, err, now)
     redis.call('HSET', key, 'e', err)
     redis.call('HDEL', key, 'le')
-    unindex(id, 'running')
+    unindex(id, 'running', f[5])
     if tonumber(f[2]) >= tonumber(f[3]) then
       redis.call('HSET', key, 's', 'dead', 'fa', now)
       index(id, 'dead', nil, nil, nil, now)
@@ -28,7 +28,7 @@ for _, id in ipairs(lapsed) do
       out[#out + 1] = 'dead'
     else
       redis.call('HSET', key, 's', 'queued', 'ra', now)
-      index(id, 'queued', f[4], now, nil, now)
+      index(id, 'queued', f[4], now, nil, now, f[5])
       emit(id, 'recovered', 'queued', f[2], now)
       out[#out + 1] = id
       out[#out + 1] = 'queued'

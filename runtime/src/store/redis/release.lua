@@ -6,10 +6,10 @@ if refused then return refused end
 redis.call('HDEL', key, 'cw', 'cs', 'le')
 local attempt = redis.call('HINCRBY', key, 'a', -1)
 if attempt <= 0 then redis.call('HDEL', key, 'sa') end
-local f = redis.call('HMGET', key, 'pr', 'ra')
+local f = redis.call('HMGET', key, 'pr', 'ra', 'tn')
 local state = waiting_state(f[2], now, false)
 redis.call('HSET', key, 's', state)
-unindex(id, 'running')
-index(id, state, f[1], f[2], nil, now)
+unindex(id, 'running', f[3])
+index(id, state, f[1], f[2], nil, now, f[3])
 emit(id, 'requeued', state, attempt, now, 'released by a stopping worker')
 return 'ok'
