@@ -109,9 +109,23 @@ CREATE TABLE IF NOT EXISTS cron_ticks (
 ) WITHOUT ROWID;
 "#;
 
-const JOB_COLUMNS: &str = "id, queue, kind, payload, priority, run_at, attempt, max_attempts, timeout_ms, \
-    idempotency_key, tenant, headers, state, created_at, started_at, finished_at, progress, result, error, \
-    attempts, lease_worker, lease_expires_at, lease_token";
+/// The columns of a job, in the order `job_from_row` reads them (a macro so statements can be
+/// put together at compile time with `concat!`).
+macro_rules! job_columns {
+    () => {
+        "id, queue, kind, payload, priority, run_at, attempt, max_attempts, timeout_ms, \
+         idempotency_key, tenant, headers, state, created_at, started_at, finished_at, progress, \
+         result, error, attempts, lease_worker, lease_expires_at, lease_token"
+    };
+}
+const JOB_COLUMNS: &str = job_columns!();
+const LOAD_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1");
+const INSERT_JOB: &str = concat!(
+    "INSERT INTO jobs (",
+    job_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23)"
+);
 
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Op = Box<dyn FnOnce(&Connection, &mut Counts) -> (bool, Done) + Send>;
@@ -373,19 +387,18 @@ fn write_loop(conn: &Connection, receiver: &mpsc::Receiver<Op>, name: &str) {
         let mut done = Vec::with_capacity(batch.len());
         let mut failure = None;
         for op in batch {
-            if let Err(err) = run("SAVEPOINT op") {
-                failure.get_or_insert(format!("savepoint failed: {err}"));
-            }
+            // No savepoint per operation: each validates before it writes, so one that fails
+            // has (almost always) written nothing and the others commit. One that wrote and
+            // then failed (SQLite itself failing) cannot be undone alone: the batch goes.
+            let before = conn.total_changes();
             let mut moved = Counts::default();
             let (ok, finish) = op(conn, &mut moved);
-            let end = if ok {
+            if ok {
                 counts.merge(moved);
-                run("RELEASE op")
-            } else {
-                run("ROLLBACK TO op").and_then(|()| run("RELEASE op"))
-            };
-            if let Err(err) = end {
-                failure.get_or_insert(format!("savepoint failed: {err}"));
+            } else if conn.total_changes() != before || conn.is_autocommit() {
+                failure.get_or_insert_with(|| {
+                    "an operation failed after writing; its transaction was rolled back".into()
+                });
             }
             done.push(finish);
         }
@@ -543,9 +556,8 @@ fn id_bytes(id: JobId) -> [u8; 16] {
 }
 
 fn load(conn: &Connection, id: JobId) -> Result<Option<Job>> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
     let raw = conn
-        .prepare_cached(&sql)?
+        .prepare_cached(LOAD_JOB)?
         .query_row([&id_bytes(id)[..]], job_from_row)
         .optional()?;
     raw.map(RawJob::into_job).transpose()
@@ -568,10 +580,7 @@ fn headers_json(job: &Job) -> Result<Option<String>> {
 }
 
 fn insert(conn: &Connection, job: &Job) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
-    );
-    conn.prepare_cached(&sql)?.execute(params![
+    conn.prepare_cached(INSERT_JOB)?.execute(params![
         &id_bytes(job.id)[..],
         job.queue,
         job.kind,
@@ -659,7 +668,6 @@ fn put_kv(conn: &Connection, ns: &str, key: &str, entry: &KvEntry) -> Result<()>
     Ok(())
 }
 
-/// Marks due scheduled and retrying jobs (of one queue, or all) as queued; returns how many.
 /// The tenants ("" for jobs without one) with queued jobs in `queue`: one index seek each.
 const READY_TENANTS: &str = "WITH RECURSIVE g(t) AS (
     SELECT min(coalesce(tenant, '')) FROM jobs WHERE queue = ?1 AND state = 'queued'
@@ -669,16 +677,21 @@ const READY_TENANTS: &str = "WITH RECURSIVE g(t) AS (
     FROM g WHERE g.t IS NOT NULL
 ) SELECT t FROM g WHERE t IS NOT NULL";
 
+/// A tenant's ready jobs ("" for jobs without one), best first.
+const READY_JOBS: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 \
+     ORDER BY priority DESC, run_at, seq LIMIT ?3"
+);
+
 /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
 fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> Result<Vec<Job>> {
     let tenants = conn
         .prepare_cached(READY_TENANTS)?
         .query_map([queue], |row| row.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = 'queued' \
-         AND coalesce(tenant, '') = ?2 ORDER BY priority DESC, run_at, seq LIMIT ?3"
-    );
+
     let mut turns: HashMap<String, u64> = HashMap::new();
     let mut next = 1;
     if tenants.len() > 1 {
@@ -708,10 +721,14 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
         let ready = if room == 0 {
             Default::default()
         } else {
-            load_many(conn, &sql, params![queue, tenant, limit.min(room) as i64])?
-                .into_iter()
-                .map(|job| (job.priority, job))
-                .collect()
+            load_many(
+                conn,
+                READY_JOBS,
+                params![queue, tenant, limit.min(room) as i64],
+            )?
+            .into_iter()
+            .map(|job| (job.priority, job))
+            .collect()
         };
         groups.push(fair::Group {
             turn: turns.get(tenant).copied().unwrap_or(0),
@@ -734,6 +751,7 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
     Ok(chosen)
 }
 
+/// Marks due scheduled and retrying jobs (of one queue, or all) as queued; returns how many.
 fn promote_due(
     conn: &Connection,
     counts: &mut Counts,
@@ -1401,17 +1419,99 @@ mod tests {
             &conn,
             &READY_TENANTS.replace("?1", "?1 AND ?2 = ?2 AND ?3 = ?3"),
         );
-        let candidates = plan(
-            &conn,
-            &format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE queue = ?1 AND state = 'queued' \
-                 AND coalesce(tenant, '') = ?2 ORDER BY priority DESC, run_at, seq LIMIT ?3"
-            ),
-        );
+        let candidates = plan(&conn, READY_JOBS);
         for plan in [&tenants, &candidates] {
             assert!(plan.contains("jobs_claim"), "{plan}");
             assert!(!plan.contains("SCAN jobs"), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    /// An operation that writes `key` into `kv` unless `write` is false, then fails if `fail`;
+    /// its outcome goes to `outcomes` under `key`.
+    fn op(
+        key: &'static str,
+        write: bool,
+        fail: bool,
+        outcomes: &mpsc::Sender<(&'static str, bool)>,
+    ) -> Op {
+        let outcomes = outcomes.clone();
+        Box::new(move |conn: &Connection, _: &mut Counts| {
+            let result = (|| -> Result<()> {
+                if write {
+                    conn.execute(
+                        "INSERT INTO kv (ns, key, value) VALUES ('t', ?1, x'00')",
+                        [key],
+                    )?;
+                }
+                if fail {
+                    return Err(Error::Store("refused".into()));
+                }
+                Ok(())
+            })();
+            let ok = result.is_ok();
+            let done: Done = Box::new(move |commit| {
+                let _ = outcomes.send((key, commit.is_ok() && ok));
+            });
+            (ok, done)
+        })
+    }
+
+    /// Runs `ops` as one batch of the writer; returns each one's outcome and the keys stored.
+    fn run_batch(
+        ops: impl FnOnce(&mpsc::Sender<(&'static str, bool)>) -> Vec<Op>,
+    ) -> (Vec<(&'static str, bool)>, Vec<String>) {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let (outcomes, answers) = mpsc::channel();
+        let (sender, receiver) = mpsc::channel();
+        for op in ops(&outcomes) {
+            sender.send(op).unwrap();
+        }
+        drop(sender);
+        write_loop(&conn, &receiver, "test");
+        drop(outcomes);
+        let stored = conn
+            .prepare("SELECT key FROM kv ORDER BY key")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (answers.iter().collect(), stored)
+    }
+
+    #[test]
+    fn an_operation_refused_before_writing_leaves_its_batch_alone() {
+        let (outcomes, stored) = run_batch(|o| {
+            vec![
+                op("a", true, false, o),
+                op("b", false, true, o),
+                op("c", true, false, o),
+            ]
+        });
+        assert_eq!(outcomes, [("a", true), ("b", false), ("c", true)]);
+        assert_eq!(stored, ["a", "c"]);
+    }
+
+    #[test]
+    fn an_operation_failing_after_writing_takes_its_batch_with_it() {
+        let (outcomes, stored) = run_batch(|o| {
+            vec![
+                op("a", true, false, o),
+                op("b", true, true, o),
+                op("c", true, false, o),
+            ]
+        });
+        assert_eq!(outcomes, [("a", false), ("b", false), ("c", false)]);
+        assert!(
+            stored.is_empty(),
+            "nothing half-done is committed: {stored:?}"
+        );
     }
 }
