@@ -440,3 +440,81 @@ async fn the_openapi_document_describes_authentication_when_it_is_on() {
     assert!(operation["responses"]["401"].is_null());
     assert!(operation["responses"]["400"].is_object());
 }
+
+/// Serves the job API (keys off) on a loopback port with `limits`; returns its address.
+async fn serve_with(limits: raindrop::service::ConnectionLimits) -> std::net::SocketAddr {
+    let (engine, _) = engine("");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = Service::new(engine, "api")
+        .unwrap()
+        .connection_limits(limits);
+    tokio::spawn(service.serve(listener, std::future::pending()));
+    addr
+}
+
+/// Everything the server sends on `stream` until it closes the connection.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    // A bound on a test that would otherwise hang, not a synchronisation.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes the connection")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let addr = serve_with(raindrop::service::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/jobs HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_to_close(&mut slow).await;
+    assert!(
+        !answer.contains("202"),
+        "no request was made of a partial head: {answer}"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    // Others are served meanwhile and after.
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused_with_431() {
+    use tokio::io::AsyncWriteExt;
+    let addr = serve_with(raindrop::service::ConnectionLimits::default()).await;
+    let big = "x".repeat(100 * 1024);
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut client).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+}

@@ -79,6 +79,29 @@ pub struct Service {
     extra: Router,
     /// Whether `extra` has routes (a route layer on no routes is refused).
     has_extra: bool,
+    limits: ConnectionLimits,
+}
+
+/// What one HTTP connection may take before the server gives up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A client must have sent a request's whole header within this; else the connection is
+    /// closed (slow clients cannot hold connections open by trickling headers).
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers); larger: 431.
+    pub max_header_bytes: usize,
+    /// Most headers in one request; more: 431.
+    pub max_headers: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
 }
 
 impl std::fmt::Debug for Service {
@@ -135,6 +158,7 @@ impl Service {
             shared,
             extra: Router::new(),
             has_extra: false,
+            limits: ConnectionLimits::default(),
         })
     }
 
@@ -143,6 +167,13 @@ impl Service {
     pub fn route(mut self, path: &str, method_router: axum::routing::MethodRouter) -> Self {
         self.extra = self.extra.route(path, method_router);
         self.has_extra = true;
+        self
+    }
+
+    /// Replaces the default [`ConnectionLimits`].
+    #[must_use]
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -237,17 +268,62 @@ impl Service {
             .merge(extra)
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes the requests in flight.
+    /// Serves on `listener` until `shutdown` completes, then finishes the requests in flight
+    /// (HTTP/1.1, within the [`ConnectionLimits`]).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let router = self.router();
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|e| Error::Config(format!("the HTTP server failed: {e}")))
+        let limits = self.limits;
+        let service = hyper_util::service::TowerToHyperService::new(self.router());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers);
+        let stopping = tokio_util::sync::CancellationToken::new();
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        // Out of file descriptors and the like: wait a moment, keep serving.
+                        tracing::warn!(error = %err, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let connection =
+                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+            let stopping = stopping.clone();
+            connections.spawn(async move {
+                tokio::pin!(connection);
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(err) = result {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = stopping.cancelled() => connection.as_mut().graceful_shutdown(),
+                }
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+            });
+            // Reap the connections that have ended.
+            while connections.try_join_next().is_some() {}
+        }
+        drop(listener);
+        stopping.cancel();
+        while connections.join_next().await.is_some() {}
+        Ok(())
     }
 }
 
