@@ -71,6 +71,8 @@ local function unindex(id, state, tenant)
   redis.call('ZREM', STATE[state], id)
   if state == 'queued' then
     redis.call('ZREM', ready_key(tenant), id)
+    -- A tenant's job queued before tenants had ready sets of their own waits in READY.
+    if tenant and tenant ~= '' then redis.call('ZREM', READY, id) end
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZREM', DELAYED, id)
   elseif state == 'running' then
