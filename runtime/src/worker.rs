@@ -58,6 +58,9 @@ struct Shared {
     worker: String,
     in_flight: Mutex<HashMap<JobId, InFlight>>,
     meters: Meters,
+    /// Signalled when a job of this pool ends: a claim that came back empty because a tenant
+    /// was at its running limit may now get one.
+    finished: Notify,
 }
 
 /// The pool's metric handles, registered once.
@@ -122,6 +125,7 @@ pub(crate) async fn run(
         config,
         worker,
         in_flight: Mutex::new(HashMap::new()),
+        finished: Notify::new(),
     });
     let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
     // Fires when the grace period is over: running jobs are stopped and released.
@@ -178,6 +182,7 @@ pub(crate) async fn run(
             drop(held);
             tokio::select! {
                 () = wake.notified() => {}
+                () = shared.finished.notified() => {}
                 () = tokio::time::sleep(idle) => {}
                 () = shutdown.cancelled() => break,
             }
@@ -194,6 +199,7 @@ pub(crate) async fn run(
                     jobs.spawn(async move {
                         execute(&shared, &handler, job, hard_stop).await;
                         drop(permit);
+                        shared.finished.notify_one();
                     });
                 }
             }
@@ -202,6 +208,7 @@ pub(crate) async fn run(
                 jobs.spawn(async move {
                     execute_batch(&shared, &handler, claimed, hard_stop).await;
                     drop(held);
+                    shared.finished.notify_one();
                 });
             }
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use raindrop::engine::Engine;
+use raindrop::engine::{Engine, Settings};
 use raindrop::job::JobState;
 use raindrop::service::{ApiKeys, Service};
 use raindrop::store::sqlite::SqliteStore;
@@ -70,8 +70,15 @@ async fn fixture(
             Ok::<_, TaskError>(())
         }
     });
+    // Idle pools look again every minute at most, so jobs that start sooner were woken by an
+    // enqueue or by a job ending, not by polling.
+    let settings = Settings {
+        idle_poll: Duration::from_secs(60),
+        ..Settings::default()
+    };
     let engine = Engine::builder(app)
         .store(store.clone())
+        .settings(settings)
         .task("worker", handler)
         .build()
         .unwrap();
@@ -189,10 +196,17 @@ async fn a_tenant_never_runs_more_than_its_quota_at_once() {
     assert_eq!(count(&f.store, "flood", JobState::Running).await, 2);
     assert_eq!(count(&f.store, "flood", JobState::Queued).await, 4);
 
-    // Each job that ends lets exactly one more of the flood's start.
+    // Let the pool back off: its empty claims have it sleeping longer and longer (towards
+    // `idle_poll`). Not a synchronisation: the state to test is "idle for a while".
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Each job that ends lets exactly one more of the flood's start, at once: the pool is woken
+    // by the job ending, not by its next poll.
     for remaining in (0..4).rev() {
         gate.add_permits(1);
-        assert_eq!(starts.recv().await.unwrap(), "flood");
+        let next = tokio::time::timeout(Duration::from_millis(1000), starts.recv())
+            .await
+            .expect("a job ending wakes the pool for the tenant's next job");
+        assert_eq!(next.unwrap(), "flood");
         assert_eq!(count(&f.store, "flood", JobState::Running).await, 2);
         assert_eq!(count(&f.store, "flood", JobState::Queued).await, remaining);
     }
