@@ -58,8 +58,8 @@ struct Shared {
     worker: String,
     in_flight: Mutex<HashMap<JobId, InFlight>>,
     meters: Meters,
-    /// Signalled when a job of this pool ends: a claim that came back empty because a tenant
-    /// was at its running limit may now get one.
+    /// Signalled when a job of this pool ends (with a running limit per tenant): a claim that
+    /// came back empty because a tenant was at its limit may now get one.
     finished: Notify,
 }
 
@@ -199,7 +199,9 @@ pub(crate) async fn run(
                     jobs.spawn(async move {
                         execute(&shared, &handler, job, hard_stop).await;
                         drop(permit);
-                        shared.finished.notify_one();
+                        if shared.config.limits.running_per_tenant.is_some() {
+                            shared.finished.notify_one();
+                        }
                     });
                 }
             }
@@ -208,7 +210,9 @@ pub(crate) async fn run(
                 jobs.spawn(async move {
                     execute_batch(&shared, &handler, claimed, hard_stop).await;
                     drop(held);
-                    shared.finished.notify_one();
+                    if shared.config.limits.running_per_tenant.is_some() {
+                        shared.finished.notify_one();
+                    }
                 });
             }
         }

@@ -44,6 +44,7 @@ behaviours!(
     a_flooding_tenant_does_not_starve_another,
     fair_claiming_keeps_priorities_and_untenanted_jobs,
     a_tenant_at_its_running_limit_waits,
+    resubmitting_a_job_id_answers_duplicate,
     fifo_within_a_priority,
     higher_priority_runs_first,
     equal_priority_orders_by_run_time_then_insertion,

@@ -518,3 +518,50 @@ async fn oversized_request_heads_are_refused_with_431() {
     let answer = read_to_close(&mut client).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }
+
+#[tokio::test]
+async fn shutdown_closes_event_streams_left_open_after_the_drain_period() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (engine, store) = engine("");
+    let job = raindrop::job::NewJob::new(
+        "jobs",
+        "test",
+        raindrop::job::Payload::from_value(&json!({})).unwrap(),
+    );
+    let id = job.id;
+    store
+        .enqueue(vec![job], raindrop::job::now())
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        Service::new(engine, "api")
+            .unwrap()
+            .connection_limits(raindrop::service::ConnectionLimits {
+                drain: std::time::Duration::from_millis(200),
+                ..Default::default()
+            })
+            .serve(listener, async move {
+                let _ = stopped.await;
+            }),
+    );
+    // Follow a job that will not end (no workers run).
+    let mut follower = tokio::net::TcpStream::connect(addr).await.unwrap();
+    follower
+        .write_all(format!("GET /v1/jobs/{id}/events HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    follower.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    stop.send(()).unwrap();
+    // A bound on a test that would otherwise hang, not a synchronisation.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    assert!(ended.is_ok(), "the server stops though a stream is open");
+    assert!(ended.unwrap().unwrap().is_ok());
+    let answer = read_to_close(&mut follower).await;
+    assert!(!answer.contains("HTTP/1.1"), "{answer}");
+}

@@ -86,20 +86,25 @@ pub struct Service {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// A client must have sent a request's whole header within this; else the connection is
-    /// closed (slow clients cannot hold connections open by trickling headers).
+    /// closed (slow clients cannot hold connections open by trickling headers). An idle
+    /// keep-alive connection is closed after it too.
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers); larger: 431.
     pub max_header_bytes: usize,
     /// Most headers in one request; more: 431.
     pub max_headers: usize,
+    /// How long open connections may finish once the server stops; then they are closed (an
+    /// event stream of a job that has not ended would otherwise hold shutdown forever).
+    pub drain: Duration,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -280,8 +285,11 @@ impl Service {
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
-            .max_header_size(limits.max_header_bytes)
-            .max_headers(limits.max_headers);
+            .max_header_size(limits.max_header_bytes);
+        // Setting it at all moves hyper's header buffer to the heap: only when it differs.
+        if limits.max_headers != ConnectionLimits::default().max_headers {
+            http.max_headers(limits.max_headers);
+        }
         let stopping = tokio_util::sync::CancellationToken::new();
         let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
@@ -299,8 +307,9 @@ impl Service {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let connection =
-                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone());
+            let connection = http
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone())
+                .with_upgrades();
             let stopping = stopping.clone();
             connections.spawn(async move {
                 tokio::pin!(connection);
@@ -322,7 +331,16 @@ impl Service {
         }
         drop(listener);
         stopping.cancel();
-        while connections.join_next().await.is_some() {}
+        // Requests in flight finish; a connection still open after the drain period (an event
+        // stream of a job that has not ended) is closed.
+        let drained = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(limits.drain, drained).await.is_err() {
+            tracing::warn!(
+                open = connections.len(),
+                "closing HTTP connections still open after the drain period"
+            );
+            connections.abort_all();
+        }
         Ok(())
     }
 }

@@ -124,7 +124,7 @@ const INSERT_JOB: &str = concat!(
     "INSERT INTO jobs (",
     job_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23)"
+     ?19, ?20, ?21, ?22, ?23) ON CONFLICT (id) DO NOTHING"
 );
 
 type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
@@ -393,12 +393,19 @@ fn write_loop(conn: &Connection, receiver: &mpsc::Receiver<Op>, name: &str) {
             let before = conn.total_changes();
             let mut moved = Counts::default();
             let (ok, finish) = op(conn, &mut moved);
-            if ok {
+            // SQLite ends a transaction itself on some errors (a full disk, an I/O error).
+            let ended = conn.is_autocommit();
+            if ok && !ended {
                 counts.merge(moved);
-            } else if conn.total_changes() != before || conn.is_autocommit() {
+            } else if ended || conn.total_changes() != before {
                 failure.get_or_insert_with(|| {
                     "an operation failed after writing; its transaction was rolled back".into()
                 });
+            }
+            if ended {
+                // What follows must not commit statement by statement: it runs in a new
+                // transaction, rolled back with the rest.
+                begin(conn, name);
             }
             done.push(finish);
         }
@@ -579,8 +586,9 @@ fn headers_json(job: &Job) -> Result<Option<String>> {
     }
 }
 
-fn insert(conn: &Connection, job: &Job) -> Result<()> {
-    conn.prepare_cached(INSERT_JOB)?.execute(params![
+/// Inserts `job`; false if a job with its id exists (and nothing was written).
+fn insert(conn: &Connection, job: &Job) -> Result<bool> {
+    let inserted = conn.prepare_cached(INSERT_JOB)?.execute(params![
         &id_bytes(job.id)[..],
         job.queue,
         job.kind,
@@ -605,7 +613,7 @@ fn insert(conn: &Connection, job: &Job) -> Result<()> {
         job.lease.as_ref().map(|l| ms(l.expires_at)),
         job.lease.as_ref().map(|l| l.token as i64),
     ])?;
-    Ok(())
+    Ok(inserted == 1)
 }
 
 /// Writes back what transitions change.
@@ -838,7 +846,11 @@ impl JobStore for SqliteStore {
                     }
                 }
                 let job = Job::from_new(new, now);
-                insert(conn, &job)?;
+                if !insert(conn, &job)? {
+                    // A producer retrying a submission with the same id.
+                    outcomes.push(Enqueued::Duplicate(job.id));
+                    continue;
+                }
                 counts.moved(&job.queue, None, Some(job.state));
                 emit(conn, &job, vec![(EventKind::Enqueued, None)], now)?;
                 outcomes.push(Enqueued::New(job.id));
@@ -1497,6 +1509,28 @@ mod batch_tests {
         });
         assert_eq!(outcomes, [("a", true), ("b", false), ("c", true)]);
         assert_eq!(stored, ["a", "c"]);
+    }
+
+    #[test]
+    fn after_sqlite_ends_the_transaction_the_rest_of_the_batch_does_not_commit_piecemeal() {
+        let (outcomes, stored) = run_batch(|o| {
+            let (ended, outcomes) = (o.clone(), o.clone());
+            // SQLite rolling back by itself, as it does on a full disk.
+            let rollback: Op = Box::new(move |conn: &Connection, _: &mut Counts| {
+                conn.execute_batch("ROLLBACK").unwrap();
+                let done: Done = Box::new(move |commit| {
+                    let _ = ended.send(("rollback", commit.is_ok()));
+                });
+                (false, done)
+            });
+            vec![
+                op("a", true, false, &outcomes),
+                rollback,
+                op("c", true, false, &outcomes),
+            ]
+        });
+        assert_eq!(outcomes, [("a", false), ("rollback", false), ("c", false)]);
+        assert!(stored.is_empty(), "{stored:?}");
     }
 
     #[test]

@@ -1649,3 +1649,22 @@ pub async fn a_tenant_at_its_running_limit_waits(store: S) {
     assert_eq!(last.len(), 1);
     assert!(claim(store.clone(), t(103)).await.is_empty());
 }
+
+pub async fn resubmitting_a_job_id_answers_duplicate(store: S) {
+    let first = new_job("q", 1);
+    let id = first.id;
+    enqueue(&store, first, t(0)).await;
+    // A producer retrying a batch after a timeout: the same id again, beside a new job.
+    let mut again = new_job("q", 2);
+    again.id = id;
+    let fresh = new_job("q", 3);
+    let fresh_id = fresh.id;
+    let out = store.enqueue(vec![fresh, again], t(1)).await.unwrap();
+    assert_eq!(out, vec![Enqueued::New(fresh_id), Enqueued::Duplicate(id)]);
+    assert_eq!(
+        n(&store.get(id).await.unwrap().unwrap()),
+        1,
+        "the first stays"
+    );
+    assert_eq!(store.counts().await.unwrap()["q"].queued, 2);
+}

@@ -11,16 +11,18 @@ promote(now, 1000)
 if redis.call('EXISTS', PAUSED) == 1 then return {} end
 local out = {}
 
-local function take(id, tenant)
+-- Leases job `id`; its tenant comes from its record (a tenant's job queued before tenants had
+-- ready sets of their own waits in READY, and its running count must still be kept).
+local function take(id)
   local key = JOB .. id
   redis.call('ZREM', STATE.queued, id)
-  local f = redis.call('HMGET', key, 'a', 'tk', 'sa')
+  local f = redis.call('HMGET', key, 'a', 'tk', 'sa', 'tn')
   local attempt = (tonumber(f[1]) or 0) + 1
   local fields = { 's', 'running', 'a', attempt, 'tk', int((tonumber(f[2]) or 0) + 1),
     'cw', worker, 'cs', now, 'le', expires }
   if not f[3] then fields[#fields + 1] = 'sa'; fields[#fields + 1] = now end
   redis.call('HSET', key, unpack(fields))
-  index(id, 'running', nil, nil, expires, now, tenant)
+  index(id, 'running', nil, nil, expires, now, f[4])
   emit(id, 'started', 'running', attempt, now)
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGETALL', key)
@@ -29,7 +31,7 @@ end
 local tenants = redis.call('SMEMBERS', TENANTS)
 if #tenants == 0 then
   local popped = redis.call('ZPOPMIN', READY, limit)
-  for i = 1, #popped, 2 do take(popped[i], false) end
+  for i = 1, #popped, 2 do take(popped[i]) end
   return out
 end
 table.sort(tenants)
@@ -54,7 +56,9 @@ for i = 1, #stored, 2 do
   if turn >= next_turn then next_turn = turn + 1 end
 end
 local groups = {}
-for _, tenant in ipairs({ '', unpack(tenants) }) do
+local names = { '' }
+for _, tenant in ipairs(tenants) do names[#names + 1] = tenant end
+for _, tenant in ipairs(names) do
   local room = limit
   if max_running > 0 and tenant ~= '' then
     room = math.min(limit, max_running - (tonumber(redis.call('HGET', RUNNING, tenant)) or 0))
@@ -75,7 +79,7 @@ while taken < limit do
   end
   if not best then break end
   redis.call('ZREM', best.key, best.id)
-  take(best.id, best.tenant)
+  take(best.id)
   taken = taken + 1
   best.room = best.room - 1
   best.turn = next_turn
