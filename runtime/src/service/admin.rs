@@ -157,7 +157,7 @@ pub(crate) struct Retried {
 }
 
 /// Puts a dead letter back in its queue with a fresh set of attempts.
-#[utoipa::path(post, path = "/v1/dead-letters/{id}/retry", params(("id" = String, Path)), responses((status = 202, body = Retried), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/retry", params(("id" = uuid::Uuid, Path, description = "Job id")), responses((status = 202, body = Retried), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody)))]
 pub(crate) async fn retry_dead_letter(
     Extract(state): Extract<State>,
     caller: Caller,

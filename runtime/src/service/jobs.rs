@@ -405,7 +405,7 @@ pub(crate) async fn read_status(
 
 /// A job's state, progress, attempts and result or error.
 #[utoipa::path(
-    get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "Job id")),
+    get, path = "/v1/jobs/{id}", params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses((status = 200, body = JobStatus), (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody))
 )]
 pub(crate) async fn status(
@@ -421,7 +421,7 @@ pub(crate) async fn status(
 /// Every state and progress change of a job, as Server-Sent Events, until it ends. The first
 /// event (`status`) is the current status; then one event per change, named by its kind.
 #[utoipa::path(
-    get, path = "/v1/jobs/{id}/events", params(("id" = String, Path, description = "Job id")),
+    get, path = "/v1/jobs/{id}/events", params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses((status = 200, description = "An event stream", content_type = "text/event-stream"), (status = 404, body = super::ErrorBody))
 )]
 pub(crate) async fn events(
@@ -473,7 +473,7 @@ pub(crate) async fn events(
 
 /// Cancels a waiting or running job.
 #[utoipa::path(
-    post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "Job id")),
+    post, path = "/v1/jobs/{id}/cancel", params(("id" = uuid::Uuid, Path, description = "Job id")),
     responses((status = 200, body = Cancelled), (status = 404, body = super::ErrorBody), (status = 409, description = "Already finished", body = super::ErrorBody))
 )]
 pub(crate) async fn cancel(
