@@ -15,14 +15,14 @@ local out = {}
 -- ready sets of their own waits in READY, and its running count must still be kept).
 local function take(id)
   local key = JOB .. id
-  redis.call('ZREM', STATE.queued, id)
+  zrem_later(STATE.queued, id)
   local f = redis.call('HMGET', key, 'a', 'tk', 'sa', 'tn')
   local attempt = (tonumber(f[1]) or 0) + 1
   local fields = { 's', 'running', 'a', attempt, 'tk', int((tonumber(f[2]) or 0) + 1),
     'cw', worker, 'cs', now, 'le', expires }
   if not f[3] then fields[#fields + 1] = 'sa'; fields[#fields + 1] = now end
   redis.call('HSET', key, unpack(fields))
-  index(id, 'running', nil, nil, expires, now, f[4])
+  index_later(id, 'running', nil, nil, expires, now, f[4])
   emit(id, 'started', 'running', attempt, now)
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGETALL', key)
@@ -32,6 +32,7 @@ local tenants = redis.call('SMEMBERS', TENANTS)
 if #tenants == 0 then
   local popped = redis.call('ZPOPMIN', READY, limit)
   for i = 1, #popped, 2 do take(popped[i]) end
+  flush_later()
   return out
 end
 table.sort(tenants)
@@ -87,4 +88,5 @@ while taken < limit do
   redis.call('HSET', TURNS, best.tenant, best.turn)
   head(best)
 end
+flush_later()
 return out

@@ -65,6 +65,48 @@ local function index(id, state, priority, run_at, lease_expires, now, tenant)
   end
 end
 
+-- Sorted-set writes gathered during a script and sent at its end as one command per key: a
+-- call per member costs more in Lua than the member costs in Redis. Only for scripts where no
+-- member is both added to and removed from one key (removals are sent first).
+local later_add, later_rem = {}, {}
+local function zadd_later(key, score, member)
+  local list = later_add[key]
+  if not list then list = {}; later_add[key] = list end
+  list[#list + 1] = score
+  list[#list + 1] = member
+end
+local function zrem_later(key, member)
+  local list = later_rem[key]
+  if not list then list = {}; later_rem[key] = list end
+  list[#list + 1] = member
+end
+-- Sends the gathered writes (in slices: Lua's unpack has a limit).
+local function flush_later()
+  for key, list in pairs(later_rem) do
+    for i = 1, #list, 1000 do redis.call('ZREM', key, unpack(list, i, math.min(i + 999, #list))) end
+  end
+  for key, list in pairs(later_add) do
+    for i = 1, #list, 1000 do redis.call('ZADD', key, unpack(list, i, math.min(i + 999, #list))) end
+  end
+  later_add, later_rem = {}, {}
+end
+
+-- `index`, with its sorted-set writes gathered until `flush_later`.
+local function index_later(id, state, priority, run_at, lease_expires, now, tenant)
+  zadd_later(STATE[state], 0, id)
+  if state == 'queued' then
+    zadd_later(ready_key(tenant), ready_score(priority, run_at), id)
+    if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
+  elseif state == 'scheduled' or state == 'retrying' then
+    zadd_later(DELAYED, run_at, id)
+  elseif state == 'running' then
+    zadd_later(LEASES, lease_expires, id)
+    if tenant and tenant ~= '' then redis.call('HINCRBY', RUNNING, tenant, 1) end
+  else
+    zadd_later(FINISHED[state], now, id)
+  end
+end
+
 -- Takes job `id` (of `tenant`) out of the indexes of `state`. A tenant's empty ready set
 -- leaves TENANTS at its next claim.
 local function unindex(id, state, tenant)

@@ -13,10 +13,16 @@ for i = 1, #ARGV, 4 do
     redis.call('HSET', key, 's', 'succeeded', 'fa', now, 'r', result,
       'at', closed(f[6], f[3], f[4], f[5], now, nil))
     redis.call('HDEL', key, 'cw', 'cs', 'le')
-    unindex(id, 'running', f[7])
-    index(id, 'succeeded', nil, nil, nil, now)
+    -- unindex(id, 'running', f[7]) and index(id, 'succeeded'), their set writes gathered.
+    zrem_later(STATE.running, id)
+    zrem_later(LEASES, id)
+    if f[7] and f[7] ~= '' and redis.call('HINCRBY', RUNNING, f[7], -1) <= 0 then
+      redis.call('HDEL', RUNNING, f[7])
+    end
+    index_later(id, 'succeeded', nil, nil, nil, now)
     emit(id, 'succeeded', 'succeeded', f[3], now)
     out[#out + 1] = 'ok'
   end
 end
+flush_later()
 return out

@@ -25,12 +25,13 @@ for i = 4, #ARGV, 10 do
     if tenant ~= '' then fields[#fields + 1] = 'tn'; fields[#fields + 1] = tenant end
     if headers ~= '' then fields[#fields + 1] = 'h'; fields[#fields + 1] = headers end
     redis.call('HSET', JOB .. id, unpack(fields))
-    index(id, state, priority, run_at, nil, now, tenant)
+    index_later(id, state, priority, run_at, nil, now, tenant)
     emit(id, 'enqueued', state, 0, now)
     if state == 'queued' then ready = ready + 1 end
     out[#out + 1] = 1
     out[#out + 1] = id
   end
 end
+flush_later()
 if ready > 0 and channel ~= '' then redis.call('PUBLISH', channel, queue) end
 return out
