@@ -1,8 +1,10 @@
 //! HTTP submission throughput and latency: the job API on SQLite next to a bare axum handler
 //! that only parses the same JSON body, both on loopback, driven by the same load generator.
 //!
-//! `cargo bench -p raindrop --bench http` (`BENCH_SECONDS`, `BENCH_CONNECTIONS` to change;
-//! `BENCH_LOAD=wrk` drives both with wrk, a load generator in its own process).
+//! `cargo bench -p raindrop --bench http` (`BENCH_SECONDS`, `BENCH_CONNECTIONS` to change).
+//! The load comes from wrk, in its own process, when it is installed (`BENCH_LOAD=wrk` makes it
+//! required); else, or with `BENCH_LOAD=inprocess`, from reqwest on the server's own runtime,
+//! which competes with the server for the cores and swings more from run to run.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -200,7 +202,22 @@ fn main() {
             BODY.len()
         );
         let only_api = std::env::var_os("BENCH_ONLY_API").is_some();
-        let with_wrk = std::env::var("BENCH_LOAD").is_ok_and(|v| v == "wrk");
+        let with_wrk = match std::env::var("BENCH_LOAD").as_deref() {
+            Ok("wrk") => true,
+            Ok("inprocess") => false,
+            _ => std::process::Command::new("wrk")
+                .arg("--version")
+                .output()
+                .is_ok(),
+        };
+        println!(
+            "load generator: {}",
+            if with_wrk {
+                "wrk (its own process)"
+            } else {
+                "reqwest in process (install wrk for steadier figures)"
+            }
+        );
         let drive = |url: String| async move {
             if with_wrk {
                 wrk(url, connections, seconds).await
