@@ -18,14 +18,37 @@ pub(crate) struct Group<T> {
     pub turn: u64,
     /// How many more jobs the group may start in this claim (its running-jobs allowance).
     pub room: usize,
-    /// Its ready jobs, best first, with their priorities.
+    /// Its next ready jobs, best first, with their priorities: the first few, not all of them
+    /// (see [`fetch_size`]).
     pub ready: VecDeque<(i32, T)>,
+    /// How many of its ready jobs have been fetched so far (the offset of the next fetch).
+    pub fetched: usize,
+    /// Whether the store may hold more of its ready jobs than were fetched.
+    pub more: bool,
+}
+
+/// How many ready jobs to fetch at a time for each of `groups` groups in a claim of `limit`:
+/// all the claim could take when there is one group, a fair share (and one more) when there
+/// are many, so a claim's cost does not grow with groups × limit.
+pub(crate) fn fetch_size(groups: usize, limit: usize) -> usize {
+    if groups <= 1 {
+        limit
+    } else {
+        limit.div_ceil(groups) + 1
+    }
 }
 
 /// Takes up to `limit` jobs from `groups` by the rule above, in the order they were chosen.
 /// Every pick gives its group the turn `*next` and advances it; ties between groups with the
-/// same priority and turn go to the one listed first.
-pub(crate) fn pick<T>(groups: &mut [Group<T>], limit: usize, next: &mut u64) -> Vec<T> {
+/// same priority and turn go to the one listed first. When a group whose store holds more runs
+/// out of fetched jobs, `refill` fetches its next ones (it appends to `ready`, advances
+/// `fetched` and sets `more`).
+pub(crate) fn pick<T, E>(
+    groups: &mut [Group<T>],
+    limit: usize,
+    next: &mut u64,
+    mut refill: impl FnMut(usize, &mut Group<T>) -> Result<(), E>,
+) -> Result<Vec<T>, E> {
     let mut picked = Vec::with_capacity(limit);
     while picked.len() < limit {
         let best = groups
@@ -43,8 +66,11 @@ pub(crate) fn pick<T>(groups: &mut [Group<T>], limit: usize, next: &mut u64) -> 
         group.turn = *next;
         *next += 1;
         picked.push(job);
+        if group.ready.is_empty() && group.more && group.room > 0 {
+            refill(i, group)?;
+        }
     }
-    picked
+    Ok(picked)
 }
 
 #[cfg(test)]
@@ -56,7 +82,53 @@ mod tests {
             turn,
             room,
             ready: jobs.iter().copied().collect(),
+            fetched: jobs.len(),
+            more: false,
         }
+    }
+
+    /// `pick` with nothing more to fetch.
+    fn pick_all(
+        groups: &mut [Group<&'static str>],
+        limit: usize,
+        next: &mut u64,
+    ) -> Vec<&'static str> {
+        pick(groups, limit, next, |_, _| Ok::<_, ()>(())).unwrap()
+    }
+
+    #[test]
+    fn groups_are_refilled_as_they_run_out() {
+        let store: Vec<(i32, &str)> = vec![(0, "a1"), (0, "a2"), (0, "a3"), (0, "a4")];
+        let mut groups = [
+            Group {
+                turn: 0,
+                room: usize::MAX,
+                ready: store[..1].iter().copied().collect(),
+                fetched: 1,
+                more: true,
+            },
+            group(0, usize::MAX, &[(0, "b1")]),
+        ];
+        let mut next = 1;
+        let mut fetches = 0;
+        let picked = pick(&mut groups, 5, &mut next, |_, g| {
+            fetches += 1;
+            let chunk = &store[g.fetched..(g.fetched + 2).min(store.len())];
+            g.ready.extend(chunk.iter().copied());
+            g.fetched += chunk.len();
+            g.more = g.fetched < store.len();
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(picked, ["a1", "b1", "a2", "a3", "a4"]);
+        assert_eq!(fetches, 2);
+    }
+
+    #[test]
+    fn the_fetch_size_is_a_fair_share_of_the_claim() {
+        assert_eq!(fetch_size(1, 32), 32);
+        assert_eq!(fetch_size(4, 32), 9);
+        assert_eq!(fetch_size(1000, 32), 2);
     }
 
     #[test]
@@ -67,7 +139,7 @@ mod tests {
             group(0, usize::MAX, &[(0, "b"); 3]),
         ];
         let mut next = 1;
-        let picked = pick(&mut groups, 8, &mut next);
+        let picked = pick_all(&mut groups, 8, &mut next);
         assert_eq!(picked, ["a", "b", "a", "b", "a", "b", "a", "a"]);
         assert_eq!(next, 9);
     }
@@ -79,7 +151,10 @@ mod tests {
             group(5, usize::MAX, &[(9, "b9"), (1, "b1")]),
         ];
         let mut next = 10;
-        assert_eq!(pick(&mut groups, 4, &mut next), ["b9", "b1", "a0", "a1"]);
+        assert_eq!(
+            pick_all(&mut groups, 4, &mut next),
+            ["b9", "b1", "a0", "a1"]
+        );
     }
 
     #[test]
@@ -89,7 +164,7 @@ mod tests {
             group(3, usize::MAX, &[(0, "b")]),
         ];
         let mut next = 8;
-        assert_eq!(pick(&mut groups, 1, &mut next), ["b"]);
+        assert_eq!(pick_all(&mut groups, 1, &mut next), ["b"]);
         assert_eq!(groups[1].turn, 8);
     }
 
@@ -100,7 +175,7 @@ mod tests {
             group(0, usize::MAX, &[(0, "b"), (0, "b")]),
         ];
         let mut next = 1;
-        assert_eq!(pick(&mut groups, 10, &mut next), ["a", "a", "b", "b"]);
+        assert_eq!(pick_all(&mut groups, 10, &mut next), ["a", "a", "b", "b"]);
         assert_eq!(groups[0].room, 0);
     }
 }

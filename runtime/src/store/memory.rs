@@ -109,6 +109,19 @@ impl MemoryStore {
     }
 }
 
+/// `count` ready jobs of one tenant after the first `skip`, with their priorities.
+fn ready_slice(
+    jobs: &BTreeMap<ReadyKey, JobId>,
+    skip: usize,
+    count: usize,
+) -> std::collections::VecDeque<(i32, JobId)> {
+    jobs.iter()
+        .skip(skip)
+        .take(count)
+        .map(|((Reverse(priority), _, _), id)| (*priority, *id))
+        .collect()
+}
+
 impl Inner {
     /// Files a job under the index its state calls for.
     fn index(&mut self, id: JobId) {
@@ -204,31 +217,38 @@ impl Inner {
         let Some(ready) = self.ready.get(queue) else {
             return Vec::new();
         };
+        let fetch = fair::fetch_size(ready.len(), limit);
         let mut names = Vec::with_capacity(ready.len());
         let mut groups = Vec::with_capacity(ready.len());
         for (tenant, jobs) in ready {
+            let key = (queue.to_owned(), tenant.clone());
             let room = match limits.running_per_tenant {
                 Some(max) if !tenant.is_empty() => {
-                    let key = (queue.to_owned(), tenant.clone());
                     let running = self.running_per_tenant.get(&key).copied().unwrap_or(0);
                     max.saturating_sub(running) as usize
                 }
                 _ => usize::MAX,
             };
-            let key = (queue.to_owned(), tenant.clone());
+            let count = fetch.min(room);
             groups.push(fair::Group {
                 turn: self.turns.get(&key).copied().unwrap_or(0),
                 room,
-                ready: jobs
-                    .iter()
-                    .take(limit.min(room))
-                    .map(|((Reverse(priority), _, _), id)| (*priority, *id))
-                    .collect(),
+                ready: ready_slice(jobs, 0, count),
+                fetched: count.min(jobs.len()),
+                more: jobs.len() > count && room > 0,
             });
             names.push(key);
         }
         self.next_turn = self.next_turn.max(1);
-        let chosen = fair::pick(&mut groups, limit, &mut self.next_turn);
+        let refill = |i: usize, group: &mut fair::Group<JobId>| {
+            let jobs = &ready[&names[i].1];
+            let count = fetch.min(group.room);
+            group.ready.extend(ready_slice(jobs, group.fetched, count));
+            group.fetched = (group.fetched + count).min(jobs.len());
+            group.more = jobs.len() > group.fetched;
+            Ok::<_, std::convert::Infallible>(())
+        };
+        let Ok(chosen) = fair::pick(&mut groups, limit, &mut self.next_turn, refill);
         if names.len() > 1 {
             for (key, group) in names.into_iter().zip(groups) {
                 self.turns.insert(key, group.turn);

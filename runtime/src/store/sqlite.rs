@@ -685,13 +685,29 @@ const READY_TENANTS: &str = "WITH RECURSIVE g(t) AS (
     FROM g WHERE g.t IS NOT NULL
 ) SELECT t FROM g WHERE t IS NOT NULL";
 
-/// A tenant's ready jobs ("" for jobs without one), best first.
-const READY_JOBS: &str = concat!(
+/// A tenant's ready jobs ("" for jobs without one), best first: priority and row, read from the
+/// claim index alone.
+const READY_JOBS: &str = "SELECT priority, seq FROM jobs \
+     WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 \
+     ORDER BY priority DESC, run_at, seq LIMIT ?3 OFFSET ?4";
+const LOAD_ROW: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE seq = ?1");
+/// A tenant's first ready jobs, whole: a claim's answer when only one tenant has jobs waiting.
+const READY_ROWS: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 \
      ORDER BY priority DESC, run_at, seq LIMIT ?3"
 );
+
+/// How many jobs of `tenant` run in `queue`.
+fn running_jobs(conn: &Connection, queue: &str, tenant: &str) -> Result<usize> {
+    let running: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running' AND coalesce(tenant, '') = ?2",
+        )?
+        .query_row(params![queue, tenant], |row| row.get(0))?;
+    Ok(running.max(0) as usize)
+}
 
 /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
 fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> Result<Vec<Job>> {
@@ -700,6 +716,20 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
         .query_map([queue], |row| row.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
 
+    if let [tenant] = &tenants[..] {
+        // One group: no turns to take, its first jobs are the answer.
+        let room = match limits.running_per_tenant {
+            Some(max) if !tenant.is_empty() => {
+                (max as usize).saturating_sub(running_jobs(conn, queue, tenant)?)
+            }
+            _ => usize::MAX,
+        };
+        return load_many(
+            conn,
+            READY_ROWS,
+            params![queue, tenant, limit.min(room) as i64],
+        );
+    }
     let mut turns: HashMap<String, u64> = HashMap::new();
     let mut next = 1;
     if tenants.len() > 1 {
@@ -713,38 +743,46 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
             turns.insert(tenant, turn as u64);
         }
     }
+    let fetch = fair::fetch_size(tenants.len(), limit);
+    // The next `count` ready jobs of `tenant` after the first `offset`.
+    let ready_jobs = |tenant: &str, count: usize, offset: usize| -> Result<Vec<(i32, i64)>> {
+        Ok(conn
+            .prepare_cached(READY_JOBS)?
+            .query_map(params![queue, tenant, count as i64, offset as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+    };
     let mut groups = Vec::with_capacity(tenants.len());
     for tenant in &tenants {
         let room = match limits.running_per_tenant {
             Some(max) if !tenant.is_empty() => {
-                let running: i64 = conn
-                    .prepare_cached(
-                        "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running' AND coalesce(tenant, '') = ?2",
-                    )?
-                    .query_row(params![queue, tenant], |row| row.get(0))?;
-                (max as usize).saturating_sub(running as usize)
+                (max as usize).saturating_sub(running_jobs(conn, queue, tenant)?)
             }
             _ => usize::MAX,
         };
+        let count = fetch.min(room);
         let ready = if room == 0 {
-            Default::default()
+            Vec::new()
         } else {
-            load_many(
-                conn,
-                READY_JOBS,
-                params![queue, tenant, limit.min(room) as i64],
-            )?
-            .into_iter()
-            .map(|job| (job.priority, job))
-            .collect()
+            ready_jobs(tenant, count, 0)?
         };
         groups.push(fair::Group {
             turn: turns.get(tenant).copied().unwrap_or(0),
             room,
-            ready,
+            fetched: ready.len(),
+            more: ready.len() == count && room > 0,
+            ready: ready.into(),
         });
     }
-    let chosen = fair::pick(&mut groups, limit, &mut next);
+    let chosen = fair::pick(&mut groups, limit, &mut next, |i, group| {
+        let count = fetch.min(group.room);
+        let more = ready_jobs(&tenants[i], count, group.fetched)?;
+        group.fetched += more.len();
+        group.more = more.len() == count;
+        group.ready.extend(more);
+        Ok::<_, Error>(())
+    })?;
     if tenants.len() > 1 {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO turns (queue, tenant, turn) VALUES (?1, ?2, ?3) \
@@ -756,7 +794,12 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
             }
         }
     }
-    Ok(chosen)
+    let mut stmt = conn.prepare_cached(LOAD_ROW)?;
+    let mut jobs = Vec::with_capacity(chosen.len());
+    for seq in chosen {
+        jobs.push(stmt.query_row([seq], job_from_row)?.into_job()?);
+    }
+    Ok(jobs)
 }
 
 /// Marks due scheduled and retrying jobs (of one queue, or all) as queued; returns how many.
@@ -1431,8 +1474,9 @@ mod tests {
             &conn,
             &READY_TENANTS.replace("?1", "?1 AND ?2 = ?2 AND ?3 = ?3"),
         );
-        let candidates = plan(&conn, READY_JOBS);
-        for plan in [&tenants, &candidates] {
+        let candidates = plan(&conn, &READY_JOBS.replace("OFFSET ?4", "OFFSET 0"));
+        let rows = plan(&conn, READY_ROWS);
+        for plan in [&tenants, &candidates, &rows] {
             assert!(plan.contains("jobs_claim"), "{plan}");
             assert!(!plan.contains("SCAN jobs"), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");

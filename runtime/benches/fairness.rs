@@ -1,0 +1,123 @@
+//! What fair claiming costs as tenants multiply: 20,000 jobs queued across T tenants (T = 1,
+//! 10, 100, 1,000), then claimed in batches of 32 until none are left; prints jobs claimed per
+//! second per store. Every claim looks at each waiting tenant's next job, so the cost grows with
+//! T; this shows by how much.
+//!
+//! `cargo bench -p raindrop --bench fairness` (`BENCH_STORES=memory,sqlite,redis`, default
+//! memory and SQLite; `BENCH_REDIS` for another Redis).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raindrop::job::{NewJob, Payload, now};
+use raindrop::store::Store;
+
+const JOBS: usize = 20_000;
+const BATCH: usize = 32;
+const LEASE: Duration = Duration::from_secs(300);
+
+/// Queues `JOBS` jobs spread evenly over `tenants` tenants (`None`: no tenant at all), claims
+/// them all; returns jobs claimed per second.
+async fn claim_rate(store: &Arc<dyn Store>, queue: &str, tenants: Option<usize>) -> f64 {
+    let jobs: Vec<NewJob> = (0..JOBS)
+        .map(|i| {
+            let payload = Payload::from_value(&i).expect("payload");
+            let mut job = NewJob::new(queue, "bench", payload);
+            job.tenant = tenants.map(|t| format!("tenant-{}", i % t));
+            job
+        })
+        .collect();
+    for chunk in jobs.chunks(1000) {
+        store.enqueue(chunk.to_vec(), now()).await.expect("enqueue");
+    }
+    let started = Instant::now();
+    let mut claimed = 0;
+    while claimed < JOBS {
+        let batch = store
+            .claim(queue, "bench", BATCH, LEASE, now())
+            .await
+            .expect("claim");
+        assert!(!batch.is_empty(), "jobs went missing");
+        claimed += batch.len();
+    }
+    JOBS as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn run(name: &str, store: Arc<dyn Store>) {
+    let mut line = format!("{name:>7}:");
+    let cases: [(&str, Option<usize>); 5] = [
+        ("no tenant", None),
+        ("1", Some(1)),
+        ("10", Some(10)),
+        ("100", Some(100)),
+        ("1,000", Some(1000)),
+    ];
+    for (i, (label, tenants)) in cases.into_iter().enumerate() {
+        let rate = claim_rate(&store, &format!("q{i}"), tenants).await;
+        line.push_str(&format!(" | {label}: {rate:>8.0}/s"));
+    }
+    println!("{line}");
+}
+
+fn remove_prefix(url: &str, prefix: &str) {
+    let mut conn = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut conn)
+        .unwrap_or_default();
+    for chunk in keys.chunks(1000) {
+        let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
+    }
+}
+
+fn main() {
+    let stores: Vec<String> = std::env::var("BENCH_STORES")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_else(|_| vec!["memory".into(), "sqlite".into()]);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "{JOBS} jobs queued over T tenants, claimed {BATCH} at a time; jobs claimed per second by T"
+    );
+    runtime.block_on(async {
+        for store in &stores {
+            match store.as_str() {
+                "memory" => {
+                    run(
+                        "memory",
+                        Arc::new(raindrop::store::memory::MemoryStore::new(None)),
+                    )
+                    .await
+                }
+                "sqlite" => {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let sqlite = raindrop::store::sqlite::SqliteStore::open(
+                        &dir.path().join("fairness.db"),
+                        None,
+                    )
+                    .await
+                    .expect("sqlite");
+                    run("sqlite", Arc::new(sqlite)).await;
+                }
+                "redis" => {
+                    let url = std::env::var("BENCH_REDIS")
+                        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                    let prefix = format!("rdfair-{}", std::process::id());
+                    let redis = raindrop::store::redis::RedisStore::open(
+                        &format!("{url}?prefix={prefix}"),
+                        None,
+                    )
+                    .await
+                    .expect("redis");
+                    run("redis", Arc::new(redis)).await;
+                    remove_prefix(&url, &prefix);
+                }
+                other => eprintln!("unknown store `{other}`"),
+            }
+        }
+    });
+}
