@@ -6,7 +6,7 @@
 //!
 //! | key (`P` is the prefix, `raindrop` unless the URL says `?prefix=`) | what |
 //! |---|---|
-//! | `P:{q}:j:ID` (hash) | the job: fields named in [`decode_job`] |
+//! | `P:{q}:j:ID` (hash) | the job: fields named in `decode_job` |
 //! | `P:{q}:ready` (zset) | queued jobs without a tenant by priority, then run time, then id |
 //! | `P:{q}:rt:TENANT` (zset) | a tenant's queued jobs, in the same order |
 //! | `P:{q}:tenants` (set) | tenants with queued jobs, for fair claiming |
