@@ -6,6 +6,9 @@
 //! `cargo bench -p raindrop --bench fairness` (`BENCH_STORES=memory,sqlite,redis`, default
 //! memory and SQLite; `BENCH_REDIS` for another Redis).
 
+#[path = "support/redis.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,19 +62,6 @@ async fn run(name: &str, store: Arc<dyn Store>) {
     println!("{line}");
 }
 
-fn remove_prefix(url: &str, prefix: &str) {
-    let mut conn = redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    for chunk in keys.chunks(1000) {
-        let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
-    }
-}
-
 fn main() {
     let stores: Vec<String> = std::env::var("BENCH_STORES")
         .map(|v| v.split(',').map(str::to_owned).collect())
@@ -114,7 +104,7 @@ fn main() {
                     .await
                     .expect("redis");
                     run("redis", Arc::new(redis)).await;
-                    remove_prefix(&url, &prefix);
+                    support::remove_prefix(&url, &prefix);
                 }
                 other => eprintln!("unknown store `{other}`"),
             }

@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p raindrop --bench throughput` (N defaults to 100,000; set `BENCH_JOBS`).
 
+#[path = "support/redis.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -181,19 +184,6 @@ impl RedisStats {
     }
 }
 
-fn remove_prefix(url: &str, prefix: &str) {
-    let mut conn = redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query(&mut conn)
-        .unwrap_or_default();
-    for chunk in keys.chunks(1000) {
-        let _: redis::RedisResult<()> = redis::cmd("UNLINK").arg(chunk).query(&mut conn);
-    }
-}
-
 fn main() {
     let jobs: usize = std::env::var("BENCH_JOBS")
         .ok()
@@ -232,7 +222,7 @@ fn main() {
                         (after.script_calls - before.script_calls) as f64 / jobs as f64,
                         PEAK_QUEUED.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before.used_memory) as f64 / (1 << 20) as f64 * 100_000.0 / jobs as f64,
                     );
-                    remove_prefix(&url, &prefix);
+                    support::remove_prefix(&url, &prefix);
                 }
                 other => eprintln!("unknown store `{other}`"),
             }

@@ -699,14 +699,18 @@ const READY_ROWS: &str = concat!(
      ORDER BY priority DESC, run_at, seq LIMIT ?3"
 );
 
-/// How many jobs of `tenant` run in `queue`.
-fn running_jobs(conn: &Connection, queue: &str, tenant: &str) -> Result<usize> {
+/// How many more jobs of `queue` `tenant` may start under `limits` (jobs without a tenant are
+/// not limited).
+fn room(conn: &Connection, queue: &str, tenant: &str, limits: ClaimLimits) -> Result<usize> {
+    let Some(max) = limits.running_per_tenant.filter(|_| !tenant.is_empty()) else {
+        return Ok(usize::MAX);
+    };
     let running: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running' AND coalesce(tenant, '') = ?2",
         )?
         .query_row(params![queue, tenant], |row| row.get(0))?;
-    Ok(running.max(0) as usize)
+    Ok((max as usize).saturating_sub(running.max(0) as usize))
 }
 
 /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
@@ -718,12 +722,7 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
 
     if let [tenant] = &tenants[..] {
         // One group: no turns to take, its first jobs are the answer.
-        let room = match limits.running_per_tenant {
-            Some(max) if !tenant.is_empty() => {
-                (max as usize).saturating_sub(running_jobs(conn, queue, tenant)?)
-            }
-            _ => usize::MAX,
-        };
+        let room = room(conn, queue, tenant, limits)?;
         return load_many(
             conn,
             READY_ROWS,
@@ -755,12 +754,7 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
     };
     let mut groups = Vec::with_capacity(tenants.len());
     for tenant in &tenants {
-        let room = match limits.running_per_tenant {
-            Some(max) if !tenant.is_empty() => {
-                (max as usize).saturating_sub(running_jobs(conn, queue, tenant)?)
-            }
-            _ => usize::MAX,
-        };
+        let room = room(conn, queue, tenant, limits)?;
         let count = fetch.min(room);
         let ready = if room == 0 {
             Vec::new()
