@@ -1,7 +1,7 @@
 //! What the Redis benches share.
 
 /// Deletes every key under `prefix` on the Redis at `url` (what a bench run left behind).
-pub fn remove_prefix(url: &str, prefix: &str) {
+pub(crate) fn remove_prefix(url: &str, prefix: &str) {
     let mut conn = redis::Client::open(url)
         .and_then(|c| c.get_connection())
         .expect("redis");
