@@ -79,6 +79,10 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
         );
     }
 
+    let redis_url = (name == "redis")
+        .then(|| std::env::var("BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()));
+    let redis_before = redis_url.as_deref().map(RedisStats::read);
+    callgrind("-z");
     let processing = Instant::now();
     let running = engine.start().await.expect("start");
     // Poll the counts: following every event would cost the engine more than it measures.
@@ -90,6 +94,8 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let process = processing.elapsed();
+    callgrind("-d");
+    let redis_after = redis_url.as_deref().map(RedisStats::read);
     running.shutdown().await;
 
     let mut latencies = Vec::with_capacity(jobs);
@@ -124,6 +130,28 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
         pct(0.99),
         peak_rss_mib(),
     );
+    if let (Some(before), Some(after)) = (redis_before, redis_after) {
+        println!(
+            " redis: while processing, {:.1} µs of Redis CPU per job ({:.1} µs in scripts, INFO commandstats), Redis {:.0}% of a core",
+            (after.cpu_secs - before.cpu_secs) * 1e6 / jobs as f64,
+            (after.script_usec - before.script_usec) as f64 / jobs as f64,
+            (after.cpu_secs - before.cpu_secs) / process.as_secs_f64() * 100.0,
+        );
+    }
+}
+
+/// With `BENCH_CALLGRIND` set, runs `callgrind_control OP` (`-z` zeroes the counters, `-d` dumps
+/// them): against a Redis run under `valgrind --tool=callgrind`, the dump holds the instructions
+/// Redis spent processing, the same from run to run whatever else the machine is doing
+/// (`scripts/redis-instructions.sh`).
+fn callgrind(op: &str) {
+    if std::env::var_os("BENCH_CALLGRIND").is_some() {
+        let status = std::process::Command::new("callgrind_control")
+            .arg(op)
+            .status()
+            .expect("callgrind_control");
+        assert!(status.success(), "callgrind_control {op} failed");
+    }
 }
 
 /// Redis's memory with every bench job queued, in bytes.
@@ -136,6 +164,10 @@ struct RedisStats {
     /// Script calls (EVALSHA).
     script_calls: u64,
     used_memory: u64,
+    /// Time spent in scripts (EVALSHA), in microseconds.
+    script_usec: u64,
+    /// Redis's CPU time (user and system), in seconds.
+    cpu_secs: f64,
 }
 
 impl RedisStats {
@@ -151,14 +183,20 @@ impl RedisStats {
             .arg("memory")
             .query(&mut conn)
             .expect("info");
-        let calls = |rest: &str| -> u64 {
+        let cpu: String = redis::cmd("INFO")
+            .arg("cpu")
+            .query(&mut conn)
+            .expect("info");
+        let field = |rest: &str, name: &str| -> u64 {
             rest.split(',')
-                .find_map(|f| f.strip_prefix("calls="))
+                .find_map(|f| f.strip_prefix(name))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
+        let calls = |rest: &str| field(rest, "calls=");
         let mut commands = 0;
         let mut script_calls = 0;
+        let mut script_usec = 0;
         for line in stats.lines() {
             let Some((name, rest)) = line
                 .strip_prefix("cmdstat_")
@@ -169,6 +207,7 @@ impl RedisStats {
             commands += calls(rest);
             if name == "evalsha" {
                 script_calls += calls(rest);
+                script_usec += field(rest, "usec=");
             }
         }
         let used_memory = memory
@@ -176,10 +215,17 @@ impl RedisStats {
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
+        let cpu_secs = cpu
+            .lines()
+            .filter(|l| l.starts_with("used_cpu_user:") || l.starts_with("used_cpu_sys:"))
+            .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+            .sum();
         Self {
             commands,
             script_calls,
             used_memory,
+            script_usec,
+            cpu_secs,
         }
     }
 }

@@ -13,19 +13,33 @@ local out = {}
 
 -- Leases job `id`; its tenant comes from its record (a tenant's job queued before tenants had
 -- ready sets of their own waits in READY, and its running count must still be kept).
+-- The answer is the record as read followed by the fields written, which the reader applies
+-- in order.
 local function take(id)
   local key = JOB .. id
   zrem_later(STATE.queued, id)
-  local f = redis.call('HMGET', key, 'a', 'tk', 'sa', 'tn')
-  local attempt = (tonumber(f[1]) or 0) + 1
-  local fields = { 's', 'running', 'a', attempt, 'tk', int((tonumber(f[2]) or 0) + 1),
+  local record = redis.call('HGETALL', key)
+  -- An id whose record is gone (removed by hand) is dropped.
+  if #record == 0 then return end
+  local attempt, token, started, tenant = 0, 0, false, false
+  for i = 1, #record, 2 do
+    local name = record[i]
+    if name == 'a' then attempt = tonumber(record[i + 1])
+    elseif name == 'tk' then token = tonumber(record[i + 1])
+    elseif name == 'sa' then started = true
+    elseif name == 'tn' then tenant = record[i + 1]
+    end
+  end
+  attempt = attempt + 1
+  local fields = { 's', 'running', 'a', tostring(attempt), 'tk', int(token + 1),
     'cw', worker, 'cs', now, 'le', expires }
-  if not f[3] then fields[#fields + 1] = 'sa'; fields[#fields + 1] = now end
+  if not started then fields[#fields + 1] = 'sa'; fields[#fields + 1] = now end
   redis.call('HSET', key, unpack(fields))
-  index_later(id, 'running', nil, nil, expires, now, f[4])
-  emit(id, 'started', 'running', attempt, now)
+  index_later(id, 'running', nil, nil, expires, now, tenant)
+  emit_later(id, 'started', 'running', attempt, now)
+  for i = 1, #fields do record[#record + 1] = fields[i] end
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGETALL', key)
+  out[#out + 1] = record
 end
 
 local tenants = redis.call('SMEMBERS', TENANTS)

@@ -17,8 +17,11 @@ local JOB = KEYS[18]
 -- wait in READY.
 local TENANTS, TURNS, RUNNING, TENANT_READY = KEYS[19], KEYS[20], KEYS[21], KEYS[22]
 
--- Events kept per queue (approximately: trimming is lazy).
-local EVENT_CAP = 100000
+-- Stream entries kept per queue (approximately: trimming is lazy). An entry holds the events
+-- of one script call, at most EVENTS_PER_ENTRY of them: a field per event, named by its job, its
+-- value `kind state attempt at[ detail]`.
+local EVENT_CAP = 20000
+local EVENTS_PER_ENTRY = 100
 -- Run times and priorities share one sorted-set score exactly (53 bits): 11 bits of priority,
 -- 42 bits of milliseconds (until the year 2109).
 local MS_SPAN = 4398046511104
@@ -65,10 +68,23 @@ local function index(id, state, priority, run_at, lease_expires, now, tenant)
   end
 end
 
+-- A lifecycle event as a stream entry's field and value.
+local function event(id, kind, state, attempt, now, detail)
+  local value = kind .. ' ' .. state .. ' ' .. attempt .. ' ' .. now
+  if detail then value = value .. ' ' .. detail end
+  return id, value
+end
+
+-- Appends a lifecycle event to the queue's stream.
+local function emit(id, kind, state, attempt, now, detail)
+  local field, value = event(id, kind, state, attempt, now, detail)
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENT_CAP, '*', field, value)
+end
+
 -- Sorted-set writes gathered during a script and sent at its end as one command per key: a
 -- call per member costs more in Lua than the member costs in Redis. Only for scripts where no
 -- member is both added to and removed from one key (removals are sent first).
-local later_add, later_rem = {}, {}
+local later_add, later_rem, later_events = {}, {}, {}
 local function zadd_later(key, score, member)
   local list = later_add[key]
   if not list then list = {}; later_add[key] = list end
@@ -80,15 +96,26 @@ local function zrem_later(key, member)
   if not list then list = {}; later_rem[key] = list end
   list[#list + 1] = member
 end
+-- `emit`, the event appended by `flush_later` with the others of this script.
+local function emit_later(id, kind, state, attempt, now, detail)
+  local field, value = event(id, kind, state, attempt, now, detail)
+  later_events[#later_events + 1] = field
+  later_events[#later_events + 1] = value
+end
 -- Sends the gathered writes (in slices: Lua's unpack has a limit).
 local function flush_later()
+  local per_entry = 2 * EVENTS_PER_ENTRY
+  for i = 1, #later_events, per_entry do
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENT_CAP, '*',
+      unpack(later_events, i, math.min(i + per_entry - 1, #later_events)))
+  end
   for key, list in pairs(later_rem) do
     for i = 1, #list, 1000 do redis.call('ZREM', key, unpack(list, i, math.min(i + 999, #list))) end
   end
   for key, list in pairs(later_add) do
     for i = 1, #list, 1000 do redis.call('ZADD', key, unpack(list, i, math.min(i + 999, #list))) end
   end
-  later_add, later_rem = {}, {}
+  later_add, later_rem, later_events = {}, {}, {}
 end
 
 -- `index`, with its sorted-set writes gathered until `flush_later`.
@@ -127,16 +154,6 @@ local function unindex(id, state, tenant)
   end
 end
 
--- Appends a lifecycle event to the queue's stream.
-local function emit(id, kind, state, attempt, now, detail)
-  if detail then
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENT_CAP, '*',
-      'k', kind, 'j', id, 's', state, 'a', attempt, 't', now, 'd', detail)
-  else
-    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENT_CAP, '*',
-      'k', kind, 'j', id, 's', state, 'a', attempt, 't', now)
-  end
-end
 
 -- The closed-attempts list `list` (JSON, or false) with the open attempt (number, worker JSON,
 -- start) closed at `now` with `err` (JSON) appended.

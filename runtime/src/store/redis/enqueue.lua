@@ -26,7 +26,7 @@ for i = 4, #ARGV, 10 do
     if headers ~= '' then fields[#fields + 1] = 'h'; fields[#fields + 1] = headers end
     redis.call('HSET', JOB .. id, unpack(fields))
     index_later(id, state, priority, run_at, nil, now, tenant)
-    emit(id, 'enqueued', state, 0, now)
+    emit_later(id, 'enqueued', state, 0, now)
     if state == 'queued' then ready = ready + 1 end
     out[#out + 1] = 1
     out[#out + 1] = id

@@ -55,8 +55,12 @@ use crate::job::{
 
 /// Jobs a script takes on in one call when it sweeps (recovery, promotion, retention).
 const SWEEP: usize = 1000;
-/// Bits of an event's seq that hold its position within a millisecond of its stream.
+/// Bits of an event's seq below its stream entry's millisecond: the entry's sequence number
+/// within the millisecond, then the event's place in the entry.
 const SEQ_BITS: u32 = 20;
+/// Bits of an event's seq that hold its place within its stream entry (`common.lua` puts at
+/// most 100 events in one).
+const PLACE_BITS: u32 = 10;
 /// How long a claimed cron tick is remembered.
 const TICK_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -955,8 +959,9 @@ fn json_field<T: serde::de::DeserializeOwned>(
 /// A job from its hash. Fields: `k` kind, `p` payload, `pr` priority, `ra` run at, `a` attempt,
 /// `ma` max attempts, `to` timeout ms, `ik` idempotency key, `tn` tenant, `h` headers, `s`
 /// state, `ca`/`sa`/`fa` created/started/finished at, `pg` progress, `r` result, `e` error,
-/// `at` closed attempts, `cw`/`cs` the open attempt's worker and start, `le` lease expiry, `tk`
-/// fencing token. Times are milliseconds since the epoch.
+/// `at` closed attempts, `cw`/`cs` the last attempt's worker and start while it is open (or, once
+/// the job succeeded, of the attempt that succeeded), `le` lease expiry, `tk` fencing token.
+/// Times are milliseconds since the epoch.
 fn decode_job(queue: &str, id: JobId, mut fields: HashMap<String, String>) -> Result<Job> {
     let required = |fields: &HashMap<String, String>, name: &str| -> Result<String> {
         fields
@@ -985,7 +990,10 @@ fn decode_job(queue: &str, id: JobId, mut fields: HashMap<String, String>) -> Re
             number: attempt,
             worker: worker.clone(),
             started_at,
-            finished_at: None,
+            finished_at: match state {
+                JobState::Succeeded => time_field(&fields, "fa")?,
+                _ => None,
+            },
             error: None,
         });
     }
@@ -1045,32 +1053,72 @@ fn decode_claimed(queue: &str, value: Value) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-/// A stream entry id `MS-N` as an event seq: `MS << 20 | N`.
+/// The seq of the first event of stream entry `MS-N`: `MS << 20 | N << 10`.
 fn seq_of(entry_id: &str) -> u64 {
     let (ms, n) = entry_id.split_once('-').unwrap_or((entry_id, "0"));
     let ms: u64 = ms.parse().unwrap_or(0);
-    let n: u64 = n.parse::<u64>().unwrap_or(0).min((1 << SEQ_BITS) - 1);
-    (ms << SEQ_BITS) | n
+    let n: u64 = n
+        .parse::<u64>()
+        .unwrap_or(0)
+        .min((1 << (SEQ_BITS - PLACE_BITS)) - 1);
+    (ms << SEQ_BITS) | (n << PLACE_BITS)
 }
 
-/// The stream entry id of an event seq.
+/// The id of the stream entry holding the event `seq`.
 fn entry_of(seq: u64) -> String {
-    format!("{}-{}", seq >> SEQ_BITS, seq & ((1 << SEQ_BITS) - 1))
+    format!(
+        "{}-{}",
+        seq >> SEQ_BITS,
+        (seq & ((1 << SEQ_BITS) - 1)) >> PLACE_BITS
+    )
 }
 
-type StreamEntries = Vec<(String, HashMap<String, String>)>;
+type StreamEntries = Vec<(String, Vec<(String, String)>)>;
 
-fn decode_event(queue: &str, entry_id: &str, fields: &HashMap<String, String>) -> Option<Event> {
-    Some(Event {
-        seq: seq_of(entry_id),
-        at: from_ms(fields.get("t")?.parse().ok()?).ok()?,
-        kind: EventKind::parse(fields.get("k")?)?,
-        job: fields.get("j")?.parse().ok()?,
-        queue: queue.to_owned(),
-        state: fields.get("s")?.parse().ok()?,
-        attempt: fields.get("a")?.parse().ok()?,
-        detail: fields.get("d").cloned(),
-    })
+/// The events of one stream entry, in order: a field per event named by its job, its value
+/// `kind state attempt at[ detail]`. An entry written by an earlier version holds one event in
+/// fields `k`, `j`, `s`, `a`, `t` and `d`.
+fn decode_events(queue: &str, entry_id: &str, fields: &[(String, String)]) -> Vec<Event> {
+    let first = seq_of(entry_id);
+    if fields.iter().any(|(name, _)| name == "k") {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let legacy = || {
+            Some(Event {
+                seq: first,
+                at: from_ms(field("t")?.parse().ok()?).ok()?,
+                kind: EventKind::parse(field("k")?)?,
+                job: field("j")?.parse().ok()?,
+                queue: queue.to_owned(),
+                state: field("s")?.parse().ok()?,
+                attempt: field("a")?.parse().ok()?,
+                detail: field("d").map(str::to_owned),
+            })
+        };
+        return legacy().into_iter().collect();
+    }
+    let decode = |place: u64, job: &str, value: &str| {
+        let mut words = value.splitn(5, ' ');
+        Some(Event {
+            seq: first | place,
+            kind: EventKind::parse(words.next()?)?,
+            state: words.next()?.parse().ok()?,
+            attempt: words.next()?.parse().ok()?,
+            at: from_ms(words.next()?.parse().ok()?).ok()?,
+            detail: words.next().map(str::to_owned),
+            job: job.parse().ok()?,
+            queue: queue.to_owned(),
+        })
+    };
+    fields
+        .iter()
+        .zip(0..1 << PLACE_BITS)
+        .filter_map(|((job, value), place)| decode(place, job, value))
+        .collect()
 }
 
 #[async_trait]
@@ -1818,10 +1866,11 @@ impl EventLog for RedisStore {
         let (secs, micros): (u64, u64) = self.shared.query("time", &redis::cmd("TIME")).await?;
         let upto = secs * 1000 + micros / 1000;
         tokio::time::sleep(Duration::from_millis(2)).await;
+        // The entry holding event `after` may hold later events too.
         let start = if after == 0 {
             "-".to_owned()
         } else {
-            format!("({}", entry_of(after))
+            entry_of(after)
         };
         let cmds = queues
             .iter()
@@ -1836,12 +1885,14 @@ impl EventLog for RedisStore {
             })
             .collect();
         let streams: Vec<StreamEntries> = self.shared.many("read events", cmds).await?;
+        // A stream read to its limit may have later events unread: none past its last entry
+        // can be returned yet.
         let mut horizon = u64::MAX;
         for entries in &streams {
             if entries.len() >= limit
                 && let Some((id, _)) = entries.last()
             {
-                horizon = horizon.min(seq_of(id));
+                horizon = horizon.min(seq_of(id) | ((1 << PLACE_BITS) - 1));
             }
         }
         let mut events: Vec<Event> = queues
@@ -1850,17 +1901,12 @@ impl EventLog for RedisStore {
             .flat_map(|(queue, entries)| {
                 entries
                     .iter()
-                    .filter_map(move |(id, fields)| decode_event(queue, id, fields))
+                    .flat_map(move |(id, fields)| decode_events(queue, id, fields))
             })
-            .filter(|e| e.seq <= horizon)
+            .filter(|e| e.seq > after && e.seq <= horizon)
             .collect();
         events.sort_by_key(|e| e.seq);
-        if events.len() > limit {
-            // Never split events that share a position: the cursor would skip the rest.
-            let last = events[limit - 1].seq;
-            let end = events.partition_point(|e| e.seq <= last);
-            events.truncate(end);
-        }
+        events.truncate(limit);
         Ok(events)
     }
 
@@ -1882,9 +1928,13 @@ impl EventLog for RedisStore {
             })
             .collect();
         let streams: Vec<StreamEntries> = self.shared.many("last event", cmds).await?;
-        Ok(streams
+        Ok(queues
             .iter()
-            .filter_map(|entries| entries.first().map(|(id, _)| seq_of(id)))
+            .zip(&streams)
+            .filter_map(|(queue, entries)| {
+                let (id, fields) = entries.first()?;
+                decode_events(queue, id, fields).last().map(|e| e.seq)
+            })
             .max()
             .unwrap_or(0))
     }
@@ -1931,15 +1981,14 @@ impl EventLog for RedisStore {
                             )
                             .await?;
                         for (id, fields) in &entries {
-                            let Some(event) = decode_event(&queue, id, fields) else {
-                                continue;
-                            };
-                            if event.at < since {
+                            let events = decode_events(&queue, id, fields);
+                            if events.iter().all(|event| event.at < since) {
                                 break 'scan;
                             }
-                            if event.kind == kind {
-                                n += 1;
-                            }
+                            n += events
+                                .iter()
+                                .filter(|event| event.kind == kind && event.at >= since)
+                                .count() as u64;
                         }
                         match entries.last() {
                             Some((id, _)) if entries.len() == 1000 => end = format!("({id}"),

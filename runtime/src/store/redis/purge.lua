@@ -19,15 +19,22 @@ local batch = redis.call('XRANGE', EVENTS, '-', '+', 'COUNT', 1000)
 local keep_from = nil
 for _, entry in ipairs(batch) do
   local fields = entry[2]
+  local events = #fields / 2
   for j = 1, #fields, 2 do
-    if fields[j] == 't' and tonumber(fields[j + 1]) >= tonumber(horizon) then keep_from = entry[1] end
+    -- `at` is the fourth word of a value; an entry of an earlier version holds one event, its
+    -- time in field `t`.
+    local at = string.match(fields[j + 1], '^%S+ %S+ %S+ (%d+)')
+    if fields[j] == 'k' then events = 1 end
+    if fields[j] == 't' then at = fields[j + 1] end
+    if at and fields[j] ~= 'd' and tonumber(at) >= tonumber(horizon) then keep_from = entry[1] end
   end
   if keep_from then break end
+  removed = removed + events
 end
 if not keep_from and #batch > 0 then
   local ms, seq = string.match(batch[#batch][1], '(%d+)-(%d+)')
   keep_from = ms .. '-' .. int(tonumber(seq) + 1)
 end
-if keep_from then removed = redis.call('XTRIM', EVENTS, 'MINID', keep_from) end
+if keep_from then redis.call('XTRIM', EVENTS, 'MINID', keep_from) end
 out[#out + 1] = removed
 return out
