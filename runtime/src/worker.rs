@@ -197,8 +197,7 @@ pub(crate) async fn run(
                     let (shared, hard_stop, handler) =
                         (shared.clone(), hard_stop.clone(), handler.clone());
                     jobs.spawn(async move {
-                        execute(&shared, &handler, job, hard_stop).await;
-                        drop(permit);
+                        execute(&shared, &handler, job, hard_stop, permit).await;
                         if shared.config.limits.running_per_tenant.is_some() {
                             shared.finished.notify_one();
                         }
@@ -245,6 +244,7 @@ async fn execute(
     handler: &Arc<dyn Handler>,
     job: Job,
     hard_stop: CancellationToken,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let Some(token) = job.lease_token() else {
         return;
@@ -326,6 +326,7 @@ async fn execute(
         Outcome::Release => tracing::info!("job released for another worker"),
     }
     drop(_entered);
+    drop(permit);
     report(shared, id, token, attempt, outcome).await;
 }
 

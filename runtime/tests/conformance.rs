@@ -73,6 +73,8 @@ behaviours!(
     idempotency_key_dedupes_within_a_batch,
     idempotency_keys_are_per_queue,
     batch_enqueue_adds_every_job,
+    the_event_feed_pages_through_batches_without_gaps_or_repeats,
+    a_retried_jobs_attempts_list_each_outcome,
     dead_letters_list_retry_and_purge,
     only_dead_letters_can_be_retried,
     pause_stops_claims_and_resume_restarts_them,

@@ -568,6 +568,102 @@ pub async fn idempotency_keys_are_per_queue(store: S) {
     assert!(out.iter().all(|o| matches!(o, Enqueued::New(_))), "{out:?}");
 }
 
+pub async fn the_event_feed_pages_through_batches_without_gaps_or_repeats(store: S) {
+    let start = store.last_event_seq().await.unwrap();
+    let jobs: Vec<NewJob> = (0..250).map(|i| new_job("q", i)).collect();
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let claimed = store.claim("q", "w", 250, LEASE, t(1)).await.unwrap();
+    assert_eq!(claimed.len(), 250);
+    // Completed at once, as a busy worker pool does: stores may record them together.
+    let completions = claimed
+        .iter()
+        .map(|job| store.complete(job.id, job.lease_token().unwrap(), Payload::null(), t(2)));
+    for done in futures_util::future::join_all(completions).await {
+        done.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = start;
+    loop {
+        let page = store.events_after(after, 7).await.unwrap();
+        assert!(page.len() <= 7, "{} events for a limit of 7", page.len());
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 750, "every event once");
+    assert!(seen.windows(2).all(|w| w[0].seq < w[1].seq));
+    let mut per_job: BTreeMap<JobId, Vec<EventKind>> = BTreeMap::new();
+    for event in &seen {
+        per_job.entry(event.job).or_default().push(event.kind);
+    }
+    assert_eq!(per_job.len(), 250);
+    for kinds in per_job.values() {
+        assert_eq!(
+            kinds,
+            &[
+                EventKind::Enqueued,
+                EventKind::Started,
+                EventKind::Succeeded
+            ]
+        );
+    }
+    assert_eq!(store.last_event_seq().await.unwrap(), after);
+}
+
+pub async fn a_retried_jobs_attempts_list_each_outcome(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let first = store
+        .claim("q", "w1", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .fail(
+            id,
+            first.lease_token().unwrap(),
+            JobError::new("flaky"),
+            AfterFailure::Retry { at: t(3) },
+            t(2),
+        )
+        .await
+        .unwrap();
+    let second = store
+        .claim("q", "w2", 1, LEASE, t(3))
+        .await
+        .unwrap()
+        .remove(0);
+    let running = store.get(id).await.unwrap().unwrap();
+    assert_eq!(running.attempts.len(), 2);
+    assert_eq!(running.attempts[1].finished_at, None, "the open attempt");
+    store
+        .complete(id, second.lease_token().unwrap(), Payload::null(), t(5))
+        .await
+        .unwrap();
+    let done = store.get(id).await.unwrap().unwrap();
+    let attempts: Vec<_> = done
+        .attempts
+        .iter()
+        .map(|a| {
+            (
+                a.number,
+                a.worker.as_str(),
+                a.started_at,
+                a.finished_at,
+                a.error.as_ref().map(|e| e.message.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, "w1", t(1), Some(t(2)), Some("flaky")),
+            (2, "w2", t(3), Some(t(5)), None),
+        ]
+    );
+    assert_eq!(done.started_at, Some(t(1)));
+    assert!(done.lease.is_none());
+}
+
 pub async fn batch_enqueue_adds_every_job(store: S) {
     let jobs: Vec<NewJob> = (0..500).map(|i| new_job("q", i)).collect();
     let out = store.enqueue(jobs, t(0)).await.unwrap();

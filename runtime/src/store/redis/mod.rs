@@ -335,6 +335,8 @@ struct Completion {
 
 /// Completions sent in one script call at most.
 const COMPLETION_BATCH: usize = 256;
+/// Completion batches sent at once, at most.
+const COMPLETIONS_IN_FLIGHT: usize = 4;
 
 /// Finishes jobs in batches: completions that arrive while a batch is in flight go together in
 /// the next one, so a busy worker pool costs Redis one script call per batch, not per job.
@@ -343,7 +345,16 @@ async fn complete_batches(
     notify: Arc<Notify>,
     mut incoming: mpsc::UnboundedReceiver<Completion>,
 ) {
-    while let Some(first) = incoming.recv().await {
+    // Batches in flight at once: while one waits for its answer, Redis runs another, and
+    // completions arriving meanwhile gather into the next.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(COMPLETIONS_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = incoming.recv().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < COMPLETION_BATCH {
             match incoming.try_recv() {
@@ -358,24 +369,28 @@ async fn complete_batches(
                 .or_default()
                 .push(completion);
         }
-        for (queue, completions) in by_queue {
-            match shared.complete_in(&queue, &completions).await {
-                Ok(answers) => {
-                    for (completion, answer) in completions.into_iter().zip(answers) {
-                        let _ = completion
-                            .reply
-                            .send(answer_to_result(completion.id, &answer));
+        let (shared, notify) = (shared.clone(), notify.clone());
+        tokio::spawn(async move {
+            for (queue, completions) in by_queue {
+                match shared.complete_in(&queue, &completions).await {
+                    Ok(answers) => {
+                        for (completion, answer) in completions.into_iter().zip(answers) {
+                            let _ = completion
+                                .reply
+                                .send(answer_to_result(completion.id, &answer));
+                        }
                     }
-                }
-                Err(err) => {
-                    let message = err.to_string();
-                    for completion in completions {
-                        let _ = completion.reply.send(Err(Error::Store(message.clone())));
+                    Err(err) => {
+                        let message = err.to_string();
+                        for completion in completions {
+                            let _ = completion.reply.send(Err(Error::Store(message.clone())));
+                        }
                     }
                 }
             }
-        }
-        notify.notify_waiters();
+            notify.notify_waiters();
+            drop(permit);
+        });
     }
 }
 
@@ -2121,5 +2136,60 @@ impl super::RateLimits for RedisStore {
             reset: Duration::from_micros(reset),
             retry_after: Duration::from_micros(retry_after),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn an_entry_holds_events_in_order_each_with_its_own_seq() {
+        let a = "0190c0de-0000-7000-8000-000000000001";
+        let b = "0190c0de-0000-7000-8000-000000000002";
+        let fields = pairs(&[
+            (a, "started running 1 1700000000000"),
+            (b, "failed retrying 2 1700000000001 it broke: badly, twice"),
+        ]);
+        let events = decode_events("q", "1700000000005-3", &fields);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].kind, EventKind::Started);
+        assert_eq!(events[0].job.to_string(), a);
+        assert_eq!(events[0].detail, None);
+        assert_eq!(events[1].state, JobState::Retrying);
+        assert_eq!(events[1].attempt, 2);
+        assert_eq!(events[1].at, from_ms(1_700_000_000_001).unwrap());
+        assert_eq!(events[1].detail.as_deref(), Some("it broke: badly, twice"));
+        assert_eq!(events[1].seq, events[0].seq + 1);
+        // Both events are found again from their entry id.
+        assert_eq!(entry_of(events[0].seq), "1700000000005-3");
+        assert_eq!(entry_of(events[1].seq), "1700000000005-3");
+        // A later entry, even of the same millisecond, comes after every event of this one.
+        assert!(seq_of("1700000000005-4") > events[1].seq);
+    }
+
+    #[test]
+    fn entries_of_the_earlier_layout_still_read() {
+        let fields = pairs(&[
+            ("k", "dead_lettered"),
+            ("j", "0190c0de-0000-7000-8000-000000000001"),
+            ("s", "dead"),
+            ("a", "3"),
+            ("t", "1700000000000"),
+            ("d", "out of attempts"),
+        ]);
+        let events = decode_events("q", "1700000000000-0", &fields);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::DeadLettered);
+        assert_eq!(events[0].attempt, 3);
+        assert_eq!(events[0].detail.as_deref(), Some("out of attempts"));
+        assert_eq!(events[0].seq, seq_of("1700000000000-0"));
     }
 }
