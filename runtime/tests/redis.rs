@@ -9,7 +9,7 @@
 #[path = "support/redis.rs"]
 mod redis_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use raindrop::cron::{CronConfig, CronHandler, Schedule, ScheduledEvent, cron_fn};
 use raindrop::engine::{Engine, Settings};
-use raindrop::job::{JobState, Payload, now};
+use raindrop::job::{JobState, NewJob, Payload, now};
 use raindrop::queue::SendOptions;
 use raindrop::store::redis::RedisStore;
-use raindrop::store::{RetentionPolicy, Store};
+use raindrop::store::{JobFilter, RetentionPolicy, Store};
 use raindrop::task::{JobContext, TaskError, handler_fn};
 use redis_support::{Prefix, Server};
 use tokio_util::sync::CancellationToken;
@@ -140,6 +140,98 @@ async fn the_key_count_returns_to_its_baseline_after_100_000_jobs_and_retention(
     purge_everything(&store).await;
     assert_eq!(prefix.key_count(), baseline);
     assert_eq!(store.counts().await.unwrap()["jobs"].succeeded, 0);
+}
+
+/// A running job whose lease entry is gone (a partial restore, a hand edit) is found and taken
+/// back, and so is one the earlier layout left running (in its state set, without a lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_jobs_that_lost_their_lease_entry_are_taken_back() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let store = open(prefix.store_url()).await;
+    let start = now();
+    let jobs = (0..3)
+        .map(|i| {
+            let mut job = NewJob::new("jobs", "test", Payload::from_value(&i).unwrap());
+            job.max_attempts = 3;
+            job
+        })
+        .collect();
+    store.enqueue(jobs, start).await.unwrap();
+    let claimed = store
+        .claim("jobs", "w", 3, Duration::from_secs(3600), start)
+        .await
+        .unwrap();
+    let [lost, earlier, kept] = [0, 1, 2].map(|i| claimed[i].id.to_string());
+
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let key = |name: &str| format!("{}:{{jobs}}:{name}", prefix.name());
+    let _: () = redis::pipe()
+        .cmd("ZREM")
+        .arg(key("leases"))
+        .arg(&lost)
+        .cmd("ZREM")
+        .arg(key("leases"))
+        .arg(&earlier)
+        .cmd("ZADD")
+        .arg(key("s:running"))
+        .arg(0)
+        .arg(&earlier)
+        .cmd("DECR")
+        .arg(key("running-count"))
+        .query(&mut conn)
+        .unwrap();
+    let running = JobFilter {
+        states: vec![JobState::Running],
+        ..JobFilter::default()
+    };
+    let listed: BTreeSet<String> = store
+        .list(&running, None, 10)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|job| job.id.to_string())
+        .collect();
+    assert_eq!(listed, BTreeSet::from([earlier.clone(), kept.clone()]));
+
+    let recovered: BTreeMap<String, JobState> = store
+        .recover(start + chrono::Duration::seconds(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.to_string(), r.state))
+        .collect();
+    assert_eq!(
+        recovered,
+        BTreeMap::from([(lost, JobState::Queued), (earlier, JobState::Queued)])
+    );
+    let counts = store.counts().await.unwrap()["jobs"].clone();
+    assert_eq!((counts.running, counts.queued), (1, 2));
+    let (count, legacy): (Option<u64>, bool) = redis::pipe()
+        .cmd("GET")
+        .arg(key("running-count"))
+        .cmd("EXISTS")
+        .arg(key("s:running"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((count, legacy), (Some(1), false));
+
+    let last = store.get(kept.parse().unwrap()).await.unwrap().unwrap();
+    store
+        .complete(last.id, last.lease_token().unwrap(), Payload::null(), now())
+        .await
+        .unwrap();
+    let count: Option<u64> = redis::cmd("GET")
+        .arg(key("running-count"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(count, None, "no running job, no count key");
 }
 
 /// The child of `three_processes_fire_each_cron_tick_once`: fires the same ticks as its

@@ -80,6 +80,11 @@ impl Prefix {
         }
     }
 
+    /// The prefix itself, which the store puts before each of its keys.
+    pub fn name(&self) -> &str {
+        &self.prefix
+    }
+
     /// The store URL with this prefix.
     pub fn store_url(&self) -> &str {
         &self.store_url

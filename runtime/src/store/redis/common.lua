@@ -16,6 +16,11 @@ local JOB = KEYS[18]
 -- running jobs per tenant (hash); the prefix of each tenant's ready set. Jobs without a tenant
 -- wait in READY.
 local TENANTS, TURNS, RUNNING, TENANT_READY = KEYS[19], KEYS[20], KEYS[21], KEYS[22]
+-- Running jobs are the members of LEASES (scored by lease expiry); RUNNING_COUNT counts them
+-- through every transition, so a running job that lost its lease entry shows as a difference
+-- (`lost.lua` finds it). STATE.running holds only jobs that ran before this layout: they
+-- leave it when they stop running.
+local RUNNING_COUNT = KEYS[23]
 
 -- Stream entries kept per queue (approximately: trimming is lazy). An entry holds the events
 -- of one script call, at most EVENTS_PER_ENTRY of them: a field per event, named by its job, its
@@ -54,7 +59,7 @@ end
 
 -- Files job `id` (of `tenant`, false or '' for none) under the indexes of `state`.
 local function index(id, state, priority, run_at, lease_expires, now, tenant)
-  redis.call('ZADD', STATE[state], 0, id)
+  if state ~= 'running' then redis.call('ZADD', STATE[state], 0, id) end
   if state == 'queued' then
     redis.call('ZADD', ready_key(tenant), ready_score(priority, run_at), id)
     if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
@@ -62,6 +67,7 @@ local function index(id, state, priority, run_at, lease_expires, now, tenant)
     redis.call('ZADD', DELAYED, run_at, id)
   elseif state == 'running' then
     redis.call('ZADD', LEASES, lease_expires, id)
+    redis.call('INCR', RUNNING_COUNT)
     if tenant and tenant ~= '' then redis.call('HINCRBY', RUNNING, tenant, 1) end
   else
     redis.call('ZADD', FINISHED[state], now, id)
@@ -84,7 +90,7 @@ end
 -- Sorted-set writes gathered during a script and sent at its end as one command per key: a
 -- call per member costs more in Lua than the member costs in Redis. Only for scripts where no
 -- member is both added to and removed from one key (removals are sent first).
-local later_add, later_rem, later_events = {}, {}, {}
+local later_add, later_rem, later_events, later_running = {}, {}, {}, 0
 local function zadd_later(key, score, member)
   local list = later_add[key]
   if not list then list = {}; later_add[key] = list end
@@ -115,12 +121,15 @@ local function flush_later()
   for key, list in pairs(later_add) do
     for i = 1, #list, 1000 do redis.call('ZADD', key, unpack(list, i, math.min(i + 999, #list))) end
   end
-  later_add, later_rem, later_events = {}, {}, {}
+  if later_running ~= 0 and redis.call('INCRBY', RUNNING_COUNT, later_running) == 0 then
+    redis.call('DEL', RUNNING_COUNT)
+  end
+  later_add, later_rem, later_events, later_running = {}, {}, {}, 0
 end
 
 -- `index`, with its sorted-set writes gathered until `flush_later`.
 local function index_later(id, state, priority, run_at, lease_expires, now, tenant)
-  zadd_later(STATE[state], 0, id)
+  if state ~= 'running' then zadd_later(STATE[state], 0, id) end
   if state == 'queued' then
     zadd_later(ready_key(tenant), ready_score(priority, run_at), id)
     if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
@@ -128,6 +137,7 @@ local function index_later(id, state, priority, run_at, lease_expires, now, tena
     zadd_later(DELAYED, run_at, id)
   elseif state == 'running' then
     zadd_later(LEASES, lease_expires, id)
+    later_running = later_running + 1
     if tenant and tenant ~= '' then redis.call('HINCRBY', RUNNING, tenant, 1) end
   else
     zadd_later(FINISHED[state], now, id)
@@ -146,6 +156,7 @@ local function unindex(id, state, tenant)
     redis.call('ZREM', DELAYED, id)
   elseif state == 'running' then
     redis.call('ZREM', LEASES, id)
+    if redis.call('DECR', RUNNING_COUNT) == 0 then redis.call('DEL', RUNNING_COUNT) end
     if tenant and tenant ~= '' and redis.call('HINCRBY', RUNNING, tenant, -1) <= 0 then
       redis.call('HDEL', RUNNING, tenant)
     end

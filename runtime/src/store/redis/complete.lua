@@ -16,6 +16,7 @@ for i = 1, #ARGV, 4 do
     -- unindex(id, 'running', f[4]) and index(id, 'succeeded'), their set writes gathered.
     zrem_later(STATE.running, id)
     zrem_later(LEASES, id)
+    later_running = later_running - 1
     if f[4] and f[4] ~= '' and redis.call('HINCRBY', RUNNING, f[4], -1) <= 0 then
       redis.call('HDEL', RUNNING, f[4])
     end

@@ -81,6 +81,7 @@ struct Scripts {
     release: Script,
     cancel: Script,
     recover: Script,
+    lost: Script,
     promote: Script,
     retry_dead: Script,
     purge: Script,
@@ -105,6 +106,7 @@ impl Scripts {
             release: queue_script!("release.lua"),
             cancel: queue_script!("cancel.lua"),
             recover: queue_script!("recover.lua"),
+            lost: queue_script!("lost.lua"),
             promote: queue_script!("promote.lua"),
             retry_dead: queue_script!("retry_dead.lua"),
             purge: queue_script!("purge.lua"),
@@ -118,8 +120,9 @@ impl Scripts {
         }
     }
 
-    fn all(&self) -> [&Script; 19] {
+    fn all(&self) -> [&Script; 20] {
         [
+            &self.lost,
             &self.enqueue,
             &self.claim,
             &self.heartbeat,
@@ -529,7 +532,7 @@ impl Shared {
         );
         keys.push(format!("{base}j:"));
         keys.extend(
-            ["tenants", "turns", "running", "rt:"]
+            ["tenants", "turns", "running", "rt:", "running-count"]
                 .iter()
                 .map(|k| format!("{base}{k}")),
         );
@@ -737,13 +740,20 @@ impl RedisStore {
     /// to about `batch` per set. Returns them and whether any set has more.
     async fn merged_ids(
         &self,
-        sets: &[(Arc<str>, String)],
+        sets: &[(Arc<str>, IdSet)],
         bound: Bound<'_>,
         ascending: bool,
         batch: usize,
     ) -> Result<(Vec<(Arc<str>, String)>, bool)> {
         let mut cmds = Vec::with_capacity(sets.len());
-        for (_, key) in sets {
+        for (_, set) in sets {
+            let key = match set {
+                IdSet::Lex(key) => key,
+                IdSet::Leases(key) => {
+                    cmds.push(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).clone());
+                    continue;
+                }
+            };
             let (start, end) = match (&bound, ascending) {
                 (Bound::After(id), true) => (format!("({id}"), "+".to_owned()),
                 (Bound::From(id), true) => (format!("[{id}"), "+".to_owned()),
@@ -760,7 +770,14 @@ impl RedisStore {
             cmd.arg("LIMIT").arg(0).arg(batch);
             cmds.push(cmd);
         }
-        let answers: Vec<Vec<String>> = self.shared.many("list ids", cmds).await?;
+        let mut answers: Vec<Vec<String>> = self.shared.many("list ids", cmds).await?;
+        for ((_, set), ids) in sets.iter().zip(&mut answers) {
+            if let IdSet::Leases(_) = set {
+                ids.retain(|id| bound.admits(id, ascending));
+                ids.sort_unstable_by(|a, b| if ascending { a.cmp(b) } else { b.cmp(a) });
+                ids.truncate(batch);
+            }
+        }
         // Past the last id of a set that filled its batch, that set may hold ids not read yet:
         // only ids up to the nearest such boundary are complete.
         let mut horizon: Option<String> = None;
@@ -810,15 +827,19 @@ impl RedisStore {
         limit: usize,
         mut keep: impl FnMut(&Job) -> bool,
     ) -> Result<Vec<Job>> {
-        let sets: Vec<(Arc<str>, String)> = queues
-            .iter()
-            .flat_map(|q| {
-                let queue: Arc<str> = q.as_str().into();
-                states
-                    .iter()
-                    .map(move |s| (queue.clone(), self.shared.state_key(&queue, *s)))
-            })
-            .collect();
+        let mut sets: Vec<(Arc<str>, IdSet)> = Vec::new();
+        for queue in queues {
+            let queue: Arc<str> = queue.as_str().into();
+            for state in states {
+                // Running jobs of an earlier layout stay in their state set until they stop.
+                let lex = IdSet::Lex(self.shared.state_key(&queue, *state));
+                sets.push((queue.clone(), lex));
+                if *state == JobState::Running {
+                    let leases = IdSet::Leases(self.shared.keys(&queue)[2].clone());
+                    sets.push((queue.clone(), leases));
+                }
+            }
+        }
         let batch = (limit + 1).clamp(1, 1000);
         let mut found = Vec::new();
         let mut cursor: Option<String> = None;
@@ -838,6 +859,48 @@ impl RedisStore {
                 _ => return Ok(found),
             }
         }
+    }
+
+    /// When the running count of `queue` and its lease entries disagree, a running job lost
+    /// its lease entry (a partial restore, a hand edit): looks through the queue's records and
+    /// gives each such job an expired lease, for recovery to take back.
+    async fn find_lost_leases(&self, queue: &str) -> Result<()> {
+        let keys = self.shared.keys(queue);
+        let cmds = vec![
+            redis::cmd("GET").arg(&keys[22]).clone(),
+            redis::cmd("ZCARD").arg(&keys[2]).clone(),
+        ];
+        let counts: Vec<Option<i64>> = self.shared.many("running count", cmds).await?;
+        let count = |i: usize| counts.get(i).copied().flatten().unwrap_or(0);
+        if count(0) == count(1) {
+            return Ok(());
+        }
+        let mut cursor = "0".to_owned();
+        let mut found = 0;
+        loop {
+            let (next, n): (String, u64) = self
+                .shared
+                .run(
+                    "find lost leases",
+                    &self.shared.scripts.lost,
+                    queue,
+                    &[&cursor],
+                )
+                .await?;
+            found += n;
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        if found > 0 {
+            tracing::warn!(
+                queue,
+                found,
+                "running jobs without a lease entry found; they are taken back as if their lease had expired"
+            );
+        }
+        Ok(())
     }
 
     fn subscribe_wakes(&self) {
@@ -912,6 +975,29 @@ enum Bound<'a> {
     Start,
     After(&'a str),
     From(&'a str),
+}
+
+impl Bound<'_> {
+    /// Whether `id` lies past the bound, going up (`ascending`) or down.
+    fn admits(&self, id: &str, ascending: bool) -> bool {
+        match (self, ascending) {
+            (Bound::Start, _) => true,
+            (Bound::After(b), true) => id > *b,
+            (Bound::After(b), false) => id < *b,
+            (Bound::From(b), true) => id >= *b,
+            (Bound::From(b), false) => id <= *b,
+        }
+    }
+}
+
+/// A set of job ids a listing reads.
+#[derive(Debug, Clone)]
+enum IdSet {
+    /// A sorted set whose members share one score: read in id order by range.
+    Lex(String),
+    /// The leases (running jobs, scored by lease expiry): read whole, then ordered. It holds
+    /// no more jobs than the workers run at once.
+    Leases(String),
 }
 
 /// A script argument.
@@ -1443,6 +1529,7 @@ impl JobStore for RedisStore {
         ))?;
         let mut recovered = Vec::new();
         for queue in self.queues().await? {
+            self.find_lost_leases(&queue).await?;
             loop {
                 let answer: Vec<(String, String)> = self
                     .shared
@@ -1538,9 +1625,11 @@ impl JobStore for RedisStore {
             .iter()
             .flat_map(|queue| {
                 JobState::ALL.map(|state| {
-                    redis::cmd("ZCARD")
-                        .arg(self.shared.state_key(queue, state))
-                        .clone()
+                    let key = match state {
+                        JobState::Running => self.shared.keys(queue)[2].clone(),
+                        _ => self.shared.state_key(queue, state),
+                    };
+                    redis::cmd("ZCARD").arg(key).clone()
                 })
             })
             .collect();

@@ -3,9 +3,10 @@
 -- Returns id, new state per recovered job.
 local now, limit, err = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local lapsed = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
-if redis.call('ZCARD', STATE.running) ~= redis.call('ZCARD', LEASES) then
-  -- A running job without a lease entry can only come from outside these scripts (a partial
-  -- restore, a hand edit): it has no lease anyone could renew.
+-- A job that ran before LEASES was the running index, without a lease entry (a partial
+-- restore, a hand edit), has no lease anyone could renew. (`lost.lua` finds such jobs of this
+-- layout.)
+if redis.call('EXISTS', STATE.running) == 1 then
   for _, id in ipairs(redis.call('ZRANGE', STATE.running, 0, -1)) do
     if not redis.call('ZSCORE', LEASES, id) then lapsed[#lapsed + 1] = id end
   end

@@ -1,0 +1,22 @@
+-- Looks through this queue's job records for running jobs that lost their lease entry (a
+-- partial restore, a hand edit: these scripts keep LEASES and RUNNING_COUNT together) and gives
+-- each an expired lease, so the next recovery takes them back. Called, a slice at a time, when
+-- RUNNING_COUNT and LEASES disagree. ARGV: SCAN cursor ('0' to start).
+-- Returns the next cursor ('0' when done, RUNNING_COUNT then set right), then how many jobs
+-- this slice found.
+local cursor = ARGV[1]
+local pattern = string.gsub(JOB, '[%*%?%[%]\\]', '\\%0') .. '*'
+local scanned = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
+local found = 0
+for _, key in ipairs(scanned[2]) do
+  local id = string.sub(key, #JOB + 1)
+  if redis.call('HGET', key, 's') == 'running' and not redis.call('ZSCORE', LEASES, id) then
+    redis.call('ZADD', LEASES, 0, id)
+    found = found + 1
+  end
+end
+if scanned[1] == '0' then
+  local running = redis.call('ZCARD', LEASES)
+  if running > 0 then redis.call('SET', RUNNING_COUNT, running) else redis.call('DEL', RUNNING_COUNT) end
+end
+return { scanned[1], found }
