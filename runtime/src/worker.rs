@@ -131,11 +131,54 @@ pub(crate) async fn run(
     // Fires when the grace period is over: running jobs are stopped and released.
     let hard_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), hard_stop.clone()));
-    let mut jobs = tokio::task::JoinSet::new();
-    let mut idle = Duration::from_millis(5);
     shared.meters.pools.increment(1.0);
     tracing::info!(task = %shared.config.task, queue = %shared.config.queue, concurrency = shared.config.concurrency, "worker pool started");
+    // Two claimers share the pool's slots, so one claim can be on its way while the other's
+    // answer is taken in: a pool is not held to one claim per round trip to the store.
+    let claimer = || {
+        claim_loop(
+            shared.clone(),
+            permits.clone(),
+            wake.clone(),
+            shutdown.clone(),
+            hard_stop.clone(),
+        )
+    };
+    let (mut first, mut second) = tokio::join!(claimer(), claimer());
+    let mut wait_for_jobs = async || {
+        while first.join_next().await.is_some() {}
+        while second.join_next().await.is_some() {}
+    };
 
+    let in_flight = shared
+        .in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .len();
+    tracing::info!(task = %shared.config.task, in_flight, grace_ms = shared.config.grace.as_millis() as u64, "worker pool stopping; waiting for running jobs");
+    let drained = tokio::time::timeout(shared.config.grace, wait_for_jobs()).await;
+    if drained.is_err() {
+        tracing::warn!(task = %shared.config.task, "grace period over; releasing the jobs still running");
+        hard_stop.cancel();
+        wait_for_jobs().await;
+    }
+    hard_stop.cancel();
+    let _ = heartbeat.await;
+    shared.meters.pools.decrement(1.0);
+    tracing::info!(task = %shared.config.task, "worker pool stopped");
+}
+
+/// Claims jobs into free slots of the pool and starts them, until `shutdown`; returns the
+/// jobs still running.
+async fn claim_loop(
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    hard_stop: CancellationToken,
+) -> tokio::task::JoinSet<()> {
+    let mut jobs = tokio::task::JoinSet::new();
+    let mut idle = Duration::from_millis(5);
     loop {
         let first = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
@@ -216,26 +259,7 @@ pub(crate) async fn run(
             }
         }
     }
-
-    let in_flight = shared
-        .in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .len();
-    tracing::info!(task = %shared.config.task, in_flight, grace_ms = shared.config.grace.as_millis() as u64, "worker pool stopping; waiting for running jobs");
-    let drained = tokio::time::timeout(shared.config.grace, async {
-        while jobs.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(task = %shared.config.task, "grace period over; releasing the jobs still running");
-        hard_stop.cancel();
-        while jobs.join_next().await.is_some() {}
-    }
-    hard_stop.cancel();
-    let _ = heartbeat.await;
-    shared.meters.pools.decrement(1.0);
-    tracing::info!(task = %shared.config.task, "worker pool stopped");
+    jobs
 }
 
 /// Runs one attempt of `job` and records its outcome.
