@@ -61,6 +61,10 @@ struct Shared {
     /// Signalled when a job of this pool ends (with a running limit per tenant): a claim that
     /// came back empty because a tenant was at its limit may now get one.
     finished: Notify,
+    /// Outcomes on their way to the store, at most `concurrency`: a job's slot is free once
+    /// its outcome is sent, and while the store falls behind (or refuses them) the pool stops
+    /// claiming rather than piling outcomes up.
+    reporting: Arc<Semaphore>,
 }
 
 /// The pool's metric handles, registered once.
@@ -118,6 +122,7 @@ pub(crate) async fn run(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    let slots = config.concurrency.max(1);
     let shared = Arc::new(Shared {
         store,
         work,
@@ -126,8 +131,9 @@ pub(crate) async fn run(
         worker,
         in_flight: Mutex::new(HashMap::new()),
         finished: Notify::new(),
+        reporting: Arc::new(Semaphore::new(slots)),
     });
-    let permits = Arc::new(Semaphore::new(shared.config.concurrency.max(1)));
+    let permits = Arc::new(Semaphore::new(slots));
     // Fires when the grace period is over: running jobs are stopped and released.
     let hard_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), hard_stop.clone()));
@@ -350,8 +356,10 @@ async fn execute(
         Outcome::Release => tracing::info!("job released for another worker"),
     }
     drop(_entered);
+    let reporting = shared.reporting.clone().acquire_owned().await;
     drop(permit);
     report(shared, id, token, attempt, outcome).await;
+    drop(reporting);
 }
 
 /// Runs one batch of a consumer and records each message's outcome.

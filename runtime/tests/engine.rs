@@ -837,6 +837,95 @@ async fn a_failed_cron_run_waits_for_the_next_tick_unless_retries_are_allowed() 
     }
 }
 
+/// A job's slot is free once its outcome is sent to the store, but while the store refuses
+/// outcomes the pool keeps at most `concurrency` of them waiting and stops claiming; when the
+/// store takes them again, every job finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_stops_claiming_while_the_store_refuses_its_outcomes() {
+    const SLOW_TO_RECOVER: &str = r#"application "t" {
+  queue "jobs" {
+    visibility_timeout = "1h"
+  }
+  task "worker" {
+    concurrency = 3
+  }
+  kv_cache "status" {}
+}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let app = app(SLOW_TO_RECOVER);
+    let store: Arc<dyn Store> = Arc::new(
+        raindrop::store::sqlite::SqliteStore::open(&path, raindrop::engine::status_cache(&app))
+            .await
+            .unwrap(),
+    );
+    let refuse = rusqlite::Connection::open(&path).unwrap();
+    refuse
+        .execute_batch(
+            "CREATE TRIGGER refuse_success BEFORE UPDATE OF state ON jobs \
+             WHEN NEW.state = 'succeeded' BEGIN SELECT RAISE(FAIL, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .settings(Settings {
+            roles: Roles {
+                observer: false,
+                ..Roles::ALL
+            },
+            ..settings()
+        })
+        .task(
+            "worker",
+            handler_fn(move |_ctx: JobContext| {
+                let started = started.clone();
+                async move {
+                    let _ = started.send(());
+                    Ok::<_, TaskError>(())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let batch = (0..30u32)
+        .map(|i| {
+            (
+                raindrop::job::Payload::from_value(&i).unwrap(),
+                SendOptions::default(),
+            )
+        })
+        .collect();
+    queue.send_batch(batch).await.unwrap();
+    let running = engine.start().await.unwrap();
+
+    // Three outcomes waiting to be recorded and three jobs done but holding their slots.
+    for _ in 0..6 {
+        tokio::time::timeout(WAIT, starts.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let more = tokio::time::timeout(Duration::from_millis(500), starts.recv()).await;
+    assert!(
+        more.is_err(),
+        "a seventh job started while six outcomes waited"
+    );
+    assert_eq!(store.counts().await.unwrap()["jobs"].queued, 24);
+
+    let mut events = EventFollower::from_now(store.clone()).await.unwrap();
+    refuse.execute_batch("DROP TRIGGER refuse_success").unwrap();
+    for _ in 0..30 {
+        tokio::time::timeout(WAIT, events.wait_for(|e| e.kind == EventKind::Succeeded))
+            .await
+            .expect("every job finishes once the store takes outcomes again")
+            .unwrap();
+    }
+    assert_eq!(store.counts().await.unwrap()["jobs"].succeeded, 30);
+    running.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_whole_lifecycle_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();

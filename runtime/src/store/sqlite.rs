@@ -1,8 +1,9 @@
 //! The embedded default store: one SQLite file in WAL mode.
 //!
 //! Writes go through one writer thread that groups whatever operations are waiting into one
-//! transaction (group commit), each inside its own savepoint so one refused operation does not
-//! undo the others; callers get their answer only after the commit. Reads use a small pool of
+//! transaction (group commit); an operation refused before it writes anything leaves the others
+//! be, and one that fails after writing (SQLite itself failing) fails the whole batch, every
+//! caller told. Callers get their answer only after the commit. Reads use a small pool of
 //! read connections. Several processes may share the file: SQLite's locking orders their
 //! transactions, and a busy database is waited for, with a log line, never dropped.
 //! `synchronous = NORMAL` in WAL mode keeps every committed transaction through a `kill -9`.

@@ -12,11 +12,12 @@
 //! | `P:{q}:tenants` (set) | tenants with queued jobs, for fair claiming |
 //! | `P:{q}:turns`, `P:{q}:running` (hashes) | when each tenant was last served; its running jobs |
 //! | `P:{q}:delayed` (zset) | scheduled and retrying jobs by run time |
-//! | `P:{q}:leases` (zset) | running jobs by lease expiry |
-//! | `P:{q}:s:STATE` (zset, lexicographic) | ids per state: listings and counts |
+//! | `P:{q}:leases` (zset) | running jobs by lease expiry: recovery, listings and counts |
+//! | `P:{q}:running-count` (string) | how many jobs run; differing from `leases`, a running job lost its lease entry |
+//! | `P:{q}:s:STATE` (zset, lexicographic) | ids per state but running: listings and counts |
 //! | `P:{q}:t:STATE` (zset) | finished jobs by finish time: retention |
 //! | `P:{q}:failures` (zset) | failed attempts by time: failure rates |
-//! | `P:{q}:events` (stream, capped) | lifecycle events |
+//! | `P:{q}:events` (stream, capped) | lifecycle events, a stream entry per script call (a field per event) |
 //! | `P:{q}:idem` (hash) | idempotency key → id |
 //! | `P:{q}:paused` | present while the queue is paused |
 //! | `P:queues`, `P:paused` (sets), `P:where` (hash id → queue) | what spans queues |
