@@ -1,4 +1,5 @@
-//! Engine throughput: enqueue N no-op jobs in batches, process them with concurrency 64, per
+//! Engine throughput: enqueue N no-op jobs in batches, process them with concurrency 64 (set
+//! `BENCH_CONCURRENCY`), per
 //! store. Prints enqueue and processing rates, enqueue→finish latency percentiles and peak RSS.
 //!
 //! `cargo bench -p raindrop --bench throughput` (N defaults to 100,000; set `BENCH_JOBS`).
@@ -18,7 +19,7 @@ use raindrop::task::{JobContext, TaskError, handler_fn};
 const MANIFEST: &str = r#"application "bench" {
   queue "jobs" {}
   task "worker" {
-    concurrency = 64
+    concurrency = CONCURRENCY
   }
   kv_cache "status" {}
 }"#;
@@ -243,10 +244,15 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let source = raindrop_codegen::SourceFile::new("bench.manifest", MANIFEST);
+        let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        let manifest = MANIFEST.replace("CONCURRENCY", &concurrency.to_string());
+        let source = raindrop_codegen::SourceFile::new("bench.manifest", &manifest);
         let app = raindrop_codegen::compile(&source).application.expect("manifest");
         let status = if std::env::var_os("BENCH_NO_STATUS").is_some() { None } else { raindrop::engine::status_cache(&app) };
-        println!("{} cores; {jobs} no-op jobs enqueued in batches of 1,000, concurrency 64, status documents on", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!("{} cores; {jobs} no-op jobs enqueued in batches of 1,000, concurrency {concurrency}, status documents on", std::thread::available_parallelism().map_or(0, |n| n.get()));
         for store in &stores {
             match store.as_str() {
                 "memory" => run("memory", Arc::new(raindrop::store::memory::MemoryStore::new(status.clone())), app.clone(), jobs).await,
