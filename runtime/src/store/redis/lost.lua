@@ -1,10 +1,14 @@
 -- Looks through this queue's job records for running jobs that lost their lease entry (a
 -- partial restore, a hand edit: these scripts keep LEASES and RUNNING_COUNT together) and gives
--- each an expired lease, so the next recovery takes them back. Called, a slice at a time, when
--- RUNNING_COUNT and LEASES disagree. ARGV: SCAN cursor ('0' to start).
--- Returns the next cursor ('0' when done, RUNNING_COUNT then set right), then how many jobs
--- this slice found.
+-- each an expired lease, so the next recovery takes them back. A slice of the keyspace per call.
+-- ARGV: SCAN cursor ('0' to start: then nothing is looked at unless RUNNING_COUNT and LEASES
+-- disagree). Returns the next cursor ('0' when done, RUNNING_COUNT then set right), how many
+-- jobs this slice found, and 1 if it looked (0 if the two agreed).
 local cursor = ARGV[1]
+if cursor == '0'
+    and (tonumber(redis.call('GET', RUNNING_COUNT)) or 0) == redis.call('ZCARD', LEASES) then
+  return { '0', 0, 0 }
+end
 local pattern = string.gsub(JOB, '[%*%?%[%]\\]', '\\%0') .. '*'
 local scanned = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
 local found = 0
@@ -19,4 +23,4 @@ if scanned[1] == '0' then
   local running = redis.call('ZCARD', LEASES)
   if running > 0 then redis.call('SET', RUNNING_COUNT, running) else redis.call('DEL', RUNNING_COUNT) end
 end
-return { scanned[1], found }
+return { scanned[1], found, 1 }

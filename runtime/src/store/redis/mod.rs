@@ -60,8 +60,9 @@ const SWEEP: usize = 1000;
 /// within the millisecond, then the event's place in the entry.
 const SEQ_BITS: u32 = 20;
 /// Bits of an event's seq that hold its place within its stream entry (`common.lua` puts at
-/// most 100 events in one).
-const PLACE_BITS: u32 = 10;
+/// most 100 events in one). The 13 bits above them number the entries of one millisecond:
+/// 8,192, beyond which (a clock stepping back by seconds) later entries share a seq.
+const PLACE_BITS: u32 = 7;
 /// How long a claimed cron tick is remembered.
 const TICK_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -325,6 +326,8 @@ pub struct RedisStore {
     wakes: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     completions: mpsc::UnboundedSender<Completion>,
     stop: CancellationToken,
+    /// When each queue's records were last looked through for lost lease entries.
+    lost_scans: Mutex<HashMap<String, Instant>>,
 }
 
 /// A job to finish, waiting for the next batch.
@@ -337,6 +340,8 @@ struct Completion {
     reply: oneshot::Sender<Result<()>>,
 }
 
+/// How often, at most, a queue's records are looked through for lost lease entries.
+const LOST_LEASE_SCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// Completions sent in one script call at most.
 const COMPLETION_BATCH: usize = 256;
 /// Completion batches sent at once, at most.
@@ -492,6 +497,7 @@ impl RedisStore {
             wakes: Arc::default(),
             completions,
             stop: CancellationToken::new(),
+            lost_scans: Mutex::new(HashMap::new()),
         };
         store.subscribe_wakes();
         Ok(store)
@@ -864,22 +870,24 @@ impl RedisStore {
 
     /// When the running count of `queue` and its lease entries disagree, a running job lost
     /// its lease entry (a partial restore, a hand edit): looks through the queue's records and
-    /// gives each such job an expired lease, for recovery to take back.
+    /// gives each such job an expired lease, for recovery to take back. The two are compared
+    /// in one script; a look through the records happens at most once a minute per queue
+    /// (while processes of an earlier version, which keep no count, still run, the two
+    /// disagree at every recovery).
     async fn find_lost_leases(&self, queue: &str) -> Result<()> {
-        let keys = self.shared.keys(queue);
-        let cmds = vec![
-            redis::cmd("GET").arg(&keys[22]).clone(),
-            redis::cmd("ZCARD").arg(&keys[2]).clone(),
-        ];
-        let counts: Vec<Option<i64>> = self.shared.many("running count", cmds).await?;
-        let count = |i: usize| counts.get(i).copied().flatten().unwrap_or(0);
-        if count(0) == count(1) {
+        let recently = self
+            .lost_scans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+            .is_some_and(|at| at.elapsed() < LOST_LEASE_SCAN_INTERVAL);
+        if recently {
             return Ok(());
         }
         let mut cursor = "0".to_owned();
         let mut found = 0;
         loop {
-            let (next, n): (String, u64) = self
+            let (next, n, looked): (String, u64, u8) = self
                 .shared
                 .run(
                     "find lost leases",
@@ -888,6 +896,15 @@ impl RedisStore {
                     &[&cursor],
                 )
                 .await?;
+            if looked == 0 {
+                return Ok(());
+            }
+            if cursor == "0" {
+                self.lost_scans
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(queue.to_owned(), Instant::now());
+            }
             found += n;
             if next == "0" {
                 break;
@@ -1155,7 +1172,7 @@ fn decode_claimed(queue: &str, value: Value) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-/// The seq of the first event of stream entry `MS-N`: `MS << 20 | N << 10`.
+/// The seq of the first event of stream entry `MS-N`: `MS << 20 | N << 7`.
 fn seq_of(entry_id: &str) -> u64 {
     let (ms, n) = entry_id.split_once('-').unwrap_or((entry_id, "0"));
     let ms: u64 = ms.parse().unwrap_or(0);
@@ -1176,6 +1193,19 @@ fn entry_of(seq: u64) -> String {
 }
 
 type StreamEntries = Vec<(String, Vec<(String, String)>)>;
+
+/// The first `limit` of `events` in seq order, and any beyond that share the last one's seq:
+/// streams of different queues can hold events with the same seq, and a page that split them
+/// would leave the rest behind its cursor.
+fn first_page(mut events: Vec<Event>, limit: usize) -> Vec<Event> {
+    events.sort_by_key(|e| e.seq);
+    if events.len() > limit && limit > 0 {
+        let last = events[limit - 1].seq;
+        let end = events.partition_point(|e| e.seq <= last);
+        events.truncate(end);
+    }
+    events
+}
 
 /// The events of one stream entry, in order: a field per event named by its job, its value
 /// `kind state attempt at[ detail]`. An entry written by an earlier version holds one event in
@@ -2010,9 +2040,7 @@ impl EventLog for RedisStore {
             })
             .filter(|e| e.seq > after && e.seq <= horizon)
             .collect();
-        events.sort_by_key(|e| e.seq);
-        events.truncate(limit);
-        Ok(events)
+        Ok(first_page(events, limit))
     }
 
     async fn last_event_seq(&self) -> Result<u64> {
@@ -2087,7 +2115,7 @@ impl EventLog for RedisStore {
                             .await?;
                         for (id, fields) in &entries {
                             let events = decode_events(&queue, id, fields);
-                            if events.iter().all(|event| event.at < since) {
+                            if !events.is_empty() && events.iter().all(|event| event.at < since) {
                                 break 'scan;
                             }
                             n += events
@@ -2263,6 +2291,22 @@ mod tests {
         assert_eq!(entry_of(events[1].seq), "1700000000005-3");
         // A later entry, even of the same millisecond, comes after every event of this one.
         assert!(seq_of("1700000000005-4") > events[1].seq);
+    }
+
+    #[test]
+    fn a_page_never_splits_events_that_share_a_seq() {
+        let fields = |job: &str| pairs(&[(job, "started running 1 1700000000000")]);
+        let a = "0190c0de-0000-7000-8000-00000000000a";
+        let b = "0190c0de-0000-7000-8000-00000000000b";
+        // The first entries of one millisecond in two queues' streams: equal seqs.
+        let mut events = decode_events("qa", "1700000000000-0", &fields(a));
+        events.extend(decode_events("qb", "1700000000000-0", &fields(b)));
+        events.extend(decode_events("qa", "1700000000000-1", &fields(a)));
+        assert_eq!(events[0].seq, events[1].seq);
+        let page = first_page(events.clone(), 1);
+        assert_eq!(page.len(), 2, "both events of the shared seq");
+        assert!(page.iter().any(|e| e.queue == "qa") && page.iter().any(|e| e.queue == "qb"));
+        assert_eq!(first_page(events, 3).len(), 3);
     }
 
     #[test]

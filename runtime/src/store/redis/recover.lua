@@ -23,14 +23,14 @@ for _, id in ipairs(lapsed) do
     if tonumber(f[2]) >= tonumber(f[3]) then
       redis.call('HSET', key, 's', 'dead', 'fa', now)
       index(id, 'dead', nil, nil, nil, now)
-      emit(id, 'recovered', 'dead', f[2], now)
-      emit(id, 'dead_lettered', 'dead', f[2], now, 'out of attempts after its lease expired')
+      emit_later(id, 'recovered', 'dead', f[2], now)
+      emit_later(id, 'dead_lettered', 'dead', f[2], now, 'out of attempts after its lease expired')
       out[#out + 1] = id
       out[#out + 1] = 'dead'
     else
       redis.call('HSET', key, 's', 'queued', 'ra', now)
       index(id, 'queued', f[4], now, nil, now, f[5])
-      emit(id, 'recovered', 'queued', f[2], now)
+      emit_later(id, 'recovered', 'queued', f[2], now)
       out[#out + 1] = id
       out[#out + 1] = 'queued'
     end
@@ -40,4 +40,5 @@ for _, id in ipairs(lapsed) do
     if not f[1] then redis.call('ZREM', STATE.running, id) end
   end
 end
+flush_later()
 return out
