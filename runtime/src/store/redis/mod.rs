@@ -2030,7 +2030,7 @@ impl EventLog for RedisStore {
                 horizon = horizon.min(seq_of(id) | ((1 << PLACE_BITS) - 1));
             }
         }
-        let mut events: Vec<Event> = queues
+        let events: Vec<Event> = queues
             .iter()
             .zip(&streams)
             .flat_map(|(queue, entries)| {
