@@ -231,11 +231,16 @@ impl RedisStats {
     }
 }
 
-fn main() {
-    let jobs: usize = std::env::var("BENCH_JOBS")
+/// The number in environment variable `name`, or `default` when unset or not a number.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(default)
+}
+
+fn main() {
+    let jobs: usize = env_number("BENCH_JOBS", 100_000);
     let stores: Vec<String> = std::env::var("BENCH_STORES")
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|_| vec!["memory".into(), "sqlite".into()]);
@@ -244,10 +249,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let concurrency: usize = std::env::var("BENCH_CONCURRENCY")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(64);
+        let concurrency: usize = env_number("BENCH_CONCURRENCY", 64);
         let manifest = MANIFEST.replace("CONCURRENCY", &concurrency.to_string());
         let source = raindrop_codegen::SourceFile::new("bench.manifest", &manifest);
         let app = raindrop_codegen::compile(&source).application.expect("manifest");
