@@ -33,6 +33,23 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time (user and system) this process has used, in seconds (`/proc/self/stat`, ticks of
+/// 10 ms: enough over a run of seconds).
+fn own_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15: indices 11 and 12 counting from state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn reset_peak_rss() {
     // Linux: writing 5 resets the peak resident set size to the current one.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -84,6 +101,7 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
         .then(|| std::env::var("BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()));
     let redis_before = redis_url.as_deref().map(RedisStats::read);
     callgrind("-z");
+    let cpu_before = own_cpu_secs();
     let processing = Instant::now();
     let running = engine.start().await.expect("start");
     // Poll the counts: following every event would cost the engine more than it measures.
@@ -95,6 +113,7 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let process = processing.elapsed();
+    let own_cpu = own_cpu_secs() - cpu_before;
     callgrind("-d");
     let redis_after = redis_url.as_deref().map(RedisStats::read);
     running.shutdown().await;
@@ -130,6 +149,12 @@ async fn run(name: &str, store: Arc<dyn Store>, app: raindrop::manifest::Applica
         pct(0.50),
         pct(0.99),
         peak_rss_mib(),
+    );
+    println!(
+        "{name:>6}: while processing, this process used {:.1} µs of CPU per job ({:.2} of {} cores)",
+        own_cpu * 1e6 / jobs as f64,
+        own_cpu / process.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     if let (Some(before), Some(after)) = (redis_before, redis_after) {
         println!(
@@ -244,10 +269,14 @@ fn main() {
     let stores: Vec<String> = std::env::var("BENCH_STORES")
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|_| vec!["memory".into(), "sqlite".into()]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = std::env::var("BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder.worker_threads(threads);
+    }
+    let runtime = builder.enable_all().build().expect("runtime");
     runtime.block_on(async {
         let concurrency: usize = env_number("BENCH_CONCURRENCY", 64);
         let manifest = MANIFEST.replace("CONCURRENCY", &concurrency.to_string());

@@ -171,6 +171,14 @@ async fn running_jobs_that_lost_their_lease_entry_are_taken_back() {
         .get_connection()
         .unwrap();
     let key = |name: &str| format!("{}:{{jobs}}:{name}", prefix.name());
+    // Three leases would make a listpack, whose inserts are linear: a keeper member keeps it a
+    // skip list while jobs run.
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(key("leases"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(encoding, "skiplist");
     let _: () = redis::pipe()
         .cmd("ZREM")
         .arg(key("leases"))
@@ -227,11 +235,18 @@ async fn running_jobs_that_lost_their_lease_entry_are_taken_back() {
         .complete(last.id, last.lease_token().unwrap(), Payload::null(), now())
         .await
         .unwrap();
-    let count: Option<u64> = redis::cmd("GET")
+    let (count, leases): (Option<u64>, bool) = redis::pipe()
+        .cmd("GET")
         .arg(key("running-count"))
+        .cmd("EXISTS")
+        .arg(key("leases"))
         .query(&mut conn)
         .unwrap();
-    assert_eq!(count, None, "no running job, no count key");
+    assert_eq!(
+        (count, leases),
+        (None, false),
+        "no running job, no count key, no leases key (nor its keeper)"
+    );
 }
 
 /// The child of `three_processes_fire_each_cron_tick_once`: fires the same ticks as its

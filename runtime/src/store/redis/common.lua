@@ -21,6 +21,11 @@ local TENANTS, TURNS, RUNNING, TENANT_READY = KEYS[19], KEYS[20], KEYS[21], KEYS
 -- (`lost.lua` finds it). STATE.running holds only jobs that ran before this layout: they
 -- leave it when they stop running.
 local RUNNING_COUNT = KEYS[23]
+-- While jobs run, LEASES also holds this member, scored +inf so no recovery or count sees it.
+-- Longer than 64 bytes (zset-max-listpack-value), it keeps LEASES a skip list: a small sorted set
+-- is otherwise a listpack, whose inserts read every member's score (most of a claim's cost at
+-- a hundred running jobs). It leaves when the running count drops to 0.
+local LEASE_KEEPER = '~ keeps this sorted set a skip list while jobs run (see common.lua) ~~~~'
 
 -- Stream entries kept per queue (approximately: trimming is lazy). An entry holds the events
 -- of one script call, at most EVENTS_PER_ENTRY of them: a field per event, named by its job, its
@@ -66,7 +71,7 @@ local function index(id, state, priority, run_at, lease_expires, now, tenant)
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZADD', DELAYED, run_at, id)
   elseif state == 'running' then
-    redis.call('ZADD', LEASES, lease_expires, id)
+    redis.call('ZADD', LEASES, '+inf', LEASE_KEEPER, lease_expires, id)
     redis.call('INCR', RUNNING_COUNT)
     if tenant and tenant ~= '' then redis.call('HINCRBY', RUNNING, tenant, 1) end
   else
@@ -87,13 +92,23 @@ local function emit(id, kind, state, attempt, now, detail)
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENT_CAP, '*', field, value)
 end
 
+-- What is left to do when a queue's running count reaches 0.
+local function none_running()
+  redis.call('DEL', RUNNING_COUNT)
+  redis.call('ZREM', LEASES, LEASE_KEEPER)
+end
+
 -- Sorted-set writes gathered during a script and sent at its end as one command per key: a
 -- call per member costs more in Lua than the member costs in Redis. Only for scripts where no
 -- member is both added to and removed from one key (removals are sent first).
 local later_add, later_rem, later_events, later_running = {}, {}, {}, 0
 local function zadd_later(key, score, member)
   local list = later_add[key]
-  if not list then list = {}; later_add[key] = list end
+  if not list then
+    -- The keeper first: a set that becomes a skip list does so before the other members go in.
+    if key == LEASES then list = { '+inf', LEASE_KEEPER } else list = {} end
+    later_add[key] = list
+  end
   list[#list + 1] = score
   list[#list + 1] = member
 end
@@ -122,7 +137,7 @@ local function flush_later()
     for i = 1, #list, 1000 do redis.call('ZADD', key, unpack(list, i, math.min(i + 999, #list))) end
   end
   if later_running ~= 0 and redis.call('INCRBY', RUNNING_COUNT, later_running) == 0 then
-    redis.call('DEL', RUNNING_COUNT)
+    none_running()
   end
   later_add, later_rem, later_events, later_running = {}, {}, {}, 0
 end
@@ -156,7 +171,7 @@ local function unindex(id, state, tenant)
     redis.call('ZREM', DELAYED, id)
   elseif state == 'running' then
     redis.call('ZREM', LEASES, id)
-    if redis.call('DECR', RUNNING_COUNT) == 0 then redis.call('DEL', RUNNING_COUNT) end
+    if redis.call('DECR', RUNNING_COUNT) == 0 then none_running() end
     if tenant and tenant ~= '' and redis.call('HINCRBY', RUNNING, tenant, -1) <= 0 then
       redis.call('HDEL', RUNNING, tenant)
     end

@@ -6,7 +6,8 @@
 -- jobs this slice found, and 1 if it looked (0 if the two agreed).
 local cursor = ARGV[1]
 if cursor == '0'
-    and (tonumber(redis.call('GET', RUNNING_COUNT)) or 0) == redis.call('ZCARD', LEASES) then
+    and (tonumber(redis.call('GET', RUNNING_COUNT)) or 0)
+      == redis.call('ZCOUNT', LEASES, '-inf', '(+inf') then
   return { '0', 0, 0 }
 end
 local pattern = string.gsub(JOB, '[%*%?%[%]\\]', '\\%0') .. '*'
@@ -20,7 +21,7 @@ for _, key in ipairs(scanned[2]) do
   end
 end
 if scanned[1] == '0' then
-  local running = redis.call('ZCARD', LEASES)
-  if running > 0 then redis.call('SET', RUNNING_COUNT, running) else redis.call('DEL', RUNNING_COUNT) end
+  local running = redis.call('ZCOUNT', LEASES, '-inf', '(+inf')
+  if running > 0 then redis.call('SET', RUNNING_COUNT, running) else none_running() end
 end
 return { scanned[1], found, 1 }

@@ -12,7 +12,7 @@
 //! | `P:{q}:tenants` (set) | tenants with queued jobs, for fair claiming |
 //! | `P:{q}:turns`, `P:{q}:running` (hashes) | when each tenant was last served; its running jobs |
 //! | `P:{q}:delayed` (zset) | scheduled and retrying jobs by run time |
-//! | `P:{q}:leases` (zset) | running jobs by lease expiry: recovery, listings and counts |
+//! | `P:{q}:leases` (zset) | running jobs by lease expiry: recovery, listings and counts; while any run, a keeper member scored +inf keeps it a skip list |
 //! | `P:{q}:running-count` (string) | how many jobs run; differing from `leases`, a running job lost its lease entry |
 //! | `P:{q}:s:STATE` (zset, lexicographic) | ids per state but running: listings and counts |
 //! | `P:{q}:t:STATE` (zset) | finished jobs by finish time: retention |
@@ -757,7 +757,14 @@ impl RedisStore {
             let key = match set {
                 IdSet::Lex(key) => key,
                 IdSet::Leases(key) => {
-                    cmds.push(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1).clone());
+                    // By score, short of +inf: the keeper member (`common.lua`) is no job.
+                    let cmd = redis::cmd("ZRANGE")
+                        .arg(key)
+                        .arg("-inf")
+                        .arg("(+inf")
+                        .arg("BYSCORE")
+                        .clone();
+                    cmds.push(cmd);
                     continue;
                 }
             };
@@ -1155,8 +1162,33 @@ fn decode_job(queue: &str, id: JobId, mut fields: HashMap<String, String>) -> Re
     })
 }
 
-/// Pairs of (id, HGETALL fields) from a flat script answer.
-fn decode_claimed(queue: &str, value: Value) -> Result<Vec<Job>> {
+/// What `claim.lua` writes to each job it takes. Its answer holds the records as they were
+/// before; `apply` makes the same writes to a record read back.
+struct Taken<'a> {
+    /// The worker, as a JSON string.
+    worker: &'a str,
+    now: i64,
+    expires: i64,
+}
+
+impl Taken<'_> {
+    fn apply(&self, fields: &mut HashMap<String, String>) -> Result<()> {
+        let attempt = field::<u32>(fields, "a")?.unwrap_or(0) + 1;
+        let token = field::<u64>(fields, "tk")?.unwrap_or(0) + 1;
+        let now = self.now.to_string();
+        fields.insert("s".into(), "running".into());
+        fields.insert("a".into(), attempt.to_string());
+        fields.insert("tk".into(), token.to_string());
+        fields.insert("cw".into(), self.worker.to_owned());
+        fields.insert("le".into(), self.expires.to_string());
+        fields.entry("sa".into()).or_insert_with(|| now.clone());
+        fields.insert("cs".into(), now);
+        Ok(())
+    }
+}
+
+/// Pairs of (id, HGETALL fields) from a flat claim answer, with what the claim wrote applied.
+fn decode_claimed(queue: &str, value: Value, taken: &Taken<'_>) -> Result<Vec<Job>> {
     let Value::Array(items) = value else {
         return Ok(Vec::new());
     };
@@ -1164,8 +1196,9 @@ fn decode_claimed(queue: &str, value: Value) -> Result<Vec<Job>> {
     let mut items = items.into_iter();
     while let (Some(id), Some(fields)) = (items.next(), items.next()) {
         let id: String = redis::from_redis_value(id).map_err(|e| store_err("claim", e))?;
-        let fields: HashMap<String, String> =
+        let mut fields: HashMap<String, String> =
             redis::from_redis_value(fields).map_err(|e| store_err("claim", e))?;
+        taken.apply(&mut fields)?;
         let id: JobId = id.parse().map_err(|e| store_err("claim", e))?;
         jobs.push(decode_job(queue, id, fields)?);
     }
@@ -1377,7 +1410,12 @@ impl JobStore for RedisStore {
                 &[&ms(now), &worker, &limit, &expires, &max_running],
             )
             .await?;
-        let jobs = decode_claimed(queue, value)?;
+        let taken = Taken {
+            worker: &worker,
+            now: ms(now),
+            expires,
+        };
+        let jobs = decode_claimed(queue, value, &taken)?;
         if !jobs.is_empty() {
             let name: Arc<str> = queue.into();
             for job in &jobs {
@@ -1656,11 +1694,17 @@ impl JobStore for RedisStore {
             .iter()
             .flat_map(|queue| {
                 JobState::ALL.map(|state| {
-                    let key = match state {
-                        JobState::Running => self.shared.keys(queue)[2].clone(),
-                        _ => self.shared.state_key(queue, state),
-                    };
-                    redis::cmd("ZCARD").arg(key).clone()
+                    match state {
+                        // Short of +inf: the keeper member (`common.lua`) is no job.
+                        JobState::Running => redis::cmd("ZCOUNT")
+                            .arg(&self.shared.keys(queue)[2])
+                            .arg("-inf")
+                            .arg("(+inf")
+                            .clone(),
+                        _ => redis::cmd("ZCARD")
+                            .arg(self.shared.state_key(queue, state))
+                            .clone(),
+                    }
                 })
             })
             .collect();
