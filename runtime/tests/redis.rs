@@ -230,22 +230,31 @@ async fn running_jobs_that_lost_their_lease_entry_are_taken_back() {
         .unwrap();
     assert_eq!((count, legacy), (Some(1), false));
 
+    // A job the earlier layout also filed in the running state set leaves it when it ends.
+    let _: () = redis::cmd("ZADD")
+        .arg(key("s:running"))
+        .arg(0)
+        .arg(&kept)
+        .query(&mut conn)
+        .unwrap();
     let last = store.get(kept.parse().unwrap()).await.unwrap().unwrap();
     store
         .complete(last.id, last.lease_token().unwrap(), Payload::null(), now())
         .await
         .unwrap();
-    let (count, leases): (Option<u64>, bool) = redis::pipe()
+    let (count, leases, legacy): (Option<u64>, bool, bool) = redis::pipe()
         .cmd("GET")
         .arg(key("running-count"))
         .cmd("EXISTS")
         .arg(key("leases"))
+        .cmd("EXISTS")
+        .arg(key("s:running"))
         .query(&mut conn)
         .unwrap();
     assert_eq!(
-        (count, leases),
-        (None, false),
-        "no running job, no count key, no leases key (nor its keeper)"
+        (count, leases, legacy),
+        (None, false, false),
+        "no running job: no count key, no leases key (nor its keeper), no earlier running set"
     );
 }
 

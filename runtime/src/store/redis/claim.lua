@@ -31,11 +31,14 @@ local function take(id)
     elseif name == 'tn' then tenant = record[i + 1]
     end
   end
-  attempt = attempt + 1
-  local fields = { 's', 'running', 'a', tostring(attempt), 'tk', int(token + 1),
-    'cw', worker, 'cs', now, 'le', expires }
-  if not started then fields[#fields + 1] = 'sa'; fields[#fields + 1] = now end
-  redis.call('HSET', key, unpack(fields))
+  attempt = tostring(attempt + 1)
+  if started then
+    redis.call('HSET', key, 's', 'running', 'a', attempt, 'tk', int(token + 1), 'cw', worker,
+      'cs', now, 'le', expires)
+  else
+    redis.call('HSET', key, 's', 'running', 'a', attempt, 'tk', int(token + 1), 'cw', worker,
+      'cs', now, 'le', expires, 'sa', now)
+  end
   index_later(id, 'running', nil, nil, expires, now, tenant)
   emit_later(id, 'started', 'running', attempt, now)
   out[#out + 1] = id

@@ -64,7 +64,7 @@ end
 
 -- Files job `id` (of `tenant`, false or '' for none) under the indexes of `state`.
 local function index(id, state, priority, run_at, lease_expires, now, tenant)
-  if state ~= 'running' then redis.call('ZADD', STATE[state], 0, id) end
+  if state ~= 'running' then redis.call('ZADD', STATE[state], '0', id) end
   if state == 'queued' then
     redis.call('ZADD', ready_key(tenant), ready_score(priority, run_at), id)
     if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
@@ -144,7 +144,8 @@ end
 
 -- `index`, with its sorted-set writes gathered until `flush_later`.
 local function index_later(id, state, priority, run_at, lease_expires, now, tenant)
-  if state ~= 'running' then zadd_later(STATE[state], 0, id) end
+  -- '0', not 0: a number would be formatted as text for every member.
+  if state ~= 'running' then zadd_later(STATE[state], '0', id) end
   if state == 'queued' then
     zadd_later(ready_key(tenant), ready_score(priority, run_at), id)
     if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end

@@ -1,6 +1,8 @@
 -- Finishes running jobs with their results. ARGV: id, token, result, now per job.
 -- Returns per job: 'ok', 'lost' or 'missing'.
 local out = {}
+-- Jobs that ran before LEASES was the running index are also in STATE.running.
+local legacy = redis.call('EXISTS', STATE.running) == 1
 for i = 1, #ARGV, 4 do
   local id, token, result, now = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = JOB .. id
@@ -14,7 +16,7 @@ for i = 1, #ARGV, 4 do
     -- Its lease expiry (`le`) stays too, unread once the job is not running.
     redis.call('HSET', key, 's', 'succeeded', 'fa', now, 'r', result)
     -- unindex(id, 'running', f[4]) and index(id, 'succeeded'), their set writes gathered.
-    zrem_later(STATE.running, id)
+    if legacy then zrem_later(STATE.running, id) end
     zrem_later(LEASES, id)
     later_running = later_running - 1
     if f[4] and f[4] ~= '' and redis.call('HINCRBY', RUNNING, f[4], -1) <= 0 then
