@@ -1,6 +1,7 @@
-//! Engine throughput: enqueue N no-op jobs in batches, process them with concurrency 64 (set
-//! `BENCH_CONCURRENCY`), per
-//! store. Prints enqueue and processing rates, enqueue→finish latency percentiles and peak RSS.
+//! Engine throughput: enqueue N no-op jobs in batches, process them with concurrency 256 (set
+//! `BENCH_CONCURRENCY`), per store; against Redis the bench leaves Redis a core (set
+//! `BENCH_THREADS` for the bench's worker threads). Prints enqueue and processing rates,
+//! enqueue→finish latency percentiles, peak RSS and the CPU each side used per job.
 //!
 //! `cargo bench -p raindrop --bench throughput` (N defaults to 100,000; set `BENCH_JOBS`).
 
@@ -264,27 +265,50 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The tokio runtime for `store`'s run: `BENCH_THREADS` worker threads, else one per core, but
+/// against Redis one core is left to Redis (its one thread would otherwise share both cores
+/// with the workers', as it would not on a host of its own).
+fn runtime_for(store: &str, cores: usize) -> (tokio::runtime::Runtime, usize) {
+    let threads = env_number(
+        "BENCH_THREADS",
+        if store == "redis" {
+            cores.saturating_sub(1).max(1)
+        } else {
+            cores.max(1)
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    (runtime, threads)
+}
+
 fn main() {
     let jobs: usize = env_number("BENCH_JOBS", 100_000);
     let stores: Vec<String> = std::env::var("BENCH_STORES")
         .map(|v| v.split(',').map(str::to_owned).collect())
         .unwrap_or_else(|_| vec!["memory".into(), "sqlite".into()]);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = std::env::var("BENCH_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        builder.worker_threads(threads);
-    }
-    let runtime = builder.enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        let concurrency: usize = env_number("BENCH_CONCURRENCY", 64);
-        let manifest = MANIFEST.replace("CONCURRENCY", &concurrency.to_string());
-        let source = raindrop_codegen::SourceFile::new("bench.manifest", &manifest);
-        let app = raindrop_codegen::compile(&source).application.expect("manifest");
-        let status = if std::env::var_os("BENCH_NO_STATUS").is_some() { None } else { raindrop::engine::status_cache(&app) };
-        println!("{} cores; {jobs} no-op jobs enqueued in batches of 1,000, concurrency {concurrency}, status documents on", std::thread::available_parallelism().map_or(0, |n| n.get()));
-        for store in &stores {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let concurrency: usize = env_number("BENCH_CONCURRENCY", 256);
+    let manifest = MANIFEST.replace("CONCURRENCY", &concurrency.to_string());
+    let source = raindrop_codegen::SourceFile::new("bench.manifest", &manifest);
+    let app = raindrop_codegen::compile(&source)
+        .application
+        .expect("manifest");
+    let status = if std::env::var_os("BENCH_NO_STATUS").is_some() {
+        None
+    } else {
+        raindrop::engine::status_cache(&app)
+    };
+    println!(
+        "{cores} cores; {jobs} no-op jobs enqueued in batches of 1,000, concurrency {concurrency}, status documents on"
+    );
+    for store in &stores {
+        let (runtime, threads) = runtime_for(store, cores);
+        println!("{store:>6}: the bench process runs {threads} worker thread(s)");
+        runtime.block_on(async {
             match store.as_str() {
                 "memory" => run("memory", Arc::new(raindrop::store::memory::MemoryStore::new(status.clone())), app.clone(), jobs).await,
                 "sqlite" => {
@@ -309,6 +333,6 @@ fn main() {
                 }
                 other => eprintln!("unknown store `{other}`"),
             }
-        }
-    });
+        });
+    }
 }
