@@ -101,6 +101,28 @@ impl Meters {
 struct InFlight {
     token: u64,
     cancel: CancellationToken,
+    /// The handler has returned and the outcome is on its way to the store. The lease is still
+    /// renewed, so a store slow to take outcomes does not let it lapse and the job run again;
+    /// but the job no longer counts as busy and there is nothing left to stop.
+    reporting: bool,
+}
+
+/// Marks the jobs `ids` as reporting their outcome (see [`InFlight::reporting`]).
+fn mark_reporting(shared: &Shared, ids: impl IntoIterator<Item = JobId>) {
+    let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    for id in ids {
+        if let Some(entry) = in_flight.get_mut(&id) {
+            entry.reporting = true;
+        }
+    }
+}
+
+/// Forgets the jobs `ids`: their outcomes are recorded (or refused); no lease to renew.
+fn forget(shared: &Shared, ids: impl IntoIterator<Item = JobId>) {
+    let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    for id in ids {
+        in_flight.remove(&id);
+    }
 }
 
 /// How an attempt ended.
@@ -284,6 +306,7 @@ async fn execute(
     let entry = InFlight {
         token,
         cancel: cancel.clone(),
+        reporting: false,
     };
     shared
         .in_flight
@@ -333,11 +356,7 @@ async fn execute(
             Outcome::Release
         }
     };
-    shared
-        .in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
+    mark_reporting(shared, [id]);
     shared.meters.busy.decrement(1.0);
     let elapsed = started.elapsed();
     let _entered = span.enter();
@@ -359,6 +378,7 @@ async fn execute(
     let reporting = shared.reporting.clone().acquire_owned().await;
     drop(permit);
     report(shared, id, token, attempt, outcome).await;
+    forget(shared, [id]);
     drop(reporting);
 }
 
@@ -380,6 +400,7 @@ async fn execute_batch(
                     InFlight {
                         token,
                         cancel: cancel.clone(),
+                        reporting: false,
                     },
                 );
                 leases.push((job.id, token, job.attempt));
@@ -413,14 +434,13 @@ async fn execute_batch(
             None
         }
     };
-    {
-        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        for (id, _, _) in &leases {
-            in_flight.remove(id);
-        }
-    }
+    let ids: Vec<JobId> = leases.iter().map(|(id, _, _)| *id).collect();
+    mark_reporting(shared, ids.iter().copied());
     shared.meters.busy.decrement(jobs.len() as f64);
-    let Some(fallback) = fallback else { return };
+    let Some(fallback) = fallback else {
+        forget(shared, ids);
+        return;
+    };
     for ((id, token, attempt), message) in leases.into_iter().zip(&messages) {
         let outcome = match (message.decision(), &fallback) {
             (Some(Decision::Ack), _) | (None, Ok(())) => Outcome::Succeeded(Payload::null()),
@@ -435,6 +455,7 @@ async fn execute_batch(
             _ => shared.meters.failed.increment(1),
         }
         report(shared, id, token, attempt, outcome).await;
+        forget(shared, [id]);
     }
 }
 
@@ -507,7 +528,9 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                     .in_flight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .len(),
+                    .values()
+                    .filter(|job| !job.reporting)
+                    .count(),
                 started_at,
                 seen_at: now(),
             };
@@ -543,8 +566,10 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
             Ok(statuses) => {
                 let in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
                 for ((id, _), status) in leases.iter().zip(statuses) {
+                    // A job reporting its outcome hears about a lost lease from the store.
                     if status != LeaseStatus::Extended
                         && let Some(job) = in_flight.get(id)
+                        && !job.reporting
                     {
                         tracing::info!(job.id = %id, ?status, "stopping a job whose lease is no longer held");
                         job.cancel.cancel();

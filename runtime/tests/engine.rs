@@ -926,6 +926,89 @@ async fn a_pool_stops_claiming_while_the_store_refuses_its_outcomes() {
     running.shutdown().await;
 }
 
+/// A job whose outcome the store is slow to take keeps its lease: it is not recovered and run
+/// again while its success waits to be recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_keeps_its_lease_while_its_outcome_waits() {
+    const SHORT_LEASE: &str = r#"application "t" {
+  queue "jobs" {
+    visibility_timeout = "300ms"
+  }
+  task "worker" {
+    concurrency = 2
+  }
+  kv_cache "status" {}
+  observer "monitor" {}
+}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let app = app(SHORT_LEASE);
+    let store: Arc<dyn Store> = Arc::new(
+        raindrop::store::sqlite::SqliteStore::open(&path, raindrop::engine::status_cache(&app))
+            .await
+            .unwrap(),
+    );
+    let refuse = rusqlite::Connection::open(&path).unwrap();
+    refuse
+        .execute_batch(
+            "CREATE TRIGGER refuse_success BEFORE UPDATE OF state ON jobs \
+             WHEN NEW.state = 'succeeded' BEGIN SELECT RAISE(FAIL, 'refused by the test'); END;",
+        )
+        .unwrap();
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .settings(settings())
+        .task(
+            "worker",
+            handler_fn(move |_ctx: JobContext| {
+                let started = started.clone();
+                async move {
+                    let _ = started.send(());
+                    Ok::<_, TaskError>(())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    let mut events = EventFollower::from_now(store.clone()).await.unwrap();
+    let running = engine.start().await.unwrap();
+    let a = queue.send(&1u32).await.unwrap();
+    let b = queue.send(&2u32).await.unwrap();
+    for _ in 0..2 {
+        tokio::time::timeout(WAIT, starts.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    // Five leases' time with both outcomes refused, the monitor recovering every 20 ms.
+    let recovered = tokio::time::timeout(
+        Duration::from_millis(1500),
+        events.wait_for(|e| e.kind == EventKind::Recovered),
+    )
+    .await;
+    assert!(
+        recovered.is_err(),
+        "a job was recovered while its outcome waited: {recovered:?}"
+    );
+
+    refuse.execute_batch("DROP TRIGGER refuse_success").unwrap();
+    for _ in 0..2 {
+        tokio::time::timeout(WAIT, events.wait_for(|e| e.kind == EventKind::Succeeded))
+            .await
+            .expect("both jobs finish once the store takes outcomes again")
+            .unwrap();
+    }
+    for id in [a, b] {
+        let job = store.get(id).await.unwrap().unwrap();
+        assert_eq!((job.state, job.attempt), (JobState::Succeeded, 1));
+    }
+    assert!(starts.try_recv().is_err(), "a job ran twice");
+    running.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_whole_lifecycle_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
