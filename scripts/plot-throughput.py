@@ -55,8 +55,8 @@ def main() -> None:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
         f'font-family="sans-serif" font-size="12">',
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-        f'<text x="{LEFT}" y="24" font-size="15" font-weight="bold">No-op jobs processed per second'
-        " (2 cores, 100,000 jobs)</text>",
+        f'<text x="{LEFT}" y="24" font-size="15" font-weight="bold">'
+        "No-op jobs processed per second, by worker concurrency</text>",
     ]
     # Grid and axes (log scale).
     for decade in range(int(math.log10(y_min)), int(math.log10(y_max)) + 1):
