@@ -41,6 +41,7 @@ macro_rules! behaviours {
 
 behaviours!(
     enqueue_then_get_returns_the_job,
+    a_claimed_job_arrives_byte_for_byte,
     a_flooding_tenant_does_not_starve_another,
     fair_claiming_keeps_priorities_and_untenanted_jobs,
     a_tenant_at_its_running_limit_waits,

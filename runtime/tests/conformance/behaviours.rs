@@ -80,6 +80,67 @@ pub async fn enqueue_then_get_returns_the_job(store: S) {
     assert!(store.get(JobId::new()).await.unwrap().is_none());
 }
 
+/// Every text a job carries comes back from a claim as it went in, whatever its characters:
+/// quotes, backslashes, slashes, control characters, non-ASCII (a store may carry records in
+/// an encoding of its own).
+pub async fn a_claimed_job_arrives_byte_for_byte(store: S) {
+    let odd = "quote \" backslash \\ slash / tab \t newline \n é 🦀 \u{2028} \u{1} \u{7f} {}[],:";
+    let payload = serde_json::json!({ "text": odd, "list": [odd, 1.5, null] });
+    let mut job = NewJob::new("q", odd, Payload::from_value(&payload).unwrap());
+    job.max_attempts = 3;
+    job.tenant = Some(format!("tenant {odd}"));
+    job.idempotency_key = Some(format!("key {odd}"));
+    job.headers.insert(odd.into(), odd.into());
+    let id = enqueue(&store, job, t(0)).await;
+    let worker = format!("worker {odd}");
+    let check = |job: &raindrop::job::Job| {
+        assert_eq!(job.id, id);
+        assert_eq!(job.kind, odd);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(job.payload.as_str()).unwrap(),
+            payload
+        );
+        assert_eq!(
+            job.tenant.as_deref(),
+            Some(format!("tenant {odd}").as_str())
+        );
+        assert_eq!(
+            job.idempotency_key.as_deref(),
+            Some(format!("key {odd}").as_str())
+        );
+        assert_eq!(job.headers.get(odd).map(String::as_str), Some(odd));
+    };
+    let first = store
+        .claim("q", &worker, 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    check(&first);
+    assert_eq!(first.lease.as_ref().unwrap().worker, worker);
+    store
+        .fail(
+            id,
+            first.lease_token().unwrap(),
+            JobError::new(odd),
+            AfterFailure::Retry { at: t(2) },
+            t(2),
+        )
+        .await
+        .unwrap();
+    // The second claim reads a record that holds the first attempt, its worker and its error.
+    let second = store
+        .claim("q", &worker, 1, LEASE, t(3))
+        .await
+        .unwrap()
+        .remove(0);
+    check(&second);
+    assert_eq!(second.attempt, 2);
+    assert_eq!(second.attempts[0].worker, worker);
+    assert_eq!(second.attempts[0].error.as_ref().unwrap().message, odd);
+    assert_eq!(second.error.as_ref().unwrap().message, odd);
+    check(&store.get(id).await.unwrap().unwrap());
+}
+
 pub async fn fifo_within_a_priority(store: S) {
     for i in 0..20 {
         enqueue(&store, new_job("q", i), t(0)).await;

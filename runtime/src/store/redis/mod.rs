@@ -1187,7 +1187,8 @@ impl Taken<'_> {
     }
 }
 
-/// Pairs of (id, HGETALL fields) from a flat claim answer, with what the claim wrote applied.
+/// Pairs of (id, record) from a flat claim answer, each record a JSON array of the names and
+/// values `HGETALL` gave, with what the claim wrote applied.
 fn decode_claimed(queue: &str, value: Value, taken: &Taken<'_>) -> Result<Vec<Job>> {
     let Value::Array(items) = value else {
         return Ok(Vec::new());
@@ -1196,8 +1197,13 @@ fn decode_claimed(queue: &str, value: Value, taken: &Taken<'_>) -> Result<Vec<Jo
     let mut items = items.into_iter();
     while let (Some(id), Some(fields)) = (items.next(), items.next()) {
         let id: String = redis::from_redis_value(id).map_err(|e| store_err("claim", e))?;
-        let mut fields: HashMap<String, String> =
-            redis::from_redis_value(fields).map_err(|e| store_err("claim", e))?;
+        let record: String = redis::from_redis_value(fields).map_err(|e| store_err("claim", e))?;
+        let flat: Vec<String> = serde_json::from_str(&record).map_err(|e| store_err("claim", e))?;
+        let mut fields: HashMap<String, String> = HashMap::with_capacity(flat.len() / 2 + 8);
+        let mut flat = flat.into_iter();
+        while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+            fields.insert(name, value);
+        }
         taken.apply(&mut fields)?;
         let id: JobId = id.parse().map_err(|e| store_err("claim", e))?;
         jobs.push(decode_job(queue, id, fields)?);
