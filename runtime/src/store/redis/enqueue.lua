@@ -15,8 +15,9 @@ for i = 4, #ARGV, 10 do
     out[#out + 1] = existing
   else
     local state = waiting_state(run_at, now, false)
-    local fields = { 'k', kind, 'p', payload, 'pr', priority, 'ra', run_at, 'a', 0, 'ma', max_attempts,
-      's', state, 'ca', now }
+    -- The fields every transition reads come first: a small hash is a list, read in order.
+    local fields = { 's', state, 'a', '0', 'k', kind, 'p', payload, 'pr', priority, 'ra', run_at,
+      'ma', max_attempts, 'ca', now }
     if timeout ~= '' then fields[#fields + 1] = 'to'; fields[#fields + 1] = timeout end
     if idem ~= '' then
       fields[#fields + 1] = 'ik'; fields[#fields + 1] = idem
