@@ -837,6 +837,59 @@ async fn a_failed_cron_run_waits_for_the_next_tick_unless_retries_are_allowed() 
     }
 }
 
+/// An engine on an SQLite store that refuses successes until the trigger `refuse_success` is
+/// dropped through the connection returned, its one task reporting each start on the channel.
+struct RefusingStore {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    refuse: rusqlite::Connection,
+    engine: Engine,
+    starts: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl RefusingStore {
+    async fn new(manifest: &str, settings: Settings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let app = app(manifest);
+        let store: Arc<dyn Store> = Arc::new(
+            raindrop::store::sqlite::SqliteStore::open(&path, raindrop::engine::status_cache(&app))
+                .await
+                .unwrap(),
+        );
+        let refuse = rusqlite::Connection::open(&path).unwrap();
+        refuse
+            .execute_batch(
+                "CREATE TRIGGER refuse_success BEFORE UPDATE OF state ON jobs \
+                 WHEN NEW.state = 'succeeded' BEGIN SELECT RAISE(FAIL, 'refused by the test'); END;",
+            )
+            .unwrap();
+        let (started, starts) = tokio::sync::mpsc::unbounded_channel();
+        let engine = Engine::builder(app)
+            .store(store.clone())
+            .settings(settings)
+            .task(
+                "worker",
+                handler_fn(move |_ctx: JobContext| {
+                    let started = started.clone();
+                    async move {
+                        let _ = started.send(());
+                        Ok::<_, TaskError>(())
+                    }
+                }),
+            )
+            .build()
+            .unwrap();
+        Self {
+            _dir: dir,
+            store,
+            refuse,
+            engine,
+            starts,
+        }
+    }
+}
+
 /// A job's slot is free once its outcome is sent to the store, but while the store refuses
 /// outcomes the pool keeps at most `concurrency` of them waiting and stops claiming; when the
 /// store takes them again, every job finishes.
@@ -851,43 +904,23 @@ async fn a_pool_stops_claiming_while_the_store_refuses_its_outcomes() {
   }
   kv_cache "status" {}
 }"#;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let app = app(SLOW_TO_RECOVER);
-    let store: Arc<dyn Store> = Arc::new(
-        raindrop::store::sqlite::SqliteStore::open(&path, raindrop::engine::status_cache(&app))
-            .await
-            .unwrap(),
-    );
-    let refuse = rusqlite::Connection::open(&path).unwrap();
-    refuse
-        .execute_batch(
-            "CREATE TRIGGER refuse_success BEFORE UPDATE OF state ON jobs \
-             WHEN NEW.state = 'succeeded' BEGIN SELECT RAISE(FAIL, 'refused by the test'); END;",
-        )
-        .unwrap();
-    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
-    let engine = Engine::builder(app)
-        .store(store.clone())
-        .settings(Settings {
+    let RefusingStore {
+        _dir,
+        store,
+        refuse,
+        engine,
+        mut starts,
+    } = RefusingStore::new(
+        SLOW_TO_RECOVER,
+        Settings {
             roles: Roles {
                 observer: false,
                 ..Roles::ALL
             },
             ..settings()
-        })
-        .task(
-            "worker",
-            handler_fn(move |_ctx: JobContext| {
-                let started = started.clone();
-                async move {
-                    let _ = started.send(());
-                    Ok::<_, TaskError>(())
-                }
-            }),
-        )
-        .build()
-        .unwrap();
+        },
+    )
+    .await;
     let queue = engine.queue("jobs").unwrap();
     let batch = (0..30u32)
         .map(|i| {
@@ -940,37 +973,13 @@ async fn a_job_keeps_its_lease_while_its_outcome_waits() {
   kv_cache "status" {}
   observer "monitor" {}
 }"#;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let app = app(SHORT_LEASE);
-    let store: Arc<dyn Store> = Arc::new(
-        raindrop::store::sqlite::SqliteStore::open(&path, raindrop::engine::status_cache(&app))
-            .await
-            .unwrap(),
-    );
-    let refuse = rusqlite::Connection::open(&path).unwrap();
-    refuse
-        .execute_batch(
-            "CREATE TRIGGER refuse_success BEFORE UPDATE OF state ON jobs \
-             WHEN NEW.state = 'succeeded' BEGIN SELECT RAISE(FAIL, 'refused by the test'); END;",
-        )
-        .unwrap();
-    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
-    let engine = Engine::builder(app)
-        .store(store.clone())
-        .settings(settings())
-        .task(
-            "worker",
-            handler_fn(move |_ctx: JobContext| {
-                let started = started.clone();
-                async move {
-                    let _ = started.send(());
-                    Ok::<_, TaskError>(())
-                }
-            }),
-        )
-        .build()
-        .unwrap();
+    let RefusingStore {
+        _dir,
+        store,
+        refuse,
+        engine,
+        mut starts,
+    } = RefusingStore::new(SHORT_LEASE, settings()).await;
     let queue = engine.queue("jobs").unwrap();
     let mut events = EventFollower::from_now(store.clone()).await.unwrap();
     let running = engine.start().await.unwrap();
