@@ -15,13 +15,8 @@ from collections import defaultdict
 WIDTH, HEIGHT = 760, 430
 LEFT, RIGHT, TOP, BOTTOM = 80, 200, 50, 60
 TARGET = 50_000
-SERIES = [
-    # (store, threads or None for the store's default, label, colour, dashed)
-    ("memory", None, "memory", "#7f7f7f", False),
-    ("sqlite", None, "SQLite", "#1f77b4", False),
-    ("redis", 1, "Redis (bench on 1 core, Redis on the other)", "#d62728", False),
-    ("redis", 2, "Redis (bench on both cores)", "#ff9896", False),
-]
+# Colours of the Redis lines, by how many worker threads the bench ran (fewest first).
+REDIS_COLOURS = ["#d62728", "#ff9896", "#8c564b", "#e377c2"]
 
 
 def main() -> None:
@@ -89,8 +84,14 @@ def main() -> None:
         f'<text x="{LEFT + 6}" y="{y(TARGET) - 6:.1f}" fill="#d62728">'
         f"Redis target: {TARGET:,} jobs/s</text>"
     )
+    # (store, worker threads or None for the store's own runs, label, colour)
+    series = [("memory", None, "memory", "#7f7f7f"), ("sqlite", None, "SQLite", "#1f77b4")]
+    redis_threads = sorted({threads for ((store, threads), _) in runs if store == "redis"})
+    for threads, colour in zip(redis_threads, REDIS_COLOURS):
+        plural = "s" if threads > 1 else ""
+        series.append(("redis", threads, f"Redis (bench on {threads} worker thread{plural})", colour))
     legend_y = TOP + 10
-    for store, threads, label, colour, _ in SERIES:
+    for store, threads, label, colour in series:
         points = sorted((c, v) for ((key, c), v) in runs.items() if key == (store, threads))
         if not points:
             continue

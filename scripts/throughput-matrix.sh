@@ -44,7 +44,7 @@ for concurrency in $concurrencies; do
 done
 # Against Redis, the bench leaves Redis a core by default; this is the run that does not.
 for run in $(seq "$runs"); do
-  BENCH_THREADS=2 BENCH_CONCURRENCY=256 BENCH_STORES=redis \
+  BENCH_THREADS=$(nproc) BENCH_CONCURRENCY=256 BENCH_STORES=redis \
     cargo bench -q -p raindrop --bench throughput >"$log" 2>/dev/null
   rows 256 "$run" >>"$out"
 done

@@ -101,26 +101,73 @@ impl Meters {
 struct InFlight {
     token: u64,
     cancel: CancellationToken,
-    /// The handler has returned and the outcome is on its way to the store. The lease is still
-    /// renewed, so a store slow to take outcomes does not let it lapse and the job run again;
-    /// but the job no longer counts as busy and there is nothing left to stop.
-    reporting: bool,
+    /// Since when the handler has returned and its outcome is on its way to the store. The
+    /// lease is still renewed once this has lasted a heartbeat period, so a store slow to take
+    /// outcomes does not let it lapse and the job run again; but the job no longer counts as
+    /// busy and there is nothing left to stop.
+    reporting_since: Option<std::time::Instant>,
 }
 
-/// Marks the jobs `ids` as reporting their outcome (see [`InFlight::reporting`]).
-fn mark_reporting(shared: &Shared, ids: impl IntoIterator<Item = JobId>) {
-    let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-    for id in ids {
-        if let Some(entry) = in_flight.get_mut(&id) {
-            entry.reporting = true;
+/// Leases of one attempt (or batch) entered in the pool's `in_flight` for the heartbeat, for
+/// as long as the attempt lives: dropped — outcomes recorded, the task ended, aborted or
+/// panicked — it takes them out. Entries are matched by token, so a later claim of the same
+/// job by this pool is left alone.
+struct Tracked<'a> {
+    shared: &'a Shared,
+    leases: Vec<(JobId, u64)>,
+}
+
+impl<'a> Tracked<'a> {
+    fn new(shared: &'a Shared, leases: Vec<(JobId, u64)>, cancel: &CancellationToken) -> Self {
+        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, token) in &leases {
+            let entry = InFlight {
+                token: *token,
+                cancel: cancel.clone(),
+                reporting_since: None,
+            };
+            in_flight.insert(*id, entry);
+        }
+        drop(in_flight);
+        Self { shared, leases }
+    }
+
+    /// The handler has returned: the outcomes are on their way to the store.
+    fn reporting(&self) {
+        let since = std::time::Instant::now();
+        let mut in_flight = self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (id, token) in &self.leases {
+            if let Some(entry) = in_flight.get_mut(id).filter(|e| e.token == *token) {
+                entry.reporting_since = Some(since);
+            }
+        }
+    }
+
+    /// The outcome of `id` is recorded (or refused): no lease left to renew.
+    fn done(&mut self, id: JobId) {
+        if let Some(at) = self.leases.iter().position(|(leased, _)| *leased == id) {
+            let (id, token) = self.leases.swap_remove(at);
+            forget(self.shared, id, token);
         }
     }
 }
 
-/// Forgets the jobs `ids`: their outcomes are recorded (or refused); no lease to renew.
-fn forget(shared: &Shared, ids: impl IntoIterator<Item = JobId>) {
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        for (id, token) in std::mem::take(&mut self.leases) {
+            forget(self.shared, id, token);
+        }
+    }
+}
+
+/// Takes job `id` out of the pool's `in_flight` if it is still there under `token`.
+fn forget(shared: &Shared, id: JobId, token: u64) {
     let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-    for id in ids {
+    if in_flight.get(&id).is_some_and(|e| e.token == token) {
         in_flight.remove(&id);
     }
 }
@@ -303,16 +350,7 @@ async fn execute(
     };
     let id = job.id;
     let cancel = CancellationToken::new();
-    let entry = InFlight {
-        token,
-        cancel: cancel.clone(),
-        reporting: false,
-    };
-    shared
-        .in_flight
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id, entry);
+    let tracked = Tracked::new(shared, vec![(id, token)], &cancel);
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
     shared.meters.started.increment(1);
     shared.meters.busy.increment(1.0);
@@ -356,7 +394,7 @@ async fn execute(
             Outcome::Release
         }
     };
-    mark_reporting(shared, [id]);
+    tracked.reporting();
     shared.meters.busy.decrement(1.0);
     let elapsed = started.elapsed();
     let _entered = span.enter();
@@ -378,7 +416,7 @@ async fn execute(
     let reporting = shared.reporting.clone().acquire_owned().await;
     drop(permit);
     report(shared, id, token, attempt, outcome).await;
-    forget(shared, [id]);
+    drop(tracked);
     drop(reporting);
 }
 
@@ -390,23 +428,15 @@ async fn execute_batch(
     hard_stop: CancellationToken,
 ) {
     let cancel = CancellationToken::new();
-    let mut leases = Vec::with_capacity(jobs.len());
-    {
-        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        for job in &jobs {
-            if let Some(token) = job.lease_token() {
-                in_flight.insert(
-                    job.id,
-                    InFlight {
-                        token,
-                        cancel: cancel.clone(),
-                        reporting: false,
-                    },
-                );
-                leases.push((job.id, token, job.attempt));
-            }
-        }
-    }
+    let leases: Vec<(JobId, u64, u32)> = jobs
+        .iter()
+        .filter_map(|job| Some((job.id, job.lease_token()?, job.attempt)))
+        .collect();
+    let mut tracked = Tracked::new(
+        shared,
+        leases.iter().map(|(id, token, _)| (*id, *token)).collect(),
+        &cancel,
+    );
     shared.meters.started.increment(jobs.len() as u64);
     shared.meters.busy.increment(jobs.len() as f64);
     let messages: Vec<Message> = jobs.iter().map(Message::of).collect();
@@ -434,13 +464,9 @@ async fn execute_batch(
             None
         }
     };
-    let ids: Vec<JobId> = leases.iter().map(|(id, _, _)| *id).collect();
-    mark_reporting(shared, ids.iter().copied());
+    tracked.reporting();
     shared.meters.busy.decrement(jobs.len() as f64);
-    let Some(fallback) = fallback else {
-        forget(shared, ids);
-        return;
-    };
+    let Some(fallback) = fallback else { return };
     for ((id, token, attempt), message) in leases.into_iter().zip(&messages) {
         let outcome = match (message.decision(), &fallback) {
             (Some(Decision::Ack), _) | (None, Ok(())) => Outcome::Succeeded(Payload::null()),
@@ -455,7 +481,7 @@ async fn execute_batch(
             _ => shared.meters.failed.increment(1),
         }
         report(shared, id, token, attempt, outcome).await;
-        forget(shared, [id]);
+        tracked.done(id);
     }
 }
 
@@ -529,7 +555,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .values()
-                    .filter(|job| !job.reporting)
+                    .filter(|job| job.reporting_since.is_none())
                     .count(),
                 started_at,
                 seen_at: now(),
@@ -548,11 +574,14 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                 return;
             }
         }
+        // Outcomes on their way are renewed only once they have waited a period: most are
+        // recorded well within it.
         let leases: Vec<(JobId, u64)> = shared
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
+            .filter(|(_, f)| f.reporting_since.is_none_or(|at| at.elapsed() >= period))
             .map(|(id, f)| (*id, f.token))
             .collect();
         if leases.is_empty() {
@@ -569,7 +598,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                     // A job reporting its outcome hears about a lost lease from the store.
                     if status != LeaseStatus::Extended
                         && let Some(job) = in_flight.get(id)
-                        && !job.reporting
+                        && job.reporting_since.is_none()
                     {
                         tracing::info!(job.id = %id, ?status, "stopping a job whose lease is no longer held");
                         job.cancel.cancel();

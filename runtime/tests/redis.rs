@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use raindrop::cron::{CronConfig, CronHandler, Schedule, ScheduledEvent, cron_fn};
 use raindrop::engine::{Engine, Settings};
-use raindrop::job::{JobState, NewJob, Payload, now};
+use raindrop::job::{JobError, JobState, NewJob, Payload, now};
 use raindrop::queue::SendOptions;
 use raindrop::store::redis::RedisStore;
-use raindrop::store::{JobFilter, RetentionPolicy, Store};
+use raindrop::store::{AfterFailure, JobFilter, RetentionPolicy, Store};
 use raindrop::task::{JobContext, TaskError, handler_fn};
 use redis_support::{Prefix, Server};
 use tokio_util::sync::CancellationToken;
@@ -256,6 +256,78 @@ async fn running_jobs_that_lost_their_lease_entry_are_taken_back() {
         (None, false, false),
         "no running job: no count key, no leases key (nor its keeper), no earlier running set"
     );
+}
+
+/// Running jobs are listed and counted without the member that keeps the leases a skip list,
+/// and the leases key goes when the last running job stops, whichever way each one stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leases_key_goes_with_the_last_running_job() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let store = open(prefix.store_url()).await;
+    let start = now();
+    let jobs = (0..5)
+        .map(|i| NewJob::new("jobs", "test", Payload::from_value(&i).unwrap()))
+        .collect();
+    store.enqueue(jobs, start).await.unwrap();
+    let claimed = store
+        .claim("jobs", "w", 5, Duration::from_secs(30), start)
+        .await
+        .unwrap();
+    let running = JobFilter {
+        states: vec![JobState::Running],
+        ..JobFilter::default()
+    };
+    let page = store.list(&running, None, 5).await.unwrap();
+    assert_eq!((page.items.len(), page.next), (5, None));
+    assert_eq!(store.counts().await.unwrap()["jobs"].running, 5);
+
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let key = |name: &str| format!("{}:{{jobs}}:{name}", prefix.name());
+    let [done, failed, cancelled, released, lapsed] = [0, 1, 2, 3, 4].map(|i| &claimed[i]);
+    let token = |job: &raindrop::job::Job| job.lease_token().unwrap();
+    store
+        .complete(done.id, token(done), Payload::null(), start)
+        .await
+        .unwrap();
+    let error = JobError::new("no");
+    store
+        .fail(failed.id, token(failed), error, AfterFailure::Dead, start)
+        .await
+        .unwrap();
+    store.cancel(cancelled.id, start).await.unwrap();
+    store
+        .release(released.id, token(released), start)
+        .await
+        .unwrap();
+    let left = store.list(&running, None, 5).await.unwrap();
+    assert_eq!(left.items.len(), 1);
+    assert_eq!(left.items[0].id, lapsed.id);
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(key("leases"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(exists, "one job still runs");
+
+    let recovered = store
+        .recover(start + chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(recovered.len(), 1);
+    let (count, leases): (Option<u64>, bool) = redis::pipe()
+        .cmd("GET")
+        .arg(key("running-count"))
+        .cmd("EXISTS")
+        .arg(key("leases"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!((count, leases), (None, false));
+    assert_eq!(store.counts().await.unwrap()["jobs"].running, 0);
 }
 
 /// The child of `three_processes_fire_each_cron_tick_once`: fires the same ticks as its

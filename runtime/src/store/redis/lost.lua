@@ -5,10 +5,13 @@
 -- disagree). Returns the next cursor ('0' when done, RUNNING_COUNT then set right), how many
 -- jobs this slice found, and 1 if it looked (0 if the two agreed).
 local cursor = ARGV[1]
-if cursor == '0'
-    and (tonumber(redis.call('GET', RUNNING_COUNT)) or 0)
-      == redis.call('ZCOUNT', LEASES, '-inf', '(+inf') then
-  return { '0', 0, 0 }
+if cursor == '0' then
+  local count = tonumber(redis.call('GET', RUNNING_COUNT)) or 0
+  if count == redis.call('ZCOUNT', LEASES, '-inf', '(+inf') then
+    -- A keeper left behind (the count deleted by hand) goes with the last running job.
+    if count == 0 then redis.call('ZREM', LEASES, LEASE_KEEPER) end
+    return { '0', 0, 0 }
+  end
 end
 local pattern = string.gsub(JOB, '[%*%?%[%]\\]', '\\%0') .. '*'
 local scanned = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
