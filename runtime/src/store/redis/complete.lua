@@ -3,10 +3,18 @@
 local out = {}
 -- Jobs that ran before LEASES was the running index are also in STATE.running.
 local legacy = redis.call('EXISTS', STATE.running) == 1
+-- Without running counts per tenant, no running job has a tenant: its record need not be
+-- searched for one (a field a job lacks is a search of the whole record).
+local tenants = redis.call('EXISTS', RUNNING) == 1
 for i = 1, #ARGV, 4 do
   local id, token, result, now = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 's', 'tk', 'a', 'tn')
+  local f
+  if tenants then
+    f = redis.call('HMGET', key, 's', 'tk', 'a', 'tn')
+  else
+    f = redis.call('HMGET', key, 's', 'tk', 'a')
+  end
   if not f[1] then
     out[#out + 1] = 'missing'
   elseif f[1] ~= 'running' or f[2] ~= token then
