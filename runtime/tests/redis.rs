@@ -142,6 +142,16 @@ async fn the_key_count_returns_to_its_baseline_after_100_000_jobs_and_retention(
     assert_eq!(store.counts().await.unwrap()["jobs"].succeeded, 0);
 }
 
+/// A plain connection to the Redis at `url`, to look at (or tamper with) the store's keys.
+fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// The key `name` of queue `jobs` under `prefix`.
+fn queue_key(prefix: &Prefix, name: &str) -> String {
+    format!("{}:{{jobs}}:{name}", prefix.name())
+}
+
 /// A running job whose lease entry is gone (a partial restore, a hand edit) is found and taken
 /// back, and so is one the earlier layout left running (in its state set, without a lease).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,11 +176,8 @@ async fn running_jobs_that_lost_their_lease_entry_are_taken_back() {
         .unwrap();
     let [lost, earlier, kept] = [0, 1, 2].map(|i| claimed[i].id.to_string());
 
-    let mut conn = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let key = |name: &str| format!("{}:{{jobs}}:{name}", prefix.name());
+    let mut conn = connect(&url);
+    let key = |name: &str| queue_key(&prefix, name);
     // Three leases would make a listpack, whose inserts are linear: a keeper member keeps it a
     // skip list while jobs run.
     let encoding: String = redis::cmd("OBJECT")
@@ -284,11 +291,8 @@ async fn the_leases_key_goes_with_the_last_running_job() {
     assert_eq!((page.items.len(), page.next), (5, None));
     assert_eq!(store.counts().await.unwrap()["jobs"].running, 5);
 
-    let mut conn = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let key = |name: &str| format!("{}:{{jobs}}:{name}", prefix.name());
+    let mut conn = connect(&url);
+    let key = |name: &str| queue_key(&prefix, name);
     let [done, failed, cancelled, released, lapsed] = [0, 1, 2, 3, 4].map(|i| &claimed[i]);
     let token = |job: &raindrop::job::Job| job.lease_token().unwrap();
     store

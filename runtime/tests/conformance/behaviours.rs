@@ -47,6 +47,13 @@ fn n(job: &raindrop::job::Job) -> u64 {
         .unwrap()
 }
 
+/// Claims the one job waiting in queue `q` for `worker`.
+async fn claim_one(store: &S, worker: &str, now: Timestamp) -> raindrop::job::Job {
+    let mut claimed = store.claim("q", worker, 1, LEASE, now).await.unwrap();
+    assert_eq!(claimed.len(), 1, "one job to claim");
+    claimed.remove(0)
+}
+
 async fn claim_all(store: &S, queue: &str, now: Timestamp) -> Vec<u64> {
     store
         .claim(queue, "w", 100, LEASE, now)
@@ -110,11 +117,7 @@ pub async fn a_claimed_job_arrives_byte_for_byte(store: S) {
         );
         assert_eq!(job.headers.get(odd).map(String::as_str), Some(odd));
     };
-    let first = store
-        .claim("q", &worker, 1, LEASE, t(1))
-        .await
-        .unwrap()
-        .remove(0);
+    let first = claim_one(&store, &worker, t(1)).await;
     check(&first);
     assert_eq!(first.lease.as_ref().unwrap().worker, worker);
     store
@@ -128,11 +131,7 @@ pub async fn a_claimed_job_arrives_byte_for_byte(store: S) {
         .await
         .unwrap();
     // The second claim reads a record that holds the first attempt, its worker and its error.
-    let second = store
-        .claim("q", &worker, 1, LEASE, t(3))
-        .await
-        .unwrap()
-        .remove(0);
+    let second = claim_one(&store, &worker, t(3)).await;
     check(&second);
     assert_eq!(second.attempt, 2);
     assert_eq!(second.attempts[0].worker, worker);
@@ -673,11 +672,7 @@ pub async fn the_event_feed_pages_through_batches_without_gaps_or_repeats(store:
 
 pub async fn a_retried_jobs_attempts_list_each_outcome(store: S) {
     let id = enqueue(&store, new_job("q", 1), t(0)).await;
-    let first = store
-        .claim("q", "w1", 1, LEASE, t(1))
-        .await
-        .unwrap()
-        .remove(0);
+    let first = claim_one(&store, "w1", t(1)).await;
     store
         .fail(
             id,
@@ -688,11 +683,7 @@ pub async fn a_retried_jobs_attempts_list_each_outcome(store: S) {
         )
         .await
         .unwrap();
-    let second = store
-        .claim("q", "w2", 1, LEASE, t(3))
-        .await
-        .unwrap()
-        .remove(0);
+    let second = claim_one(&store, "w2", t(3)).await;
     let running = store.get(id).await.unwrap().unwrap();
     assert_eq!(running.attempts.len(), 2);
     assert_eq!(running.attempts[1].finished_at, None, "the open attempt");
