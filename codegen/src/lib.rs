@@ -28,6 +28,7 @@ pub mod ast;
 pub mod diagnostic;
 pub mod generate;
 pub mod graph;
+pub mod locate;
 pub mod model;
 pub mod name;
 pub mod normalize;
@@ -46,6 +47,7 @@ pub mod expand;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Severity, Style};
+pub use locate::{MANIFEST_ENV, find as find_manifest};
 pub use model::Application;
 pub use source::{SourceFile, Span};
 

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use raindrop_codegen::diagnostic::JsonDiagnostic;
 use raindrop_codegen::name::Name;
 use raindrop_codegen::scaffold::{self, RaindropDependency};
-use raindrop_codegen::{Application, Compiled, MANIFEST_FILE, SourceFile, Style};
+use raindrop_codegen::{Application, Compiled, SourceFile, Style};
 
 /// Exit status: the manifest has errors.
 const EXIT_INVALID: u8 = 1;
@@ -47,33 +47,33 @@ enum Format {
 enum Command {
     /// Check a manifest and report every problem (exit 0 clean, 1 errors, 2 unreadable).
     Validate {
-        /// The manifest, or a directory holding `raindrop.manifest`.
-        #[arg(default_value = MANIFEST_FILE)]
-        path: PathBuf,
+        /// The manifest, or a directory holding `raindrop.manifest` (default: `$RAINDROP_MANIFEST`,
+        /// else the nearest `raindrop.manifest` here or above).
+        path: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
     /// Print the normalized application: every component, its settings and the wiring.
     Inspect {
-        /// The manifest, or a directory holding `raindrop.manifest`.
-        #[arg(default_value = MANIFEST_FILE)]
-        path: PathBuf,
+        /// The manifest, or a directory holding `raindrop.manifest` (default: `$RAINDROP_MANIFEST`,
+        /// else the nearest `raindrop.manifest` here or above).
+        path: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print the Rust bindings generated from the manifest.
     Generate {
-        /// The manifest, or a directory holding `raindrop.manifest`.
-        #[arg(default_value = MANIFEST_FILE)]
-        path: PathBuf,
+        /// The manifest, or a directory holding `raindrop.manifest` (default: `$RAINDROP_MANIFEST`,
+        /// else the nearest `raindrop.manifest` here or above).
+        path: Option<PathBuf>,
     },
     /// Print a Mermaid flowchart of the application.
     Graph {
-        /// The manifest, or a directory holding `raindrop.manifest`.
-        #[arg(default_value = MANIFEST_FILE)]
-        path: PathBuf,
+        /// The manifest, or a directory holding `raindrop.manifest` (default: `$RAINDROP_MANIFEST`,
+        /// else the nearest `raindrop.manifest` here or above).
+        path: Option<PathBuf>,
     },
     /// Create a new application crate in a new directory NAME.
     New {
@@ -102,16 +102,12 @@ enum Command {
 enum BuildCommand {
     /// Same as `raindrop validate`.
     Validate {
-        #[arg(default_value = MANIFEST_FILE)]
-        path: PathBuf,
+        path: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
     /// Same as `raindrop generate`.
-    Generate {
-        #[arg(default_value = MANIFEST_FILE)]
-        path: PathBuf,
-    },
+    Generate { path: Option<PathBuf> },
     /// Same as `raindrop init`.
     Init {
         #[arg(default_value = ".")]
@@ -158,8 +154,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate { path, format }
-        | Command::Build(BuildCommand::Validate { path, format }) => validate(&path, format, style),
-        Command::Inspect { path, json } => with_application(&path, style, |_, app| {
+        | Command::Build(BuildCommand::Validate { path, format }) => {
+            validate(path.as_deref(), format, style)
+        }
+        Command::Inspect { path, json } => with_application(path.as_deref(), style, |_, app| {
             if json {
                 serde_json::to_string_pretty(app)
                     .map(|s| s + "\n")
@@ -169,14 +167,14 @@ fn main() -> ExitCode {
             }
         }),
         Command::Generate { path } | Command::Build(BuildCommand::Generate { path }) => {
-            with_application(&path, style, |source, app| {
+            with_application(path.as_deref(), style, |source, app| {
                 Ok(raindrop_codegen::generate::application_source(
                     app,
                     &manifest_path(source),
                 ))
             })
         }
-        Command::Graph { path } => with_application(&path, style, |_, app| {
+        Command::Graph { path } => with_application(path.as_deref(), style, |_, app| {
             Ok(raindrop_codegen::graph::mermaid(app))
         }),
         Command::New { name, dependency } => new(&name, dependency.dependency()),
@@ -206,11 +204,15 @@ fn manifest_path(source: &SourceFile) -> String {
         .map_or_else(|_| source.name().to_owned(), |p| p.display().to_string())
 }
 
-fn load(path: &Path) -> Result<(SourceFile, Compiled), String> {
-    raindrop_codegen::load(path).map_err(|e| e.to_string())
+fn load(path: Option<&Path>) -> Result<(SourceFile, Compiled), String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
+    let found = raindrop_codegen::find_manifest(path, &cwd);
+    // Names under the working directory are shown as the user would type them.
+    let shown = found.strip_prefix(&cwd).unwrap_or(&found);
+    raindrop_codegen::load(shown).map_err(|e| e.to_string())
 }
 
-fn validate(path: &Path, format: Format, style: Style) -> Result<ExitCode, String> {
+fn validate(path: Option<&Path>, format: Format, style: Style) -> Result<ExitCode, String> {
     let (source, compiled) = load(path)?;
     match format {
         Format::Human => {
@@ -249,7 +251,7 @@ fn validate(path: &Path, format: Format, style: Style) -> Result<ExitCode, Strin
 
 /// Runs `produce` on a valid application and prints its output; prints diagnostics otherwise.
 fn with_application(
-    path: &Path,
+    path: Option<&Path>,
     style: Style,
     produce: impl FnOnce(&SourceFile, &Application) -> Result<String, String>,
 ) -> Result<ExitCode, String> {

@@ -109,9 +109,14 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// A five-field cron schedule in UTC: minute, hour, day of month, month, day of week.
+/// A five-field cron schedule in UTC: minute, hour, day of month, month, day of week. Checked
+/// and parsed once, here: the runtime computes ticks from it and never parses it again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CronSchedule(String);
+pub struct CronSchedule {
+    expression: String,
+    // Boxed: a parsed schedule is large, and the model's enums hold it inline.
+    cron: std::sync::Arc<croner::Cron>,
+}
 
 /// Field names and ranges of a five-field cron expression, in order.
 const CRON_FIELDS: [(&str, &str); 5] = [
@@ -140,8 +145,11 @@ impl CronSchedule {
         };
         let trimmed = expr.trim();
         if trimmed.starts_with('@') {
-            return check_with_croner(trimmed)
-                .map(|()| Self(trimmed.to_owned()))
+            return parse_with_croner(trimmed)
+                .map(|cron| Self {
+                    expression: trimmed.to_owned(),
+                    cron: cron.into(),
+                })
                 .map_err(|_| {
                     whole(format!(
                         "`{trimmed}` is not a cron alias; use @yearly, @monthly, @weekly, @daily or @hourly"
@@ -164,7 +172,7 @@ impl CronSchedule {
         for (index, field) in fields.iter().enumerate() {
             let mut probe = ["*"; 5];
             probe[index] = field;
-            if check_with_croner(&probe.join(" ")).is_err() {
+            if parse_with_croner(&probe.join(" ")).is_err() {
                 let (name, range) = CRON_FIELDS[index];
                 return Err(InvalidCron {
                     field: Some(index),
@@ -174,28 +182,36 @@ impl CronSchedule {
                 });
             }
         }
-        check_with_croner(trimmed)
+        let expression = fields.join(" ");
+        let cron = parse_with_croner(&expression)
             .map_err(|e| whole(format!("`{trimmed}` is not a valid schedule: {e}")))?;
-        Ok(Self(fields.join(" ")))
+        Ok(Self {
+            expression,
+            cron: cron.into(),
+        })
     }
 
     /// The expression, normalized to single spaces.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.expression
+    }
+
+    /// The parsed schedule, to compute ticks from.
+    pub fn cron(&self) -> &croner::Cron {
+        &self.cron
     }
 }
 
-fn check_with_croner(expr: &str) -> Result<(), croner::errors::CronError> {
+fn parse_with_croner(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Disallowed)
         .build()
         .parse(expr)
-        .map(drop)
 }
 
 impl fmt::Display for CronSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.expression)
     }
 }
 

@@ -166,8 +166,8 @@ fn logs(format: LogFormat, terminal: bool) -> Option<Box<dyn std::any::Any>> {
 
 /// The manifest in force: `$RAINDROP_MANIFEST` if set, else the one compiled in.
 fn manifest(launch: &Launch) -> Result<SourceFile, String> {
-    match std::env::var_os(crate::manifest::MANIFEST_ENV).filter(|p| !p.is_empty()) {
-        Some(path) => raindrop_codegen::read(path.as_ref()).map_err(|e| e.to_string()),
+    match crate::manifest::overridden() {
+        Some(path) => raindrop_codegen::read(&path).map_err(|e| e.to_string()),
         None => Ok(SourceFile::new(launch.manifest_path, launch.manifest_text)),
     }
 }

@@ -58,7 +58,7 @@ impl Message {
 
     /// Its body, deserialized.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        self.body.parse()
+        Ok(self.body.parse()?)
     }
 
     /// Deliveries so far, this one included (starts at 1).

@@ -6,11 +6,11 @@
 //! next tick from now. A failed run is logged and waits for the next tick unless the task
 //! allows more attempts (`max_attempts`).
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use raindrop_codegen::value::CronSchedule;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -67,32 +67,35 @@ where
     FnCron(f)
 }
 
-/// A parsed schedule.
+/// A task's schedule, as the manifest compiler checked and parsed it.
 #[derive(Debug, Clone)]
-pub struct Schedule {
-    expression: String,
-    cron: croner::Cron,
-}
+pub struct Schedule(CronSchedule);
 
 impl Schedule {
-    /// Parses a 5-field expression (or an `@` alias).
+    /// Parses a 5-field expression (or an `@` alias), as the manifest compiler does.
     pub fn parse(expression: &str) -> Result<Self> {
-        let cron = croner::Cron::from_str(expression)
-            .map_err(|e| Error::Config(format!("invalid cron expression `{expression}`: {e}")))?;
-        Ok(Self {
-            expression: expression.to_owned(),
-            cron,
+        CronSchedule::parse(expression).map(Self).map_err(|e| {
+            Error::Config(format!(
+                "invalid cron expression `{expression}`: {}",
+                e.message
+            ))
         })
     }
 
     /// The first tick strictly after `after`.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
-        self.cron.find_next_occurrence(&after, false).ok()
+        self.0.cron().find_next_occurrence(&after, false).ok()
     }
 
     /// The expression.
     pub fn expression(&self) -> &str {
-        &self.expression
+        self.0.as_str()
+    }
+}
+
+impl From<CronSchedule> for Schedule {
+    fn from(checked: CronSchedule) -> Self {
+        Self(checked)
     }
 }
 

@@ -19,24 +19,24 @@
 //! # }
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raindrop_codegen::model::{Application, ObserverRole, TaskRole};
+use raindrop_codegen::model::Application;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::BatchHandler;
-use crate::cron::{CronConfig, CronHandler, Schedule};
+use crate::cron::CronHandler;
 use crate::error::{Error, Result};
 use crate::kv::KvCache;
-use crate::observer::{Alerts, MonitorConfig, ObserverHandler};
+use crate::observer::{Alerts, ObserverHandler};
+use crate::plan::PoolKind;
 use crate::queue::Queue;
-use crate::retry::RetryPolicy;
-use crate::store::{ClaimLimits, RetentionPolicy, StatusCache, Store, StoreUrl};
+use crate::store::{Store, StoreUrl};
 use crate::task::Handler;
-use crate::worker::WorkerConfig;
+use crate::worker::Work;
 
 /// Which components this process runs. Every process may produce jobs; the roles say what
 /// else it does, so each can be scaled on its own against one store.
@@ -80,6 +80,8 @@ pub struct Settings {
     pub retention_every: Duration,
     /// How long lifecycle events are kept.
     pub event_horizon: Duration,
+    /// Longest a queue consumer's batch may take before it is cancelled and fails.
+    pub consumer_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -91,6 +93,7 @@ impl Default for Settings {
             observer_tick: Duration::from_secs(1),
             retention_every: Duration::from_secs(60),
             event_horizon: Duration::from_secs(86_400),
+            consumer_timeout: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -98,6 +101,11 @@ impl Default for Settings {
 /// Makes a handler once the engine exists, so handlers can hold what the engine provides (the
 /// generated `Env` bindings).
 pub type Factory<T> = Arc<dyn Fn(&Engine) -> Arc<T> + Send + Sync>;
+
+/// The names `bound` has handlers for.
+fn names<T: ?Sized>(bound: &HashMap<String, Factory<T>>) -> Vec<&str> {
+    bound.keys().map(String::as_str).collect()
+}
 
 fn ready<T: ?Sized + Send + Sync + 'static>(handler: Arc<T>) -> Factory<T> {
     Arc::new(move |_| handler.clone())
@@ -226,77 +234,13 @@ impl EngineBuilder {
             .store
             .ok_or_else(|| Error::Config("no store: call `.store(…)` or `.open()`".into()))?;
         let app = self.app;
-        let mut missing = Vec::new();
-        for task in &app.tasks {
-            let bound = match task.role {
-                TaskRole::Worker { .. } => self.tasks.contains_key(task.name.as_str()),
-                TaskRole::Cron { .. } => self.crons.contains_key(task.name.as_str()),
-            };
-            if !bound {
-                missing.push(format!("task `{}`", task.name));
-            }
+        crate::plan::Bindings {
+            tasks: names(&self.tasks),
+            crons: names(&self.crons),
+            consumers: names(&self.consumers),
+            observers: names(&self.observers),
         }
-        for observer in &app.observers {
-            if matches!(observer.role, ObserverRole::Consumer { .. })
-                && !self.consumers.contains_key(observer.name.as_str())
-            {
-                missing.push(format!("observer `{}`", observer.name));
-            }
-        }
-        if !missing.is_empty() {
-            return Err(Error::Config(format!(
-                "no handler for {}: bind one to each task the manifest declares",
-                missing.join(", ")
-            )));
-        }
-        let known = |name: &String, kind: &'static str, found: bool| {
-            if found {
-                Ok(())
-            } else {
-                Err(Error::Unknown {
-                    kind,
-                    name: name.clone(),
-                })
-            }
-        };
-        for name in self.tasks.keys() {
-            known(
-                name,
-                "worker task",
-                app.tasks
-                    .iter()
-                    .any(|t| t.name.as_str() == name && matches!(t.role, TaskRole::Worker { .. })),
-            )?;
-        }
-        for name in self.crons.keys() {
-            known(
-                name,
-                "cron task",
-                app.tasks
-                    .iter()
-                    .any(|t| t.name.as_str() == name && matches!(t.role, TaskRole::Cron { .. })),
-            )?;
-        }
-        for name in self.consumers.keys() {
-            let found = app.observers.iter().any(|o| {
-                o.name.as_str() == name && matches!(o.role, ObserverRole::Consumer { .. })
-            });
-            if !found {
-                return Err(Error::Unknown {
-                    kind: "consumer observer",
-                    name: name.clone(),
-                });
-            }
-        }
-        for name in self.observers.keys() {
-            known(
-                name,
-                "monitor observer",
-                app.observers.iter().any(|o| {
-                    o.name.as_str() == name && matches!(o.role, ObserverRole::Monitor { .. })
-                }),
-            )?;
-        }
+        .check(&app)?;
         let wakes = app
             .queues
             .iter()
@@ -322,33 +266,7 @@ impl EngineBuilder {
     }
 }
 
-/// Where job status documents go for `app`: its status kv_cache, with that cache's TTL.
-pub fn status_cache(app: &Application) -> Option<StatusCache> {
-    let name = app.status_cache.as_ref()?;
-    let ttl = app
-        .kv_caches
-        .iter()
-        .find(|c| &c.name == name)
-        .and_then(|c| c.ttl)
-        .map(|t| t.get());
-    Some(StatusCache {
-        namespace: name.to_string(),
-        ttl,
-    })
-}
-
-/// What claims on `queue` observe: the strictest running-jobs quota of the services that
-/// accept jobs for it (a quota belongs to a service; its tenants' jobs land in these queues).
-fn claim_limits(app: &Application, queue: &str) -> ClaimLimits {
-    ClaimLimits {
-        running_per_tenant: app
-            .services
-            .iter()
-            .filter(|s| s.queues.iter().any(|q| q.as_str() == queue))
-            .filter_map(|s| s.quota.and_then(|q| q.max_running))
-            .min(),
-    }
-}
+pub use crate::plan::status_cache;
 
 /// A unique id for this process's workers: host, process id and a random suffix.
 fn worker_id() -> String {
@@ -433,7 +351,7 @@ impl Engine {
                 kind: "queue",
                 name: name.to_owned(),
             })?;
-        let wake = self.inner.wakes.get(name).cloned().unwrap_or_default();
+        let wake = self.wake(name);
         Ok(Queue::new(
             name,
             self.inner.store.clone(),
@@ -469,151 +387,52 @@ impl Engine {
         let mut components = tokio::task::JoinSet::new();
         let inner = &self.inner;
         let settings = &inner.settings;
-        if settings.roles.workers {
-            for task in &inner.app.tasks {
-                let TaskRole::Worker { queue, concurrency } = &task.role else {
-                    continue;
-                };
-                let (Some(make), Some(policy)) =
-                    (inner.tasks.get(task.name.as_str()), inner.app.queue(queue))
-                else {
-                    continue;
-                };
-                let handler = make(self);
-                let config = WorkerConfig {
-                    task: task.name.to_string(),
-                    queue: queue.to_string(),
-                    concurrency: *concurrency as usize,
-                    timeout: task.timeout.get(),
-                    lease: policy.visibility_timeout.get(),
-                    retry: RetryPolicy::of(policy),
-                    idle_poll: settings.idle_poll,
-                    grace: settings.grace,
-                    limits: claim_limits(&inner.app, queue.as_str()),
-                };
-                let wake = inner.wakes.get(queue.as_str()).cloned().unwrap_or_default();
-                components.spawn(crate::worker::run(
-                    inner.store.clone(),
-                    crate::worker::Work::Jobs(handler),
-                    config,
-                    inner.worker_id.clone(),
-                    wake,
-                    stop.clone(),
-                ));
-            }
-        }
-        if settings.roles.workers {
-            for observer in &inner.app.observers {
-                let ObserverRole::Consumer { queue, batch_size } = &observer.role else {
-                    continue;
-                };
-                let (Some(make), Some(policy)) = (
-                    inner.consumers.get(observer.name.as_str()),
-                    inner.app.queue(queue),
-                ) else {
-                    continue;
-                };
-                let config = WorkerConfig {
-                    task: observer.name.to_string(),
-                    queue: queue.to_string(),
-                    concurrency: 1,
-                    timeout: Duration::from_secs(5 * 60),
-                    lease: policy.visibility_timeout.get(),
-                    retry: RetryPolicy::of(policy),
-                    idle_poll: settings.idle_poll,
-                    grace: settings.grace,
-                    limits: claim_limits(&inner.app, queue.as_str()),
-                };
-                let work = crate::worker::Work::Batches {
-                    handler: make(self),
-                    size: *batch_size as usize,
-                };
-                let wake = inner.wakes.get(queue.as_str()).cloned().unwrap_or_default();
-                components.spawn(crate::worker::run(
-                    inner.store.clone(),
-                    work,
-                    config,
-                    inner.worker_id.clone(),
-                    wake,
-                    stop.clone(),
-                ));
-            }
-        }
-        if settings.roles.scheduler {
-            for task in &inner.app.tasks {
-                let TaskRole::Cron {
-                    schedule,
-                    max_attempts,
-                } = &task.role
-                else {
-                    continue;
-                };
-                let Some(handler) = inner.crons.get(task.name.as_str()).map(|make| make(self))
-                else {
-                    continue;
-                };
-                match Schedule::parse(schedule.as_str()) {
-                    Ok(schedule) => {
-                        let config = CronConfig {
-                            task: task.name.to_string(),
-                            schedule,
-                            timeout: task.timeout.get(),
-                            max_attempts: *max_attempts,
-                        };
-                        components.spawn(crate::cron::run(
-                            inner.store.clone(),
-                            handler.clone(),
-                            config,
-                            stop.clone(),
-                        ));
-                    }
-                    Err(err) => {
-                        tracing::error!(task = %task.name, error = %err, "cron task not scheduled")
-                    }
+        let plan = crate::plan::Plan::of(&inner.app, settings);
+        for pool in plan.pools {
+            let name = pool.config.task.as_str();
+            let work = match pool.kind {
+                PoolKind::Task => inner.tasks.get(name).map(|make| Work::Jobs(make(self))),
+                PoolKind::Consumer { batch_size } => {
+                    inner.consumers.get(name).map(|make| Work::Batches {
+                        handler: make(self),
+                        size: batch_size,
+                    })
                 }
-            }
+            };
+            let Some(work) = work else { continue };
+            let wake = self.wake(&pool.config.queue);
+            components.spawn(crate::worker::run(
+                inner.store.clone(),
+                work,
+                pool.config,
+                inner.worker_id.clone(),
+                wake,
+                stop.clone(),
+            ));
         }
-        if settings.roles.observer {
-            let retention: BTreeMap<String, RetentionPolicy> = inner
-                .app
-                .queues
-                .iter()
-                .map(|q| {
-                    let policy = RetentionPolicy {
-                        succeeded: q.retention.succeeded.get(),
-                        failed: q.retention.failed.get(),
-                        dead: q.retention.dead.get(),
-                    };
-                    (q.name.to_string(), policy)
-                })
-                .collect();
-            for observer in &inner.app.observers {
-                let ObserverRole::Monitor { queues, alerts } = &observer.role else {
-                    continue;
-                };
-                let config = MonitorConfig {
-                    name: observer.name.to_string(),
-                    queues: queues.iter().map(ToString::to_string).collect(),
-                    alerts: alerts.clone(),
-                    tick: settings.observer_tick,
-                    retention_every: settings.retention_every,
-                    retention: retention.clone(),
-                    event_horizon: settings.event_horizon,
-                };
-                let handler = inner
-                    .observers
-                    .get(observer.name.as_str())
-                    .map(|make| make(self));
-                let cursor = inner.store.last_event_seq().await?;
-                components.spawn(crate::observer::run(
-                    inner.store.clone(),
-                    config,
-                    handler,
-                    inner.alerts.clone(),
-                    cursor,
-                    stop.clone(),
-                ));
-            }
+        for config in plan.crons {
+            let Some(make) = inner.crons.get(&config.task) else {
+                continue;
+            };
+            let handler = make(self);
+            components.spawn(crate::cron::run(
+                inner.store.clone(),
+                handler,
+                config,
+                stop.clone(),
+            ));
+        }
+        for config in plan.monitors {
+            let handler = inner.observers.get(&config.name).map(|make| make(self));
+            let cursor = inner.store.last_event_seq().await?;
+            components.spawn(crate::observer::run(
+                inner.store.clone(),
+                config,
+                handler,
+                inner.alerts.clone(),
+                cursor,
+                stop.clone(),
+            ));
         }
         let roles: Vec<&'static str> = [
             (settings.roles.workers, "workers"),
@@ -632,6 +451,11 @@ impl Engine {
             ));
         }
         Ok(Running { stop, components })
+    }
+
+    /// What wakes idle workers of `queue` when jobs may have become ready.
+    fn wake(&self, queue: &str) -> Arc<Notify> {
+        self.inner.wakes.get(queue).cloned().unwrap_or_default()
     }
 
     /// Runs until `signal` completes, then shuts down gracefully.

@@ -62,3 +62,9 @@ impl From<rusqlite::Error> for Error {
         Error::Store(err.to_string())
     }
 }
+
+impl From<crate::job::UnknownState> for Error {
+    fn from(err: crate::job::UnknownState) -> Self {
+        Error::Store(err.to_string())
+    }
+}

@@ -9,8 +9,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-
 /// A point in time, UTC.
 pub type Timestamp = DateTime<Utc>;
 
@@ -137,14 +135,19 @@ impl fmt::Display for JobState {
     }
 }
 
-impl FromStr for JobState {
-    type Err = Error;
+/// Text that names no job state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job state `{0}`")]
+pub struct UnknownState(pub String);
 
-    fn from_str(s: &str) -> Result<Self> {
+impl FromStr for JobState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
         JobState::ALL
             .into_iter()
             .find(|state| state.as_str() == s)
-            .ok_or_else(|| Error::Store(format!("unknown job state `{s}`")))
+            .ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
 
@@ -154,14 +157,14 @@ pub struct Payload(Arc<str>);
 
 impl Payload {
     /// Checks that `json` is one JSON value and keeps it.
-    pub fn from_json(json: impl Into<String>) -> Result<Self> {
+    pub fn from_json(json: impl Into<String>) -> serde_json::Result<Self> {
         let json = json.into();
         serde_json::from_str::<serde::de::IgnoredAny>(&json)?;
         Ok(Self(json.into()))
     }
 
     /// Serializes `value`.
-    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
         Ok(Self(serde_json::to_string(value)?.into()))
     }
 
@@ -196,8 +199,8 @@ impl Payload {
     }
 
     /// Deserializes the payload.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        Ok(serde_json::from_str(&self.0)?)
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(&self.0)
     }
 }
 

@@ -1,15 +1,18 @@
 #![doc = include_str!("../../README.md")]
 
+mod alert;
 pub mod app;
 pub mod consumer;
 pub mod cron;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod job;
 pub mod kv;
 pub mod manifest;
 pub mod observer;
+mod plan;
 pub mod queue;
 pub mod registry;
 pub mod retry;

@@ -4,15 +4,12 @@
 //! filled in, every wire resolved. A manifest with errors stops startup with the same
 //! compiler-style diagnostics `raindrop validate` shows.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use raindrop_codegen::graph::mermaid as diagram;
+pub use raindrop_codegen::locate::{MANIFEST_ENV, find, overridden};
 pub use raindrop_codegen::model::*;
 pub use raindrop_codegen::{MANIFEST_FILE, Style};
-
-/// The environment variable that points at a manifest elsewhere than the crate root.
-pub const MANIFEST_ENV: &str = "RAINDROP_MANIFEST";
 
 /// Why the manifest could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -38,18 +35,6 @@ pub struct Loaded {
     pub warnings: String,
 }
 
-/// The manifest to load: `$RAINDROP_MANIFEST` if set, else `raindrop.manifest` in `dir`.
-pub fn locate(dir: &Path) -> PathBuf {
-    locate_with(dir, std::env::var_os(MANIFEST_ENV))
-}
-
-fn locate_with(dir: &Path, over: Option<OsString>) -> PathBuf {
-    match over {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => dir.join(MANIFEST_FILE),
-    }
-}
-
 /// Reads, validates and normalizes the manifest at `path`.
 pub fn load(path: &Path, style: Style) -> Result<Loaded, Error> {
     let (source, compiled) = raindrop_codegen::load(path)?;
@@ -71,6 +56,8 @@ pub fn load(path: &Path, style: Style) -> Result<Loaded, Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -82,20 +69,6 @@ mod tests {
 
     fn scratch(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("raindrop-manifest-{name}-{}", std::process::id()))
-    }
-
-    #[test]
-    fn the_override_wins_over_the_crate_root() {
-        let dir = Path::new("/app");
-        assert_eq!(locate_with(dir, None), Path::new("/app/raindrop.manifest"));
-        assert_eq!(
-            locate_with(dir, Some("".into())),
-            Path::new("/app/raindrop.manifest")
-        );
-        assert_eq!(
-            locate_with(dir, Some("/etc/other.manifest".into())),
-            Path::new("/etc/other.manifest")
-        );
     }
 
     #[test]

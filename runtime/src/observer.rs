@@ -2,14 +2,14 @@
 //! lifecycle events delivered to user handlers.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use raindrop_codegen::model::{self, AlertMetric};
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::alert::{AlertState, Alerts};
 use crate::event::{Event, EventKind};
 use crate::job::{Timestamp, now};
 use crate::store::{RetentionPolicy, Store};
@@ -24,27 +24,6 @@ pub trait ObserverHandler: Send + Sync + 'static {
     async fn on_alert(&self, alert: &AlertState) {
         let _ = alert;
     }
-}
-
-/// An alert rule's current standing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertState {
-    /// The observer that owns the rule.
-    pub observer: String,
-    /// The rule's name.
-    pub name: String,
-    /// The queue it was measured on.
-    pub queue: String,
-    /// What it measures.
-    pub metric: AlertMetric,
-    /// The measured value.
-    pub value: f64,
-    /// The threshold it is compared with.
-    pub threshold: f64,
-    /// Whether the value is above the threshold.
-    pub firing: bool,
-    /// When it last changed.
-    pub since: Timestamp,
 }
 
 /// How the monitor runs.
@@ -64,29 +43,6 @@ pub struct MonitorConfig {
     pub retention: BTreeMap<String, RetentionPolicy>,
     /// How long events are kept.
     pub event_horizon: Duration,
-}
-
-/// Alerts raised by observers, readable by the service and dashboard.
-#[derive(Debug, Default)]
-pub struct Alerts {
-    states: Mutex<BTreeMap<(String, String, String), AlertState>>,
-}
-
-impl Alerts {
-    /// Every rule's standing, firing or not.
-    pub fn all(&self) -> Vec<AlertState> {
-        self.states
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// The alerts currently firing.
-    pub fn firing(&self) -> Vec<AlertState> {
-        self.all().into_iter().filter(|a| a.firing).collect()
-    }
 }
 
 /// Counts of terminal events in the recent window, per queue.
@@ -261,29 +217,7 @@ async fn measure(
                 }
                 AlertMetric::Throughput => succeeded / rule.window.get().as_secs_f64().max(1.0),
             };
-            let firing = value > rule.threshold;
-            let key = (config.name.clone(), rule.name.to_string(), queue.clone());
-            let changed = {
-                let mut states = alerts.states.lock().unwrap_or_else(|p| p.into_inner());
-                let previous = states.get(&key).map(|s| (s.firing, s.since));
-                let since = match previous {
-                    Some((was, since)) if was == firing => since,
-                    _ => at,
-                };
-                let state = AlertState {
-                    observer: config.name.clone(),
-                    name: rule.name.to_string(),
-                    queue: queue.clone(),
-                    metric: rule.metric,
-                    value,
-                    threshold: rule.threshold,
-                    firing,
-                    since,
-                };
-                states.insert(key, state.clone());
-                (previous.map(|p| p.0) != Some(firing) && (firing || previous.is_some()))
-                    .then_some(state)
-            };
+            let changed = alerts.update(&config.name, rule, queue, value, at);
             if let Some(state) = &changed
                 && let Err(err) = crate::registry::record_alert(store, state).await
             {

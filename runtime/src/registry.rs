@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::AlertState;
 use crate::error::Result;
 use crate::job::Timestamp;
-use crate::observer::AlertState;
 use crate::store::{KvEntry, Store};
 
 /// Where worker pools announce themselves.

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::Job as JobRecord;
 use crate::job::{JobError, JobId, Payload, Progress, now};
 use crate::store::Store;
@@ -69,7 +69,7 @@ impl JobContext {
 
     /// The payload, deserialized.
     pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        self.job.payload.parse()
+        Ok(self.job.payload.parse()?)
     }
 
     /// Reports progress (0–100, clamped) with a message; followers see it at once.
@@ -237,7 +237,7 @@ where
         async fn call(&self, ctx: JobContext) -> Result<Payload, TaskError> {
             let value = (self.0)(ctx).await?;
             Payload::from_value(&value)
-                .map_err(|e: Error| TaskError::abort(format!("cannot serialize the result: {e}")))
+                .map_err(|e| TaskError::abort(format!("cannot serialize the result: {e}")))
         }
     }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use raindrop::consumer::{MessageBatch, consumer_fn};
 use raindrop::engine::{Engine, Settings};
-use raindrop::event::{EventFollower, EventKind};
+use raindrop::event::EventKind;
+use raindrop::feed::EventFollower;
 use raindrop::job::{JobId, JobState};
 use raindrop::store::Store;
 use raindrop::store::memory::MemoryStore;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use raindrop::engine::{Engine, Settings};
-use raindrop::event::{EventFollower, EventKind};
+use raindrop::event::EventKind;
+use raindrop::feed::EventFollower;
 use raindrop::store::memory::MemoryStore;
 use raindrop::task::{JobContext, TaskError, handler_fn};
 

@@ -578,7 +578,8 @@ async fn the_rate_limit_holds_across_service_processes_sharing_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_follows_a_jobs_events() {
-    use raindrop::event::{EventFollower, EventKind};
+    use raindrop::event::EventKind;
+    use raindrop::feed::EventFollower;
     use raindrop::job::NewJob;
 
     let Some(url) = redis_support::available() else {

@@ -13,16 +13,13 @@ use std::time::SystemTime;
 use proc_macro2::{Span, TokenStream};
 use quote::quote;
 
-use crate::{Compiled, MANIFEST_FILE, SourceFile, Style};
+use crate::{Compiled, SourceFile, Style};
 
 mod app;
 mod handler;
 
 pub use app::{app, main};
 pub use handler::{Kind, handler};
-
-/// The environment variable that names the manifest (also how trybuild tests point at theirs).
-pub const MANIFEST_ENV: &str = "RAINDROP_MANIFEST";
 
 /// A manifest as a macro sees it.
 pub(crate) struct Manifest {
@@ -34,18 +31,7 @@ pub(crate) struct Manifest {
 /// Where the manifest is, for a macro in the crate being compiled.
 pub(crate) fn locate(explicit: Option<&str>) -> PathBuf {
     let root = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(PathBuf::new, PathBuf::from);
-    if let Some(explicit) = explicit {
-        return root.join(explicit);
-    }
-    match std::env::var_os(MANIFEST_ENV).filter(|p| !p.is_empty()) {
-        Some(path) => root.join(path),
-        // The nearest one up from the crate, so a workspace member can share the root's.
-        None => root
-            .ancestors()
-            .map(|dir| dir.join(MANIFEST_FILE))
-            .find(|candidate| candidate.is_file())
-            .unwrap_or_else(|| root.join(MANIFEST_FILE)),
-    }
+    crate::find_manifest(explicit.map(Path::new), &root)
 }
 
 /// The compiled manifest at `path`, or a `compile_error!` saying why there is none.

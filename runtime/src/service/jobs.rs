@@ -14,7 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::Query;
 use super::{ApiError, Caller, FieldError, Scope, State, read_json};
-use crate::event::{EventFollower, EventKind};
+use crate::event::EventKind;
+use crate::feed::EventFollower;
 use crate::job::{JobId, JobState, Payload, Timestamp};
 use crate::queue::SendOptions;
 use crate::store::{CancelOutcome, Enqueued, JobFilter, JobStatus};
