@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod consumer;
+mod control;
 pub mod cron;
 pub mod engine;
 pub mod error;
