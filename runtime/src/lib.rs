@@ -3,6 +3,7 @@
 mod alert;
 pub mod app;
 pub mod consumer;
+mod control;
 pub mod cron;
 pub mod engine;
 pub mod error;

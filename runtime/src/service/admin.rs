@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::Query;
-use super::jobs::{parse_id, read_status};
-use super::{ApiError, Caller, Scope, State};
+use super::jobs::parse_id;
+use super::{ApiError, Caller, ErrorCode, Scope, State};
 use crate::event::EventKind;
 use crate::job::{JobId, now};
 use crate::store::{JobStatus, StateCounts};
@@ -34,35 +34,26 @@ pub(crate) async fn queues(
     caller: Caller,
 ) -> Result<axum::Json<Vec<QueueInfo>>, ApiError> {
     caller.require(Scope::Read)?;
-    let store = state.engine.store();
+    let store = state.control.engine().store();
     let at = now();
-    let counts = store.counts().await?;
-    let paused = store.paused().await?;
+    let queues = state.control.queues(at).await?;
     let minute_ago = crate::store::before(at, std::time::Duration::from_secs(60));
     let succeeded = store.count_events(EventKind::Succeeded, minute_ago).await?;
     let failed = store.count_events(EventKind::Failed, minute_ago).await?;
-    let mut out = Vec::new();
-    for name in &state.queues {
-        let oldest = store.oldest_ready(name, at).await?;
-        out.push(QueueInfo {
-            name: name.clone(),
-            paused: paused.contains(name),
-            counts: counts.get(name).cloned().unwrap_or_default(),
-            oldest_ready_age_seconds: oldest
+    let out = queues
+        .into_iter()
+        .map(|queue| QueueInfo {
+            oldest_ready_age_seconds: queue
+                .oldest_ready
                 .map_or(0.0, |t| (at - t).to_std().unwrap_or_default().as_secs_f64()),
-            succeeded_last_minute: succeeded.get(name).copied().unwrap_or_default(),
-            failed_last_minute: failed.get(name).copied().unwrap_or_default(),
-        });
-    }
+            succeeded_last_minute: succeeded.get(&queue.name).copied().unwrap_or_default(),
+            failed_last_minute: failed.get(&queue.name).copied().unwrap_or_default(),
+            paused: queue.paused,
+            counts: queue.counts,
+            name: queue.name,
+        })
+        .collect();
     Ok(axum::Json(out))
-}
-
-fn served(state: &State, name: &str) -> Result<(), ApiError> {
-    if state.queues.iter().any(|q| q == name) {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("no queue named `{name}`")))
-    }
 }
 
 /// A queue's pause state after a change.
@@ -80,8 +71,7 @@ pub(crate) async fn pause(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Paused>, ApiError> {
     caller.require(Scope::Admin)?;
-    served(&state, &name)?;
-    state.engine.store().pause(&name).await?;
+    state.control.pause(&name).await?;
     Ok(axum::Json(Paused {
         queue: name,
         paused: true,
@@ -96,8 +86,7 @@ pub(crate) async fn resume(
     Path(name): Path<String>,
 ) -> Result<axum::Json<Paused>, ApiError> {
     caller.require(Scope::Admin)?;
-    served(&state, &name)?;
-    state.engine.store().resume(&name).await?;
+    state.control.resume(&name).await?;
     Ok(axum::Json(Paused {
         queue: name,
         paused: false,
@@ -135,13 +124,10 @@ pub(crate) async fn dead_letters(
     caller.require(Scope::Read)?;
     let after = query.cursor.as_deref().map(parse_id).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let filter = crate::store::JobFilter {
-        queue: query.queue,
-        states: vec![crate::job::JobState::Dead],
-        kind: None,
-        tenant: caller.tenant_filter(),
-    };
-    let page = state.engine.store().list(&filter, after, limit).await?;
+    let page = state
+        .control
+        .dead_letters(&caller.view(), query.queue, after, limit)
+        .await?;
     Ok(axum::Json(DeadLetterPage {
         jobs: page.items.iter().map(JobStatus::of).collect(),
         next_cursor: page.next,
@@ -166,8 +152,7 @@ pub(crate) async fn retry_dead_letter(
     caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
     // Another tenant's job is not found; admins may retry any.
-    read_status(&state, &caller, id).await?;
-    state.engine.store().retry_dead(id, now()).await?;
+    state.control.retry_dead(&caller.view(), id).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(Retried {
@@ -200,11 +185,7 @@ pub(crate) async fn purge_dead_letters(
     Query(query): Query<PurgeQuery>,
 ) -> Result<axum::Json<PurgedCount>, ApiError> {
     caller.require(Scope::Admin)?;
-    let purged = state
-        .engine
-        .store()
-        .purge_dead(query.queue.as_deref())
-        .await?;
+    let purged = state.control.purge_dead(query.queue.as_deref()).await?;
     Ok(axum::Json(PurgedCount { purged }))
 }
 
@@ -223,7 +204,7 @@ pub(crate) async fn healthz() -> axum::Json<Health> {
 /// The store answers.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = super::ErrorBody)))]
 pub(crate) async fn readyz(Extract(state): Extract<State>) -> Result<axum::Json<Health>, ApiError> {
-    state.engine.store().last_event_seq().await?;
+    state.control.engine().store().last_event_seq().await?;
     Ok(axum::Json(Health { status: "ready" }))
 }
 
@@ -236,8 +217,7 @@ pub(crate) async fn metrics(
     caller.require(Scope::Admin)?;
     let handle = state.metrics.as_ref().ok_or_else(|| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics_unavailable",
+            ErrorCode::MetricsUnavailable,
             "another metrics recorder is installed in this process",
         )
     })?;

@@ -15,13 +15,14 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::ApiError;
+use super::{ApiError, ErrorCode};
+use crate::control::View;
 use crate::store::rate::{Decision, Limit};
 
 /// What a key may do.
@@ -239,8 +240,7 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+                ErrorCode::Forbidden,
                 format!("this API key lacks the `{}` scope", scope.as_str()),
             ))
         }
@@ -249,15 +249,18 @@ impl Caller {
     /// Whether the caller may see a job of `tenant`: its own, or any with admin (or without
     /// authentication).
     pub fn sees(&self, tenant: Option<&str>) -> bool {
-        self.has(Scope::Admin) || (self.tenant.is_some() && self.tenant.as_deref() == tenant)
+        self.view().sees(tenant)
     }
 
-    /// The tenant to restrict listings to: `None` for admins.
-    pub(crate) fn tenant_filter(&self) -> Option<String> {
+    /// Whose jobs the caller sees: every tenant's with admin (so also without authentication),
+    /// else its key's tenant's.
+    pub(crate) fn view(&self) -> View {
         if self.has(Scope::Admin) {
-            None
+            View::All
         } else {
-            self.tenant.clone()
+            // Every key names a tenant (`ApiKeys::parse` refuses an empty one); were one
+            // missing, the empty tenant, which no key has, sees no job.
+            View::Tenant(self.tenant.clone().unwrap_or_default())
         }
     }
 }
@@ -274,16 +277,14 @@ impl FromRequestParts<super::State> for Caller {
             return Ok(Caller::anonymous());
         }
         Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "the route is not behind authentication",
         ))
     }
 }
 
 pub(crate) fn unauthorized(message: &str) -> Response {
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    let mut response = ApiError::new(ErrorCode::Unauthorized, message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"raindrop\""),
@@ -355,7 +356,8 @@ pub(crate) async fn admit(
         Some(limit) => {
             let bucket = format!("api:{}", caller.key_id);
             match state
-                .engine
+                .control
+                .engine()
                 .store()
                 .take_token(&bucket, limit, crate::job::now())
                 .await
@@ -368,8 +370,7 @@ pub(crate) async fn admit(
     if let Some(decision) = decision.filter(|d| !d.allowed) {
         tracing::debug!(key = %caller.key_id, tenant = ?caller.tenant, "rate limited");
         let mut response = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            ErrorCode::RateLimited,
             format!(
                 "too many requests for this key: retry in {} ms",
                 decision.retry_after.as_millis()

@@ -1,10 +1,120 @@
-//! HTTP failures: a fixed status, a stable machine-readable code, a human message.
+//! HTTP failures: a fixed status, a stable machine-readable code, a human message. The codes
+//! are one enum, and what each domain error answers is decided here, once, for the JSON API and
+//! the dashboard alike.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::control;
 use crate::error::Error;
+
+/// The stable, machine-readable code of an error response (`code` in its body). Each code has
+/// one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: a path segment is not a job id.
+    InvalidId,
+    /// 400: the body is not JSON, or not the JSON expected.
+    InvalidJson,
+    /// 400: the query string is malformed.
+    InvalidQuery,
+    /// 400: fields of the body are invalid (see `details.fields`).
+    ValidationFailed,
+    /// 400: a destructive form was sent without its confirmation.
+    NotConfirmed,
+    /// 401: no API key, or not a valid one.
+    Unauthorized,
+    /// 403: the key lacks the scope the route needs.
+    Forbidden,
+    /// 403: a dashboard form's token does not match the browser's.
+    Csrf,
+    /// 404: no such job, queue or route.
+    NotFound,
+    /// 405: the route does not take that method.
+    MethodNotAllowed,
+    /// 409: the job's state does not allow the operation.
+    WrongState,
+    /// 409: the job changed hands.
+    LeaseLost,
+    /// 409: the job to cancel had already ended.
+    AlreadyFinished,
+    /// 413: the body or payload is too large.
+    PayloadTooLarge,
+    /// 413: the payload is over the tenant's quota.
+    QuotaPayload,
+    /// 429: over the key's rate limit.
+    RateLimited,
+    /// 429: over the tenant's quota of waiting jobs.
+    QuotaQueued,
+    /// 500: the service is misconfigured.
+    Internal,
+    /// 503: the job store is unavailable.
+    StoreUnavailable,
+    /// 503: this process exports no metrics.
+    MetricsUnavailable,
+}
+
+impl ErrorCode {
+    /// The status every response with this code has.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::InvalidId
+            | Self::InvalidJson
+            | Self::InvalidQuery
+            | Self::ValidationFailed
+            | Self::NotConfirmed => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::Csrf => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::WrongState | Self::LeaseLost | Self::AlreadyFinished => StatusCode::CONFLICT,
+            Self::PayloadTooLarge | Self::QuotaPayload => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited | Self::QuotaQueued => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::StoreUnavailable | Self::MetricsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The code as it appears in a body, e.g. `validation_failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidId => "invalid_id",
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidQuery => "invalid_query",
+            Self::ValidationFailed => "validation_failed",
+            Self::NotConfirmed => "not_confirmed",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Csrf => "csrf",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::WrongState => "wrong_state",
+            Self::LeaseLost => "lease_lost",
+            Self::AlreadyFinished => "already_finished",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::QuotaPayload => "quota_payload",
+            Self::RateLimited => "rate_limited",
+            Self::QuotaQueued => "quota_queued",
+            Self::Internal => "internal",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::MetricsUnavailable => "metrics_unavailable",
+        }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One field that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -19,7 +129,8 @@ pub struct FieldError {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable code, e.g. `validation_failed`.
-    pub code: &'static str,
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
     /// Field-level errors and other structured detail.
@@ -30,15 +141,13 @@ pub struct ErrorBody {
 /// An error response.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
     body: ErrorBody,
 }
 
 impl ApiError {
-    /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with `code` (and its status) and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             body: ErrorBody {
                 code,
                 message: message.into(),
@@ -60,24 +169,34 @@ impl ApiError {
             [one] => format!("`{}`: {}", one.field, one.message),
             many => format!("{} fields are invalid", many.len()),
         };
-        Self::new(StatusCode::BAD_REQUEST, "validation_failed", message)
+        Self::new(ErrorCode::ValidationFailed, message)
             .with_details(serde_json::json!({ "fields": fields }))
     }
 
     /// 404 for a resource that does not exist.
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", what)
+        Self::new(ErrorCode::NotFound, what)
     }
 
     /// The status code.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.body.code.status()
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.body.code
+    }
+
+    /// What went wrong, for people.
+    pub fn message(&self) -> &str {
+        &self.body.message
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+        (self.status(), axum::Json(self.body)).into_response()
     }
 }
 
@@ -86,33 +205,40 @@ impl From<Error> for ApiError {
         match err {
             Error::NotFound(id) => Self::not_found(format!("no job {id}")),
             Error::PayloadTooLarge { queue, size, limit } => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 format!("the payload is {size} bytes; queue `{queue}` accepts at most {limit}"),
             ),
-            Error::WrongState { id, state } => Self::new(
-                StatusCode::CONFLICT,
-                "wrong_state",
-                format!("job {id} is {state}"),
-            ),
-            Error::Unknown { kind, name } => Self::not_found(format!("no {kind} named `{name}`")),
-            Error::InvalidJson(e) => {
-                Self::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string())
+            Error::WrongState { id, state } => {
+                Self::new(ErrorCode::WrongState, format!("job {id} is {state}"))
             }
-            Error::LeaseLost(id) => Self::new(
-                StatusCode::CONFLICT,
-                "lease_lost",
-                format!("job {id} changed hands"),
-            ),
+            Error::Unknown { kind, name } => Self::not_found(format!("no {kind} named `{name}`")),
+            Error::InvalidJson(e) => Self::new(ErrorCode::InvalidJson, e.to_string()),
+            Error::LeaseLost(id) => {
+                Self::new(ErrorCode::LeaseLost, format!("job {id} changed hands"))
+            }
             other => {
                 // Store failures are logged with their cause; the client gets no internals.
                 tracing::error!(error = %other, "request failed");
                 Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
+                    ErrorCode::StoreUnavailable,
                     "the job store is unavailable; retry later",
                 )
             }
+        }
+    }
+}
+
+impl From<control::Error> for ApiError {
+    fn from(err: control::Error) -> Self {
+        match err {
+            control::Error::Engine(err) => err.into(),
+            control::Error::NotServed(queue) => {
+                Self::not_found(format!("no queue named `{queue}`"))
+            }
+            control::Error::AlreadyFinished { id, state } => Self::new(
+                ErrorCode::AlreadyFinished,
+                format!("job {id} already {state}"),
+            ),
         }
     }
 }
@@ -136,10 +262,29 @@ where
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
             Err(rejection) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 rejection.body_text(),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_serializes_as_its_string_and_answers_with_its_status() {
+        for (code, text, status) in [
+            (ErrorCode::ValidationFailed, "validation_failed", 400),
+            (ErrorCode::Csrf, "csrf", 403),
+            (ErrorCode::AlreadyFinished, "already_finished", 409),
+            (ErrorCode::QuotaQueued, "quota_queued", 429),
+            (ErrorCode::StoreUnavailable, "store_unavailable", 503),
+        ] {
+            assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{text}\""));
+            assert_eq!(code.to_string(), text);
+            assert_eq!(code.status().as_u16(), status);
         }
     }
 }

@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::Query;
-use super::{ApiError, Caller, FieldError, Scope, State, read_json};
+use super::{ApiError, Caller, ErrorCode, FieldError, Scope, State, read_json};
+use crate::control;
 use crate::event::EventKind;
 use crate::feed::EventFollower;
 use crate::job::{JobId, JobState, Payload, Timestamp};
 use crate::queue::SendOptions;
-use crate::store::{CancelOutcome, Enqueued, JobFilter, JobStatus};
+use crate::store::{Enqueued, JobFilter, JobStatus};
 
 /// Most jobs one page lists.
 const MAX_PAGE: usize = 500;
@@ -117,14 +118,10 @@ pub(crate) struct Cancelled {
     outcome: &'static str,
 }
 
+/// A job id from a path or query (400 `invalid_id` if it is not one).
 pub(crate) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_id",
-            format!("`{raw}` is not a job id"),
-        )
-    })
+    raw.parse()
+        .map_err(|_| ApiError::new(ErrorCode::InvalidId, format!("`{raw}` is not a job id")))
 }
 
 fn submitted(outcome: Enqueued, queue: String) -> Submitted {
@@ -154,23 +151,24 @@ fn prepare(
             format!("{at}.{name}")
         }
     };
+    let served = state.control.served();
     let queue = match job.queue {
-        Some(queue) if state.queues.contains(&queue) => queue,
+        Some(queue) if state.control.serves(&queue) => queue,
         Some(queue) => {
             return Err(vec![FieldError {
                 field: field("queue"),
                 message: format!(
                     "this service takes jobs for {}, not `{queue}`",
-                    state.queues.join(", ")
+                    served.join(", ")
                 ),
             }]);
         }
-        None => match state.queues.as_slice() {
+        None => match served {
             [only] => only.clone(),
             _ => {
                 return Err(vec![FieldError {
                     field: field("queue"),
-                    message: format!("name the queue: one of {}", state.queues.join(", ")),
+                    message: format!("name the queue: one of {}", served.join(", ")),
                 }]);
             }
         },
@@ -227,8 +225,7 @@ async fn apply_quota(
             && payload.len() as u64 > limit.bytes()
         {
             return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "quota_payload",
+                ErrorCode::QuotaPayload,
                 format!(
                     "the payload is {} bytes; this tenant may submit at most {limit}",
                     payload.len()
@@ -244,14 +241,14 @@ async fn apply_quota(
         let max = u64::from(max);
         for (queue, adding) in per_queue {
             let waiting = state
-                .engine
+                .control
+                .engine()
                 .store()
                 .count_waiting(queue, tenant, max)
                 .await?;
             if waiting + adding > max {
                 return Err(ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "quota_queued",
+                    ErrorCode::QuotaQueued,
                     format!(
                         "this tenant has {waiting} jobs waiting in `{queue}` and may have at most {max}"
                     ),
@@ -290,7 +287,8 @@ pub(crate) async fn submit(
     apply_quota(&state, &caller, &mut jobs).await?;
     let [(queue, payload, options)] = jobs;
     let outcome = state
-        .engine
+        .control
+        .engine()
         .queue(&queue)?
         .send_batch(vec![(payload, options)])
         .await?;
@@ -357,13 +355,14 @@ pub(crate) async fn submit_batch(
         let producer = state
             .producers
             .get(&queue)
-            .ok_or_else(|| ApiError::not_found(format!("no queue named `{queue}`")))?;
+            .ok_or_else(|| control::Error::NotServed(queue.clone()))?;
         let built = jobs
             .iter()
             .map(|(_, p, o)| producer.job(p.clone(), o.clone()))
             .collect::<crate::Result<Vec<_>>>()?;
         let outcomes = state
-            .engine
+            .control
+            .engine()
             .store()
             .enqueue(built, crate::job::now())
             .await?;
@@ -373,35 +372,6 @@ pub(crate) async fn submit_batch(
     }
     let jobs = results.into_iter().flatten().collect();
     Ok((StatusCode::ACCEPTED, axum::Json(SubmittedBatch { jobs })).into_response())
-}
-
-/// The status of `id` if `caller` may see it (another tenant's job is not found): one read of
-/// the status cache when there is one.
-pub(crate) async fn read_status(
-    state: &State,
-    caller: &Caller,
-    id: JobId,
-) -> Result<JobStatus, ApiError> {
-    let not_found = || ApiError::not_found(format!("no job {id}"));
-    let status = match &state.status_cache {
-        Some(cache) => {
-            state
-                .engine
-                .kv(cache)?
-                .get_json::<JobStatus>(&id.to_string())
-                .await?
-        }
-        None => None,
-    };
-    let status = match status {
-        Some(status) => status,
-        None => JobStatus::of(&state.engine.store().get(id).await?.ok_or_else(not_found)?),
-    };
-    if caller.sees(status.tenant.as_deref()) {
-        Ok(status)
-    } else {
-        Err(not_found())
-    }
 }
 
 /// A job's state, progress, attempts and result or error.
@@ -416,7 +386,7 @@ pub(crate) async fn status(
 ) -> Result<axum::Json<JobStatus>, ApiError> {
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    Ok(axum::Json(read_status(&state, &caller, id).await?))
+    Ok(axum::Json(state.control.status(&caller.view(), id).await?))
 }
 
 /// Every state and progress change of a job, as Server-Sent Events, until it ends. The first
@@ -432,10 +402,10 @@ pub(crate) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
-    let store = state.engine.store().clone();
+    let store = state.control.engine().store().clone();
     // Start following before reading the status, so no change falls in between.
     let follower = EventFollower::from_now(store).await?;
-    let current = read_status(&state, &caller, id).await?;
+    let current = state.control.status(&caller.view(), id).await?;
     let first = SseEvent::default()
         .event("status")
         .json_data(&current)
@@ -484,17 +454,9 @@ pub(crate) async fn cancel(
 ) -> Result<axum::Json<Cancelled>, ApiError> {
     caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
-    read_status(&state, &caller, id).await?;
-    let outcome = match state.engine.store().cancel(id, crate::job::now()).await? {
-        CancelOutcome::Cancelled => "cancelled",
-        CancelOutcome::CancelledRunning => "cancelled_running",
-        CancelOutcome::AlreadyFinished(finished) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_finished",
-                format!("job {id} already {finished}"),
-            ));
-        }
+    let outcome = match state.control.cancel(&caller.view(), id).await? {
+        control::Cancelled::Waiting => "cancelled",
+        control::Cancelled::Running => "cancelled_running",
     };
     Ok(axum::Json(Cancelled { id, outcome }))
 }
@@ -527,11 +489,14 @@ pub(crate) async fn list(
         queue: query.queue,
         states,
         kind: query.kind,
-        tenant: caller.tenant_filter(),
+        tenant: None,
     };
     let after = query.cursor.as_deref().map(parse_id).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let page = state.engine.store().list(&filter, after, limit).await?;
+    let page = state
+        .control
+        .list(&caller.view(), filter, after, limit)
+        .await?;
     Ok(axum::Json(JobPage {
         jobs: page.items.iter().map(JobStatus::of).collect(),
         next_cursor: page.next,

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use utoipa::{Modify, OpenApi};
 
+use crate::control::Control;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -26,7 +27,7 @@ mod error;
 mod jobs;
 
 pub use auth::{ApiKeys, Caller, Scope};
-pub use error::{ApiError, ErrorBody, FieldError};
+pub use error::{ApiError, ErrorBody, ErrorCode, FieldError};
 
 /// Checks a job's payload (as submitted, JSON text) beyond its syntax; returns field-level
 /// errors, with fields named from the body's root (`payload.values[1]`).
@@ -55,16 +56,14 @@ pub fn validate_as<T: DeserializeOwned + 'static>() -> Validator {
 
 /// What the routes share.
 pub(crate) struct Shared {
-    pub(crate) engine: Engine,
-    /// The queues this service accepts jobs for.
-    pub(crate) queues: Vec<String>,
+    /// The engine, the queues this service accepts jobs for and the kv_cache holding job
+    /// status: the operations the job API and the dashboard share.
+    pub(crate) control: Control,
     pub(crate) max_body: usize,
     pub(crate) validators: HashMap<String, Validator>,
     /// Producers of the queues served, made once.
     pub(crate) producers: HashMap<String, crate::queue::Queue>,
     pub(crate) metrics: Option<PrometheusHandle>,
-    /// The kv_cache holding job status, if any.
-    pub(crate) status_cache: Option<String>,
     /// Authentication and rate limit.
     pub(crate) guard: auth::Guard,
     /// Limits for each tenant.
@@ -112,7 +111,7 @@ impl Default for ConnectionLimits {
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
-            .field("queues", &self.shared.queues)
+            .field("queues", &self.shared.control.served())
             .finish_non_exhaustive()
     }
 }
@@ -148,16 +147,16 @@ impl Service {
                 burst: r.burst,
             }),
         };
+        let served = block.queues.iter().map(ToString::to_string).collect();
+        let status_cache = app.status_cache.as_ref().map(ToString::to_string);
         let shared = Shared {
             guard,
             quota: block.quota,
             producers,
-            queues: block.queues.iter().map(ToString::to_string).collect(),
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
-            status_cache: app.status_cache.as_ref().map(ToString::to_string),
             validators: HashMap::new(),
             metrics: prometheus(),
-            engine,
+            control: Control::new(engine, served, status_cache),
         };
         Ok(Self {
             shared,
@@ -191,7 +190,7 @@ impl Service {
 
     /// The engine behind this API.
     pub fn engine(&self) -> &Engine {
-        &self.shared.engine
+        self.shared.control.engine()
     }
 
     /// Validates payloads for `queue` with `validator` before they are accepted.
@@ -246,8 +245,7 @@ impl Service {
             .fallback(|| async { ApiError::not_found("no such route") })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
+                    ErrorCode::MethodNotAllowed,
                     "this route does not take that method",
                 )
             })
@@ -440,8 +438,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let bytes: Bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the body exceeds this service's limit of {limit} bytes"),
         )
     })?;
@@ -451,8 +448,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() || path == "." {
             ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 format!("the body is not valid: {inner}"),
             )
         } else {

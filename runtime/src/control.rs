@@ -1,0 +1,280 @@
+//! The operations both HTTP faces share — the JSON API (`service/jobs.rs`, `service/admin.rs`)
+//! and the dashboard (`service/dashboard/`): find a caller's job, read its status, cancel it,
+//! retry dead letters, pause and resume queues, purge, list. The two rules every one of them
+//! obeys live here once each:
+//!
+//! - the tenant rule ([`View`]): a caller sees its own tenant's jobs, or every tenant's; a job
+//!   it may not see is not found, so nobody learns that another tenant's job exists;
+//! - the served-queue rule ([`Control::serves`]): a service acts only on the queues it serves.
+//!
+//! Failures are domain errors ([`Error`]); what a face answers with them (JSON with a code, or
+//! a page) is the face's business.
+
+use crate::engine::Engine;
+use crate::job::{Job, JobId, JobState, Timestamp, now};
+use crate::store::{CancelOutcome, JobFilter, JobStatus, Page, StateCounts};
+
+/// Whose jobs a caller may see and act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum View {
+    /// Every tenant's, and jobs without a tenant.
+    All,
+    /// Only this tenant's.
+    Tenant(String),
+}
+
+impl View {
+    /// Whether a job of `tenant` is visible.
+    pub(crate) fn sees(&self, tenant: Option<&str>) -> bool {
+        match self {
+            View::All => true,
+            View::Tenant(own) => tenant == Some(own.as_str()),
+        }
+    }
+
+    /// The tenant listings are restricted to: `None` for every tenant.
+    fn tenant(&self) -> Option<String> {
+        match self {
+            View::All => None,
+            View::Tenant(own) => Some(own.clone()),
+        }
+    }
+}
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// The engine or the store refused or failed. A job the caller may not see is
+    /// [`crate::Error::NotFound`], like one that does not exist.
+    #[error(transparent)]
+    Engine(#[from] crate::Error),
+    /// The queue is not one this service serves.
+    #[error("queue `{0}` is not served here")]
+    NotServed(String),
+    /// The job to cancel had already ended.
+    #[error("job {id} already {state}")]
+    AlreadyFinished {
+        /// The job.
+        id: JobId,
+        /// How it ended.
+        state: JobState,
+    },
+}
+
+/// `Result` with the control [`Error`].
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cancelled {
+    /// The job was waiting; it will not run.
+    Waiting,
+    /// The job was running; its worker is told to stop.
+    Running,
+}
+
+/// A served queue at a glance.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueState {
+    pub(crate) name: String,
+    pub(crate) paused: bool,
+    pub(crate) counts: StateCounts,
+    /// When the oldest job ready to run became ready.
+    pub(crate) oldest_ready: Option<Timestamp>,
+}
+
+/// The operations of one service: its engine, the queues it serves, and the kv_cache holding
+/// job status, if any.
+#[derive(Debug)]
+pub(crate) struct Control {
+    engine: Engine,
+    served: Vec<String>,
+    status_cache: Option<String>,
+}
+
+impl Control {
+    pub(crate) fn new(engine: Engine, served: Vec<String>, status_cache: Option<String>) -> Self {
+        Self {
+            engine,
+            served,
+            status_cache,
+        }
+    }
+
+    /// The engine behind the operations.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The queues served, in the manifest's order.
+    pub(crate) fn served(&self) -> &[String] {
+        &self.served
+    }
+
+    /// The served-queue rule: whether this service takes jobs for `queue` and acts on it.
+    pub(crate) fn serves(&self, queue: &str) -> bool {
+        self.served.iter().any(|q| q == queue)
+    }
+
+    fn served_queue(&self, queue: &str) -> Result<()> {
+        if self.serves(queue) {
+            Ok(())
+        } else {
+            Err(Error::NotServed(queue.to_owned()))
+        }
+    }
+
+    /// The whole record of job `id`, if `view` sees it.
+    pub(crate) async fn find_job(&self, view: &View, id: JobId) -> Result<Job> {
+        self.engine
+            .store()
+            .get(id)
+            .await?
+            .filter(|job| view.sees(job.tenant.as_deref()))
+            .ok_or_else(|| crate::Error::NotFound(id).into())
+    }
+
+    /// The status of job `id`, if `view` sees it: one read of the status kv_cache when there is
+    /// one, else of the job's record.
+    pub(crate) async fn status(&self, view: &View, id: JobId) -> Result<JobStatus> {
+        let cached = match &self.status_cache {
+            Some(cache) => {
+                self.engine
+                    .kv(cache)?
+                    .get_json::<JobStatus>(&id.to_string())
+                    .await?
+            }
+            None => None,
+        };
+        let status = match cached {
+            Some(status) => status,
+            None => match self.engine.store().get(id).await? {
+                Some(job) => JobStatus::of(&job),
+                None => return Err(crate::Error::NotFound(id).into()),
+            },
+        };
+        if view.sees(status.tenant.as_deref()) {
+            Ok(status)
+        } else {
+            Err(crate::Error::NotFound(id).into())
+        }
+    }
+
+    /// Cancels job `id` (waiting or running) if `view` sees it.
+    pub(crate) async fn cancel(&self, view: &View, id: JobId) -> Result<Cancelled> {
+        self.status(view, id).await?;
+        match self.engine.store().cancel(id, now()).await? {
+            CancelOutcome::Cancelled => Ok(Cancelled::Waiting),
+            CancelOutcome::CancelledRunning => Ok(Cancelled::Running),
+            CancelOutcome::AlreadyFinished(state) => Err(Error::AlreadyFinished { id, state }),
+        }
+    }
+
+    /// Puts dead letter `id` back in its queue with a fresh set of attempts, if `view` sees it.
+    pub(crate) async fn retry_dead(&self, view: &View, id: JobId) -> Result<()> {
+        self.status(view, id).await?;
+        Ok(self.engine.store().retry_dead(id, now()).await?)
+    }
+
+    /// Retries every dead letter `view` sees, up to `most`; how many were retried.
+    pub(crate) async fn retry_all_dead(&self, view: &View, most: usize) -> Result<usize> {
+        let store = self.engine.store();
+        let mut retried = 0;
+        while retried < most {
+            // Retried jobs leave the listing, so each page starts over.
+            let page = self.dead_letters(view, None, None, 500).await?;
+            if page.items.is_empty() {
+                break;
+            }
+            let at = now();
+            for job in page.items {
+                store.retry_dead(job.id, at).await?;
+                retried += 1;
+            }
+        }
+        Ok(retried)
+    }
+
+    /// Stops workers taking jobs from served queue `queue` (jobs are still accepted).
+    pub(crate) async fn pause(&self, queue: &str) -> Result<()> {
+        self.served_queue(queue)?;
+        Ok(self.engine.store().pause(queue).await?)
+    }
+
+    /// Lets workers take jobs from served queue `queue` again.
+    pub(crate) async fn resume(&self, queue: &str) -> Result<()> {
+        self.served_queue(queue)?;
+        Ok(self.engine.store().resume(queue).await?)
+    }
+
+    /// Removes the dead letters of `queue` (of every queue when `None`) for good, every
+    /// tenant's: only admins may, and they see every tenant. How many were removed.
+    pub(crate) async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
+        Ok(self.engine.store().purge_dead(queue).await?)
+    }
+
+    /// The jobs `filter` selects among those `view` sees (whatever tenant `filter` names),
+    /// newest first, at most `limit` after job `after`.
+    pub(crate) async fn list(
+        &self,
+        view: &View,
+        filter: JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>> {
+        let filter = JobFilter {
+            tenant: view.tenant(),
+            ..filter
+        };
+        Ok(self.engine.store().list(&filter, after, limit).await?)
+    }
+
+    /// The dead letters of `queue` (every queue when `None`) that `view` sees, as [`Self::list`].
+    pub(crate) async fn dead_letters(
+        &self,
+        view: &View,
+        queue: Option<String>,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>> {
+        let filter = JobFilter {
+            queue,
+            states: vec![JobState::Dead],
+            ..JobFilter::default()
+        };
+        self.list(view, filter, after, limit).await
+    }
+
+    /// Each served queue's counts (of every tenant), pause state and oldest ready job at `at`.
+    pub(crate) async fn queues(&self, at: Timestamp) -> Result<Vec<QueueState>> {
+        let store = self.engine.store();
+        let counts = store.counts().await?;
+        let paused = store.paused().await?;
+        let mut out = Vec::with_capacity(self.served.len());
+        for name in &self.served {
+            out.push(QueueState {
+                name: name.clone(),
+                paused: paused.contains(name),
+                counts: counts.get(name).cloned().unwrap_or_default(),
+                oldest_ready: store.oldest_ready(name, at).await?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::View;
+
+    #[test]
+    fn a_tenant_sees_only_its_own_jobs_and_all_sees_every_job() {
+        let acme = View::Tenant("acme".into());
+        assert!(acme.sees(Some("acme")));
+        assert!(!acme.sees(Some("globex")));
+        assert!(!acme.sees(None), "jobs without a tenant are not a tenant's");
+        assert_eq!(acme.tenant().as_deref(), Some("acme"));
+        assert!(View::All.sees(None) && View::All.sees(Some("globex")));
+        assert_eq!(View::All.tenant(), None);
+    }
+}

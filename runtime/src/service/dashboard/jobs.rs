@@ -1,0 +1,252 @@
+//! The jobs pages: the filtered listing (with a box to go to a job by id) and one job's page
+//! with its history, attempts, payload and result.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State as Extract};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::layout::{PageError, Result, action, duration, millis, page, state_color, utc};
+use super::{PAGE, Query, Visitor};
+use crate::job::{Job, JobState, Timestamp};
+use crate::service::jobs::parse_id;
+use crate::service::{ErrorCode, Scope, State};
+use crate::store::JobFilter;
+
+/// Which jobs to list.
+#[derive(Debug, Deserialize)]
+pub(super) struct JobsQuery {
+    pub(super) queue: Option<String>,
+    state: Option<String>,
+    kind: Option<String>,
+    /// A job id to go to.
+    id: Option<String>,
+    pub(super) cursor: Option<String>,
+}
+
+fn jobs_table(items: &[Job]) -> Markup {
+    html! {
+        table {
+            tr { th { "id" } th { "queue" } th { "kind" } th { "state" } th { "attempt" } th { "created" } }
+            @for job in items {
+                tr {
+                    td { a href=(format!("/dashboard/jobs/{}", job.id)) { code { (job.id) } } }
+                    td { (job.queue) }
+                    td { (job.kind) }
+                    td.state style=(format!("color:{}", state_color(job.state))) { (job.state) }
+                    td { (job.attempt) "/" (job.max_attempts) }
+                    td { (job.created_at.format("%Y-%m-%d %H:%M:%S UTC")) }
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn jobs(
+    Extract(state): Extract<State>,
+    visitor: Visitor,
+    Query(query): Query<JobsQuery>,
+) -> Result<Response> {
+    let caller = visitor.caller;
+    caller.require(Scope::Read)?;
+    if let Some(id) = query.id.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
+        let id = parse_id(id)?;
+        return Ok(Redirect::to(&format!("/dashboard/jobs/{id}")).into_response());
+    }
+    let states = match query.state.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => vec![s.parse::<JobState>().map_err(|_| {
+            PageError::new(ErrorCode::InvalidQuery, format!("`{s}` is not a job state"))
+        })?],
+        None => Vec::new(),
+    };
+    let filter = JobFilter {
+        queue: query.queue.clone().filter(|q| !q.is_empty()),
+        states,
+        kind: query.kind.clone().filter(|k| !k.is_empty()),
+        tenant: None,
+    };
+    let after = query.cursor.as_deref().map(parse_id).transpose()?;
+    let listing = state
+        .control
+        .list(&caller.view(), filter.clone(), after, PAGE)
+        .await?;
+    let mut next = BTreeMap::new();
+    for (key, value) in [
+        ("queue", &filter.queue),
+        ("state", &query.state),
+        ("kind", &filter.kind),
+    ] {
+        if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
+            next.insert(key, value.clone());
+        }
+    }
+    let next_url = listing.next.map(|cursor| {
+        let mut params: Vec<String> = next.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        params.push(format!("cursor={cursor}"));
+        format!("/dashboard/jobs?{}", params.join("&"))
+    });
+    Ok(page(
+        "Jobs",
+        None,
+        html! {
+            (filters(state.control.served(), &filter, query.state.as_deref()))
+            form method="get" action="/dashboard/jobs" {
+                label { "find by id " input type="text" name="id" size="38"; }
+                " "
+                button type="submit" { "Go" }
+            }
+            (jobs_table(&listing.items))
+            @if listing.items.is_empty() { p.muted { "No jobs." } }
+            @if let Some(url) = next_url { p { a href=(url) { "Next page →" } } }
+        },
+    )
+    .into_response())
+}
+
+/// The listing's filter form, showing the filter in force (`state` as it was asked for).
+fn filters(queues: &[String], filter: &JobFilter, state: Option<&str>) -> Markup {
+    html! {
+        form method="get" action="/dashboard/jobs" {
+            label { "queue " select name="queue" {
+                option value="" { "any" }
+                @for q in queues {
+                    option value=(q) selected[filter.queue.as_deref() == Some(q.as_str())] { (q) }
+                }
+            } }
+            " "
+            label { "state " select name="state" {
+                option value="" { "any" }
+                @for s in JobState::ALL {
+                    option value=(s) selected[state == Some(s.as_str())] { (s) }
+                }
+            } }
+            " "
+            label { "kind " input type="text" name="kind" value=[filter.kind.as_deref()]; }
+            " "
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
+/// JSON text pretty-printed, or as it is when it does not parse.
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| json.to_owned())
+}
+
+pub(super) async fn job(
+    Extract(state): Extract<State>,
+    visitor: Visitor,
+    Path(id): Path<String>,
+) -> Result<Markup> {
+    let Visitor { caller, token } = visitor;
+    caller.require(Scope::Read)?;
+    let id = parse_id(&id)?;
+    let job = state.control.find_job(&caller.view(), id).await?;
+    let may_submit = caller.has(Scope::Submit);
+    Ok(page(
+        &format!("Job {id}"),
+        None,
+        html! {
+            (summary(&job))
+            @if may_submit {
+                p {
+                    @if !job.state.is_finished() {
+                        (action(&format!("/dashboard/jobs/{id}/cancel"), "Cancel", &token))
+                    }
+                    @if job.state == JobState::Dead {
+                        (action(&format!("/dashboard/jobs/{id}/retry"), "Retry now", &token))
+                    }
+                }
+            }
+            h2 { "History" }
+            ol { @for (at, what) in history(&job) { li { (utc(at)) " — " (what) } } }
+            h2 { "Attempts" }
+            table {
+                tr { th { "#" } th { "worker" } th { "started" } th { "took" } th { "error" } }
+                @for attempt in &job.attempts {
+                    tr {
+                        td { (attempt.number) }
+                        td { (attempt.worker) }
+                        td { (attempt.started_at.to_rfc3339()) }
+                        td { (duration(attempt.finished_at.map(|f| millis(f - attempt.started_at)))) }
+                        td { @if let Some(e) = &attempt.error { (e.message) } }
+                    }
+                }
+            }
+            h2 { "Payload" }
+            pre { code { (pretty(job.payload.as_str())) } }
+            @if !job.headers.is_empty() {
+                h2 { "Headers" }
+                table { @for (k, v) in &job.headers { tr { th { (k) } td { (v) } } } }
+            }
+            @if let Some(result) = &job.result {
+                h2 { "Result" }
+                pre { code { (pretty(result.as_str())) } }
+            }
+        },
+    ))
+}
+
+/// The table at the top of a job's page: where it is, how far it got, when.
+fn summary(job: &Job) -> Markup {
+    html! {
+        table {
+            tr { th { "queue" } td { (job.queue) } }
+            tr { th { "kind" } td { (job.kind) } }
+            tr { th { "state" } td.state style=(format!("color:{}", state_color(job.state))) { (job.state) } }
+            @if let Some(tenant) = &job.tenant { tr { th { "tenant" } td { (tenant) } } }
+            tr { th { "priority" } td { (job.priority) } }
+            tr { th { "attempt" } td { (job.attempt) " of " (job.max_attempts) } }
+            @if let Some(progress) = &job.progress {
+                tr { th { "progress" } td {
+                    progress max="100" value=(progress.percent) { (progress.percent) "%" }
+                    " " (progress.percent) "% " (progress.message)
+                } }
+            }
+            tr { th { "created" } td { (job.created_at.to_rfc3339()) } }
+            tr { th { "runs at" } td { (job.run_at.to_rfc3339()) } }
+            @if let Some(t) = job.started_at { tr { th { "started" } td { (t.to_rfc3339()) } } }
+            @if let Some(t) = job.finished_at { tr { th { "finished" } td { (t.to_rfc3339()) } } }
+            @if let Some(error) = &job.error { tr { th { "error" } td { (error.message) } } }
+        }
+    }
+}
+
+/// The job's life as its record tells it: enqueued, each attempt's start and end, how it ended.
+fn history(job: &Job) -> Vec<(Timestamp, String)> {
+    let mut lines = vec![(
+        job.created_at,
+        if job.run_at > job.created_at {
+            format!(
+                "enqueued, scheduled for {}",
+                job.run_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        } else {
+            "enqueued".to_owned()
+        },
+    )];
+    for attempt in &job.attempts {
+        lines.push((
+            attempt.started_at,
+            format!("attempt {} started on {}", attempt.number, attempt.worker),
+        ));
+        if let Some(finished) = attempt.finished_at {
+            let outcome = match &attempt.error {
+                Some(error) => format!("attempt {} failed: {}", attempt.number, error.message),
+                None => format!("attempt {} succeeded", attempt.number),
+            };
+            lines.push((finished, outcome));
+        }
+    }
+    if let Some(finished) = job.finished_at
+        && job.state != JobState::Succeeded
+    {
+        lines.push((finished, format!("ended {}", job.state)));
+    }
+    lines.sort_by_key(|(at, _)| *at);
+    lines
+}
