@@ -1,0 +1,349 @@
+//! The jobs: enqueueing, claiming under a lease and every other transition, reading and
+//! listing them, dead letters, and pausing queues. The long parts live beside: what a claim
+//! takes in `claim`, recovery and promotion in `upkeep`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::counts::Counts;
+use super::events::emit;
+use super::rows::{JOB_COLUMNS, id_bytes, insert, job_id, load, load_many, ms, opt_ts, save};
+use super::{SqliteStore, claim, upkeep};
+use crate::error::{Error, Result};
+use crate::event::EventKind;
+use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
+use crate::store::transition::{self, Emitted};
+use crate::store::{
+    AfterFailure, CancelOutcome, ClaimLimits, DeadLetters, Enqueued, JobFilter, JobStore,
+    LeaseStatus, Page, QueueControl, Recovered, StateCounts,
+};
+
+/// Writes back `job` after a transition moved it from state `from`: saves it, counts the move
+/// and logs what the transition emitted.
+pub(super) fn record(
+    conn: &Connection,
+    counts: &mut Counts,
+    job: &Job,
+    from: JobState,
+    emitted: Emitted,
+    now: Timestamp,
+) -> Result<()> {
+    save(conn, job)?;
+    counts.moved(&job.queue, Some(from), Some(job.state));
+    emit(conn, job, emitted, now)
+}
+
+impl SqliteStore {
+    /// Loads job `id`, applies `transition` and records it, in the writer's next transaction.
+    async fn apply<T: Send + 'static>(
+        &self,
+        id: JobId,
+        now: Timestamp,
+        transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)> + Send + 'static,
+    ) -> Result<T> {
+        self.write(move |conn, counts| {
+            let mut job = load(conn, id)?.ok_or(Error::NotFound(id))?;
+            let before = job.state;
+            let (value, emitted) = transition(&mut job)?;
+            record(conn, counts, &job, before, emitted, now)?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
+        self.write(move |conn, counts| {
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for new in jobs {
+                if let Some(key) = &new.idempotency_key {
+                    let existing: Option<Vec<u8>> = conn
+                        .prepare_cached(
+                            "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2",
+                        )?
+                        .query_row(params![new.queue, key], |row| row.get(0))
+                        .optional()?;
+                    if let Some(existing) = existing {
+                        outcomes.push(Enqueued::Duplicate(job_id(&existing)?));
+                        continue;
+                    }
+                }
+                let job = Job::from_new(new, now);
+                if !insert(conn, &job)? {
+                    // A producer retrying a submission with the same id.
+                    outcomes.push(Enqueued::Duplicate(job.id));
+                    continue;
+                }
+                counts.moved(&job.queue, None, Some(job.state));
+                emit(conn, &job, vec![(EventKind::Enqueued, None)], now)?;
+                outcomes.push(Enqueued::New(job.id));
+            }
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn claim_with(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        limits: ClaimLimits,
+        now: Timestamp,
+    ) -> Result<Vec<Job>> {
+        let (queue, worker) = (queue.to_owned(), worker.to_owned());
+        self.write(move |conn, counts| {
+            let mut jobs = claim::ready(conn, counts, &queue, limit, limits, now)?;
+            let expires_at = transition::after(now, lease);
+            for job in &mut jobs {
+                let token = fastrand::u64(1..i64::MAX as u64);
+                let emitted = transition::claim(job, &worker, token, expires_at, now);
+                record(conn, counts, job, JobState::Queued, emitted, now)?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        leases: &[(JobId, u64)],
+        lease: Duration,
+        now: Timestamp,
+    ) -> Result<Vec<LeaseStatus>> {
+        let leases = leases.to_vec();
+        self.write(move |conn, _| {
+            let expires_at = transition::after(now, lease);
+            let mut answers = Vec::with_capacity(leases.len());
+            for (id, token) in leases {
+                let mut job = load(conn, id)?;
+                let answer = transition::heartbeat(job.as_mut(), token, expires_at);
+                if answer == LeaseStatus::Extended {
+                    conn.prepare_cached("UPDATE jobs SET lease_expires_at = ?2 WHERE id = ?1")?
+                        .execute(params![&id_bytes(id)[..], ms(expires_at)])?;
+                }
+                answers.push(answer);
+            }
+            Ok(answers)
+        })
+        .await
+    }
+
+    async fn progress(
+        &self,
+        id: JobId,
+        token: u64,
+        progress: Progress,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.apply(id, now, move |job| {
+            Ok(((), transition::progress(job, token, progress)?))
+        })
+        .await
+    }
+
+    async fn complete(&self, id: JobId, token: u64, result: Payload, now: Timestamp) -> Result<()> {
+        self.apply(id, now, move |job| {
+            Ok(((), transition::complete(job, token, result, now)?))
+        })
+        .await
+    }
+
+    async fn fail(
+        &self,
+        id: JobId,
+        token: u64,
+        error: JobError,
+        then: AfterFailure,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.apply(id, now, move |job| {
+            Ok(((), transition::fail(job, token, error, then, now)?))
+        })
+        .await
+    }
+
+    async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()> {
+        self.apply(id, now, move |job| {
+            Ok(((), transition::release(job, token, now)?))
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome> {
+        self.apply(id, now, move |job| Ok(transition::cancel(job, now)))
+            .await
+    }
+
+    async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>> {
+        self.write(move |conn, counts| upkeep::recover(conn, counts, now))
+            .await
+    }
+
+    async fn promote(&self, now: Timestamp) -> Result<u64> {
+        self.write(move |conn, counts| upkeep::promote_due(conn, counts, None, now))
+            .await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>> {
+        self.read(move |conn| load(conn, id)).await
+    }
+
+    async fn list(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page<Job>> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+            let mut values: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(after) = after {
+                values.push(id_bytes(after).to_vec().into());
+                sql.push_str(&format!(" AND id < ?{}", values.len()));
+            }
+            if let Some(queue) = &filter.queue {
+                values.push(queue.clone().into());
+                sql.push_str(&format!(" AND queue = ?{}", values.len()));
+            }
+            if let Some(kind) = &filter.kind {
+                values.push(kind.clone().into());
+                sql.push_str(&format!(" AND kind = ?{}", values.len()));
+            }
+            if let Some(tenant) = &filter.tenant {
+                values.push(tenant.clone().into());
+                sql.push_str(&format!(" AND tenant = ?{}", values.len()));
+            }
+            if !filter.states.is_empty() {
+                let states: Vec<String> = filter
+                    .states
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                sql.push_str(&format!(" AND state IN ({})", states.join(", ")));
+            }
+            values.push(((limit + 1) as i64).into());
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", values.len()));
+            let mut items = load_many(conn, &sql, rusqlite::params_from_iter(values))?;
+            let next = if items.len() > limit {
+                items.truncate(limit);
+                items.last().map(|j| j.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<BTreeMap<String, StateCounts>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut counts: BTreeMap<String, StateCounts> = BTreeMap::new();
+            for row in rows {
+                let (queue, state, n) = row?;
+                counts
+                    .entry(queue)
+                    .or_default()
+                    .add(state.parse()?, n as u64);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn count_waiting(&self, queue: &str, tenant: &str, _up_to: u64) -> Result<u64> {
+        let (queue, tenant) = (queue.to_owned(), tenant.to_owned());
+        self.read(move |conn| {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND queue = ?2 AND state IN ('queued', 'scheduled', 'retrying')",
+                )?
+                .query_row(params![tenant, queue], |row| row.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
+        let queue = queue.to_owned();
+        self.read(move |conn| {
+            let oldest: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT MIN(run_at) FROM jobs WHERE queue = ?1 AND state IN ('queued', 'scheduled', 'retrying') AND run_at <= ?2",
+                )?
+                .query_row(params![queue, ms(now)], |row| row.get(0))?;
+            Ok(opt_ts(oldest))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteStore {
+    async fn retry_dead(&self, id: JobId, now: Timestamp) -> Result<()> {
+        self.apply(id, now, move |job| {
+            Ok(((), transition::retry_dead(job, now)?))
+        })
+        .await
+    }
+
+    async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
+        let queue = queue.map(str::to_owned);
+        self.write(move |conn, counts| {
+            let mut stmt = conn.prepare_cached(
+                "DELETE FROM jobs WHERE state = 'dead' AND (?1 IS NULL OR queue = ?1) RETURNING queue",
+            )?;
+            let queues = stmt.query_map([&queue], |row| row.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            for queue in &queues {
+                counts.moved(queue, Some(JobState::Dead), None);
+            }
+            Ok(queues.len() as u64)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl QueueControl for SqliteStore {
+    async fn pause(&self, queue: &str) -> Result<()> {
+        self.execute(
+            "INSERT OR IGNORE INTO paused (queue) VALUES (?1)",
+            [queue.to_owned()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn resume(&self, queue: &str) -> Result<()> {
+        self.execute("DELETE FROM paused WHERE queue = ?1", [queue.to_owned()])
+            .await?;
+        Ok(())
+    }
+
+    async fn paused(&self) -> Result<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT queue FROM paused ORDER BY queue")?;
+            let queues = stmt
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(queues)
+        })
+        .await
+    }
+}

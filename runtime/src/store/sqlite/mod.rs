@@ -1,0 +1,108 @@
+//! The embedded default store: one SQLite file in WAL mode.
+//!
+//! Writes go through one writer thread that groups whatever operations are waiting into one
+//! transaction (group commit); an operation refused before it writes anything leaves the others
+//! be, and one that fails after writing (SQLite itself failing) fails the whole batch, every
+//! caller told. Callers get their answer only after the commit. Reads use a small pool of
+//! read connections. Several processes may share the file: SQLite's locking orders their
+//! transactions, and a busy database is waited for, with a log line, never dropped.
+//! `synchronous = NORMAL` in WAL mode keeps every committed transaction through a `kill -9`.
+//!
+//! This module holds the store handle and how it is opened. Beside it:
+//!
+//! - `schema`: the tables and indexes, and the pragmas every connection gets;
+//! - `writer`: the writer thread (group commit), and `counts`, the per-queue counts it keeps;
+//! - `readers`: the pool of read connections; `checkpoint`: the thread that checkpoints the WAL;
+//! - `rows`: a job as a row, and the encodings of values every table shares;
+//! - the operations by area: `jobs` (and `claim`, what a claim takes), `upkeep` (promotion,
+//!   recovery, cron ticks, retention), `kv` and `events`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+
+use super::StatusCache;
+use super::rate::{Decision, Limit, LocalBuckets};
+use crate::error::{Error, Result};
+use crate::job::Timestamp;
+
+mod checkpoint;
+mod claim;
+mod counts;
+mod events;
+mod jobs;
+mod kv;
+mod readers;
+mod rows;
+mod schema;
+mod upkeep;
+mod writer;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<mpsc::Sender<writer::Op>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    status: Option<Arc<StatusCache>>,
+    notify: Arc<tokio::sync::Notify>,
+    /// Rate-limit buckets: per process (processes sharing the file do not share them).
+    buckets: LocalBuckets,
+    /// Dropped with the store, which stops the checkpointer.
+    _stop_checkpoints: mpsc::Sender<()>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, and its parent directory.
+    pub async fn open(path: &Path, status: Option<StatusCache>) -> Result<Self> {
+        let path = path.to_path_buf();
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            if let Some(parent) = opened.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::Store(format!("cannot create {}: {e}", parent.display()))
+                })?;
+            }
+            let conn = schema::open_connection(&opened)?;
+            conn.execute_batch(schema::SCHEMA)?;
+            counts::build_counts(&conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| Error::Store(e.to_string()))?
+        .map_err(|e| Error::Store(format!("cannot open {}: {e}", path.display())))?;
+        let sender = writer::start(conn, path.display().to_string())?;
+        let stop_checkpoints = checkpoint::start(path.clone())?;
+        Ok(Self {
+            path,
+            _stop_checkpoints: stop_checkpoints,
+            writer: Mutex::new(sender),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            status: status.map(Arc::new),
+            notify: Arc::new(tokio::sync::Notify::new()),
+            buckets: LocalBuckets::default(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Rate limits are kept in this process, beside the store rather than in its file.
+#[async_trait]
+impl super::RateLimits for SqliteStore {
+    async fn take_token(&self, key: &str, limit: &Limit, now: Timestamp) -> Result<Decision> {
+        Ok(self.buckets.take(key, limit, now))
+    }
+}
