@@ -19,6 +19,7 @@ pub mod registry;
 pub mod retry;
 pub mod secret;
 pub mod service;
+mod settings;
 pub mod store;
 pub mod task;
 pub mod telemetry;

@@ -9,9 +9,9 @@ use raindrop_codegen::model::{Application, ObserverRole, TaskRole};
 use raindrop_codegen::name::Name;
 
 use crate::cron::{CronConfig, Schedule};
-use crate::engine::Settings;
 use crate::observer::MonitorConfig;
 use crate::retry::RetryPolicy;
+use crate::settings::Settings;
 use crate::store::{ClaimLimits, RetentionPolicy, StatusCache};
 use crate::worker::WorkerConfig;
 

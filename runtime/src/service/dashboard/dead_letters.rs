@@ -5,7 +5,8 @@ use axum::extract::State as Extract;
 use maud::{Markup, html};
 
 use super::jobs::JobsQuery;
-use super::layout::{Result, action, page};
+use super::layout::{Result, page};
+use super::session::action;
 use super::{PAGE, Query, Visitor};
 use crate::service::jobs::parse_id;
 use crate::service::{Scope, State};

@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::layout::{PageError, Result, action, duration, millis, page, state_color, utc};
+use super::layout::{PageError, Result, duration, millis, page, state_color, utc};
+use super::session::action;
 use super::{PAGE, Query, Visitor};
 use crate::job::{Job, JobState, Timestamp};
 use crate::service::jobs::parse_id;

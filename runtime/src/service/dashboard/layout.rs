@@ -4,7 +4,6 @@
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::session::FormToken;
 use crate::control;
 use crate::job::{JobState, Timestamp};
 use crate::service::{ApiError, ErrorCode};
@@ -98,16 +97,6 @@ pub(super) type Result<T, E = PageError> = std::result::Result<T, E>;
 pub(super) fn utc(at: Timestamp) -> Markup {
     html! {
         time.local datetime=(at.to_rfc3339()) { (at.format("%Y-%m-%d %H:%M:%S UTC")) }
-    }
-}
-
-/// A button posting the page's form token to `path`.
-pub(super) fn action(path: &str, label: &str, token: &FormToken) -> Markup {
-    html! {
-        form method="post" action=(path) {
-            input type="hidden" name="csrf" value=(token.as_str());
-            button type="submit" { (label) }
-        }
     }
 }
 

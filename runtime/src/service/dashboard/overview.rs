@@ -4,7 +4,8 @@
 use axum::extract::State as Extract;
 use maud::{Markup, html};
 
-use super::layout::{Result, action, duration, millis, page, state_color};
+use super::layout::{Result, duration, millis, page, state_color};
+use super::session::action;
 use super::{FormToken, Visitor};
 use crate::control::QueueState;
 use crate::job::{Job, JobState, Timestamp, now};

@@ -136,3 +136,13 @@ pub(super) async fn logout() -> Response {
     );
     response
 }
+
+/// A button posting the page's form token to `path`.
+pub(super) fn action(path: &str, label: &str, token: &FormToken) -> Markup {
+    html! {
+        form method="post" action=(path) {
+            input type="hidden" name="csrf" value=(token.as_str());
+            button type="submit" { (label) }
+        }
+    }
+}

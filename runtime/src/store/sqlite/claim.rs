@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::counts::Counts;
 use super::rows::{job_columns, job_from_row, load_many};
-use super::upkeep::promote_due;
+use super::transitions::promote_due;
 use crate::error::{Error, Result};
 use crate::job::{Job, Timestamp};
 use crate::store::{ClaimLimits, fair};

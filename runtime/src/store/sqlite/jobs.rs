@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
-use super::counts::Counts;
 use super::events::emit;
-use super::rows::{JOB_COLUMNS, id_bytes, insert, job_id, load, load_many, ms, opt_ts, save};
-use super::{SqliteStore, claim, upkeep};
+use super::rows::{JOB_COLUMNS, id_bytes, insert, job_id, load, load_many, ms, opt_ts};
+use super::{SqliteStore, claim, transitions};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
@@ -20,21 +19,6 @@ use crate::store::{
     AfterFailure, CancelOutcome, ClaimLimits, DeadLetters, Enqueued, JobFilter, JobStore,
     LeaseStatus, Page, QueueControl, Recovered, StateCounts,
 };
-
-/// Writes back `job` after a transition moved it from state `from`: saves it, counts the move
-/// and logs what the transition emitted.
-pub(super) fn record(
-    conn: &Connection,
-    counts: &mut Counts,
-    job: &Job,
-    from: JobState,
-    emitted: Emitted,
-    now: Timestamp,
-) -> Result<()> {
-    save(conn, job)?;
-    counts.moved(&job.queue, Some(from), Some(job.state));
-    emit(conn, job, emitted, now)
-}
 
 impl SqliteStore {
     /// Loads job `id`, applies `transition` and records it, in the writer's next transaction.
@@ -48,7 +32,7 @@ impl SqliteStore {
             let mut job = load(conn, id)?.ok_or(Error::NotFound(id))?;
             let before = job.state;
             let (value, emitted) = transition(&mut job)?;
-            record(conn, counts, &job, before, emitted, now)?;
+            transitions::record(conn, counts, &job, before, emitted, now)?;
             Ok(value)
         })
         .await
@@ -104,7 +88,7 @@ impl JobStore for SqliteStore {
             for job in &mut jobs {
                 let token = fastrand::u64(1..i64::MAX as u64);
                 let emitted = transition::claim(job, &worker, token, expires_at, now);
-                record(conn, counts, job, JobState::Queued, emitted, now)?;
+                transitions::record(conn, counts, job, JobState::Queued, emitted, now)?;
             }
             Ok(jobs)
         })
@@ -182,12 +166,12 @@ impl JobStore for SqliteStore {
     }
 
     async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>> {
-        self.write(move |conn, counts| upkeep::recover(conn, counts, now))
+        self.write(move |conn, counts| transitions::recover(conn, counts, now))
             .await
     }
 
     async fn promote(&self, now: Timestamp) -> Result<u64> {
-        self.write(move |conn, counts| upkeep::promote_due(conn, counts, None, now))
+        self.write(move |conn, counts| transitions::promote_due(conn, counts, None, now))
             .await
     }
 

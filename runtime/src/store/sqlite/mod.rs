@@ -37,6 +37,7 @@ mod kv;
 mod readers;
 mod rows;
 mod schema;
+mod transitions;
 mod upkeep;
 mod writer;
 
