@@ -79,18 +79,16 @@ fn main() {
                 "memory" => {
                     run(
                         "memory",
-                        Arc::new(raindrop::store::memory::MemoryStore::new(None)),
+                        Arc::new(raindrop::store::memory::MemoryStore::new()),
                     )
                     .await
                 }
                 "sqlite" => {
                     let dir = tempfile::tempdir().expect("tempdir");
-                    let sqlite = raindrop::store::sqlite::SqliteStore::open(
-                        &dir.path().join("fairness.db"),
-                        None,
-                    )
-                    .await
-                    .expect("sqlite");
+                    let sqlite =
+                        raindrop::store::sqlite::SqliteStore::open(&dir.path().join("fairness.db"))
+                            .await
+                            .expect("sqlite");
                     run("sqlite", Arc::new(sqlite)).await;
                 }
                 "redis" => {

@@ -172,12 +172,9 @@ fn main() {
         let app = raindrop_codegen::compile(&source)
             .application
             .expect("manifest");
-        let store = raindrop::store::sqlite::SqliteStore::open(
-            &dir.path().join("http.db"),
-            raindrop::engine::status_cache(&app),
-        )
-        .await
-        .expect("sqlite");
+        let store = raindrop::store::sqlite::SqliteStore::open(&dir.path().join("http.db"))
+            .await
+            .expect("sqlite");
         let engine = Engine::builder(app)
             .store(Arc::new(store))
             .settings(Settings {

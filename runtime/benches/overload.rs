@@ -72,10 +72,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let source = raindrop_codegen::SourceFile::new("bench.manifest", MANIFEST);
         let app = raindrop_codegen::compile(&source).application.expect("manifest");
-        let store = raindrop::store::sqlite::SqliteStore::open(
-            &dir.path().join("overload.db"),
-            raindrop::engine::status_cache(&app),
-        )
+        let store = raindrop::store::sqlite::SqliteStore::open(&dir.path().join("overload.db"))
         .await
         .expect("sqlite");
         let engine = Engine::builder(app)

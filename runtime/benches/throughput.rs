@@ -310,10 +310,10 @@ fn main() {
         println!("{store:>6}: the bench process runs {threads} worker thread(s)");
         runtime.block_on(async {
             match store.as_str() {
-                "memory" => run("memory", Arc::new(raindrop::store::memory::MemoryStore::new(status.clone())), app.clone(), jobs).await,
+                "memory" => run("memory", Arc::new(raindrop::store::memory::MemoryStore::new()), app.clone(), jobs).await,
                 "sqlite" => {
                     let dir = tempfile::tempdir().expect("tempdir");
-                    let sqlite = raindrop::store::sqlite::SqliteStore::open(&dir.path().join("bench.db"), status.clone()).await.expect("sqlite");
+                    let sqlite = raindrop::store::sqlite::SqliteStore::open(&dir.path().join("bench.db")).await.expect("sqlite");
                     run("sqlite", Arc::new(sqlite), app.clone(), jobs).await;
                 }
                 "redis" => {

@@ -314,10 +314,12 @@ impl Engine {
                 kind: "kv_cache",
                 name: name.to_owned(),
             })?;
+        let status = status_cache(&self.inner.app).filter(|c| c.namespace == name);
         Ok(KvCache::new(
             name,
             self.inner.store.clone(),
             cache.ttl.map(|t| t.get()),
+            status,
         ))
     }
 

@@ -48,23 +48,91 @@ pub enum Error {
     /// A setting is missing or invalid at startup.
     #[error("configuration: {0}")]
     Config(String),
-    /// The store failed; the message says which operation and why.
-    #[error("store: {0}")]
-    Store(String),
+    /// A store operation failed; [`StoreError::kind`] tells an outage from a refusal.
+    #[error("store {op} failed: {source}")]
+    Store {
+        /// What the store was doing (`claim`, `kv get`, `open` …).
+        op: &'static str,
+        /// Why, with the backend's own error.
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl Error {
+    /// A failure of the store operation `op`.
+    pub fn store(
+        op: &'static str,
+        kind: StoreErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Store {
+            op,
+            source: StoreError {
+                kind,
+                source: source.into(),
+            },
+        }
+    }
+
+    /// How the store failed, when this is a store failure.
+    pub fn store_kind(&self) -> Option<StoreErrorKind> {
+        match self {
+            Error::Store { source, .. } => Some(source.kind),
+            _ => None,
+        }
+    }
 }
 
 /// `Result` with the engine's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[cfg(feature = "sqlite")]
-impl From<rusqlite::Error> for Error {
-    fn from(err: rusqlite::Error) -> Self {
-        Error::Store(err.to_string())
+/// How a store operation failed, for callers that react to each differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store cannot be reached: connection refused or lost, the file cannot be opened.
+    /// Retrying later may succeed.
+    Unavailable,
+    /// The store did not answer in time (busy or timed out). Retrying may succeed.
+    Timeout,
+    /// The store answered and refused: a script or constraint error, read-only, out of memory.
+    Refused,
+    /// What the store holds or answered cannot be read back (a corrupt record, a reply of the
+    /// wrong shape).
+    Corrupt,
+    /// The store's own machinery failed (its writer thread stopped).
+    Internal,
+}
+
+/// A store's failure: its kind, and the backend's error as the source.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// How the store failed.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.source.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
     }
 }
 
 impl From<crate::job::UnknownState> for Error {
     fn from(err: crate::job::UnknownState) -> Self {
-        Error::Store(err.to_string())
+        Error::store("read", StoreErrorKind::Corrupt, err)
     }
 }

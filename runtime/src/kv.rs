@@ -1,4 +1,10 @@
-//! A key/value cache: one namespace of the store, with TTLs and metadata.
+//! A key/value cache: one namespace of the store, with TTLs and metadata; and the job-status
+//! view, done once here above the stores.
+//!
+//! The stores do not keep a second copy of what a job's record already holds. In the status
+//! kv_cache, the key of a job (its id) reads as the status document derived from the job's
+//! record, so the document changes with the job and goes away with it; other keys in that
+//! namespace are ordinary entries, and a listing merges the two in key order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::job::{Timestamp, now};
-use crate::store::{KvEntry, KvPage, Store};
+use crate::job::{JobId, Timestamp, now};
+use crate::store::{JobStatus, KvEntry, KvKey, KvPage, StatusCache, Store, status};
 
 /// Most keys one `list` call returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -41,6 +47,8 @@ pub struct KvCache {
     namespace: Arc<str>,
     store: Arc<dyn Store>,
     default_ttl: Option<Duration>,
+    /// Set when this is the status kv_cache: job ids read as their status documents.
+    status: Option<StatusView>,
 }
 
 impl std::fmt::Debug for KvCache {
@@ -56,11 +64,13 @@ impl KvCache {
         namespace: &str,
         store: Arc<dyn Store>,
         default_ttl: Option<Duration>,
+        status: Option<StatusCache>,
     ) -> Self {
         Self {
             namespace: namespace.into(),
-            store,
             default_ttl,
+            status: status.map(|cache| StatusView::new(store.clone(), cache)),
+            store,
         }
     }
 
@@ -74,8 +84,13 @@ impl KvCache {
         self.get(key)
             .await?
             .map(|bytes| {
-                String::from_utf8(bytes)
-                    .map_err(|e| Error::Store(format!("value of `{key}` is not UTF-8: {e}")))
+                String::from_utf8(bytes).map_err(|e| {
+                    Error::store(
+                        "kv get",
+                        crate::error::StoreErrorKind::Corrupt,
+                        format!("value of `{key}` is not UTF-8: {e}"),
+                    )
+                })
             })
             .transpose()
     }
@@ -90,7 +105,10 @@ impl KvCache {
 
     /// The whole entry: value, metadata and expiry.
     pub async fn get_with_metadata(&self, key: &str) -> Result<Option<KvEntry>> {
-        self.store.kv_get(&self.namespace, key, now()).await
+        match &self.status {
+            Some(view) => view.get(key, now()).await,
+            None => self.store.kv_get(&self.namespace, key, now()).await,
+        }
     }
 
     /// Writes `value` under `key`; without a TTL the cache's default applies.
@@ -135,14 +153,148 @@ impl KvCache {
             .limit
             .unwrap_or(MAX_LIST_LIMIT)
             .clamp(1, MAX_LIST_LIMIT);
-        self.store
-            .kv_list(
-                &self.namespace,
-                &options.prefix,
-                options.cursor.as_deref(),
-                limit,
-                now(),
-            )
-            .await
+        let (prefix, cursor) = (&options.prefix, options.cursor.as_deref());
+        match &self.status {
+            Some(view) => view.list(prefix, cursor, limit, now()).await,
+            None => {
+                self.store
+                    .kv_list(&self.namespace, prefix, cursor, limit, now())
+                    .await
+            }
+        }
+    }
+}
+
+/// The status kv_cache read over a store: the key of a job (its id) reads as the job's status
+/// document while the document lives; every other key is an ordinary entry of the namespace.
+#[derive(Clone)]
+pub struct StatusView {
+    store: Arc<dyn Store>,
+    cache: StatusCache,
+}
+
+impl std::fmt::Debug for StatusView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusView")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StatusView {
+    /// The status kv_cache `cache` over `store`.
+    pub fn new(store: Arc<dyn Store>, cache: StatusCache) -> Self {
+        Self { store, cache }
+    }
+
+    /// The entry under `key` at `now`: a job's status document, or an ordinary entry.
+    pub async fn get(&self, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
+        if let Ok(id) = key.parse::<JobId>()
+            && let Some(job) = self.store.get(id).await?
+        {
+            return Ok(JobStatus::entry(&job, &self.cache, now));
+        }
+        self.store.kv_get(&self.cache.namespace, key, now).await
+    }
+
+    /// Live keys after `cursor` starting with `prefix` at `now`, documents and ordinary
+    /// entries merged in key order, `limit` at most.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<KvPage> {
+        let page = self
+            .store
+            .kv_list(&self.cache.namespace, prefix, cursor, limit, now)
+            .await?;
+        let (derived, complete) = self.statuses(prefix, cursor, limit, now).await?;
+        Ok(merge(derived, complete, page, limit))
+    }
+
+    /// The keys of live status documents after `cursor` that start with `prefix`, in key
+    /// order: up to `limit + 1`, read a window of jobs at a time; and whether that was all.
+    async fn statuses(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<(Vec<KvKey>, bool)> {
+        let mut keys = Vec::new();
+        // Job ids sort like their text: start at the first id that can match, stop at the
+        // first outside the prefix.
+        let Some(mut from) = status::seek(prefix, cursor) else {
+            return Ok((keys, true));
+        };
+        let window = limit + 2;
+        let mut skip = None;
+        loop {
+            let jobs = self.store.jobs_from(from, window).await?;
+            let more = jobs.len() == window;
+            for job in &jobs {
+                if Some(job.id) == skip {
+                    continue;
+                }
+                let name = job.id.to_string();
+                if !name.starts_with(prefix) {
+                    return Ok((keys, true));
+                }
+                if cursor.is_some_and(|c| name.as_str() <= c) {
+                    continue;
+                }
+                // Expired documents are skipped: a window may hold fewer live keys than asked.
+                keys.extend(JobStatus::key(job, &self.cache, now));
+                if keys.len() > limit {
+                    return Ok((keys, false));
+                }
+            }
+            match jobs.last() {
+                Some(last) if more => {
+                    from = last.id;
+                    skip = Some(last.id);
+                }
+                _ => return Ok((keys, true)),
+            }
+        }
+    }
+}
+
+/// Merges status keys (`complete` when no more follow) with a page of ordinary entries of the
+/// same namespace into one page of `limit` keys.
+fn merge(derived: Vec<KvKey>, complete: bool, page: KvPage, limit: usize) -> KvPage {
+    // A source that has more may hold keys between its last one and the other's: keep only
+    // keys up to the last key of every source that has more, so the next page misses none.
+    let last = |keys: &[KvKey], complete: bool| {
+        (!complete)
+            .then(|| keys.last().map(|k| k.name.clone()))
+            .flatten()
+    };
+    let bound = [
+        last(&derived, complete),
+        last(&page.keys, page.list_complete),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let mut keys: Vec<KvKey> = derived.into_iter().chain(page.keys).collect();
+    keys.sort_by(|a, b| a.name.cmp(&b.name));
+    keys.dedup_by(|later, earlier| later.name == earlier.name);
+    if let Some(bound) = &bound {
+        keys.retain(|k| k.name <= *bound);
+    }
+    let list_complete = bound.is_none() && keys.len() <= limit;
+    keys.truncate(limit);
+    let cursor = if list_complete {
+        None
+    } else {
+        keys.last().map(|k| k.name.clone())
+    };
+    KvPage {
+        keys,
+        list_complete,
+        cursor,
     }
 }

@@ -93,8 +93,13 @@ impl Queue {
         let job = self.job(Payload::from_value(payload)?, options)?;
         let mut out = self.store.enqueue(vec![job], now()).await?;
         self.wake.notify_waiters();
-        out.pop()
-            .ok_or_else(|| Error::Store("enqueue returned no outcome".into()))
+        out.pop().ok_or_else(|| {
+            Error::store(
+                "enqueue",
+                crate::error::StoreErrorKind::Internal,
+                "no outcome for the job",
+            )
+        })
     }
 
     /// Enqueues several jobs atomically: all or none.

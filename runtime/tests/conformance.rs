@@ -95,6 +95,8 @@ behaviours!(
     retention_removes_expired_entries_and_old_events,
     progress_needs_the_current_lease,
     the_status_namespace_lists_job_documents_beside_other_entries,
+    jobs_from_lists_every_queue_and_state_in_id_order,
+    a_status_listing_pages_past_expired_documents,
     a_finished_jobs_status_expires_after_the_cache_ttl,
     counts_stay_true_through_every_kind_of_transition,
     rate_limits_refill_and_keep_keys_apart,
@@ -129,16 +131,13 @@ impl Target {
         runtime.block_on(async {
             match self {
                 Target::Memory => {
-                    body(Arc::new(
-                        raindrop::store::memory::MemoryStore::new(status()),
-                    ))
-                    .await;
+                    body(Arc::new(raindrop::store::memory::MemoryStore::new())).await;
                 }
                 Target::Sqlite => {
                     let dir = tempfile::tempdir().unwrap();
                     let path = dir.path().join("raindrop.db");
                     let store: Arc<dyn Store> = Arc::new(
-                        raindrop::store::sqlite::SqliteStore::open(&path, status())
+                        raindrop::store::sqlite::SqliteStore::open(&path)
                             .await
                             .unwrap(),
                     );

@@ -42,7 +42,7 @@ async fn engine(
         .unwrap();
     let (sender, received) = mpsc::unbounded_channel();
     let engine = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new(None)) as Arc<dyn Store>)
+        .store(Arc::new(MemoryStore::new()) as Arc<dyn Store>)
         .settings(Settings {
             idle_poll: Duration::from_millis(10),
             observer_tick: Duration::from_millis(20),
@@ -238,7 +238,7 @@ async fn a_consumer_without_a_handler_is_a_startup_error() {
         .application
         .unwrap();
     let err = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new(None)))
+        .store(Arc::new(MemoryStore::new()))
         .build()
         .unwrap_err()
         .to_string();

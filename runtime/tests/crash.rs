@@ -9,7 +9,7 @@
 #![cfg(unix)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,14 +39,10 @@ fn app() -> raindrop::manifest::Application {
 }
 
 async fn open(path: &str) -> Arc<dyn Store> {
-    let app = app();
     Arc::new(
-        raindrop::store::sqlite::SqliteStore::open(
-            path.as_ref(),
-            raindrop::engine::status_cache(&app),
-        )
-        .await
-        .unwrap(),
+        raindrop::store::sqlite::SqliteStore::open(path.as_ref())
+            .await
+            .unwrap(),
     )
 }
 
@@ -79,6 +75,14 @@ async fn crash_child() {
         )
         .build()
         .unwrap();
+    if std::env::var_os("RAINDROP_CRASH_GATE").is_some() {
+        // Wait for the parent's go so that sibling processes start claiming together.
+        println!("ready");
+        // A pipe's stdout may be block-buffered: the parent must see this line now.
+        std::io::stdout().flush().unwrap();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).unwrap();
+    }
     let running = engine.start().await.unwrap();
     if drain {
         loop {
@@ -245,13 +249,43 @@ async fn two_processes_share_one_file_without_running_a_job_twice() {
             .env("RAINDROP_CRASH_DB", &db)
             .env("RAINDROP_CRASH_FIRST", "0")
             .env("RAINDROP_CRASH_DRAIN", "1")
-            .stdout(Stdio::null())
+            .env("RAINDROP_CRASH_GATE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
     let (mut a, mut b) = (spawn(), spawn());
-    let both = tokio::task::spawn_blocking(move || (a.wait().unwrap(), b.wait().unwrap()));
+    let both = tokio::task::spawn_blocking(move || {
+        // Both processes have opened the file and built their engines before either claims:
+        // otherwise a process that starts slowly on a loaded machine finds the queue drained.
+        let mut outputs: Vec<_> = [&mut a, &mut b]
+            .into_iter()
+            .map(|child| {
+                let mut out = BufReader::new(child.stdout.take().unwrap());
+                let mut line = String::new();
+                // The harness prints `test crash_child ... ` before the child's own output.
+                while !line.trim_end().ends_with("ready") {
+                    line.clear();
+                    assert!(
+                        out.read_line(&mut line).unwrap() > 0,
+                        "child exited before ready"
+                    );
+                }
+                out
+            })
+            .collect();
+        for child in [&mut a, &mut b] {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"go\n").unwrap();
+        }
+        // Drain what the children print so that neither blocks on a full pipe.
+        for out in &mut outputs {
+            std::io::copy(out, &mut std::io::sink()).unwrap();
+        }
+        (a.wait().unwrap(), b.wait().unwrap())
+    });
     let (a, b) = tokio::time::timeout(Duration::from_secs(120), both)
         .await
         .expect("both processes finish")

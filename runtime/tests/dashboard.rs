@@ -24,7 +24,7 @@ fn app(keys: bool) -> (axum::Router, Arc<dyn Store>) {
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  kv_cache \"status\" {}\n}\n",
     );
     let app = raindrop_codegen::compile(&source).application.unwrap();
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(raindrop::engine::status_cache(&app)));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = Engine::builder(app)
         .store(store.clone())
         .task(
@@ -390,7 +390,7 @@ async fn workers_schedules_and_alerts_have_their_pages() {
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  task \"nightly\" {\n    type = \"cron\"\n    cron = \"0 2 * * *\"\n  }\n}\n",
     );
     let app = raindrop_codegen::compile(&source).application.unwrap();
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(None));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = Engine::builder(app)
         .store(store.clone())
         .task(

@@ -54,13 +54,13 @@ fn settings() -> Settings {
     }
 }
 
-fn memory(app: &Application) -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new(raindrop::engine::status_cache(app)))
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
 }
 
 fn builder(manifest: &str) -> EngineBuilder {
     let app = app(manifest);
-    let store = memory(&app);
+    let store = memory();
     Engine::builder(app).store(store).settings(settings())
 }
 
@@ -431,7 +431,7 @@ async fn shutdown_waits_for_running_jobs_within_the_grace_period() {
 #[tokio::test]
 async fn after_the_grace_period_running_jobs_are_released_without_burning_an_attempt() {
     let app = app(BASIC);
-    let store = memory(&app);
+    let store = memory();
     let engine = Engine::builder(app)
         .store(store)
         .settings(Settings {
@@ -550,7 +550,7 @@ async fn an_alert_fires_when_the_queue_backs_up() {
 }"#;
     let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
     let app = app(manifest);
-    let store = memory(&app);
+    let store = memory();
     let engine = Engine::builder(app)
         .store(store)
         .settings(Settings {
@@ -591,7 +591,7 @@ async fn an_alert_fires_when_the_queue_backs_up() {
 #[tokio::test]
 async fn a_running_worker_pool_is_listed_until_it_stops() {
     let app = app(BASIC);
-    let store = memory(&app);
+    let store = memory();
     let engine = Engine::builder(app)
         .store(store.clone())
         .settings(settings())
@@ -740,8 +740,7 @@ async fn a_paused_queue_holds_its_jobs_until_resumed() {
 
 #[tokio::test]
 async fn a_cron_tick_fires_once_across_processes() {
-    let app = app(BASIC);
-    let store = memory(&app);
+    let store = memory();
     let runs = Arc::new(AtomicU32::new(0));
     let config = CronConfig {
         task: "nightly".into(),
@@ -793,8 +792,7 @@ async fn a_cron_tick_fires_once_across_processes() {
 
 #[tokio::test]
 async fn a_failed_cron_run_waits_for_the_next_tick_unless_retries_are_allowed() {
-    let app = app(BASIC);
-    let store = memory(&app);
+    let store = memory();
     for (max_attempts, expected_runs, outcome) in [(1, 1, "failed"), (3, 3, "succeeded")] {
         let runs = Arc::new(AtomicU32::new(0));
         let counter = runs.clone();
@@ -854,7 +852,7 @@ impl RefusingStore {
         let path = dir.path().join("db");
         let app = app(manifest);
         let store: Arc<dyn Store> = Arc::new(
-            raindrop::store::sqlite::SqliteStore::open(&path, raindrop::engine::status_cache(&app))
+            raindrop::store::sqlite::SqliteStore::open(&path)
                 .await
                 .unwrap(),
         );
@@ -1024,12 +1022,9 @@ async fn the_whole_lifecycle_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(BASIC);
     let store: Arc<dyn Store> = Arc::new(
-        raindrop::store::sqlite::SqliteStore::open(
-            &dir.path().join("db"),
-            raindrop::engine::status_cache(&app),
-        )
-        .await
-        .unwrap(),
+        raindrop::store::sqlite::SqliteStore::open(&dir.path().join("db"))
+            .await
+            .unwrap(),
     );
     let engine = Engine::builder(app)
         .store(store)

@@ -24,7 +24,7 @@ async fn workers_and_monitors_publish_metrics() {
     );
     let app = raindrop_codegen::compile(&source).application.unwrap();
     let engine = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new(None)))
+        .store(Arc::new(MemoryStore::new()))
         .settings(Settings {
             observer_tick: Duration::from_millis(20),
             idle_poll: Duration::from_millis(20),

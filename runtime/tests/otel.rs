@@ -34,7 +34,7 @@ async fn the_submitting_requests_trace_continues_in_the_worker() {
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n}\n",
     );
     let app = raindrop_codegen::compile(&source).application.unwrap();
-    let store = Arc::new(MemoryStore::new(None));
+    let store = Arc::new(MemoryStore::new());
     let engine = Engine::builder(app)
         .store(store.clone())
         .task(

@@ -39,8 +39,7 @@ fn engine(manifest_service: &str) -> (Engine, Arc<dyn Store>) {
         ),
     );
     let app = raindrop_codegen::compile(&source).application.unwrap();
-    let status = raindrop::engine::status_cache(&app);
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new(status));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let engine = Engine::builder(app)
         .store(store.clone())
         .task(

@@ -3,22 +3,16 @@
 use std::time::Duration;
 
 use raindrop::job::{JobState, NewJob, Payload, now};
+use raindrop::store::JobFilter;
 use raindrop::store::sqlite::SqliteStore;
-use raindrop::store::{JobFilter, StatusCache};
 
 #[tokio::test]
 async fn reopening_the_file_keeps_jobs_leases_kv_and_events() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/dir/raindrop.db");
-    let status = || {
-        Some(StatusCache {
-            namespace: "status".into(),
-            ttl: None,
-        })
-    };
     let t0 = now();
     let (waiting, running, seq) = {
-        let store = SqliteStore::open(&path, status()).await.unwrap();
+        let store = SqliteStore::open(&path).await.unwrap();
         let mut jobs: Vec<NewJob> = (0..10)
             .map(|i| NewJob::new("q", "k", Payload::from_value(&i).unwrap()))
             .collect();
@@ -57,7 +51,7 @@ async fn reopening_the_file_keeps_jobs_leases_kv_and_events() {
     assert!(path.exists(), "the file and its directories are created");
 
     use raindrop::store::{EventLog, JobStore, KvStore, QueueControl};
-    let store = SqliteStore::open(&path, status()).await.unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
     let all = store.list(&JobFilter::default(), None, 100).await.unwrap();
     assert_eq!(all.items.len(), 10);
     let job = store.get(running.id).await.unwrap().unwrap();
@@ -97,12 +91,9 @@ async fn reopening_the_file_keeps_jobs_leases_kv_and_events() {
 
 #[tokio::test]
 async fn an_unopenable_path_is_a_clear_error() {
-    let err = SqliteStore::open(
-        std::path::Path::new("/proc/raindrop/cannot/raindrop.db"),
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = SqliteStore::open(std::path::Path::new("/proc/raindrop/cannot/raindrop.db"))
+        .await
+        .unwrap_err();
     let message = err.to_string();
     assert!(message.contains("/proc/raindrop/cannot"), "{message}");
 }

@@ -51,12 +51,9 @@ async fn fixture(
     let app = raindrop_codegen::compile(&source).application.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(
-            &dir.path().join("jobs.db"),
-            raindrop::engine::status_cache(&app),
-        )
-        .await
-        .unwrap(),
+        SqliteStore::open(&dir.path().join("jobs.db"))
+            .await
+            .unwrap(),
     );
     let handler = handler_fn(move |ctx: JobContext| {
         let (started, gate) = (started.clone(), gate.clone());

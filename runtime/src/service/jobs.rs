@@ -292,10 +292,13 @@ pub(crate) async fn submit(
         .queue(&queue)?
         .send_batch(vec![(payload, options)])
         .await?;
-    let outcome = outcome
-        .into_iter()
-        .next()
-        .ok_or_else(|| ApiError::from(crate::Error::Store("no outcome".into())))?;
+    let outcome = outcome.into_iter().next().ok_or_else(|| {
+        ApiError::from(crate::Error::store(
+            "enqueue",
+            crate::error::StoreErrorKind::Internal,
+            "no outcome for the job",
+        ))
+    })?;
     Ok((StatusCode::ACCEPTED, axum::Json(submitted(outcome, queue))).into_response())
 }
 

@@ -10,11 +10,11 @@ use tokio::sync::Notify;
 
 use super::transition::{self, Emitted};
 use super::{
-    AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStatus,
-    JobStore, KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered,
-    Retention, RetentionPolicy, StateCounts, StatusCache,
+    AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStore,
+    KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered, Retention,
+    RetentionPolicy, StateCounts,
 };
-use super::{ClaimLimits, fair, status};
+use super::{ClaimLimits, fair};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
@@ -26,7 +26,6 @@ const MAX_EVENTS: usize = 100_000;
 #[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
-    status: Option<StatusCache>,
     notify: Arc<Notify>,
     buckets: super::rate::LocalBuckets,
 }
@@ -59,12 +58,17 @@ struct Inner {
     ticks: HashMap<(String, Timestamp), Timestamp>,
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl MemoryStore {
-    /// An empty store; job status documents go to `status` if given.
-    pub fn new(status: Option<StatusCache>) -> Self {
+    /// An empty store.
+    pub fn new() -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            status,
             notify: Arc::new(Notify::new()),
             buckets: super::rate::LocalBuckets::default(),
         }
@@ -472,6 +476,16 @@ impl JobStore for MemoryStore {
         Ok(self.lock().jobs.get(&id).cloned())
     }
 
+    async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>> {
+        let inner = self.lock();
+        Ok(inner
+            .jobs
+            .range(from..)
+            .take(limit)
+            .map(|(_, job)| job.clone())
+            .collect())
+    }
+
     async fn list(
         &self,
         filter: &JobFilter,
@@ -576,13 +590,8 @@ fn live(entry: &KvEntry, now: Timestamp) -> bool {
 #[async_trait]
 impl KvStore for MemoryStore {
     async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
-        let inner = self.lock();
-        if let Some(id) = status::job_key(self.status.as_ref(), namespace, key)
-            && let (Some(job), Some(cache)) = (inner.jobs.get(&id), &self.status)
-        {
-            return Ok(JobStatus::entry(job, cache, now));
-        }
-        Ok(inner
+        Ok(self
+            .lock()
             .kv
             .get(namespace)
             .and_then(|ns| ns.get(key))
@@ -622,7 +631,7 @@ impl KvStore for MemoryStore {
             Some(cursor) if cursor > prefix => cursor.to_owned(),
             _ => prefix.to_owned(),
         };
-        let explicit: Vec<KvKey> = inner
+        let keys: Vec<KvKey> = inner
             .kv
             .get(namespace)
             .into_iter()
@@ -637,31 +646,7 @@ impl KvStore for MemoryStore {
                 metadata: e.metadata.clone(),
             })
             .collect();
-        let mut derived = Vec::new();
-        if let (Some(cache), true) = (
-            &self.status,
-            self.status
-                .as_ref()
-                .is_some_and(|c| c.namespace == namespace),
-        ) && let Some(from) = status::seek(prefix, cursor)
-        {
-            for job in inner.jobs.range(from..).map(|(_, job)| job) {
-                let name = job.id.to_string();
-                if !name.starts_with(prefix) {
-                    break;
-                }
-                if !after(&name) {
-                    continue;
-                }
-                if let Some(key) = JobStatus::key(job, cache, now) {
-                    derived.push(key);
-                    if derived.len() > limit {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(status::merge(derived, explicit, limit))
+        Ok(KvPage::of(keys, limit))
     }
 }
 

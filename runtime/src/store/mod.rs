@@ -224,6 +224,25 @@ pub struct KvPage {
     pub cursor: Option<String>,
 }
 
+impl KvPage {
+    /// The page of `limit` keys that `keys` begins, where `keys` was read in key order with
+    /// one key more than `limit` to tell whether another page follows.
+    pub(crate) fn of(mut keys: Vec<KvKey>, limit: usize) -> Self {
+        let list_complete = keys.len() <= limit;
+        keys.truncate(limit);
+        let cursor = if list_complete {
+            None
+        } else {
+            keys.last().map(|k| k.name.clone())
+        };
+        Self {
+            keys,
+            list_complete,
+            cursor,
+        }
+    }
+}
+
 /// How long finished jobs of one queue are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -350,6 +369,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// A job by id.
     async fn get(&self, id: JobId) -> Result<Option<Job>>;
+
+    /// Up to `limit` jobs of every queue and state whose id is `from` or later, in id order:
+    /// what the status kv_cache lists (see [`KvCache`](crate::KvCache)).
+    async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>>;
 
     /// Jobs passing `filter`, newest first, `limit` at most, after the cursor `after`.
     async fn list(
@@ -595,9 +618,9 @@ impl StoreUrl {
 /// Opens the store `url` names, writing job status documents to `status`.
 pub async fn open(url: &StoreUrl, status: Option<StatusCache>) -> Result<Arc<dyn Store>> {
     match url {
-        StoreUrl::Memory => Ok(Arc::new(memory::MemoryStore::new(status))),
+        StoreUrl::Memory => Ok(Arc::new(memory::MemoryStore::new())),
         #[cfg(feature = "sqlite")]
-        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, status).await?)),
+        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
         #[cfg(not(feature = "sqlite"))]
         StoreUrl::Sqlite(_) => Err(Error::Config(
             "this build has no SQLite store (feature `sqlite`)".into(),

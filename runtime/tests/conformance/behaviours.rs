@@ -9,15 +9,26 @@ use chrono::TimeZone;
 use raindrop::Error;
 use raindrop::event::EventKind;
 use raindrop::job::{JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
+use raindrop::kv::StatusView;
 use raindrop::store::{
     AfterFailure, CancelOutcome, Enqueued, JobFilter, JobStatus, KvEntry, LeaseStatus,
-    RetentionPolicy, Store,
+    RetentionPolicy, StatusCache, Store,
 };
 
 pub type S = Arc<dyn Store>;
 
-/// The namespace the stores under test write job status documents to.
+/// The namespace of the status kv_cache read over the stores under test.
 pub const STATUS: &str = "status";
+
+/// The status kv_cache over `store`, read as the engine reads it: a finished job's document
+/// lives an hour.
+fn status_view(store: &S) -> StatusView {
+    let cache = StatusCache {
+        namespace: STATUS.into(),
+        ttl: Some(Duration::from_secs(3600)),
+    };
+    StatusView::new(store.clone(), cache)
+}
 const LEASE: Duration = Duration::from_secs(30);
 
 /// `secs` seconds after a fixed instant: tests drive the clock.
@@ -1109,8 +1120,8 @@ pub async fn events_follow_the_lifecycle_in_order(store: S) {
 pub async fn status_document_follows_every_transition(store: S) {
     let id = enqueue(&store, new_job("q", 1), t(0)).await;
     let status = |store: S| async move {
-        let entry = store
-            .kv_get(STATUS, &id.to_string(), t(0))
+        let entry = status_view(&store)
+            .get(&id.to_string(), t(0))
             .await
             .unwrap()
             .expect("status document");
@@ -1152,8 +1163,8 @@ pub async fn status_document_follows_every_transition(store: S) {
     assert_eq!(s.state, JobState::Succeeded);
     assert_eq!(s.result.unwrap().as_str(), "[1,2]");
     assert_eq!(s.attempts.len(), 1);
-    let entry = store
-        .kv_get(STATUS, &id.to_string(), t(0))
+    let entry = status_view(&store)
+        .get(&id.to_string(), t(0))
         .await
         .unwrap()
         .unwrap();
@@ -1251,8 +1262,8 @@ pub async fn retention_removes_finished_records(store: S) {
     assert_eq!(purged.jobs, 1);
     assert!(store.get(ids["ok"]).await.unwrap().is_none());
     assert!(
-        store
-            .kv_get(STATUS, &ids["ok"].to_string(), t(0))
+        status_view(&store)
+            .get(&ids["ok"].to_string(), t(0))
             .await
             .unwrap()
             .is_none(),
@@ -1403,8 +1414,8 @@ pub async fn the_status_namespace_lists_job_documents_beside_other_entries(store
     let mut names = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store
-            .kv_list(STATUS, "", cursor.as_deref(), 2, t(0))
+        let page = status_view(&store)
+            .list("", cursor.as_deref(), 2, t(0))
             .await
             .unwrap();
         names.extend(page.keys.iter().map(|k| k.name.clone()));
@@ -1418,8 +1429,8 @@ pub async fn the_status_namespace_lists_job_documents_beside_other_entries(store
     expected.insert(0, "00-first".into());
     expected.sort();
     assert_eq!(names, expected);
-    let only_jobs = store
-        .kv_list(STATUS, &ids[0].to_string()[..8], None, 10, t(0))
+    let only_jobs = status_view(&store)
+        .list(&ids[0].to_string()[..8], None, 10, t(0))
         .await
         .unwrap();
     assert!(
@@ -1430,14 +1441,78 @@ pub async fn the_status_namespace_lists_job_documents_beside_other_entries(store
     );
     assert!(only_jobs.keys.iter().any(|k| k.name == ids[0].to_string()));
     assert_eq!(
-        store
-            .kv_get(STATUS, "zz-note", t(0))
+        status_view(&store)
+            .get("zz-note", t(0))
             .await
             .unwrap()
             .unwrap()
             .value,
         b"note"
     );
+}
+
+pub async fn jobs_from_lists_every_queue_and_state_in_id_order(store: S) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let queue = if i % 2 == 0 { "a" } else { "b" };
+        ids.push(enqueue(&store, new_job(queue, i), t(0)).await);
+    }
+    let claimed = store.claim("b", "w", 1, LEASE, t(1)).await.unwrap();
+    assert_eq!(claimed[0].id, ids[1]);
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let from: Vec<JobId> = store
+        .jobs_from(sorted[1], 3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(
+        from,
+        sorted[1..4],
+        "from is included; then id order, across queues"
+    );
+    let all = store.jobs_from(sorted[0], 100).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().any(|job| job.state == JobState::Running));
+}
+
+pub async fn a_status_listing_pages_past_expired_documents(store: S) {
+    // Four finished jobs whose documents expire, then one still queued: a page of one key at
+    // t(3602) must look past every expired document, whatever window the view reads.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(enqueue(&store, new_job("q", i), t(0)).await);
+    }
+    let mut finished = HashSet::new();
+    for _ in 0..4 {
+        let job = claim_one(&store, "w", t(1)).await;
+        store
+            .complete(job.id, job.lease_token().unwrap(), Payload::null(), t(2))
+            .await
+            .unwrap();
+        finished.insert(job.id);
+    }
+    let waiting = ids
+        .iter()
+        .find(|id| !finished.contains(id))
+        .expect("one job left");
+    let mut names = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = status_view(&store)
+            .list("", cursor.as_deref(), 1, t(3602))
+            .await
+            .unwrap();
+        assert!(page.keys.len() <= 1);
+        names.extend(page.keys.iter().map(|k| k.name.clone()));
+        match page.cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(names, vec![waiting.to_string()]);
 }
 
 pub async fn a_finished_jobs_status_expires_after_the_cache_ttl(store: S) {
@@ -1453,22 +1528,22 @@ pub async fn a_finished_jobs_status_expires_after_the_cache_ttl(store: S) {
         .unwrap();
     // The cache's TTL is one hour.
     assert!(
-        store
-            .kv_get(STATUS, &id.to_string(), t(3601))
+        status_view(&store)
+            .get(&id.to_string(), t(3601))
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        store
-            .kv_get(STATUS, &id.to_string(), t(3602))
+        status_view(&store)
+            .get(&id.to_string(), t(3602))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
-        store
-            .kv_list(STATUS, "", None, 10, t(3602))
+        status_view(&store)
+            .list("", None, 10, t(3602))
             .await
             .unwrap()
             .keys

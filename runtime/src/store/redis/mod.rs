@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::DateTime;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Script, Value};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ use super::{
     Retention, RetentionPolicy, StateCounts, StatusCache,
 };
 use super::{ClaimLimits, status};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 use crate::event::{Event, EventKind};
 use crate::job::{
     Attempt, Job, JobError, JobId, JobState, Lease, NewJob, Payload, Progress, Timestamp,
@@ -390,9 +390,11 @@ async fn complete_batches(
                         }
                     }
                     Err(err) => {
+                        let kind = err.store_kind().unwrap_or(StoreErrorKind::Internal);
                         let message = err.to_string();
                         for completion in completions {
-                            let _ = completion.reply.send(Err(Error::Store(message.clone())));
+                            let failed = Error::store("complete", kind, message.clone());
+                            let _ = completion.reply.send(Err(failed));
                         }
                     }
                 }
@@ -427,11 +429,33 @@ fn ms(at: Timestamp) -> i64 {
 
 fn from_ms(ms: i64) -> Result<Timestamp> {
     DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| Error::Store(format!("timestamp {ms} ms is out of range")))
+        .ok_or_else(|| store_err("read", format!("timestamp {ms} ms is out of range")))
 }
 
-fn store_err(op: &str, err: impl std::fmt::Display) -> Error {
-    Error::Store(format!("redis {op}: {err}"))
+/// A Redis failure of `op`, of the kind the error says.
+fn redis_err(op: &'static str, err: RedisError) -> Error {
+    Error::store(op, redis_kind(&err), err)
+}
+
+/// How a Redis error failed: unreachable, slow, refused, or a reply we cannot read.
+fn redis_kind(err: &RedisError) -> StoreErrorKind {
+    if err.is_timeout() {
+        StoreErrorKind::Timeout
+    } else if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
+        StoreErrorKind::Unavailable
+    } else if matches!(
+        err.kind(),
+        redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+    ) {
+        StoreErrorKind::Corrupt
+    } else {
+        StoreErrorKind::Refused
+    }
+}
+
+/// A value read from Redis that does not decode: a record of the wrong shape.
+fn store_err(op: &'static str, err: impl std::fmt::Display) -> Error {
+    Error::store(op, StoreErrorKind::Corrupt, err.to_string())
 }
 
 impl RedisStore {
@@ -564,7 +588,7 @@ impl Shared {
         self.conn.clone()
     }
 
-    fn check<T>(&self, op: &str, result: RedisResult<T>) -> Result<T> {
+    fn check<T>(&self, op: &'static str, result: RedisResult<T>) -> Result<T> {
         match result {
             Ok(value) => {
                 self.health.up();
@@ -572,7 +596,7 @@ impl Shared {
             }
             Err(err) => {
                 self.health.failed(&err);
-                Err(store_err(op, err))
+                Err(redis_err(op, err))
             }
         }
     }
@@ -593,7 +617,7 @@ impl Shared {
     /// Runs a queue script with the queue's keys.
     async fn run<T: redis::FromRedisValue>(
         &self,
-        op: &str,
+        op: &'static str,
         script: &Script,
         queue: &str,
         args: &[&(dyn ArgLike + Sync)],
@@ -611,7 +635,7 @@ impl Shared {
         self.check(op, result)
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, op: &str, cmd: &Cmd) -> Result<T> {
+    async fn query<T: redis::FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T> {
         let mut conn = self.conn();
         let result = cmd.query_async(&mut conn).await;
         self.check(op, result)
@@ -621,7 +645,7 @@ impl Shared {
     /// cross slots, each on its own, concurrently.
     async fn many<T: redis::FromRedisValue + Send>(
         &self,
-        op: &str,
+        op: &'static str,
         cmds: Vec<Cmd>,
     ) -> Result<Vec<T>> {
         if cmds.is_empty() {
@@ -1663,6 +1687,18 @@ impl JobStore for RedisStore {
         }
     }
 
+    async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>> {
+        let from = from.to_string();
+        let queues = self.queues().await?;
+        let bound = Bound::From(&from);
+        // A scan reads one job past `limit`, for paging.
+        let mut jobs = self
+            .scan_jobs(&queues, &JobState::ALL, bound, true, limit, |_| true)
+            .await?;
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
     async fn list(
         &self,
         filter: &JobFilter,
@@ -2310,6 +2346,35 @@ impl super::RateLimits for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_errors_say_whether_redis_is_down_or_refused() {
+        let refused: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into();
+        assert_eq!(
+            redis_err("claim", refused).store_kind(),
+            Some(StoreErrorKind::Unavailable)
+        );
+        let slow: RedisError = std::io::Error::new(std::io::ErrorKind::TimedOut, "slow").into();
+        assert_eq!(
+            redis_err("claim", slow).store_kind(),
+            Some(StoreErrorKind::Timeout)
+        );
+        let garbled: RedisError = (redis::ErrorKind::UnexpectedReturnType, "not a list").into();
+        assert_eq!(
+            redis_err("claim", garbled).store_kind(),
+            Some(StoreErrorKind::Corrupt)
+        );
+        let script: RedisError = (
+            redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+            "script failed",
+        )
+            .into();
+        assert_eq!(
+            redis_err("claim", script).store_kind(),
+            Some(StoreErrorKind::Refused)
+        );
+    }
 
     fn pairs(fields: &[(&str, &str)]) -> Vec<(String, String)> {
         fields

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::schema::open_connection;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 
 /// Starts the checkpointer on `path`; it stops when the returned sender is dropped.
 pub(super) fn start(path: PathBuf) -> Result<mpsc::Sender<()>> {
@@ -14,7 +14,13 @@ pub(super) fn start(path: PathBuf) -> Result<mpsc::Sender<()>> {
     std::thread::Builder::new()
         .name("raindrop-sqlite-checkpoint".into())
         .spawn(move || checkpoints(&path, &stopped))
-        .map_err(|e| Error::Store(format!("cannot start the SQLite checkpointer: {e}")))?;
+        .map_err(|e| {
+            Error::store(
+                "open",
+                StoreErrorKind::Internal,
+                format!("cannot start the SQLite checkpointer: {e}"),
+            )
+        })?;
     Ok(stop_checkpoints)
 }
 

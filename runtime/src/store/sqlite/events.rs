@@ -8,7 +8,7 @@ use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use super::rows::{id_bytes, job_id, ms, ts};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 use crate::event::{Event, EventKind};
 use crate::job::{Job, Timestamp};
 use crate::store::EventLog;
@@ -58,7 +58,7 @@ impl EventLog for SqliteStore {
                 events.push(Event {
                     seq: seq as u64,
                     at: ts(at),
-                    kind: EventKind::parse(&kind).ok_or_else(|| Error::Store(format!("unknown event kind `{kind}`")))?,
+                    kind: EventKind::parse(&kind).ok_or_else(|| Error::store("read events", StoreErrorKind::Corrupt, format!("unknown event kind `{kind}`")))?,
                     job: job_id(&job)?,
                     queue,
                     state: state.parse()?,

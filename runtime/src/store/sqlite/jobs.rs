@@ -179,6 +179,14 @@ impl JobStore for SqliteStore {
         self.read(move |conn| load(conn, id)).await
     }
 
+    async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id >= ?1 ORDER BY id LIMIT ?2");
+            load_many(conn, &sql, params![&id_bytes(from)[..], limit as i64])
+        })
+        .await
+    }
+
     async fn list(
         &self,
         filter: &JobFilter,

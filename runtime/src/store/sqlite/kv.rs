@@ -1,13 +1,13 @@
-//! Key/value entries (`kv`), and the job-status namespace read from the jobs themselves.
+//! Key/value entries (`kv`).
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
-use super::rows::{JOB_COLUMNS, from_json, id_bytes, load, load_many, ms, opt_ts, to_json};
+use super::rows::{from_json, ms, opt_ts, to_json};
 use crate::error::Result;
 use crate::job::Timestamp;
-use crate::store::{JobStatus, KvEntry, KvKey, KvPage, KvStore, status};
+use crate::store::{KvEntry, KvKey, KvPage, KvStore};
 
 /// Writes `entry` under `key` of namespace `ns`, replacing what was there.
 fn put_kv(conn: &Connection, ns: &str, key: &str, entry: &KvEntry) -> Result<()> {
@@ -30,13 +30,7 @@ fn put_kv(conn: &Connection, ns: &str, key: &str, entry: &KvEntry) -> Result<()>
 impl KvStore for SqliteStore {
     async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
         let (ns, key) = (namespace.to_owned(), key.to_owned());
-        let status = self.status.clone();
         self.read(move |conn| {
-            if let Some(id) = status::job_key(status.as_deref(), &ns, &key)
-                && let (Some(job), Some(cache)) = (load(conn, id)?, status.as_deref())
-            {
-                return Ok(JobStatus::entry(&job, cache, now));
-            }
             let row = conn
                 .prepare_cached(
                     "SELECT value, metadata, expires_at FROM kv WHERE ns = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
@@ -80,7 +74,6 @@ impl KvStore for SqliteStore {
             prefix.to_owned(),
             cursor.map(str::to_owned),
         );
-        let status = self.status.clone().filter(|c| c.namespace == namespace);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key, metadata, expires_at FROM kv WHERE ns = ?1 AND key >= ?2 AND substr(key, 1, length(?2)) = ?2 \
@@ -89,30 +82,12 @@ impl KvStore for SqliteStore {
             let rows = stmt.query_map(params![ns, prefix, cursor, ms(now), (limit + 1) as i64], |row| {
                 Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?, row.get::<_, Option<i64>>(2)?))
             })?;
-            let mut explicit = Vec::new();
+            let mut keys = Vec::new();
             for row in rows {
                 let (name, metadata, expires_at) = row?;
-                explicit.push(KvKey { name, metadata: metadata.as_deref().map(from_json).transpose()?, expires_at: opt_ts(expires_at) });
+                keys.push(KvKey { name, metadata: metadata.as_deref().map(from_json).transpose()?, expires_at: opt_ts(expires_at) });
             }
-            let mut derived = Vec::new();
-            if let Some(cache) = status.as_deref()
-                && let Some(from) = status::seek(&prefix, cursor.as_deref())
-            {
-                // Job ids sort like their text; read a window past `from` and stop at the
-                // first id outside the prefix.
-                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id >= ?1 ORDER BY id LIMIT ?2");
-                for job in load_many(conn, &sql, params![&id_bytes(from)[..], (limit + 2) as i64])? {
-                    let name = job.id.to_string();
-                    if !name.starts_with(&prefix) {
-                        break;
-                    }
-                    if cursor.as_deref().is_some_and(|c| name.as_str() <= c) {
-                        continue;
-                    }
-                    derived.extend(JobStatus::key(&job, cache, now));
-                }
-            }
-            Ok(status::merge(derived, explicit, limit))
+            Ok(KvPage::of(keys, limit))
         })
         .await
     }

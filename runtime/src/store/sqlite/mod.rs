@@ -23,9 +23,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use async_trait::async_trait;
 use rusqlite::Connection;
 
-use super::StatusCache;
 use super::rate::{Decision, Limit, LocalBuckets};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 use crate::job::Timestamp;
 
 mod checkpoint;
@@ -46,7 +45,6 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Mutex<mpsc::Sender<writer::Op>>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    status: Option<Arc<StatusCache>>,
     notify: Arc<tokio::sync::Notify>,
     /// Rate-limit buckets: per process (processes sharing the file do not share them).
     buckets: LocalBuckets,
@@ -64,13 +62,17 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, and its parent directory.
-    pub async fn open(path: &Path, status: Option<StatusCache>) -> Result<Self> {
+    pub async fn open(path: &Path) -> Result<Self> {
         let path = path.to_path_buf();
         let opened = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
             if let Some(parent) = opened.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| {
-                    Error::Store(format!("cannot create {}: {e}", parent.display()))
+                    Error::store(
+                        "open",
+                        StoreErrorKind::Unavailable,
+                        format!("cannot create {}: {e}", parent.display()),
+                    )
                 })?;
             }
             let conn = schema::open_connection(&opened)?;
@@ -79,8 +81,14 @@ impl SqliteStore {
             Ok(conn)
         })
         .await
-        .map_err(|e| Error::Store(e.to_string()))?
-        .map_err(|e| Error::Store(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| Error::store("open", StoreErrorKind::Internal, e))?
+        .map_err(|e| {
+            Error::store(
+                "open",
+                StoreErrorKind::Unavailable,
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })?;
         let sender = writer::start(conn, path.display().to_string())?;
         let stop_checkpoints = checkpoint::start(path.clone())?;
         Ok(Self {
@@ -88,7 +96,6 @@ impl SqliteStore {
             _stop_checkpoints: stop_checkpoints,
             writer: Mutex::new(sender),
             readers: Arc::new(Mutex::new(Vec::new())),
-            status: status.map(Arc::new),
             notify: Arc::new(tokio::sync::Notify::new()),
             buckets: LocalBuckets::default(),
         })
@@ -105,5 +112,59 @@ impl SqliteStore {
 impl super::RateLimits for SqliteStore {
     async fn take_token(&self, key: &str, limit: &Limit, now: Timestamp) -> Result<Decision> {
         Ok(self.buckets.take(key, limit, now))
+    }
+}
+
+/// SQLite's errors stay in this module: the rest of the crate sees a store error of a kind.
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let kind = match err.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreErrorKind::Timeout,
+            Some(
+                ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::NotADatabase
+                | ErrorCode::PermissionDenied,
+            ) => StoreErrorKind::Unavailable,
+            Some(ErrorCode::DatabaseCorrupt) => StoreErrorKind::Corrupt,
+            Some(_) => StoreErrorKind::Refused,
+            // Not an error of the database: a column of an unexpected type, bad parameters.
+            None => StoreErrorKind::Corrupt,
+        };
+        Error::store("sqlite", kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None).into()
+    }
+
+    #[test]
+    fn sqlite_errors_keep_their_kind_and_source() {
+        use rusqlite::ffi;
+        assert_eq!(
+            failure(ffi::SQLITE_BUSY).store_kind(),
+            Some(StoreErrorKind::Timeout)
+        );
+        assert_eq!(
+            failure(ffi::SQLITE_CANTOPEN).store_kind(),
+            Some(StoreErrorKind::Unavailable)
+        );
+        assert_eq!(
+            failure(ffi::SQLITE_CORRUPT).store_kind(),
+            Some(StoreErrorKind::Corrupt)
+        );
+        assert_eq!(
+            failure(ffi::SQLITE_CONSTRAINT).store_kind(),
+            Some(StoreErrorKind::Refused)
+        );
+        let err = failure(ffi::SQLITE_FULL);
+        let source = std::error::Error::source(&err).expect("the store error is the source");
+        assert!(source.to_string().contains("full"), "{source}");
     }
 }

@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 use super::{SqliteStore, schema};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 
 /// Read connections kept open.
 const READERS: usize = 4;
@@ -31,6 +31,6 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| Error::Store(e.to_string()))?
+        .map_err(|e| Error::store("read", StoreErrorKind::Internal, e))?
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 use crate::job::{Job, JobId, Payload, Timestamp};
 
 /// The columns of a job, in the order `job_from_row` reads them (a macro so statements can be
@@ -45,7 +45,11 @@ pub(super) fn opt_ts(ms: Option<i64>) -> Option<Timestamp> {
 }
 
 fn json_err(err: serde_json::Error) -> Error {
-    Error::Store(format!("corrupt record: {err}"))
+    Error::store(
+        "read",
+        StoreErrorKind::Corrupt,
+        format!("corrupt record: {err}"),
+    )
 }
 
 pub(super) fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
@@ -116,7 +120,13 @@ pub(super) struct RawJob {
 pub(super) fn job_id(bytes: &[u8]) -> Result<JobId> {
     uuid::Uuid::from_slice(bytes)
         .map(|u| u.to_string().parse().unwrap_or_default())
-        .map_err(|e| Error::Store(format!("corrupt job id: {e}")))
+        .map_err(|e| {
+            Error::store(
+                "read",
+                StoreErrorKind::Corrupt,
+                format!("corrupt job id: {e}"),
+            )
+        })
 }
 
 impl RawJob {

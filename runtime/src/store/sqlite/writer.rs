@@ -8,7 +8,7 @@ use rusqlite::Connection;
 
 use super::SqliteStore;
 use super::counts::Counts;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreErrorKind};
 
 /// Operations committed together at most.
 const MAX_BATCH: usize = 512;
@@ -26,7 +26,13 @@ pub(super) fn start(conn: Connection, name: String) -> Result<mpsc::Sender<Op>> 
     std::thread::Builder::new()
         .name("raindrop-sqlite-writer".into())
         .spawn(move || write_loop(&conn, &receiver, &name))
-        .map_err(|e| Error::Store(format!("cannot start the SQLite writer: {e}")))?;
+        .map_err(|e| {
+            Error::store(
+                "open",
+                StoreErrorKind::Internal,
+                format!("cannot start the SQLite writer: {e}"),
+            )
+        })?;
     Ok(sender)
 }
 
@@ -41,7 +47,11 @@ impl SqliteStore {
             let result = f(conn, counts);
             let ok = result.is_ok();
             let done: Done = Box::new(move |commit| {
-                let _ = reply.send(commit.map_err(Error::Store).and(result));
+                let _ = reply.send(
+                    commit
+                        .map_err(|e| Error::store("write", StoreErrorKind::Refused, e))
+                        .and(result),
+                );
             });
             (ok, done)
         });
@@ -49,10 +59,20 @@ impl SqliteStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send(op)
-            .map_err(|_| Error::Store("the SQLite writer has stopped".into()))?;
-        let result = answer
-            .await
-            .map_err(|_| Error::Store("the SQLite writer stopped before answering".into()))?;
+            .map_err(|_| {
+                Error::store(
+                    "write",
+                    StoreErrorKind::Internal,
+                    "the SQLite writer has stopped",
+                )
+            })?;
+        let result = answer.await.map_err(|_| {
+            Error::store(
+                "write",
+                StoreErrorKind::Internal,
+                "the SQLite writer stopped before answering",
+            )
+        })?;
         // Whatever committed may have appended events.
         self.notify.notify_waiters();
         result
@@ -178,7 +198,7 @@ mod tests {
                     )?;
                 }
                 if fail {
-                    return Err(Error::Store("refused".into()));
+                    return Err(Error::store("write", StoreErrorKind::Refused, "refused"));
                 }
                 Ok(())
             })();
