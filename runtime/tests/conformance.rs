@@ -11,6 +11,7 @@ mod conformance {
 }
 #[path = "support/redis.rs"]
 mod redis_support;
+mod support;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -131,17 +132,12 @@ impl Target {
         runtime.block_on(async {
             match self {
                 Target::Memory => {
-                    body(Arc::new(raindrop::store::memory::MemoryStore::new())).await;
+                    body(support::memory()).await;
                 }
                 Target::Sqlite => {
                     let dir = tempfile::tempdir().unwrap();
                     let path = dir.path().join("raindrop.db");
-                    let store: Arc<dyn Store> = Arc::new(
-                        raindrop::store::sqlite::SqliteStore::open(&path)
-                            .await
-                            .unwrap(),
-                    );
-                    body(store).await;
+                    body(support::sqlite(&path).await).await;
                 }
                 Target::Redis(url) => {
                     let prefix = redis_support::Prefix::new(url);

@@ -2,7 +2,6 @@
 //! outcome means for the messages it did not decide for.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use raindrop::consumer::{MessageBatch, consumer_fn};
@@ -10,10 +9,11 @@ use raindrop::engine::{Engine, Settings};
 use raindrop::event::EventKind;
 use raindrop::feed::EventFollower;
 use raindrop::job::{JobId, JobState};
-use raindrop::store::Store;
-use raindrop::store::memory::MemoryStore;
 use raindrop::task::TaskError;
 use tokio::sync::mpsc;
+
+mod support;
+use support::{app, memory};
 
 const MANIFEST: &str = r#"application "c" {
   queue "emails" {
@@ -37,12 +37,10 @@ type Seen = Vec<(String, u32)>;
 async fn engine(
     decide: fn(&MessageBatch) -> Result<(), TaskError>,
 ) -> (Engine, mpsc::UnboundedReceiver<Seen>) {
-    let app = raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", MANIFEST))
-        .application
-        .unwrap();
+    let app = app(MANIFEST);
     let (sender, received) = mpsc::unbounded_channel();
     let engine = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new()) as Arc<dyn Store>)
+        .store(memory())
         .settings(Settings {
             idle_poll: Duration::from_millis(10),
             observer_tick: Duration::from_millis(20),
@@ -234,11 +232,9 @@ async fn ack_all_wins_over_an_error() {
 
 #[tokio::test]
 async fn a_consumer_without_a_handler_is_a_startup_error() {
-    let app = raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", MANIFEST))
-        .application
-        .unwrap();
+    let app = app(MANIFEST);
     let err = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new()))
+        .store(memory())
         .build()
         .unwrap_err()
         .to_string();

@@ -20,6 +20,9 @@ use raindrop::queue::SendOptions;
 use raindrop::store::{JobFilter, Store};
 use raindrop::task::{JobContext, TaskError, handler_fn};
 
+mod support;
+use support::app;
+
 const MANIFEST: &str = r#"application "crash" {
   queue "jobs" {
     max_attempts = 50
@@ -32,18 +35,8 @@ const MANIFEST: &str = r#"application "crash" {
   observer "monitor" {}
 }"#;
 
-fn app() -> raindrop::manifest::Application {
-    raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", MANIFEST))
-        .application
-        .unwrap()
-}
-
 async fn open(path: &str) -> Arc<dyn Store> {
-    Arc::new(
-        raindrop::store::sqlite::SqliteStore::open(path.as_ref())
-            .await
-            .unwrap(),
-    )
+    support::sqlite(path.as_ref()).await
 }
 
 /// The child: enqueues numbered jobs in batches and prints `ack FIRST LAST` once a batch is
@@ -59,7 +52,7 @@ async fn crash_child() {
         .unwrap();
     let drain = std::env::var_os("RAINDROP_CRASH_DRAIN").is_some();
     let store = open(&path).await;
-    let engine = Engine::builder(app())
+    let engine = Engine::builder(app(MANIFEST))
         .store(store.clone())
         .settings(Settings {
             observer_tick: Duration::from_millis(50),

@@ -9,28 +9,24 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use raindrop::engine::Engine;
 use raindrop::job::{JobError, JobId, JobState, NewJob, Payload, now};
 use raindrop::service::{ApiKeys, Service};
-use raindrop::store::memory::MemoryStore;
 use raindrop::store::{AfterFailure, Store};
-use raindrop::task::{JobContext, TaskError, handler_fn};
 use tower::ServiceExt;
+
+mod support;
+use support::{memory, succeed};
 
 const ACME: &str = "acme-key-0123456789";
 const GLOBEX: &str = "globex-key-0123456789";
 const ADMIN: &str = "admin-key-0123456789";
 
 fn app(keys: bool) -> (axum::Router, Arc<dyn Store>) {
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
+    let app = support::app(
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  kv_cache \"status\" {}\n}\n",
     );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store = memory();
     let engine = Engine::builder(app)
         .store(store.clone())
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
         .build()
         .unwrap();
     let mut service = Service::new(engine, "api").unwrap();
@@ -385,18 +381,13 @@ async fn with_keys_the_dashboard_asks_for_one_and_shows_a_tenant_only_its_jobs()
 #[tokio::test]
 async fn workers_schedules_and_alerts_have_their_pages() {
     use raindrop::store::KvEntry;
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
+    let app = support::app(
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  task \"nightly\" {\n    type = \"cron\"\n    cron = \"0 2 * * *\"\n  }\n}\n",
     );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let store = memory();
     let engine = Engine::builder(app)
         .store(store.clone())
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
         .cron(
             "nightly",
             raindrop::cron::cron_fn(|_event: raindrop::cron::ScheduledEvent| async move { Ok(()) }),

@@ -12,21 +12,16 @@ use raindrop::engine::{Engine, EngineBuilder, Roles, Settings};
 use raindrop::event::{Event, EventKind};
 use raindrop::feed::EventFollower;
 use raindrop::job::{JobId, JobState, now};
-use raindrop::manifest::Application;
 use raindrop::observer::{AlertState, ObserverHandler};
 use raindrop::queue::SendOptions;
-use raindrop::store::{JobStatus, Store, memory::MemoryStore};
+use raindrop::store::{JobStatus, Store};
 use raindrop::task::{JobContext, TaskError, handler_fn};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
+mod support;
+use support::{app, memory, succeed};
 
-fn app(manifest: &str) -> Application {
-    let source = raindrop_codegen::SourceFile::new("test.manifest", manifest);
-    let compiled = raindrop_codegen::compile(&source);
-    let rendered = compiled.render(&source, raindrop_codegen::Style::Plain);
-    compiled.application.unwrap_or_else(|| panic!("{rendered}"))
-}
+const WAIT: Duration = Duration::from_secs(10);
 
 const BASIC: &str = r#"application "t" {
   queue "jobs" {
@@ -52,10 +47,6 @@ fn settings() -> Settings {
         observer_tick: Duration::from_millis(20),
         ..Settings::default()
     }
-}
-
-fn memory() -> Arc<dyn Store> {
-    Arc::new(MemoryStore::new())
 }
 
 fn builder(manifest: &str) -> EngineBuilder {
@@ -509,10 +500,7 @@ impl ObserverHandler for Collect {
 async fn observer_handlers_receive_lifecycle_events_in_order() {
     let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
     let engine = builder(BASIC)
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
         .observer("monitor", Collect(sender))
         .build()
         .unwrap();
@@ -560,10 +548,7 @@ async fn an_alert_fires_when_the_queue_backs_up() {
             },
             ..settings()
         })
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
         .observer("monitor", Collect(sender))
         .build()
         .unwrap();
@@ -595,10 +580,7 @@ async fn a_running_worker_pool_is_listed_until_it_stops() {
     let engine = Engine::builder(app)
         .store(store.clone())
         .settings(settings())
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
         .build()
         .unwrap();
     let running = engine.start().await.unwrap();
@@ -647,14 +629,8 @@ async fn a_missing_handler_is_a_startup_error_naming_the_task() {
     let err = builder(BASIC).build().unwrap_err().to_string();
     assert!(err.contains("no handler for task `worker`"), "{err}");
     let err = builder(BASIC)
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
-        .task(
-            "wroker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
+        .task("wroker", succeed())
         .build()
         .unwrap_err()
         .to_string();
@@ -668,10 +644,7 @@ async fn producers_check_size_dedupe_by_key_and_delay() {
         "max_attempts = 3\n    max_message_size = \"64B\"",
     );
     let engine = builder(&manifest)
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
         .build()
         .unwrap();
     let queue = engine.queue("jobs").unwrap();
@@ -714,13 +687,7 @@ async fn producers_check_size_dedupe_by_key_and_delay() {
 
 #[tokio::test]
 async fn a_paused_queue_holds_its_jobs_until_resumed() {
-    let engine = builder(BASIC)
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
-        .build()
-        .unwrap();
+    let engine = builder(BASIC).task("worker", succeed()).build().unwrap();
     let mut events = EventFollower::from_now(engine.store().clone())
         .await
         .unwrap();
@@ -851,11 +818,7 @@ impl RefusingStore {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let app = app(manifest);
-        let store: Arc<dyn Store> = Arc::new(
-            raindrop::store::sqlite::SqliteStore::open(&path)
-                .await
-                .unwrap(),
-        );
+        let store = support::sqlite(&path).await;
         let refuse = rusqlite::Connection::open(&path).unwrap();
         refuse
             .execute_batch(
@@ -1021,11 +984,7 @@ async fn a_job_keeps_its_lease_while_its_outcome_waits() {
 async fn the_whole_lifecycle_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let app = app(BASIC);
-    let store: Arc<dyn Store> = Arc::new(
-        raindrop::store::sqlite::SqliteStore::open(&dir.path().join("db"))
-            .await
-            .unwrap(),
-    );
+    let store = support::sqlite(&dir.path().join("db")).await;
     let engine = Engine::builder(app)
         .store(store)
         .settings(settings())

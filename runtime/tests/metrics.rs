@@ -2,15 +2,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use raindrop::engine::{Engine, Settings};
 use raindrop::event::EventKind;
 use raindrop::feed::EventFollower;
-use raindrop::store::memory::MemoryStore;
 use raindrop::task::{JobContext, TaskError, handler_fn};
+
+mod support;
+use support::{app, memory};
 
 #[tokio::test]
 async fn workers_and_monitors_publish_metrics() {
@@ -18,13 +19,11 @@ async fn workers_and_monitors_publish_metrics() {
     let snapshotter = recorder.snapshotter();
     metrics::set_global_recorder(recorder).unwrap();
 
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
+    let app = app(
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  observer \"monitor\" {}\n}\n",
     );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
     let engine = Engine::builder(app)
-        .store(Arc::new(MemoryStore::new()))
+        .store(memory())
         .settings(Settings {
             observer_tick: Duration::from_millis(20),
             idle_poll: Duration::from_millis(20),

@@ -2,7 +2,6 @@
 //! worker's span (`cargo test -p raindrop --features otel --test otel`).
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,10 +11,12 @@ use raindrop::engine::Engine;
 use raindrop::event::EventKind;
 use raindrop::feed::EventFollower;
 use raindrop::service::Service;
-use raindrop::store::memory::MemoryStore;
 use raindrop::task::{JobContext, TaskError, handler_fn};
 use tower::ServiceExt;
 use tracing_subscriber::prelude::*;
+
+mod support;
+use support::{app, memory};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -29,12 +30,10 @@ async fn the_submitting_requests_trace_continues_in_the_worker() {
         .with(raindrop::telemetry::layer(&provider))
         .init();
 
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
+    let app = app(
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n}\n",
     );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
-    let store = Arc::new(MemoryStore::new());
+    let store = memory();
     let engine = Engine::builder(app)
         .store(store.clone())
         .task(

@@ -9,10 +9,11 @@ use axum::http::{Method, Request, StatusCode};
 use raindrop::engine::Engine;
 use raindrop::service::{ApiKeys, Service};
 use raindrop::store::Store;
-use raindrop::store::memory::MemoryStore;
-use raindrop::task::{JobContext, TaskError, handler_fn};
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+mod support;
+use support::{app, memory, succeed};
 
 const ACME: &str = "acme-submit-read-0123456789";
 const GLOBEX: &str = "globex-submit-read-0123456789";
@@ -32,20 +33,13 @@ fn router(manifest_service: &str) -> axum::Router {
 
 /// An engine (memory store) whose service block `api` has `manifest_service` in it.
 fn engine(manifest_service: &str) -> (Engine, Arc<dyn Store>) {
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
-        format!(
-            "application \"t\" {{\n  service \"api\" {{\n{manifest_service}\n  }}\n  queue \"jobs\" {{}}\n  task \"worker\" {{}}\n  kv_cache \"status\" {{}}\n}}\n"
-        ),
-    );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let app = app(&format!(
+        "application \"t\" {{\n  service \"api\" {{\n{manifest_service}\n  }}\n  queue \"jobs\" {{}}\n  task \"worker\" {{}}\n  kv_cache \"status\" {{}}\n}}\n"
+    ));
+    let store = memory();
     let engine = Engine::builder(app)
         .store(store.clone())
-        .task(
-            "worker",
-            handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) }),
-        )
+        .task("worker", succeed())
         .build()
         .unwrap();
     (engine, store)

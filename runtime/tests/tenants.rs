@@ -11,12 +11,14 @@ use axum::http::{Method, Request, StatusCode};
 use raindrop::engine::{Engine, Settings};
 use raindrop::job::JobState;
 use raindrop::service::{ApiKeys, Service};
-use raindrop::store::sqlite::SqliteStore;
 use raindrop::store::{JobFilter, Store};
 use raindrop::task::{JobContext, TaskError, handler_fn};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceExt;
+
+mod support;
+use support::{app, sqlite};
 
 const FLOOD: &str = "flood-submit-read-0123456789";
 const TRICKLE: &str = "trickle-submit-read-0123456789";
@@ -40,21 +42,13 @@ async fn fixture(
     started: Started,
     gate: Arc<Semaphore>,
 ) -> Fixture {
-    let source = raindrop_codegen::SourceFile::new(
-        "m",
-        format!(
-            "application \"t\" {{\n  service \"api\" {{\n{service}\n  }}\n  \
+    let app = app(&format!(
+        "application \"t\" {{\n  service \"api\" {{\n{service}\n  }}\n  \
              queue \"jobs\" {{}}\n  task \"worker\" {{\n    concurrency = {concurrency}\n  }}\n  \
              kv_cache \"status\" {{}}\n}}\n"
-        ),
-    );
-    let app = raindrop_codegen::compile(&source).application.unwrap();
+    ));
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("jobs.db"))
-            .await
-            .unwrap(),
-    );
+    let store = sqlite(&dir.path().join("jobs.db")).await;
     let handler = handler_fn(move |ctx: JobContext| {
         let (started, gate) = (started.clone(), gate.clone());
         async move {
