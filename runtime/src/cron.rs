@@ -148,28 +148,7 @@ pub async fn fire(
     let mut attempt = 0;
     let outcome = loop {
         attempt += 1;
-        let cancellation = stop.child_token();
-        let event = ScheduledEvent {
-            task: config.task.clone(),
-            cron: config.schedule.expression().to_owned(),
-            scheduled_time: tick,
-            attempt,
-            cancellation: cancellation.clone(),
-        };
-        let handler = handler.clone();
-        let mut run = tokio::spawn(async move { handler.call(event).await });
-        let result = tokio::select! {
-            joined = &mut run => match joined {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error.into_parts()),
-                Err(join) => Err((Retry::Backoff, JobError::new(format!("the handler panicked: {join}")))),
-            },
-            () = tokio::time::sleep(config.timeout) => {
-                cancellation.cancel();
-                run.abort();
-                Err((Retry::Backoff, JobError::new(format!("timed out after {}s", config.timeout.as_secs()))))
-            }
-        };
+        let result = attempt_once(handler, config, tick, attempt, stop).await;
         match result {
             Ok(()) => {
                 tracing::info!(task = %config.task, tick = %tick, attempt, "cron run succeeded");
@@ -191,6 +170,52 @@ pub async fn fire(
             }
         }
     };
+    record(store, config, tick, attempt, outcome).await?;
+    Ok(true)
+}
+
+/// Runs attempt `attempt` of the tick at `tick` with the task's timeout; a panic or a timeout
+/// is the attempt's error.
+async fn attempt_once(
+    handler: &Arc<dyn CronHandler>,
+    config: &CronConfig,
+    tick: Timestamp,
+    attempt: u32,
+    stop: &CancellationToken,
+) -> std::result::Result<(), (Retry, JobError)> {
+    let cancellation = stop.child_token();
+    let event = ScheduledEvent {
+        task: config.task.clone(),
+        cron: config.schedule.expression().to_owned(),
+        scheduled_time: tick,
+        attempt,
+        cancellation: cancellation.clone(),
+    };
+    let handler = handler.clone();
+    let mut run = tokio::spawn(async move { handler.call(event).await });
+    tokio::select! {
+        joined = &mut run => match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.into_parts()),
+            Err(join) => Err((Retry::Backoff, JobError::new(format!("the handler panicked: {join}")))),
+        },
+        () = tokio::time::sleep(config.timeout) => {
+            cancellation.cancel();
+            run.abort();
+            Err((Retry::Backoff, JobError::new(format!("timed out after {}s", config.timeout.as_secs()))))
+        }
+    }
+}
+
+/// Records how the tick at `tick` ended after `attempt` attempts: the last run in the cron
+/// runs namespace, and the runs counter.
+async fn record(
+    store: &Arc<dyn Store>,
+    config: &CronConfig,
+    tick: Timestamp,
+    attempt: u32,
+    outcome: std::result::Result<(), JobError>,
+) -> Result<()> {
     let run = CronRun {
         scheduled_time: tick,
         finished_at: now(),
@@ -213,10 +238,7 @@ pub async fn fire(
         metadata: None,
         expires_at: None,
     };
-    store
-        .kv_put(CRON_RUNS_NAMESPACE, &config.task, entry)
-        .await?;
-    Ok(true)
+    store.kv_put(CRON_RUNS_NAMESPACE, &config.task, entry).await
 }
 
 /// The scheduler of one cron task: runs until `stop`.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -259,17 +259,7 @@ async fn claim_loop(
             permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             () = shutdown.cancelled() => break,
         };
-        let mut held = vec![first];
-        let limit = match &shared.work {
-            Work::Jobs(_) => {
-                while let Ok(permit) = permits.clone().try_acquire_owned() {
-                    held.push(permit);
-                }
-                held.len()
-            }
-            // One permit runs one batch.
-            Work::Batches { size, .. } => *size,
-        };
+        let (held, limit) = free_slots(&shared.work, &permits, first);
         let claimed = match shared
             .store
             .claim_with(
@@ -308,33 +298,65 @@ async fn claim_loop(
             continue;
         }
         idle = Duration::from_millis(5);
-        match shared.work.clone() {
-            Work::Jobs(handler) => {
-                held.truncate(claimed.len());
-                for (job, permit) in claimed.into_iter().zip(held) {
-                    let (shared, hard_stop, handler) =
-                        (shared.clone(), hard_stop.clone(), handler.clone());
-                    jobs.spawn(async move {
-                        execute(&shared, &handler, job, hard_stop, permit).await;
-                        if shared.config.limits.running_per_tenant.is_some() {
-                            shared.finished.notify_one();
-                        }
-                    });
-                }
+        start(&mut jobs, &shared, &hard_stop, claimed, held);
+    }
+    jobs
+}
+
+/// The permits the next claim may fill, starting with `first`, and how many jobs to claim:
+/// every free slot for jobs, one batch for a consumer.
+fn free_slots(
+    work: &Work,
+    permits: &Arc<Semaphore>,
+    first: OwnedSemaphorePermit,
+) -> (Vec<OwnedSemaphorePermit>, usize) {
+    let mut held = vec![first];
+    match work {
+        Work::Jobs(_) => {
+            while let Ok(permit) = permits.clone().try_acquire_owned() {
+                held.push(permit);
             }
-            Work::Batches { handler, .. } => {
-                let (shared, hard_stop) = (shared.clone(), hard_stop.clone());
+            let limit = held.len();
+            (held, limit)
+        }
+        // One permit runs one batch.
+        Work::Batches { size, .. } => (held, *size),
+    }
+}
+
+/// Starts the `claimed` jobs in `jobs`, each holding one of `held` (a batch holds them all).
+fn start(
+    jobs: &mut tokio::task::JoinSet<()>,
+    shared: &Arc<Shared>,
+    hard_stop: &CancellationToken,
+    claimed: Vec<Job>,
+    mut held: Vec<OwnedSemaphorePermit>,
+) {
+    match shared.work.clone() {
+        Work::Jobs(handler) => {
+            held.truncate(claimed.len());
+            for (job, permit) in claimed.into_iter().zip(held) {
+                let (shared, hard_stop, handler) =
+                    (shared.clone(), hard_stop.clone(), handler.clone());
                 jobs.spawn(async move {
-                    execute_batch(&shared, &handler, claimed, hard_stop).await;
-                    drop(held);
+                    execute(&shared, &handler, job, hard_stop, permit).await;
                     if shared.config.limits.running_per_tenant.is_some() {
                         shared.finished.notify_one();
                     }
                 });
             }
         }
+        Work::Batches { handler, .. } => {
+            let (shared, hard_stop) = (shared.clone(), hard_stop.clone());
+            jobs.spawn(async move {
+                execute_batch(&shared, &handler, claimed, hard_stop).await;
+                drop(held);
+                if shared.config.limits.running_per_tenant.is_some() {
+                    shared.finished.notify_one();
+                }
+            });
+        }
     }
-    jobs
 }
 
 /// Runs one attempt of `job` and records its outcome.
@@ -343,7 +365,7 @@ async fn execute(
     handler: &Arc<dyn Handler>,
     job: Job,
     hard_stop: CancellationToken,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let Some(token) = job.lease_token() else {
         return;
@@ -360,15 +382,7 @@ async fn execute(
             .unwrap_or_default()
             .as_secs_f64(),
     );
-    let span = tracing::info_span!(
-        "job",
-        job.id = %id,
-        queue = %job.queue,
-        kind = %job.kind,
-        attempt = job.attempt,
-        tenant = job.tenant.as_deref().unwrap_or("")
-    );
-    crate::telemetry::continue_job(&span, &job.headers);
+    let span = job_span(&job);
     let attempt = job.attempt;
     let started = std::time::Instant::now();
     let ctx = JobContext::new(Arc::new(job), token, shared.store.clone(), cancel.clone());
@@ -396,9 +410,31 @@ async fn execute(
     };
     tracked.reporting();
     shared.meters.busy.decrement(1.0);
-    let elapsed = started.elapsed();
-    let _entered = span.enter();
-    match &outcome {
+    span.in_scope(|| observe(shared, &outcome, started.elapsed(), attempt));
+    let reporting = shared.reporting.clone().acquire_owned().await;
+    drop(permit);
+    report(shared, id, token, attempt, outcome).await;
+    drop(tracked);
+    drop(reporting);
+}
+
+/// The span an attempt of `job` runs in, continuing the trace of the request that submitted it.
+fn job_span(job: &Job) -> tracing::Span {
+    let span = tracing::info_span!(
+        "job",
+        job.id = %job.id,
+        queue = %job.queue,
+        kind = %job.kind,
+        attempt = job.attempt,
+        tenant = job.tenant.as_deref().unwrap_or("")
+    );
+    crate::telemetry::continue_job(&span, &job.headers);
+    span
+}
+
+/// Counts and logs how an attempt that ran for `elapsed` ended.
+fn observe(shared: &Shared, outcome: &Outcome, elapsed: Duration, attempt: u32) {
+    match outcome {
         Outcome::Succeeded(_) => {
             shared.meters.succeeded.increment(1);
             shared.meters.duration.record(elapsed.as_secs_f64());
@@ -412,12 +448,6 @@ async fn execute(
         Outcome::Abandoned => tracing::info!("job cancelled or its lease lost; outcome discarded"),
         Outcome::Release => tracing::info!("job released for another worker"),
     }
-    drop(_entered);
-    let reporting = shared.reporting.clone().acquire_owned().await;
-    drop(permit);
-    report(shared, id, token, attempt, outcome).await;
-    drop(tracked);
-    drop(reporting);
 }
 
 /// Runs one batch of a consumer and records each message's outcome.
