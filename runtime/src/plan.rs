@@ -195,6 +195,35 @@ pub fn status_cache(app: &Application) -> Option<StatusCache> {
     })
 }
 
+/// The most a submission to `queue` may ask for: the queue's `max_attempts`, and the longest
+/// `timeout` of the tasks that work it (`None` when no task does).
+pub(crate) fn submission_ceiling(app: &Application, queue: &str) -> Ceiling {
+    let max_attempts = app
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == queue)
+        .map_or(1, |q| q.max_attempts);
+    let timeout = app
+        .tasks
+        .iter()
+        .filter(|t| matches!(&t.role, TaskRole::Worker { queue: q, .. } if q.as_str() == queue))
+        .map(|t| t.timeout.get())
+        .max();
+    Ceiling {
+        max_attempts,
+        timeout,
+    }
+}
+
+/// What one submission may ask for at most (see [`submission_ceiling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ceiling {
+    /// Attempts: the queue's `max_attempts`.
+    pub(crate) max_attempts: u32,
+    /// One attempt's timeout: the longest `timeout` of the queue's tasks.
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
 /// What claims on `queue` observe: the strictest running-jobs quota of the services that
 /// accept jobs for it (a quota belongs to a service; its tenants' jobs land in these queues).
 fn claim_limits(app: &Application, queue: &str) -> ClaimLimits {

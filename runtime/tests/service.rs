@@ -558,3 +558,127 @@ async fn shutdown_closes_event_streams_left_open_after_the_drain_period() {
     let answer = read_to_close(&mut follower).await;
     assert!(!answer.contains("HTTP/1.1"), "{answer}");
 }
+
+/// Two queues served by one service: `small` takes payloads of 64 bytes at most and gives three
+/// attempts of two seconds; `big` has no task working it.
+fn two_queues() -> (axum::Router, Arc<dyn Store>) {
+    let app = app(r#"application "t" {
+  service "api" {}
+  queue "small" {
+    max_attempts = 3
+    max_message_size = "64B"
+  }
+  queue "big" {}
+  task "worker" {
+    queue = "small"
+    timeout = "2s"
+  }
+}"#);
+    let store = memory();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .task("worker", succeed())
+        .build()
+        .unwrap();
+    (Service::new(engine, "api").unwrap().router(), store)
+}
+
+#[tokio::test]
+async fn a_submission_cannot_ask_for_more_time_or_attempts_than_the_manifest_allows() {
+    let (router, store) = two_queues();
+    let job = |extra: Value| {
+        let mut job = json!({ "queue": "small", "payload": { "n": 1 } });
+        job.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        job
+    };
+    for (asked, field, says) in [
+        (
+            json!({ "timeout_ms": 86_400_000_000u64 }),
+            "timeout_ms",
+            "at most 2000",
+        ),
+        (
+            json!({ "timeout_ms": u64::MAX }),
+            "timeout_ms",
+            "at most 2000",
+        ),
+        (json!({ "timeout_ms": 0 }), "timeout_ms", "at least 1"),
+        (
+            json!({ "max_attempts": 1_000_000 }),
+            "max_attempts",
+            "at most 3",
+        ),
+        (json!({ "max_attempts": 0 }), "max_attempts", "at least 1"),
+    ] {
+        let (status, _, body) = call(
+            &router,
+            Method::POST,
+            "/v1/jobs",
+            None,
+            Some(job(asked.clone())),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{asked}: {body}");
+        assert_eq!(body["code"], "validation_failed", "{body}");
+        let error = &body["details"]["fields"][0];
+        assert_eq!(error["field"], field, "{body}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{body}");
+    }
+    // No task works `big`: it takes no timeout at all.
+    let (status, _, body) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        None,
+        Some(json!({ "queue": "big", "payload": 1, "timeout_ms": 10 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Within the manifest's values, both are taken as asked.
+    let (status, _, body) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        None,
+        Some(job(json!({ "timeout_ms": 1500, "max_attempts": 2 }))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().parse().unwrap();
+    let stored = store.get(id).await.unwrap().unwrap();
+    assert_eq!(stored.max_attempts, 2);
+    assert_eq!(stored.timeout, Some(std::time::Duration::from_millis(1500)));
+    let all = store
+        .list(&raindrop::store::JobFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 1, "only the job within bounds was stored");
+}
+
+#[tokio::test]
+async fn a_batch_refused_for_one_queue_stores_no_job_of_another() {
+    let (router, store) = two_queues();
+    let too_big = "x".repeat(100);
+    let (status, _, body) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs/batch",
+        None,
+        Some(json!({ "jobs": [
+            { "queue": "big", "payload": { "n": 1 } },
+            { "queue": "small", "payload": { "text": too_big } },
+        ] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    let all = store
+        .list(&raindrop::store::JobFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert!(
+        all.items.is_empty(),
+        "nothing of the refused batch was stored: {all:?}"
+    );
+}

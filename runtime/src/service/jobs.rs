@@ -18,6 +18,7 @@ use crate::control;
 use crate::event::EventKind;
 use crate::feed::EventFollower;
 use crate::job::{JobId, JobState, Payload, Timestamp};
+use crate::plan::Ceiling;
 use crate::queue::SendOptions;
 use crate::store::{Enqueued, JobFilter, JobStatus};
 
@@ -45,9 +46,9 @@ pub(crate) struct SubmitJob {
     /// Run no sooner than this time (wins over `delay_ms`).
     #[schema(value_type = Option<String>, format = DateTime)]
     run_at: Option<Timestamp>,
-    /// Attempts before it becomes a dead letter (default: the queue's).
+    /// Attempts before it becomes a dead letter (default and most: the queue's `max_attempts`).
     max_attempts: Option<u32>,
-    /// Longest one attempt may take, in milliseconds (default: the task's timeout).
+    /// Longest one attempt may take, in milliseconds (default and most: the task's `timeout`).
     timeout_ms: Option<u64>,
     /// Jobs with the same key on one queue are one job (the `Idempotency-Key` header wins).
     idempotency_key: Option<String>,
@@ -173,6 +174,12 @@ fn prepare(
             }
         },
     };
+    if let Some(ceiling) = state.ceilings.get(&queue) {
+        let errors = beyond_ceiling(*ceiling, &queue, job.max_attempts, job.timeout_ms, &field);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+    }
     if let Some(validator) = state.validators.get(&queue) {
         validator(&job.payload).map_err(|errors| {
             errors
@@ -206,6 +213,53 @@ fn prepare(
         },
     };
     Ok((queue, payload, options))
+}
+
+/// What a submission asks for beyond what the manifest lets one to `queue` ask for: more
+/// attempts than the queue's `max_attempts`, a longer timeout than its tasks' `timeout`, or
+/// none at all.
+fn beyond_ceiling(
+    ceiling: Ceiling,
+    queue: &str,
+    max_attempts: Option<u32>,
+    timeout_ms: Option<u64>,
+    field: &dyn Fn(&str) -> String,
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    match max_attempts {
+        Some(0) => errors.push(FieldError {
+            field: field("max_attempts"),
+            message: "at least 1".into(),
+        }),
+        Some(asked) if asked > ceiling.max_attempts => errors.push(FieldError {
+            field: field("max_attempts"),
+            message: format!(
+                "at most {} (the max_attempts of queue `{queue}`)",
+                ceiling.max_attempts
+            ),
+        }),
+        _ => {}
+    }
+    if let Some(asked) = timeout_ms {
+        let most = ceiling.timeout.map_or(0, |t| t.as_millis());
+        if asked == 0 {
+            errors.push(FieldError {
+                field: field("timeout_ms"),
+                message: "at least 1".into(),
+            });
+        } else if u128::from(asked) > most {
+            errors.push(FieldError {
+                field: field("timeout_ms"),
+                message: match ceiling.timeout {
+                    Some(_) => format!(
+                        "at most {most} (the longest timeout of the tasks working queue `{queue}`)"
+                    ),
+                    None => format!("no task works queue `{queue}`, so no timeout may be asked"),
+                },
+            });
+        }
+    }
+    errors
 }
 
 /// Applies the tenant's quota to jobs about to be submitted: clamps their priorities, refuses
@@ -344,36 +398,30 @@ pub(crate) async fn submit_batch(
         return Err(ApiError::validation(errors));
     }
     apply_quota(&state, &caller, &mut prepared).await?;
-    let mut by_queue: BTreeMap<String, Vec<(usize, Payload, SendOptions)>> = BTreeMap::new();
-    for (index, (queue, payload, options)) in prepared.into_iter().enumerate() {
-        by_queue
-            .entry(queue)
-            .or_default()
-            .push((index, payload, options));
-    }
-    // One atomic enqueue per queue (the store's batch is per call).
-    let total: usize = by_queue.values().map(Vec::len).sum();
-    let mut results: Vec<Option<Submitted>> = (0..total).map(|_| None).collect();
-    for (queue, jobs) in by_queue {
+    // Every job is checked (its queue's size limit among them) before any is written; then
+    // one enqueue writes them all: atomically on the memory and SQLite stores, per queue on
+    // Redis (a Redis Cluster keeps each queue in a slot of its own).
+    let mut queues = Vec::with_capacity(prepared.len());
+    let mut built = Vec::with_capacity(prepared.len());
+    for (queue, payload, options) in prepared {
         let producer = state
             .producers
             .get(&queue)
             .ok_or_else(|| control::Error::NotServed(queue.clone()))?;
-        let built = jobs
-            .iter()
-            .map(|(_, p, o)| producer.job(p.clone(), o.clone()))
-            .collect::<crate::Result<Vec<_>>>()?;
-        let outcomes = state
-            .control
-            .engine()
-            .store()
-            .enqueue(built, crate::job::now())
-            .await?;
-        for ((index, _, _), outcome) in jobs.into_iter().zip(outcomes) {
-            results[index] = Some(submitted(outcome, queue.clone()));
-        }
+        built.push(producer.job(payload, options)?);
+        queues.push(queue);
     }
-    let jobs = results.into_iter().flatten().collect();
+    let outcomes = state
+        .control
+        .engine()
+        .store()
+        .enqueue(built, crate::job::now())
+        .await?;
+    let jobs = outcomes
+        .into_iter()
+        .zip(queues)
+        .map(|(outcome, queue)| submitted(outcome, queue))
+        .collect();
     Ok((StatusCode::ACCEPTED, axum::Json(SubmittedBatch { jobs })).into_response())
 }
 

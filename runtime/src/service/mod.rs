@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) validators: HashMap<String, Validator>,
     /// Producers of the queues served, made once.
     pub(crate) producers: HashMap<String, crate::queue::Queue>,
+    /// The most a submission to each served queue may ask for.
+    pub(crate) ceilings: HashMap<String, crate::plan::Ceiling>,
     pub(crate) metrics: Option<PrometheusHandle>,
     /// Authentication and rate limit.
     pub(crate) guard: auth::Guard,
@@ -147,12 +149,23 @@ impl Service {
                 burst: r.burst,
             }),
         };
+        let ceilings = block
+            .queues
+            .iter()
+            .map(|q| {
+                (
+                    q.to_string(),
+                    crate::plan::submission_ceiling(app, q.as_str()),
+                )
+            })
+            .collect();
         let served = block.queues.iter().map(ToString::to_string).collect();
         let status_cache = app.status_cache.as_ref().map(ToString::to_string);
         let shared = Shared {
             guard,
             quota: block.quota,
             producers,
+            ceilings,
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
             validators: HashMap::new(),
             metrics: prometheus(),
