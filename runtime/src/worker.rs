@@ -529,13 +529,12 @@ async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: O
             Outcome::Failed(retry, error) => {
                 let then = match retry {
                     Retry::Never => AfterFailure::Dead,
+                    // Saturating: a delay past the calendar's end waits until its end.
                     Retry::After(delay) => AfterFailure::Retry {
-                        at: at + chrono::Duration::from_std(*delay).unwrap_or_default(),
+                        at: crate::store::after(at, *delay),
                     },
                     Retry::Backoff => AfterFailure::Retry {
-                        at: at
-                            + chrono::Duration::from_std(shared.config.retry.delay(attempt))
-                                .unwrap_or_default(),
+                        at: crate::store::after(at, shared.config.retry.delay(attempt)),
                     },
                 };
                 shared.store.fail(id, token, error.clone(), then, at).await

@@ -1034,3 +1034,42 @@ async fn the_whole_lifecycle_on_sqlite() {
     assert_eq!(retried.attempt, 2);
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retry_after_past_the_calendars_end_waits_until_its_end() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move {
+                let years: u64 = ctx.payload()?;
+                if years == 0 {
+                    return Ok(());
+                }
+                let delay = Duration::from_secs(years.saturating_mul(365 * 24 * 3600));
+                Err::<(), _>(TaskError::retry_after(delay, "come back much later"))
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    // A million years overflows the calendar's arithmetic; u64::MAX years overflows Duration's.
+    for years in [1_000_000, u64::MAX] {
+        let id = queue.send(&years).await.unwrap();
+        wait(&mut events, id, EventKind::Retrying).await;
+        let job = engine.store().get(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Retrying);
+        assert!(
+            job.run_at > now() + chrono::Duration::days(365 * 1000),
+            "a delay of {years} years did not come back at once: {}",
+            job.run_at
+        );
+    }
+    // The pool is still working.
+    let id = queue.send(&0).await.unwrap();
+    wait(&mut events, id, EventKind::Succeeded).await;
+    running.shutdown().await;
+}
