@@ -75,43 +75,27 @@ pub fn bindings(app: &Application) -> TokenStream {
 /// Everything `raindrop::app!()` expands to for `app`, whose manifest is at `manifest_path`:
 /// the bindings, one marker type per block that takes a handler (the attributes implement the
 /// handler traits on them), and the launch glue `#[raindrop::main]` uses.
+// Long: one `quote!` template, the generated module that launches the application.
 pub fn application(app: &Application, manifest_path: &str) -> TokenStream {
     let path_str = manifest_path;
-    let markers = |names: Vec<&str>| names.into_iter().map(ident).collect::<Vec<_>>();
-    let worker_names: Vec<&str> = app
-        .tasks
-        .iter()
-        .filter(|t| matches!(t.role, TaskRole::Worker { .. }))
-        .map(|t| t.name.as_str())
-        .collect();
-    let cron_names: Vec<&str> = app
-        .tasks
-        .iter()
-        .filter(|t| matches!(t.role, TaskRole::Cron { .. }))
-        .map(|t| t.name.as_str())
-        .collect();
-    let monitor_names: Vec<&str> = app
-        .observers
-        .iter()
-        .filter(|o| matches!(o.role, ObserverRole::Monitor { .. }))
-        .map(|o| o.name.as_str())
-        .collect();
-    let consumer_names: Vec<&str> = app
-        .observers
-        .iter()
-        .filter(|o| matches!(o.role, ObserverRole::Consumer { .. }))
-        .map(|o| o.name.as_str())
-        .collect();
-    let service_names: Vec<&str> = app.services.iter().map(|s| s.name.as_str()).collect();
+    let HandlerNames {
+        workers: worker_names,
+        crons: cron_names,
+        monitors: monitor_names,
+        consumers: consumer_names,
+        services: service_names,
+    } = HandlerNames::of(app);
+    let markers = |names: &[&str]| names.iter().copied().map(ident).collect::<Vec<_>>();
     let (workers, crons, monitors, consumers, services) = (
-        markers(worker_names.clone()),
-        markers(cron_names.clone()),
-        markers(monitor_names.clone()),
-        markers(consumer_names.clone()),
-        markers(service_names.clone()),
+        markers(&worker_names),
+        markers(&cron_names),
+        markers(&monitor_names),
+        markers(&consumer_names),
+        markers(&service_names),
     );
 
     let env = bindings(app);
+    let extractors = env_extractors();
     quote! {
         #env
 
@@ -172,6 +156,13 @@ pub fn application(app: &Application, manifest_path: &str) -> TokenStream {
             };
         }
 
+        #extractors
+    }
+}
+
+/// `Env` as a handler argument of every kind: each handler gets a clone.
+fn env_extractors() -> TokenStream {
+    quote! {
         impl ::raindrop::__private::FromJob<Env> for Env {
             fn from_job(_: &::raindrop::task::JobContext, env: &Env) -> ::core::result::Result<Self, ::raindrop::task::TaskError> {
                 ::core::result::Result::Ok(::core::clone::Clone::clone(env))
@@ -194,6 +185,47 @@ pub fn application(app: &Application, manifest_path: &str) -> TokenStream {
             fn from_event(_: &::raindrop::event::Event, env: &Env) -> Self {
                 ::core::clone::Clone::clone(env)
             }
+        }
+    }
+}
+
+/// The names of the blocks that take a handler, one list per marker module.
+struct HandlerNames<'a> {
+    workers: Vec<&'a str>,
+    crons: Vec<&'a str>,
+    monitors: Vec<&'a str>,
+    consumers: Vec<&'a str>,
+    services: Vec<&'a str>,
+}
+
+impl<'a> HandlerNames<'a> {
+    fn of(app: &'a Application) -> Self {
+        Self {
+            workers: app
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.role, TaskRole::Worker { .. }))
+                .map(|t| t.name.as_str())
+                .collect(),
+            crons: app
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.role, TaskRole::Cron { .. }))
+                .map(|t| t.name.as_str())
+                .collect(),
+            monitors: app
+                .observers
+                .iter()
+                .filter(|o| matches!(o.role, ObserverRole::Monitor { .. }))
+                .map(|o| o.name.as_str())
+                .collect(),
+            consumers: app
+                .observers
+                .iter()
+                .filter(|o| matches!(o.role, ObserverRole::Consumer { .. }))
+                .map(|o| o.name.as_str())
+                .collect(),
+            services: app.services.iter().map(|s| s.name.as_str()).collect(),
         }
     }
 }

@@ -83,7 +83,39 @@ pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<mode
         .iter()
         .filter_map(|o| observer(o, &all_queues, diags))
         .collect();
+    let consumers = consumers(app, &tasks, &observers, diags);
+    let queues = queues(app, &consumers, diags);
 
+    let needs_status = certain && (!tasks.is_empty() || !app.services.is_empty());
+    let status_cache = status_cache(app, needs_status, diags);
+    let services = app
+        .services
+        .iter()
+        .filter_map(|s| service(s, &all_queues, &queues, diags))
+        .collect();
+
+    let application = model::Application {
+        name: name(&app.header)?,
+        services,
+        queues,
+        tasks,
+        kv_caches: kv_caches(app),
+        observers,
+        env: env(app),
+        status_cache,
+        unsupported: unsupported(app),
+    };
+    Some(application)
+}
+
+/// The one consumer of each queue (a worker task or a consumer observer), reporting a queue
+/// that two of them would pull.
+fn consumers<'m>(
+    app: &ast::Application,
+    tasks: &'m [model::Task],
+    observers: &'m [model::Observer],
+    diags: &mut Diagnostics,
+) -> BTreeMap<&'m Name, (Consumer, Span)> {
     let mut consumers: BTreeMap<&Name, (Consumer, Span)> = BTreeMap::new();
     let task_consumers = tasks
         .iter()
@@ -125,9 +157,16 @@ pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<mode
             consumers.insert(queue, (consumer, span));
         }
     }
+    consumers
+}
 
-    let queues: Vec<model::Queue> = app
-        .queues
+/// The queues with their consumers, warning about a queue nothing pulls.
+fn queues(
+    app: &ast::Application,
+    consumers: &BTreeMap<&Name, (Consumer, Span)>,
+    diags: &mut Diagnostics,
+) -> Vec<model::Queue> {
+    app.queues
         .iter()
         .filter_map(|q| {
             let queue = queue(q)?;
@@ -142,52 +181,40 @@ pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<mode
             }
             Some(model::Queue { consumer, ..queue })
         })
-        .collect();
+        .collect()
+}
 
-    let needs_status = certain && (!tasks.is_empty() || !app.services.is_empty());
-    let status_cache = status_cache(app, needs_status, diags);
-    let services = app
-        .services
+fn kv_caches(app: &ast::Application) -> Vec<model::KvCache> {
+    app.kv_caches
         .iter()
-        .filter_map(|s| service(s, &all_queues, &queues, diags))
-        .collect();
+        .filter_map(|c| {
+            Some(model::KvCache {
+                name: name(&c.header)?,
+                ttl: c.ttl.as_ref().map(|t| t.value),
+            })
+        })
+        .collect()
+}
 
-    let application = model::Application {
-        name: name(&app.header)?,
-        services,
-        queues,
-        tasks,
-        kv_caches: app
-            .kv_caches
-            .iter()
-            .filter_map(|c| {
-                Some(model::KvCache {
-                    name: name(&c.header)?,
-                    ttl: c.ttl.as_ref().map(|t| t.value),
-                })
-            })
-            .collect(),
-        observers,
-        env: app
-            .envs
-            .iter()
-            .map(|e| model::EnvVar {
-                name: e.header.name.value.clone(),
-                secret: e.secret.as_ref().is_some_and(|s| s.value),
-                default: e.default.as_ref().map(|d| d.value.clone()),
-            })
-            .collect(),
-        status_cache,
-        unsupported: app
-            .unsupported
-            .iter()
-            .map(|u| model::UnsupportedBlock {
-                kind: u.header.kind.to_owned(),
-                name: u.header.name.value.clone(),
-            })
-            .collect(),
-    };
-    Some(application)
+fn env(app: &ast::Application) -> Vec<model::EnvVar> {
+    app.envs
+        .iter()
+        .map(|e| model::EnvVar {
+            name: e.header.name.value.clone(),
+            secret: e.secret.as_ref().is_some_and(|s| s.value),
+            default: e.default.as_ref().map(|d| d.value.clone()),
+        })
+        .collect()
+}
+
+fn unsupported(app: &ast::Application) -> Vec<model::UnsupportedBlock> {
+    app.unsupported
+        .iter()
+        .map(|u| model::UnsupportedBlock {
+            kind: u.header.kind.to_owned(),
+            name: u.header.name.value.clone(),
+        })
+        .collect()
 }
 
 fn describe(consumer: &Consumer) -> String {

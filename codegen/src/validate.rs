@@ -36,6 +36,13 @@ fn headers(app: &ast::Application) -> impl Iterator<Item = &ast::Header> {
 }
 
 fn check_names(app: &ast::Application, diags: &mut Diagnostics) {
+    check_name_syntax(app, diags);
+    check_duplicates(app, diags);
+    check_identifiers(app, diags);
+}
+
+/// Each block name is a valid name, and each env name a valid variable name.
+fn check_name_syntax(app: &ast::Application, diags: &mut Diagnostics) {
     for header in headers(app) {
         if let Err(err) = Name::parse(&header.name.value) {
             diags.push(
@@ -69,8 +76,10 @@ fn check_names(app: &ast::Application, diags: &mut Diagnostics) {
             );
         }
     }
+}
 
-    // Duplicates within a kind: the same label twice.
+/// Duplicates within a kind: the same label twice.
+fn check_duplicates(app: &ast::Application, diags: &mut Diagnostics) {
     let mut by_kind: HashMap<&str, HashMap<&str, Span>> = HashMap::new();
     for header in headers(app)
         .skip(1)
@@ -96,9 +105,11 @@ fn check_names(app: &ast::Application, diags: &mut Diagnostics) {
             }
         }
     }
+}
 
-    // Different names, one Rust identifier. Resources and env values share the `Env` struct;
-    // handler kinds each have their own namespace.
+/// Different names, one Rust identifier. Resources and env values share the `Env` struct;
+/// handler kinds each have their own namespace.
+fn check_identifiers(app: &ast::Application, diags: &mut Diagnostics) {
     let bindings = app
         .queues
         .iter()

@@ -302,6 +302,8 @@ fn check_signature(function: &syn::ItemFn, role: Option<Role>, errors: &mut Erro
     }
 }
 
+/// The function and the impl that binds it to its block's marker.
+// Long: one exhaustive match over the roles, each arm the `quote!` template of its impl.
 fn expand(function: &syn::ItemFn, block: &str, role: Role) -> TokenStream {
     let glue = glue();
     let marker = ident(block);
