@@ -16,15 +16,15 @@ for i = 4, #ARGV, 10 do
   else
     local state = waiting_state(run_at, now, false)
     -- The fields every transition reads come first: a small hash is a list, read in order.
-    local fields = { 's', state, 'a', '0', 'k', kind, 'p', payload, 'pr', priority, 'ra', run_at,
-      'ma', max_attempts, 'ca', now }
-    if timeout ~= '' then fields[#fields + 1] = 'to'; fields[#fields + 1] = timeout end
+    local fields = { F_STATE, state, F_ATTEMPT, '0', F_KIND, kind, F_PAYLOAD, payload,
+      F_PRIORITY, priority, F_RUN_AT, run_at, F_MAX_ATTEMPTS, max_attempts, F_CREATED_AT, now }
+    if timeout ~= '' then fields[#fields + 1] = F_TIMEOUT; fields[#fields + 1] = timeout end
     if idem ~= '' then
-      fields[#fields + 1] = 'ik'; fields[#fields + 1] = idem
+      fields[#fields + 1] = F_IDEMPOTENCY_KEY; fields[#fields + 1] = idem
       redis.call('HSET', IDEM, idem, id)
     end
-    if tenant ~= '' then fields[#fields + 1] = 'tn'; fields[#fields + 1] = tenant end
-    if headers ~= '' then fields[#fields + 1] = 'h'; fields[#fields + 1] = headers end
+    if tenant ~= '' then fields[#fields + 1] = F_TENANT; fields[#fields + 1] = tenant end
+    if headers ~= '' then fields[#fields + 1] = F_HEADERS; fields[#fields + 1] = headers end
     redis.call('HSET', JOB .. id, unpack(fields))
     index_later(id, state, priority, run_at, nil, now, tenant)
     emit_later(id, 'enqueued', state, 0, now)

@@ -5,9 +5,9 @@ local out = {}
 for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 's', 'tk')
+  local f = redis.call('HMGET', key, F_STATE, F_TOKEN)
   if f[1] == 'running' and f[2] == token then
-    redis.call('HSET', key, 'le', expires)
+    redis.call('HSET', key, F_LEASE_EXPIRES, expires)
     redis.call('ZADD', LEASES, expires, id)
     out[#out + 1] = 1
   elseif f[1] == 'cancelled' then

@@ -1,26 +1,20 @@
--- Shared by every queue script; prepended to each at build time.
+-- Shared by every queue script; each is built (`scripts.rs`) from a prelude, this file, then
+-- its own file.
 --
 -- Every key a script touches belongs to one queue and carries that queue's hash tag, so each
--- script runs on a single slot and Redis Cluster works. The fixed keys come in KEYS, always in
--- this order; a job's hash is KEYS[18] followed by the job id, and a tenant's queued jobs are
--- KEYS[22] followed by the tenant.
-local READY, DELAYED, LEASES, EVENTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local IDEM, PAUSED, FAILURES = KEYS[5], KEYS[6], KEYS[7]
-local STATE = {
-  queued = KEYS[8], scheduled = KEYS[9], running = KEYS[10], succeeded = KEYS[11],
-  retrying = KEYS[12], dead = KEYS[13], cancelled = KEYS[14],
-}
-local FINISHED = { succeeded = KEYS[15], dead = KEYS[16], cancelled = KEYS[17] }
-local JOB = KEYS[18]
--- Tenants with queued jobs (set); when each was last served (hash, '' for jobs without one);
--- running jobs per tenant (hash); the prefix of each tenant's ready set. Jobs without a tenant
--- wait in READY.
-local TENANTS, TURNS, RUNNING, TENANT_READY = KEYS[19], KEYS[20], KEYS[21], KEYS[22]
+-- script runs on a single slot and Redis Cluster works. The prelude names the queue's fixed
+-- keys, which come in KEYS (`keys.rs` has the table): READY, DELAYED, LEASES, EVENTS, IDEM,
+-- PAUSED, FAILURES, the id set of each state but running (STATE[state]), the finished jobs by
+-- time (FINISHED[state]), JOB (a job's hash is JOB followed by the job id), TENANTS (tenants
+-- with queued jobs, a set), TURNS (when each tenant was last served, a hash, '' for jobs
+-- without one), RUNNING (running jobs per tenant, a hash), TENANT_READY (a tenant's queued jobs
+-- are TENANT_READY followed by the tenant; jobs without one wait in READY) and RUNNING_COUNT.
+-- It also names the fields of a job's hash, F_STATE = 's' and so on (`codec.rs` has the table).
+--
 -- Running jobs are the members of LEASES (scored by lease expiry); RUNNING_COUNT counts them
 -- through every transition, so a running job that lost its lease entry shows as a difference
--- (`lost.lua` finds it). STATE.running holds only jobs that ran before this layout: they
--- leave it when they stop running.
-local RUNNING_COUNT = KEYS[23]
+-- (`lost.lua` finds it).
+--
 -- While jobs run, LEASES also holds this member, scored +inf so no recovery or count sees it.
 -- Longer than 64 bytes (zset-max-listpack-value), it keeps LEASES a skip list: a small sorted set
 -- is otherwise a listpack, whose inserts read every member's score (most of a claim's cost at
@@ -163,11 +157,9 @@ end
 -- Takes job `id` (of `tenant`) out of the indexes of `state`. A tenant's empty ready set
 -- leaves TENANTS at its next claim.
 local function unindex(id, state, tenant)
-  redis.call('ZREM', STATE[state], id)
+  if state ~= 'running' then redis.call('ZREM', STATE[state], id) end
   if state == 'queued' then
     redis.call('ZREM', ready_key(tenant), id)
-    -- A tenant's job queued before tenants had ready sets of their own waits in READY.
-    if tenant and tenant ~= '' then redis.call('ZREM', READY, id) end
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZREM', DELAYED, id)
   elseif state == 'running' then
@@ -180,7 +172,6 @@ local function unindex(id, state, tenant)
     redis.call('ZREM', FINISHED[state], id)
   end
 end
-
 
 -- The closed-attempts list `list` (JSON, or false) with the open attempt (number, worker JSON,
 -- start) closed at `now` with `err` (JSON) appended.
@@ -195,10 +186,10 @@ end
 
 -- Ends the open attempt of the job at `key` (if any), with `err` (JSON) when it failed.
 local function close_attempt(key, err, now)
-  local cur = redis.call('HMGET', key, 'cw', 'cs', 'a', 'at')
+  local cur = redis.call('HMGET', key, F_WORKER, F_ATTEMPT_STARTED_AT, F_ATTEMPT, F_ATTEMPTS)
   if not cur[2] then return end
-  redis.call('HSET', key, 'at', closed(cur[4], cur[3], cur[1], cur[2], now, err))
-  redis.call('HDEL', key, 'cw', 'cs')
+  redis.call('HSET', key, F_ATTEMPTS, closed(cur[4], cur[3], cur[1], cur[2], now, err))
+  redis.call('HDEL', key, F_WORKER, F_ATTEMPT_STARTED_AT)
 end
 
 -- Moves up to `max` due scheduled and retrying jobs to the ready set; returns how many.
@@ -206,11 +197,11 @@ local function promote(now, max)
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, max)
   for _, id in ipairs(due) do
     local key = JOB .. id
-    local f = redis.call('HMGET', key, 's', 'pr', 'ra', 'tn')
+    local f = redis.call('HMGET', key, F_STATE, F_PRIORITY, F_RUN_AT, F_TENANT)
     redis.call('ZREM', DELAYED, id)
     if f[1] then
-      redis.call('ZREM', STATE[f[1]], id)
-      redis.call('HSET', key, 's', 'queued')
+      if f[1] ~= 'running' then redis.call('ZREM', STATE[f[1]], id) end
+      redis.call('HSET', key, F_STATE, 'queued')
       index(id, 'queued', f[2], f[3], nil, now, f[4])
     end
   end
@@ -219,7 +210,7 @@ end
 
 -- Checks that the job at `key` runs under lease `token`: nil when it does, else the answer.
 local function check_lease(key, token)
-  local f = redis.call('HMGET', key, 's', 'tk')
+  local f = redis.call('HMGET', key, F_STATE, F_TOKEN)
   if not f[1] then return 'missing' end
   if f[1] ~= 'running' or f[2] ~= token then return 'lost' end
   return nil
@@ -228,7 +219,7 @@ end
 -- Removes job `id`: its hash, its indexes and its idempotency key.
 local function remove_job(id)
   local key = JOB .. id
-  local f = redis.call('HMGET', key, 's', 'ik', 'tn')
+  local f = redis.call('HMGET', key, F_STATE, F_IDEMPOTENCY_KEY, F_TENANT)
   if f[1] then unindex(id, f[1], f[3]) end
   if f[2] and redis.call('HGET', IDEM, f[2]) == id then
     redis.call('HDEL', IDEM, f[2])

@@ -3,12 +3,12 @@ local id, token, now = ARGV[1], ARGV[2], ARGV[3]
 local key = JOB .. id
 local refused = check_lease(key, token)
 if refused then return refused end
-redis.call('HDEL', key, 'cw', 'cs', 'le')
-local attempt = redis.call('HINCRBY', key, 'a', -1)
-if attempt <= 0 then redis.call('HDEL', key, 'sa') end
-local f = redis.call('HMGET', key, 'pr', 'ra', 'tn')
+redis.call('HDEL', key, F_WORKER, F_ATTEMPT_STARTED_AT, F_LEASE_EXPIRES)
+local attempt = redis.call('HINCRBY', key, F_ATTEMPT, -1)
+if attempt <= 0 then redis.call('HDEL', key, F_STARTED_AT) end
+local f = redis.call('HMGET', key, F_PRIORITY, F_RUN_AT, F_TENANT)
 local state = waiting_state(f[2], now, false)
-redis.call('HSET', key, 's', state)
+redis.call('HSET', key, F_STATE, state)
 unindex(id, 'running', f[3])
 index(id, state, f[1], f[2], nil, now, f[3])
 emit(id, 'requeued', state, attempt, now, 'released by a stopping worker')

@@ -3,7 +3,7 @@
 -- The entry also expires natively when its expiry lies ahead of the wall clock.
 local name, value, metadata, expires, wall = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', value, 'm', metadata, 'x', expires)
+redis.call('HSET', KEYS[1], F_VALUE, value, F_METADATA, metadata, F_EXPIRES, expires)
 redis.call('ZADD', KEYS[2], 0, name)
 if expires ~= '' then
   redis.call('ZADD', KEYS[3], expires, name)

@@ -18,7 +18,7 @@ local scanned = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000)
 local found = 0
 for _, key in ipairs(scanned[2]) do
   local id = string.sub(key, #JOB + 1)
-  if redis.call('HGET', key, 's') == 'running' and not redis.call('ZSCORE', LEASES, id) then
+  if redis.call('HGET', key, F_STATE) == 'running' and not redis.call('ZSCORE', LEASES, id) then
     redis.call('ZADD', LEASES, 0, id)
     found = found + 1
   end

@@ -11,7 +11,7 @@ while true do
   if #names == 0 then return out end
   for _, name in ipairs(names) do
     if string.sub(name, 1, #prefix) ~= prefix then return out end
-    local f = redis.call('HMGET', entries .. name, 'x', 'm')
+    local f = redis.call('HMGET', entries .. name, F_EXPIRES, F_METADATA)
     if not f[1] then
       -- Expired natively: drop the listing entry too.
       redis.call('ZREM', KEYSET, name)

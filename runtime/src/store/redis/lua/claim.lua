@@ -3,7 +3,7 @@
 -- limit). Returns, for each claimed job, its id and its record (HGETALL, as read before the
 -- claim wrote) as one JSON array of names and values: `cjson` writes it in C, where a Lua table
 -- of strings turned into a reply costs Redis a tenth of its work. The reader applies what `take`
--- writes itself (`Taken` in mod.rs).
+-- writes itself (`Taken` in claim.rs).
 --
 -- With tenants, jobs are taken one at a time, the same rule as every store (`fair.rs`): the
 -- highest priority waiting; among groups (each tenant, and jobs without one) whose best job has
@@ -14,9 +14,8 @@ promote(now, 1000)
 if redis.call('EXISTS', PAUSED) == 1 then return {} end
 local out = {}
 
--- Leases job `id`; its tenant comes from its record (a tenant's job queued before tenants had
--- ready sets of their own waits in READY, and its running count must still be kept).
--- What it writes, `Taken::apply` in mod.rs writes again into the answer: keep them together.
+-- Leases job `id`; its tenant, whose running count it keeps, comes from its record.
+-- What it writes, `Taken::apply` in claim.rs writes again into the answer: keep them together.
 local function take(id)
   local key = JOB .. id
   zrem_later(STATE.queued, id)
@@ -26,19 +25,19 @@ local function take(id)
   local attempt, token, started, tenant = 0, 0, false, false
   for i = 1, #record, 2 do
     local name = record[i]
-    if name == 'a' then attempt = tonumber(record[i + 1])
-    elseif name == 'tk' then token = tonumber(record[i + 1])
-    elseif name == 'sa' then started = true
-    elseif name == 'tn' then tenant = record[i + 1]
+    if name == F_ATTEMPT then attempt = tonumber(record[i + 1])
+    elseif name == F_TOKEN then token = tonumber(record[i + 1])
+    elseif name == F_STARTED_AT then started = true
+    elseif name == F_TENANT then tenant = record[i + 1]
     end
   end
   attempt = tostring(attempt + 1)
   if started then
-    redis.call('HSET', key, 's', 'running', 'a', attempt, 'tk', int(token + 1), 'cw', worker,
-      'cs', now, 'le', expires)
+    redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, int(token + 1),
+      F_WORKER, worker, F_ATTEMPT_STARTED_AT, now, F_LEASE_EXPIRES, expires)
   else
-    redis.call('HSET', key, 's', 'running', 'a', attempt, 'tk', int(token + 1), 'cw', worker,
-      'cs', now, 'le', expires, 'sa', now)
+    redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, int(token + 1),
+      F_WORKER, worker, F_ATTEMPT_STARTED_AT, now, F_LEASE_EXPIRES, expires, F_STARTED_AT, now)
   end
   index_later(id, 'running', nil, nil, expires, now, tenant)
   emit_later(id, 'started', 'running', attempt, now)

@@ -19,17 +19,13 @@ local batch = redis.call('XRANGE', EVENTS, '-', '+', 'COUNT', 1000)
 local keep_from = nil
 for _, entry in ipairs(batch) do
   local fields = entry[2]
-  local events = #fields / 2
   for j = 1, #fields, 2 do
-    -- `at` is the fourth word of a value; an entry of an earlier version holds one event, its
-    -- time in field `t`.
+    -- `at` is the fourth word of a value.
     local at = string.match(fields[j + 1], '^%S+ %S+ %S+ (%d+)')
-    if fields[j] == 'k' then events = 1 end
-    if fields[j] == 't' then at = fields[j + 1] end
-    if at and fields[j] ~= 'd' and tonumber(at) >= tonumber(horizon) then keep_from = entry[1] end
+    if at and tonumber(at) >= tonumber(horizon) then keep_from = entry[1] end
   end
   if keep_from then break end
-  removed = removed + events
+  removed = removed + #fields / 2
 end
 if not keep_from and #batch > 0 then
   local ms, seq = string.match(batch[#batch][1], '(%d+)-(%d+)')

@@ -1,8 +1,6 @@
 -- Finishes running jobs with their results. ARGV: id, token, result, now per job.
 -- Returns per job: 'ok', 'lost' or 'missing'.
 local out = {}
--- Jobs that ran before LEASES was the running index are also in STATE.running.
-local legacy = redis.call('EXISTS', STATE.running) == 1
 -- Without running counts per tenant, no running job has a tenant: its record need not be
 -- searched for one (a field a job lacks is a search of the whole record).
 local tenants = redis.call('EXISTS', RUNNING) == 1
@@ -11,20 +9,19 @@ for i = 1, #ARGV, 4 do
   local key = JOB .. id
   local f
   if tenants then
-    f = redis.call('HMGET', key, 's', 'tk', 'a', 'tn')
+    f = redis.call('HMGET', key, F_STATE, F_TOKEN, F_ATTEMPT, F_TENANT)
   else
-    f = redis.call('HMGET', key, 's', 'tk', 'a')
+    f = redis.call('HMGET', key, F_STATE, F_TOKEN, F_ATTEMPT)
   end
   if not f[1] then
     out[#out + 1] = 'missing'
   elseif f[1] ~= 'running' or f[2] ~= token then
     out[#out + 1] = 'lost'
   else
-    -- The open attempt (`cw`, `cs`) stays: a succeeded job's last attempt ended when it did.
-    -- Its lease expiry (`le`) stays too, unread once the job is not running.
-    redis.call('HSET', key, 's', 'succeeded', 'fa', now, 'r', result)
+    -- The open attempt (F_WORKER, F_ATTEMPT_STARTED_AT) stays: a succeeded job's last attempt
+    -- ended when it did. Its lease expiry stays too, unread once the job is not running.
+    redis.call('HSET', key, F_STATE, 'succeeded', F_FINISHED_AT, now, F_RESULT, result)
     -- unindex(id, 'running', f[4]) and index(id, 'succeeded'), their set writes gathered.
-    if legacy then zrem_later(STATE.running, id) end
     zrem_later(LEASES, id)
     later_running = later_running - 1
     if f[4] and f[4] ~= '' and redis.call('HINCRBY', RUNNING, f[4], -1) <= 0 then

@@ -1,0 +1,110 @@
+//! Claiming: `claim.lua` takes ready jobs under new leases (fairly among tenants) and answers
+//! each job's record as it was before; this side makes the same writes to the record read back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::Value;
+
+use super::RedisStore;
+use super::codec::{decode_job, field, ms, parsed};
+use super::conn::{decode, store_err};
+use crate::error::Result;
+use crate::job::{Job, JobId, Timestamp};
+use crate::store::{ClaimLimits, after};
+
+/// What `claim.lua` writes to each job it takes. Its answer holds the records as they were
+/// before; `apply` makes the same writes to a record read back.
+struct Taken<'a> {
+    /// The worker, as a JSON string.
+    worker: &'a str,
+    now: i64,
+    expires: i64,
+}
+
+impl Taken<'_> {
+    /// What `take` in `claim.lua` writes: keep the two together.
+    fn apply(&self, fields: &mut HashMap<String, String>) -> Result<()> {
+        let attempt = parsed::<u32>(fields, field::ATTEMPT)?.unwrap_or(0) + 1;
+        let token = parsed::<u64>(fields, field::TOKEN)?.unwrap_or(0) + 1;
+        let now = self.now.to_string();
+        fields.insert(field::STATE.into(), "running".into());
+        fields.insert(field::ATTEMPT.into(), attempt.to_string());
+        fields.insert(field::TOKEN.into(), token.to_string());
+        fields.insert(field::WORKER.into(), self.worker.to_owned());
+        fields.insert(field::LEASE_EXPIRES.into(), self.expires.to_string());
+        fields
+            .entry(field::STARTED_AT.into())
+            .or_insert_with(|| now.clone());
+        fields.insert(field::ATTEMPT_STARTED_AT.into(), now);
+        Ok(())
+    }
+}
+
+/// Pairs of (id, record) from a flat claim answer, each record a JSON array of the names and
+/// values `HGETALL` gave, with what the claim wrote applied.
+fn decode_claimed(queue: &str, value: Value, taken: &Taken<'_>) -> Result<Vec<Job>> {
+    let Value::Array(items) = value else {
+        return Ok(Vec::new());
+    };
+    let mut jobs = Vec::with_capacity(items.len() / 2);
+    let mut items = items.into_iter();
+    while let (Some(id), Some(fields)) = (items.next(), items.next()) {
+        let id: String = decode("claim", id)?;
+        let record: String = decode("claim", fields)?;
+        let flat: Vec<String> = serde_json::from_str(&record).map_err(|e| store_err("claim", e))?;
+        let mut fields: HashMap<String, String> = HashMap::with_capacity(flat.len() / 2 + 8);
+        let mut flat = flat.into_iter();
+        while let (Some(name), Some(value)) = (flat.next(), flat.next()) {
+            fields.insert(name, value);
+        }
+        taken.apply(&mut fields)?;
+        let id: JobId = id.parse().map_err(|e| store_err("claim", e))?;
+        jobs.push(decode_job(queue, id, fields)?);
+    }
+    Ok(jobs)
+}
+
+impl RedisStore {
+    /// Takes up to `limit` ready jobs of `queue` for `worker` under a lease of `lease`.
+    pub(super) async fn claim_jobs(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+        limits: ClaimLimits,
+        now: Timestamp,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let worker = serde_json::to_string(worker)?;
+        let expires = ms(after(now, lease));
+        let max_running = limits.running_per_tenant.unwrap_or(0);
+        let value: Value = self
+            .shared
+            .run(
+                "claim",
+                &self.shared.scripts.claim,
+                queue,
+                &[&ms(now), &worker, &limit, &expires, &max_running],
+            )
+            .await?;
+        let taken = Taken {
+            worker: &worker,
+            now: ms(now),
+            expires,
+        };
+        let jobs = decode_claimed(queue, value, &taken)?;
+        if !jobs.is_empty() {
+            let name: Arc<str> = queue.into();
+            for job in &jobs {
+                self.remember(job.id, &name);
+            }
+            self.notify.notify_waiters();
+        }
+        Ok(jobs)
+    }
+}

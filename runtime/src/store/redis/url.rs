@@ -1,0 +1,94 @@
+//! Where the store connects: a store URL parsed into the nodes to start from, whether they form
+//! a cluster, and the key prefix; shown with any password hidden.
+
+use crate::error::{Error, Result};
+use crate::store::redact_url;
+
+/// Where the store connects, parsed from `redis://…` or `redis-cluster://host:port,host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// One URL per node to start from (one unless it is a cluster).
+    pub(super) nodes: Vec<String>,
+    pub(super) cluster: bool,
+    pub(super) prefix: String,
+}
+
+impl RedisUrl {
+    /// Parses a store URL. `?prefix=NAME` sets the key prefix (default `raindrop`).
+    pub fn parse(url: &str) -> Result<Self> {
+        let (url, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut prefix = "raindrop".to_owned();
+        let mut rest = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("prefix", value)) if !value.is_empty() && !value.contains(['{', '}']) => {
+                    prefix = value.to_owned();
+                }
+                Some(("prefix", _)) => {
+                    return Err(Error::Config(
+                        "the Redis key prefix must be non-empty and free of `{` and `}`".into(),
+                    ));
+                }
+                _ => rest.push(pair),
+            }
+        }
+        let query = if rest.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", rest.join("&"))
+        };
+        if let Some(hosts) = url.strip_prefix("redis-cluster://") {
+            let hosts = hosts.trim_end_matches('/');
+            let (auth, hosts) = match hosts.rsplit_once('@') {
+                Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                None => (String::new(), hosts),
+            };
+            let nodes: Vec<String> = hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("redis://{auth}{h}{query}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(Error::Config(
+                    "a Redis Cluster URL names at least one node: redis-cluster://HOST:PORT,…"
+                        .into(),
+                ));
+            }
+            return Ok(Self {
+                nodes,
+                cluster: true,
+                prefix,
+            });
+        }
+        if !(url.starts_with("redis://")
+            || url.starts_with("rediss://")
+            || url.starts_with("redis+unix://")
+            || url.starts_with("unix://"))
+        {
+            return Err(Error::Config(format!(
+                "`{}` is not a Redis URL",
+                redact_url(url)
+            )));
+        }
+        Ok(Self {
+            nodes: vec![format!("{url}{query}")],
+            cluster: false,
+            prefix,
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The URL with any password hidden, for messages and logs.
+    pub fn redacted(&self) -> String {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| redact_url(n)).collect();
+        if self.cluster {
+            format!("cluster {}", nodes.join(","))
+        } else {
+            nodes.join(",")
+        }
+    }
+}
