@@ -95,12 +95,10 @@ fn main() {
                     let url = std::env::var("BENCH_REDIS")
                         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
                     let prefix = format!("rdfair-{}", std::process::id());
-                    let redis = raindrop::store::redis::RedisStore::open(
-                        &format!("{url}?prefix={prefix}"),
-                        None,
-                    )
-                    .await
-                    .expect("redis");
+                    let redis =
+                        raindrop::store::redis::RedisStore::open(&format!("{url}?prefix={prefix}"))
+                            .await
+                            .expect("redis");
                     run("redis", Arc::new(redis)).await;
                     support::remove_prefix(&url, &prefix);
                 }

@@ -297,13 +297,8 @@ fn main() {
     let app = raindrop_codegen::compile(&source)
         .application
         .expect("manifest");
-    let status = if std::env::var_os("BENCH_NO_STATUS").is_some() {
-        None
-    } else {
-        raindrop::engine::status_cache(&app)
-    };
     println!(
-        "{cores} cores; {jobs} no-op jobs enqueued in batches of 1,000, concurrency {concurrency}, status documents on"
+        "{cores} cores; {jobs} no-op jobs enqueued in batches of 1,000, concurrency {concurrency}"
     );
     for store in &stores {
         let (runtime, threads) = runtime_for(store, cores);
@@ -319,7 +314,7 @@ fn main() {
                 "redis" => {
                     let url = std::env::var("BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
                     let prefix = format!("rdbench-{}", std::process::id());
-                    let redis = raindrop::store::redis::RedisStore::open(&format!("{url}?prefix={prefix}"), status.clone()).await.expect("redis");
+                    let redis = raindrop::store::redis::RedisStore::open(&format!("{url}?prefix={prefix}")).await.expect("redis");
                     let before = RedisStats::read(&url);
                     run("redis", Arc::new(redis), app.clone(), jobs).await;
                     let after = RedisStats::read(&url);

@@ -164,7 +164,7 @@ impl EngineBuilder {
     /// Opens the store `url` names unless one was given, and builds the engine.
     pub async fn open_url(mut self, url: &StoreUrl) -> Result<Engine> {
         if self.store.is_none() {
-            self.store = Some(crate::store::open(url, status_cache(&self.app)).await?);
+            self.store = Some(crate::store::open(url).await?);
         }
         self.build()
     }

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::job::{JobId, Timestamp, now};
-use crate::store::{JobStatus, KvEntry, KvKey, KvPage, StatusCache, Store, status};
+use crate::store::{JobStatus, KvEntry, KvKey, KvPage, StatusCache, Store};
 
 /// Most keys one `list` call returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -226,7 +226,7 @@ impl StatusView {
         let mut keys = Vec::new();
         // Job ids sort like their text: start at the first id that can match, stop at the
         // first outside the prefix.
-        let Some(mut from) = status::seek(prefix, cursor) else {
+        let Some(mut from) = seek(prefix, cursor) else {
             return Ok((keys, true));
         };
         let window = limit + 2;
@@ -260,6 +260,29 @@ impl StatusView {
             }
         }
     }
+}
+
+/// The smallest job id whose text could start with `prefix` and come after `cursor`, for
+/// seeking in id order; `None` when no job id's text can match.
+fn seek(prefix: &str, cursor: Option<&str>) -> Option<JobId> {
+    // Hyphenated lowercase UUID text sorts like the UUID's bytes, so seeking by the padded
+    // prefix finds the first candidate.
+    let mut hex = String::with_capacity(32);
+    for (i, c) in prefix.chars().enumerate() {
+        match c {
+            '-' if matches!(i, 8 | 13 | 18 | 23) => {}
+            c if c.is_ascii_digit() || ('a'..='f').contains(&c) => hex.push(c),
+            _ => return None,
+        }
+        if hex.len() > 32 {
+            return None;
+        }
+    }
+    let floor = format!("{hex:0<32}");
+    let from_prefix = uuid::Uuid::try_parse(&floor).ok()?;
+    let from_cursor = cursor.and_then(|c| uuid::Uuid::try_parse(c).ok());
+    let start = from_cursor.map_or(from_prefix, |c| c.max(from_prefix));
+    start.to_string().parse().ok()
 }
 
 /// Merges status keys (`complete` when no more follow) with a page of ordinary entries of the
@@ -296,5 +319,30 @@ fn merge(derived: Vec<KvKey>, complete: bool, page: KvPage, limit: usize) -> KvP
         keys,
         list_complete,
         cursor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeking_by_prefix_finds_the_first_id_that_can_match() {
+        let id: JobId = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
+        assert_eq!(
+            seek("", None).unwrap().to_string(),
+            "00000000-0000-0000-0000-000000000000"
+        );
+        assert_eq!(
+            seek("0190a1b2-c", None).unwrap().to_string(),
+            "0190a1b2-c000-0000-0000-000000000000"
+        );
+        assert_eq!(seek("0190", Some(&id.to_string())), Some(id));
+        assert_eq!(
+            seek("user:", None),
+            None,
+            "no job id starts with a non-hex prefix"
+        );
+        assert_eq!(seek("ABC", None), None, "ids are lowercase");
     }
 }

@@ -16,18 +16,10 @@ mod support;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use conformance::behaviours::{self, S, STATUS};
+use conformance::behaviours::{self, S};
 use libtest_mimic::{Arguments, Trial};
-use raindrop::store::{StatusCache, Store};
-
-fn status() -> Option<StatusCache> {
-    Some(StatusCache {
-        namespace: STATUS.into(),
-        ttl: Some(Duration::from_secs(3600)),
-    })
-}
+use raindrop::store::Store;
 
 type Body = fn(S) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -154,7 +146,7 @@ impl Target {
 
 async fn redis_trial(prefix: &redis_support::Prefix, body: Body) {
     let store: Arc<dyn Store> = Arc::new(
-        raindrop::store::redis::RedisStore::open(prefix.store_url(), status())
+        raindrop::store::redis::RedisStore::open(prefix.store_url())
             .await
             .unwrap(),
     );

@@ -44,11 +44,7 @@ fn app() -> raindrop::manifest::Application {
 }
 
 async fn open(url: &str) -> Arc<dyn Store> {
-    Arc::new(
-        RedisStore::open(url, raindrop::engine::status_cache(&app()))
-            .await
-            .unwrap(),
-    )
+    Arc::new(RedisStore::open(url).await.unwrap())
 }
 
 fn engine(store: &Arc<dyn Store>, work: Duration) -> Engine {
@@ -475,7 +471,7 @@ impl std::io::Write for Logs {
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error_without_the_password() {
     let port = redis_support::free_port();
-    let err = RedisStore::open(&format!("redis://:s3cret@127.0.0.1:{port}/0"), None)
+    let err = RedisStore::open(&format!("redis://:s3cret@127.0.0.1:{port}/0"))
         .await
         .unwrap_err()
         .to_string();
@@ -516,8 +512,7 @@ async fn the_rate_limit_holds_across_service_processes_sharing_redis() {
     // Two service "processes": each its own store connection, one Redis.
     let mut routers = Vec::new();
     for _ in 0..2 {
-        let store: Arc<dyn Store> =
-            Arc::new(RedisStore::open(prefix.store_url(), None).await.unwrap());
+        let store: Arc<dyn Store> = Arc::new(RedisStore::open(prefix.store_url()).await.unwrap());
         let engine = Engine::builder(app.clone())
             .store(store)
             .task(

@@ -615,8 +615,8 @@ impl StoreUrl {
     }
 }
 
-/// Opens the store `url` names, writing job status documents to `status`.
-pub async fn open(url: &StoreUrl, status: Option<StatusCache>) -> Result<Arc<dyn Store>> {
+/// Opens the store `url` names.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
     match url {
         StoreUrl::Memory => Ok(Arc::new(memory::MemoryStore::new())),
         #[cfg(feature = "sqlite")]
@@ -626,7 +626,7 @@ pub async fn open(url: &StoreUrl, status: Option<StatusCache>) -> Result<Arc<dyn
             "this build has no SQLite store (feature `sqlite`)".into(),
         )),
         #[cfg(feature = "redis")]
-        StoreUrl::Redis(url) => Ok(Arc::new(redis::RedisStore::open(url, status).await?)),
+        StoreUrl::Redis(url) => Ok(Arc::new(redis::RedisStore::open(url).await?)),
         #[cfg(not(feature = "redis"))]
         StoreUrl::Redis(_) => Err(Error::Config(
             "this build has no Redis store (feature `redis`)".into(),

@@ -1,13 +1,9 @@
-//! The job status document in the status kv_cache: one read answers "how is my job?".
-//!
-//! The memory and SQLite stores do not keep a second copy of what the job record already
-//! holds: in the status namespace, the key of a job (its id) reads as the document derived from
-//! the job's record, so the document changes in the same transaction as the job and goes away
-//! with it. Other keys in that namespace are ordinary entries.
+//! The job status document in the status kv_cache: one read answers "how is my job?". The
+//! view that reads it over any store is `crate::kv::StatusView`.
 
 use serde::{Deserialize, Serialize};
 
-use super::{KvEntry, KvKey, KvPage, StatusCache};
+use super::{KvEntry, KvKey, StatusCache};
 use crate::job::{Attempt, Job, JobError, JobId, JobState, Payload, Progress, Timestamp};
 
 /// A job's status, progress, attempts and outcome — everything but its payload.
@@ -99,54 +95,6 @@ impl JobStatus {
     }
 }
 
-/// The job whose status document `key` names, if `namespace` is the status cache's.
-pub(crate) fn job_key(cache: Option<&StatusCache>, namespace: &str, key: &str) -> Option<JobId> {
-    cache.filter(|c| c.namespace == namespace)?;
-    key.parse().ok()
-}
-
-/// The smallest job id whose text could start with `prefix` and come after `cursor`, for
-/// seeking in id order; `None` when no job id's text can match.
-pub(crate) fn seek(prefix: &str, cursor: Option<&str>) -> Option<JobId> {
-    // Hyphenated lowercase UUID text sorts like the UUID's bytes, so seeking by the padded
-    // prefix finds the first candidate.
-    let mut hex = String::with_capacity(32);
-    for (i, c) in prefix.chars().enumerate() {
-        match c {
-            '-' if matches!(i, 8 | 13 | 18 | 23) => {}
-            c if c.is_ascii_digit() || ('a'..='f').contains(&c) => hex.push(c),
-            _ => return None,
-        }
-        if hex.len() > 32 {
-            return None;
-        }
-    }
-    let floor = format!("{hex:0<32}");
-    let from_prefix = uuid::Uuid::try_parse(&floor).ok()?;
-    let from_cursor = cursor.and_then(|c| uuid::Uuid::try_parse(c).ok());
-    let start = from_cursor.map_or(from_prefix, |c| c.max(from_prefix));
-    start.to_string().parse().ok()
-}
-
-/// Merges two key-ordered listings of one namespace into a page of `limit` keys.
-pub(crate) fn merge(derived: Vec<KvKey>, explicit: Vec<KvKey>, limit: usize) -> KvPage {
-    let mut keys: Vec<KvKey> = derived.into_iter().chain(explicit).collect();
-    keys.sort_by(|a, b| a.name.cmp(&b.name));
-    keys.dedup_by(|later, earlier| later.name == earlier.name);
-    let list_complete = keys.len() <= limit;
-    keys.truncate(limit);
-    let cursor = if list_complete {
-        None
-    } else {
-        keys.last().map(|k| k.name.clone())
-    };
-    KvPage {
-        keys,
-        list_complete,
-        cursor,
-    }
-}
-
 /// [`JobStatus`] borrowed from a job, to serialize the document without copying the job.
 #[derive(Serialize)]
 struct StatusView<'a> {
@@ -214,25 +162,5 @@ mod tests {
         let bytes = serde_json::to_vec(&StatusView::of(&job)).unwrap();
         let read: JobStatus = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(read, JobStatus::of(&job));
-    }
-
-    #[test]
-    fn seeking_by_prefix_finds_the_first_id_that_can_match() {
-        let id: JobId = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
-        assert_eq!(
-            seek("", None).unwrap().to_string(),
-            "00000000-0000-0000-0000-000000000000"
-        );
-        assert_eq!(
-            seek("0190a1b2-c", None).unwrap().to_string(),
-            "0190a1b2-c000-0000-0000-000000000000"
-        );
-        assert_eq!(seek("0190", Some(&id.to_string())), Some(id));
-        assert_eq!(
-            seek("user:", None),
-            None,
-            "no job id starts with a non-hex prefix"
-        );
-        assert_eq!(seek("ABC", None), None, "ids are lowercase");
     }
 }

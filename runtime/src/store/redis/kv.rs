@@ -1,23 +1,16 @@
 //! The key/value store: an entry is a hash (`P:kv:{ns}:e:KEY`, fields in `codec.rs`), listed
-//! by name in one sorted set and by expiry in another. The status namespace (the `kv_cache` of
-//! job status documents) is derived from the jobs themselves, merged with entries written there.
+//! by name in one sorted set and by expiry in another.
 
 use async_trait::async_trait;
 
 use super::codec::{from_ms, kv_field, ms};
 use super::conn::store_err;
-use super::listing::Bound;
 use super::{RedisStore, SWEEP};
 use crate::error::Result;
-use crate::job::{JobState, Timestamp};
-use crate::store::{JobStatus, JobStore, KvEntry, KvKey, KvPage, KvStore, StatusCache, status};
+use crate::job::Timestamp;
+use crate::store::{KvEntry, KvKey, KvPage, KvStore};
 
 impl RedisStore {
-    /// The status cache, if `namespace` is its namespace.
-    fn is_status(&self, namespace: &str) -> Option<&StatusCache> {
-        self.status.as_ref().filter(|c| c.namespace == namespace)
-    }
-
     /// Removes the expired entries of every namespace; returns how many.
     pub(super) async fn purge_expired_kv(&self, now: Timestamp) -> Result<u64> {
         let namespaces: Vec<String> = self
@@ -47,51 +40,11 @@ impl RedisStore {
         }
         Ok(purged)
     }
-
-    /// The status documents of the jobs whose ids start with `prefix`, after `cursor`.
-    async fn derived_status_keys(
-        &self,
-        cache: &StatusCache,
-        prefix: &str,
-        cursor: Option<&str>,
-        limit: usize,
-        now: Timestamp,
-    ) -> Result<Vec<KvKey>> {
-        let Some(from) = status::seek(prefix, cursor) else {
-            return Ok(Vec::new());
-        };
-        let from = from.to_string();
-        let jobs = self
-            .scan_jobs(
-                &self.queues().await?,
-                &JobState::ALL,
-                Bound::From(&from),
-                true,
-                limit,
-                |job| {
-                    let name = job.id.to_string();
-                    name.starts_with(prefix)
-                        && cursor.is_none_or(|c| name.as_str() > c)
-                        && JobStatus::key(job, cache, now).is_some()
-                },
-            )
-            .await?;
-        Ok(jobs
-            .iter()
-            .filter_map(|job| JobStatus::key(job, cache, now))
-            .collect())
-    }
 }
 
 #[async_trait]
 impl KvStore for RedisStore {
     async fn kv_get(&self, namespace: &str, key: &str, now: Timestamp) -> Result<Option<KvEntry>> {
-        if let Some(id) = status::job_key(self.status.as_ref(), namespace, key)
-            && let Some(cache) = &self.status
-            && let Some(job) = self.get(id).await?
-        {
-            return Ok(JobStatus::entry(&job, cache, now));
-        }
         let keys = self.shared.keys.kv(namespace);
         let (value, metadata, expires): (Option<Vec<u8>>, Option<String>, Option<String>) = self
             .shared
@@ -184,7 +137,7 @@ impl KvStore for RedisStore {
             .arg(ms(now));
         let listed: Vec<(String, String, String)> =
             self.shared.redis.invoke("kv list", &invocation).await?;
-        let explicit = listed
+        let keys = listed
             .into_iter()
             .map(|(name, expires, metadata)| {
                 Ok(KvKey {
@@ -200,13 +153,6 @@ impl KvStore for RedisStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let derived = match self.is_status(namespace) {
-            Some(cache) => {
-                self.derived_status_keys(cache, prefix, cursor, limit, now)
-                    .await?
-            }
-            None => Vec::new(),
-        };
-        Ok(status::merge(derived, explicit, limit))
+        Ok(KvPage::of(keys, limit))
     }
 }

@@ -52,7 +52,6 @@ use std::time::Instant;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::StatusCache;
 use crate::error::Result;
 use crate::job::JobId;
 
@@ -109,7 +108,6 @@ impl Shared {
 /// The Redis store.
 pub struct RedisStore {
     shared: Arc<Shared>,
-    status: Option<StatusCache>,
     /// The queue of jobs this process enqueued or claimed, so transitions skip a lookup.
     queue_of: Mutex<HashMap<JobId, Arc<str>>>,
     notify: Arc<Notify>,
@@ -138,7 +136,7 @@ impl Drop for RedisStore {
 impl RedisStore {
     /// Connects to the Redis (or cluster) `url` names and loads the scripts. An unreachable
     /// Redis is an error naming the URL (without its password).
-    pub async fn open(url: &str, status: Option<StatusCache>) -> Result<Self> {
+    pub async fn open(url: &str) -> Result<Self> {
         let url = RedisUrl::parse(url)?;
         let scripts = scripts::Scripts::new();
         let redis = conn::Redis::connect(&url, &scripts.all()).await?;
@@ -157,7 +155,6 @@ impl RedisStore {
         ));
         let store = Self {
             shared,
-            status,
             queue_of: Mutex::default(),
             notify,
             wakes: Arc::default(),
