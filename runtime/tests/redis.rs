@@ -8,6 +8,7 @@
 
 #[path = "support/redis.rs"]
 mod redis_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -23,6 +24,7 @@ use raindrop::store::redis::RedisStore;
 use raindrop::store::{AfterFailure, JobFilter, RetentionPolicy, Store};
 use raindrop::task::{JobContext, TaskError, handler_fn};
 use redis_support::{Prefix, Server};
+use support::app;
 use tokio_util::sync::CancellationToken;
 
 const MANIFEST: &str = r#"application "redis" {
@@ -37,18 +39,8 @@ const MANIFEST: &str = r#"application "redis" {
   observer "monitor" {}
 }"#;
 
-fn app() -> raindrop::manifest::Application {
-    raindrop_codegen::compile(&raindrop_codegen::SourceFile::new("m", MANIFEST))
-        .application
-        .unwrap()
-}
-
-async fn open(url: &str) -> Arc<dyn Store> {
-    Arc::new(RedisStore::open(url).await.unwrap())
-}
-
 fn engine(store: &Arc<dyn Store>, work: Duration) -> Engine {
-    Engine::builder(app())
+    Engine::builder(app(MANIFEST))
         .store(store.clone())
         .settings(Settings {
             observer_tick: Duration::from_millis(100),
@@ -119,7 +111,7 @@ async fn the_key_count_returns_to_its_baseline_after_100_000_jobs_and_retention(
         return;
     };
     let prefix = Prefix::new(&url);
-    let store = open(prefix.store_url()).await;
+    let store = support::redis(prefix.store_url()).await;
     // The keys that stay for good: the set of queues and the (empty) event stream.
     run_jobs(&store, 1).await;
     purge_everything(&store).await;
@@ -156,7 +148,7 @@ async fn running_jobs_that_lost_their_lease_entry_are_taken_back() {
         return;
     };
     let prefix = Prefix::new(&url);
-    let store = open(prefix.store_url()).await;
+    let store = support::redis(prefix.store_url()).await;
     let start = now();
     let jobs = (0..3)
         .map(|i| {
@@ -247,7 +239,7 @@ async fn the_leases_key_goes_with_the_last_running_job() {
         return;
     };
     let prefix = Prefix::new(&url);
-    let store = open(prefix.store_url()).await;
+    let store = support::redis(prefix.store_url()).await;
     let start = now();
     let jobs = (0..5)
         .map(|i| NewJob::new("jobs", "test", Payload::from_value(&i).unwrap()))
@@ -315,7 +307,7 @@ async fn cron_child() {
     let Ok(url) = std::env::var("RAINDROP_CRON_CHILD") else {
         return;
     };
-    let store = open(&url).await;
+    let store = support::redis(&url).await;
     let handler: Arc<dyn CronHandler> =
         Arc::new(cron_fn(|_event: ScheduledEvent| async move { Ok(()) }));
     let config = CronConfig {
@@ -397,7 +389,7 @@ async fn a_redis_restart_mid_run_loses_no_acknowledged_job() {
     let port = redis_support::free_port();
     let aof = ["--appendonly", "yes", "--appendfsync", "always"];
     let mut server = Server::start(port, dir.path(), &aof);
-    let store = open(&format!("{}?prefix=restart", server.url())).await;
+    let store = support::redis(&format!("{}?prefix=restart", server.url())).await;
     let engine = engine(&store, Duration::from_millis(5));
     let queue = engine.queue("jobs").unwrap();
     let running = engine.start().await.unwrap();
@@ -512,7 +504,7 @@ async fn the_rate_limit_holds_across_service_processes_sharing_redis() {
     // Two service "processes": each its own store connection, one Redis.
     let mut routers = Vec::new();
     for _ in 0..2 {
-        let store: Arc<dyn Store> = Arc::new(RedisStore::open(prefix.store_url()).await.unwrap());
+        let store = support::redis(prefix.store_url()).await;
         let engine = Engine::builder(app.clone())
             .store(store)
             .task(
@@ -560,8 +552,8 @@ async fn another_process_follows_a_jobs_events() {
     };
     let prefix = Prefix::new(&url);
     // Two "processes": each its own store connection.
-    let producer = open(prefix.store_url()).await;
-    let follower_store = open(prefix.store_url()).await;
+    let producer = support::redis(prefix.store_url()).await;
+    let follower_store = support::redis(prefix.store_url()).await;
     let mut follower = EventFollower::from_now(follower_store).await.unwrap();
     let id = producer
         .enqueue(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use raindrop::manifest::Application;
 use raindrop::store::Store;
 use raindrop::store::memory::MemoryStore;
+use raindrop::store::redis::RedisStore;
 use raindrop::store::sqlite::SqliteStore;
 use raindrop::task::{Handler, JobContext, TaskError, handler_fn};
 
@@ -30,6 +31,15 @@ pub async fn sqlite(path: &Path) -> Arc<dyn Store> {
         SqliteStore::open(path)
             .await
             .unwrap_or_else(|e| panic!("open {}: {e}", path.display())),
+    )
+}
+
+/// The Redis store at `url` (a test's `?prefix=` included).
+pub async fn redis(url: &str) -> Arc<dyn Store> {
+    Arc::new(
+        RedisStore::open(url)
+            .await
+            .unwrap_or_else(|e| panic!("open the Redis store: {e}")),
     )
 }
 
