@@ -5,7 +5,9 @@
 //!
 //! - the tenant rule ([`View`]): a caller sees its own tenant's jobs, or every tenant's; a job
 //!   it may not see is not found, so nobody learns that another tenant's job exists;
-//! - the served-queue rule ([`Control::serves`]): a service acts only on the queues it serves.
+//! - the served-queue rule ([`Control::serves`]): a service acts only on the queues it serves;
+//!   a job of another queue is not found, a listing covers only served queues, and naming
+//!   another queue is [`Error::NotServed`].
 //!
 //! Failures are domain errors ([`Error`]); what a face answers with them (JSON with a code, or
 //! a page) is the face's business.
@@ -124,13 +126,34 @@ impl Control {
         }
     }
 
+    /// Whether a caller with `view` may see a job of `tenant` in `queue`: the tenant rule and
+    /// the served-queue rule together. A job it may not see is not found.
+    fn visible(&self, view: &View, queue: &str, tenant: Option<&str>) -> bool {
+        view.sees(tenant) && self.serves(queue)
+    }
+
+    /// The queues a listing of `asked` covers: those asked, each of which must be served, or
+    /// every served queue when none is asked — or no restriction at all when this service
+    /// serves every queue of the application.
+    fn listed_queues(&self, asked: Vec<String>) -> Result<Vec<String>> {
+        if let Some(queue) = asked.iter().find(|q| !self.serves(q)) {
+            return Err(Error::NotServed(queue.clone()));
+        }
+        let every = self.engine.app().queues.len() == self.served.len();
+        Ok(if asked.is_empty() && !every {
+            self.served.clone()
+        } else {
+            asked
+        })
+    }
+
     /// The whole record of job `id`, if `view` sees it.
     pub(crate) async fn find_job(&self, view: &View, id: JobId) -> Result<Job> {
         self.engine
             .store()
             .get(id)
             .await?
-            .filter(|job| view.sees(job.tenant.as_deref()))
+            .filter(|job| self.visible(view, &job.queue, job.tenant.as_deref()))
             .ok_or_else(|| crate::Error::NotFound(id).into())
     }
 
@@ -153,7 +176,7 @@ impl Control {
                 None => return Err(crate::Error::NotFound(id).into()),
             },
         };
-        if view.sees(status.tenant.as_deref()) {
+        if self.visible(view, &status.queue, status.tenant.as_deref()) {
             Ok(status)
         } else {
             Err(crate::Error::NotFound(id).into())
@@ -207,10 +230,24 @@ impl Control {
         Ok(self.engine.store().resume(queue).await?)
     }
 
-    /// Removes the dead letters of `queue` (of every queue when `None`) for good, every
-    /// tenant's: only admins may, and they see every tenant. How many were removed.
+    /// Removes the dead letters of served queue `queue` (of every served queue when `None`)
+    /// for good, every tenant's: only admins may, and they see every tenant. How many were
+    /// removed.
     pub(crate) async fn purge_dead(&self, queue: Option<&str>) -> Result<u64> {
-        Ok(self.engine.store().purge_dead(queue).await?)
+        let store = self.engine.store();
+        match queue {
+            Some(queue) => {
+                self.served_queue(queue)?;
+                Ok(store.purge_dead(Some(queue)).await?)
+            }
+            None => {
+                let mut purged = 0;
+                for queue in &self.served {
+                    purged += store.purge_dead(Some(queue)).await?;
+                }
+                Ok(purged)
+            }
+        }
     }
 
     /// The jobs `filter` selects among those `view` sees (whatever tenant `filter` names),
@@ -224,6 +261,7 @@ impl Control {
     ) -> Result<Page<Job>> {
         let filter = JobFilter {
             tenant: view.tenant(),
+            queues: self.listed_queues(filter.queues)?,
             ..filter
         };
         Ok(self.engine.store().list(&filter, after, limit).await?)
@@ -238,7 +276,7 @@ impl Control {
         limit: usize,
     ) -> Result<Page<Job>> {
         let filter = JobFilter {
-            queue,
+            queues: queue.into_iter().collect(),
             states: vec![JobState::Dead],
             ..JobFilter::default()
         };

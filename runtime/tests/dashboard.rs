@@ -490,3 +490,27 @@ async fn every_dead_letter_is_retried_at_once() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_next_page_link_keeps_a_filter_with_reserved_characters_intact() {
+    let (router, store) = app(false);
+    let kind = "a&state=dead c";
+    let jobs = (0..51)
+        .map(|n| NewJob::new("jobs", kind, Payload::from_value(&n).unwrap()))
+        .collect();
+    store.enqueue(jobs, now()).await.unwrap();
+    let mut browser = Browser::new(router);
+    let (status, page) = browser.get("/dashboard/jobs?kind=a%26state%3Ddead+c").await;
+    assert_eq!(status, StatusCode::OK);
+    let start = page.find("Next page").expect("a next page link");
+    let link = &page[page[..start].rfind("href=\"").unwrap() + 6..start];
+    let link = &link[..link.find('"').unwrap()].replace("&amp;", "&");
+    assert!(
+        link.starts_with("/dashboard/jobs?kind=a%26state%3Ddead+c&cursor="),
+        "{link}"
+    );
+    // Following it lists the rest of that kind, not dead letters.
+    let (status, next) = browser.get(link).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(next.matches("/dashboard/jobs/").count(), 1, "{next}");
+}

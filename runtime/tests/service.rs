@@ -682,3 +682,122 @@ async fn a_batch_refused_for_one_queue_stores_no_job_of_another() {
         "nothing of the refused batch was stored: {all:?}"
     );
 }
+
+#[tokio::test]
+async fn a_service_does_not_reach_the_queues_of_another_service_sharing_its_store() {
+    let app = app(r#"application "t" {
+  service "alpha" {
+    queues = ["a"]
+  }
+  service "beta" {
+    queues = ["b"]
+    listen = "127.0.0.1:8081"
+  }
+  queue "a" {}
+  queue "b" {
+    max_attempts = 1
+  }
+  task "worker-a" {
+    queue = "a"
+  }
+  task "worker-b" {
+    queue = "b"
+  }
+  kv_cache "status" {}
+}"#);
+    let store = memory();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .task("worker-a", succeed())
+        .task("worker-b", succeed())
+        .build()
+        .unwrap();
+    let alpha = Service::new(engine.clone(), "alpha").unwrap().router();
+    let beta = Service::new(engine, "beta").unwrap().router();
+    let submit = |router: axum::Router| async move {
+        let (status, _, body) = call(
+            &router,
+            Method::POST,
+            "/v1/jobs",
+            None,
+            Some(json!({ "payload": 1 })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+    let waiting = submit(beta.clone()).await;
+    let dead = submit(beta.clone()).await;
+    let own = submit(alpha.clone()).await;
+    // Make `dead` a dead letter of queue b (no worker runs here).
+    let claimed = store
+        .claim(
+            "b",
+            "w",
+            10,
+            std::time::Duration::from_secs(30),
+            raindrop::job::now(),
+        )
+        .await
+        .unwrap();
+    for job in claimed {
+        let token = job.lease_token().unwrap();
+        if job.id.to_string() == dead {
+            let error = raindrop::job::JobError::new("boom");
+            let then = raindrop::store::AfterFailure::Dead;
+            store
+                .fail(job.id, token, error, then, raindrop::job::now())
+                .await
+                .unwrap();
+        } else {
+            store
+                .release(job.id, token, raindrop::job::now())
+                .await
+                .unwrap();
+        }
+    }
+
+    for id in [&waiting, &dead] {
+        for (method, path) in [
+            (Method::GET, format!("/v1/jobs/{id}")),
+            (Method::GET, format!("/v1/jobs/{id}/events")),
+            (Method::POST, format!("/v1/jobs/{id}/cancel")),
+            (Method::POST, format!("/v1/dead-letters/{id}/retry")),
+        ] {
+            let (status, _, body) = call(&alpha, method.clone(), &path, None, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+        }
+    }
+    for path in ["/v1/jobs?queue=b", "/v1/dead-letters?queue=b"] {
+        let (status, _, body) = call(&alpha, Method::GET, path, None, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    let (_, _, listed) = call(&alpha, Method::GET, "/v1/jobs", None, None).await;
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![own.as_str()], "alpha lists its own queue only");
+    let (_, _, letters) = call(&alpha, Method::GET, "/v1/dead-letters", None, None).await;
+    assert_eq!(letters["jobs"].as_array().unwrap().len(), 0, "{letters}");
+    let (status, _, purged) = call(&alpha, Method::DELETE, "/v1/dead-letters", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{purged}");
+    let (status, _, body) = call(&alpha, Method::POST, "/v1/queues/b/pause", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Beta still has both of its jobs, the dead letter included.
+    let (status, _, body) = call(&beta, Method::GET, &format!("/v1/jobs/{dead}"), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "dead");
+    let (status, _, _) = call(
+        &beta,
+        Method::GET,
+        &format!("/v1/jobs/{waiting}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}

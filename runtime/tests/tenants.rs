@@ -109,7 +109,7 @@ async fn submit(router: &axum::Router, key: &str, who: &str, count: usize) {
 
 async fn count(store: &Arc<dyn Store>, tenant: &str, state: JobState) -> usize {
     let filter = JobFilter {
-        queue: Some("jobs".into()),
+        queues: vec!["jobs".into()],
         states: vec![state],
         kind: None,
         tenant: Some(tenant.into()),

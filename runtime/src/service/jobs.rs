@@ -537,7 +537,7 @@ pub(crate) async fn list(
         None => Vec::new(),
     };
     let filter = JobFilter {
-        queue: query.queue,
+        queues: query.queue.into_iter().collect(),
         states,
         kind: query.kind,
         tenant: None,

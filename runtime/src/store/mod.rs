@@ -100,8 +100,8 @@ pub struct Recovered {
 /// Which jobs to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
-    /// Only this queue.
-    pub queue: Option<String>,
+    /// Only these queues (any when empty).
+    pub queues: Vec<String>,
     /// Only these states (any when empty).
     pub states: Vec<JobState>,
     /// Only this kind.
@@ -113,7 +113,7 @@ pub struct JobFilter {
 impl JobFilter {
     /// Whether `job` passes the filter.
     pub fn matches(&self, job: &Job) -> bool {
-        self.queue.as_ref().is_none_or(|q| *q == job.queue)
+        (self.queues.is_empty() || self.queues.contains(&job.queue))
             && (self.states.is_empty() || self.states.contains(&job.state))
             && self.kind.as_ref().is_none_or(|k| *k == job.kind)
             && self
@@ -392,7 +392,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// stop once it reaches `up_to`: the answer is then at least `up_to`.
     async fn count_waiting(&self, queue: &str, tenant: &str, up_to: u64) -> Result<u64> {
         let filter = JobFilter {
-            queue: Some(queue.to_owned()),
+            queues: vec![queue.to_owned()],
             states: vec![JobState::Queued, JobState::Scheduled, JobState::Retrying],
             kind: None,
             tenant: Some(tenant.to_owned()),
@@ -428,7 +428,7 @@ pub trait DeadLetters: JobStore {
         limit: usize,
     ) -> Result<Page<Job>> {
         let filter = JobFilter {
-            queue: queue.map(str::to_owned),
+            queues: queue.map(str::to_owned).into_iter().collect(),
             states: vec![JobState::Dead],
             ..JobFilter::default()
         };

@@ -929,7 +929,7 @@ pub async fn list_filters_and_pages_newest_first(store: S) {
     let even = store
         .list(
             &JobFilter {
-                queue: Some("even".into()),
+                queues: vec!["even".into()],
                 ..Default::default()
             },
             None,
@@ -974,6 +974,30 @@ pub async fn list_filters_and_pages_newest_first(store: S) {
         }
     }
     assert_eq!(seen, expected);
+    // Several queues at once: a third queue's job stays out, paging still newest first.
+    let other = enqueue(&store, new_job("other", 9), t(0)).await;
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(
+                &JobFilter {
+                    queues: vec!["odd".into(), "even".into()],
+                    ..Default::default()
+                },
+                after,
+                2,
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert!(!seen.contains(&other));
+    assert_eq!(seen, expected, "both queues, newest first, across pages");
 }
 
 pub async fn list_cursor_is_stable_while_jobs_arrive(store: S) {
@@ -1814,7 +1838,7 @@ pub async fn a_tenant_at_its_running_limit_waits(store: S) {
     let running: Vec<_> = store
         .list(
             &JobFilter {
-                queue: Some("q".into()),
+                queues: vec!["q".into()],
                 states: vec![JobState::Running],
                 kind: None,
                 tenant: Some("a".into()),

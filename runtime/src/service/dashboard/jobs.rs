@@ -1,8 +1,6 @@
 //! The jobs pages: the filtered listing (with a box to go to a job by id) and one job's page
 //! with its history, attempts, payload and result.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State as Extract};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
@@ -62,8 +60,9 @@ pub(super) async fn jobs(
         })?],
         None => Vec::new(),
     };
+    let queue = query.queue.clone().filter(|q| !q.is_empty());
     let filter = JobFilter {
-        queue: query.queue.clone().filter(|q| !q.is_empty()),
+        queues: queue.clone().into_iter().collect(),
         states,
         kind: query.kind.clone().filter(|k| !k.is_empty()),
         tenant: None,
@@ -73,26 +72,25 @@ pub(super) async fn jobs(
         .control
         .list(&caller.view(), filter.clone(), after, PAGE)
         .await?;
-    let mut next = BTreeMap::new();
-    for (key, value) in [
-        ("queue", &filter.queue),
-        ("state", &query.state),
-        ("kind", &filter.kind),
-    ] {
-        if let Some(value) = value.as_ref().filter(|v| !v.is_empty()) {
-            next.insert(key, value.clone());
-        }
-    }
     let next_url = listing.next.map(|cursor| {
-        let mut params: Vec<String> = next.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        params.push(format!("cursor={cursor}"));
-        format!("/dashboard/jobs?{}", params.join("&"))
+        let mut params: Vec<(&str, String)> = [
+            ("queue", &queue),
+            ("state", &query.state),
+            ("kind", &filter.kind),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value.clone().filter(|v| !v.is_empty())?)))
+        .collect();
+        params.push(("cursor", cursor.to_string()));
+        // Encoding a list of string pairs cannot fail.
+        let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+        format!("/dashboard/jobs?{query}")
     });
     Ok(page(
         "Jobs",
         None,
         html! {
-            (filters(state.control.served(), &filter, query.state.as_deref()))
+            (filters(state.control.served(), queue.as_deref(), &filter, query.state.as_deref()))
             form method="get" action="/dashboard/jobs" {
                 label { "find by id " input type="text" name="id" size="38"; }
                 " "
@@ -107,13 +105,18 @@ pub(super) async fn jobs(
 }
 
 /// The listing's filter form, showing the filter in force (`state` as it was asked for).
-fn filters(queues: &[String], filter: &JobFilter, state: Option<&str>) -> Markup {
+fn filters(
+    queues: &[String],
+    queue: Option<&str>,
+    filter: &JobFilter,
+    state: Option<&str>,
+) -> Markup {
     html! {
         form method="get" action="/dashboard/jobs" {
             label { "queue " select name="queue" {
                 option value="" { "any" }
                 @for q in queues {
-                    option value=(q) selected[filter.queue.as_deref() == Some(q.as_str())] { (q) }
+                    option value=(q) selected[queue == Some(q.as_str())] { (q) }
                 }
             } }
             " "

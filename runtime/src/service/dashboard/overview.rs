@@ -23,7 +23,7 @@ pub(super) async fn overview(Extract(state): Extract<State>, visitor: Visitor) -
     let mut cards = Vec::new();
     for queue in state.control.queues(at).await? {
         let finished = JobFilter {
-            queue: Some(queue.name.clone()),
+            queues: vec![queue.name.clone()],
             states: vec![JobState::Succeeded, JobState::Dead],
             ..JobFilter::default()
         };

@@ -239,9 +239,10 @@ impl RedisStore {
         after: Option<JobId>,
         limit: usize,
     ) -> Result<Page<Job>> {
-        let queues = match &filter.queue {
-            Some(queue) => vec![queue.clone()],
-            None => self.queues().await?,
+        let queues = if filter.queues.is_empty() {
+            self.queues().await?
+        } else {
+            filter.queues.clone()
         };
         let states = if filter.states.is_empty() {
             JobState::ALL.to_vec()

@@ -201,9 +201,13 @@ impl JobStore for SqliteStore {
                 values.push(id_bytes(after).to_vec().into());
                 sql.push_str(&format!(" AND id < ?{}", values.len()));
             }
-            if let Some(queue) = &filter.queue {
-                values.push(queue.clone().into());
-                sql.push_str(&format!(" AND queue = ?{}", values.len()));
+            if !filter.queues.is_empty() {
+                let mut places = Vec::with_capacity(filter.queues.len());
+                for queue in &filter.queues {
+                    values.push(queue.clone().into());
+                    places.push(format!("?{}", values.len()));
+                }
+                sql.push_str(&format!(" AND queue IN ({})", places.join(", ")));
             }
             if let Some(kind) = &filter.kind {
                 values.push(kind.clone().into());
