@@ -21,12 +21,15 @@ pub enum Error {
         /// Its current state.
         state: JobState,
     },
-    /// A payload is larger than its queue accepts.
-    #[error("payload of {size} bytes exceeds the limit of {limit} bytes for queue `{queue}`")]
+    /// A job is larger than its queue accepts: its payload, kind, headers and idempotency key
+    /// together.
+    #[error(
+        "a job of {size} bytes (payload, kind, headers and idempotency key) exceeds the limit of {limit} bytes for queue `{queue}`"
+    )]
     PayloadTooLarge {
         /// The queue.
         queue: String,
-        /// The payload's size.
+        /// The job's size: payload, kind, headers and idempotency key.
         size: usize,
         /// The queue's `max_message_size`.
         limit: u64,

@@ -115,16 +115,29 @@ impl Queue {
 
     /// The job `payload` and `options` describe, checked against the queue's limits.
     pub fn job(&self, payload: Payload, options: SendOptions) -> Result<NewJob> {
-        if payload.len() as u64 > self.max_message_size {
+        // Everything a job carries is stored with it and sent to its worker: all of it counts.
+        let size = payload.len()
+            + options.kind.as_ref().map_or(self.name.len(), String::len)
+            + options.idempotency_key.as_ref().map_or(0, String::len)
+            + options
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size as u64 > self.max_message_size {
             return Err(Error::PayloadTooLarge {
                 queue: self.name.to_string(),
-                size: payload.len(),
+                size,
                 limit: self.max_message_size,
             });
         }
+        // A time in the past means now: a job cannot jump the queue (or age the oldest-job
+        // gauge) by claiming it was due in 1970.
+        let at = now();
         let run_at = options
             .at
-            .or_else(|| options.delay.map(|d| crate::store::after(now(), d)));
+            .map(|run_at| run_at.max(at))
+            .or_else(|| options.delay.map(|d| crate::store::after(at, d)));
         Ok(NewJob {
             id: JobId::new(),
             queue: self.name.to_string(),

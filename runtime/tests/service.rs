@@ -801,3 +801,59 @@ async fn a_service_does_not_reach_the_queues_of_another_service_sharing_its_stor
     .await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn headers_kind_and_the_idempotency_key_count_toward_the_size_limit() {
+    let (router, store) = two_queues();
+    let long = "h".repeat(100);
+    for extra in [
+        json!({ "headers": { "note": long } }),
+        json!({ "kind": long }),
+        json!({ "idempotency_key": long }),
+    ] {
+        let mut job = json!({ "queue": "small", "payload": 1 });
+        job.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, _, body) = call(&router, Method::POST, "/v1/jobs", None, Some(job)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{extra}: {body}");
+        assert_eq!(body["code"], "payload_too_large", "{body}");
+    }
+    let all = store
+        .list(&raindrop::store::JobFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert!(all.items.is_empty());
+    // The same job without the extras fits.
+    let (status, _, body) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        None,
+        Some(json!({ "queue": "small", "payload": 1 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+#[tokio::test]
+async fn a_run_at_in_the_past_means_now() {
+    let (router, store) = two_queues();
+    let before = raindrop::job::now();
+    let (status, _, body) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        None,
+        Some(json!({ "queue": "small", "payload": 1, "run_at": "1970-01-01T00:00:00Z" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().parse().unwrap();
+    let job = store.get(id).await.unwrap().unwrap();
+    assert!(
+        job.run_at >= before,
+        "run_at {} is before the submission",
+        job.run_at
+    );
+}

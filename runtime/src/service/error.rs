@@ -206,7 +206,9 @@ impl From<Error> for ApiError {
             Error::NotFound(id) => Self::not_found(format!("no job {id}")),
             Error::PayloadTooLarge { queue, size, limit } => Self::new(
                 ErrorCode::PayloadTooLarge,
-                format!("the payload is {size} bytes; queue `{queue}` accepts at most {limit}"),
+                format!(
+                    "the job is {size} bytes (payload, kind, headers and idempotency key); queue `{queue}` accepts at most {limit}"
+                ),
             ),
             Error::WrongState { id, state } => {
                 Self::new(ErrorCode::WrongState, format!("job {id} is {state}"))
