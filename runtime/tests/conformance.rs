@@ -39,6 +39,7 @@ behaviours!(
     fair_claiming_keeps_priorities_and_untenanted_jobs,
     a_tenant_at_its_running_limit_waits,
     resubmitting_a_job_id_answers_duplicate,
+    idempotency_keys_are_scoped_by_tenant,
     fifo_within_a_priority,
     higher_priority_runs_first,
     equal_priority_orders_by_run_time_then_insertion,

@@ -857,3 +857,51 @@ async fn a_run_at_in_the_past_means_now() {
         job.run_at
     );
 }
+
+#[tokio::test]
+async fn a_tenant_cannot_squat_on_another_tenants_idempotency_key() {
+    let router = router("");
+    let job = json!({
+        "payload": { "invoice": 42 },
+        "idempotency_key": "invoice-42",
+        "run_at": "2999-01-01T00:00:00Z",
+    });
+    let (status, _, squatted) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        Some(ACME),
+        Some(job.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{squatted}");
+    let (status, _, own) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        Some(GLOBEX),
+        Some(job.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{own}");
+    assert_eq!(own["duplicate"], false, "globex's job was stored: {own}");
+    assert_ne!(
+        own["id"], squatted["id"],
+        "globex did not learn acme's job id"
+    );
+    let (status, _, body) = call(
+        &router,
+        Method::GET,
+        &format!("/v1/jobs/{}", own["id"].as_str().unwrap()),
+        Some(GLOBEX),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Each tenant's retry still finds its own job.
+    let (_, _, again) = call(&router, Method::POST, "/v1/jobs", Some(GLOBEX), Some(job)).await;
+    assert_eq!(
+        (&again["duplicate"], &again["id"]),
+        (&json!(true), &own["id"])
+    );
+}

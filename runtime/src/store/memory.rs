@@ -30,6 +30,14 @@ pub struct MemoryStore {
     buckets: super::rate::LocalBuckets,
 }
 
+/// An idempotency key as it is scoped: queue, tenant, key.
+type IdempotencyKey = (String, Option<String>, String);
+
+/// The scoped idempotency key of a job with `key`.
+fn idempotency_key(queue: &str, tenant: Option<&String>, key: &str) -> IdempotencyKey {
+    (queue.to_owned(), tenant.cloned(), key.to_owned())
+}
+
 /// Ready-queue order: highest priority, then earliest run time, then insertion order.
 type ReadyKey = (Reverse<i32>, Timestamp, u64);
 
@@ -49,7 +57,8 @@ struct Inner {
     next_turn: u64,
     /// Jobs per queue and state, kept as jobs move so counting is free.
     counts: HashMap<String, StateCounts>,
-    idempotency: HashMap<(String, String), JobId>,
+    /// Idempotency keys per queue and tenant.
+    idempotency: HashMap<IdempotencyKey, JobId>,
     paused: HashSet<String>,
     next_token: u64,
     kv: HashMap<String, BTreeMap<String, KvEntry>>,
@@ -285,7 +294,8 @@ impl Inner {
         self.insertion.remove(&id);
         let job = self.jobs.remove(&id)?;
         if let Some(key) = &job.idempotency_key {
-            self.idempotency.remove(&(job.queue.clone(), key.clone()));
+            let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
+            self.idempotency.remove(&scoped);
         }
         Some(job)
     }
@@ -321,7 +331,10 @@ impl JobStore for MemoryStore {
         let mut outcomes = Vec::with_capacity(jobs.len());
         for new in jobs {
             if let Some(key) = &new.idempotency_key
-                && let Some(existing) = inner.idempotency.get(&(new.queue.clone(), key.clone()))
+                && let Some(existing) =
+                    inner
+                        .idempotency
+                        .get(&idempotency_key(&new.queue, new.tenant.as_ref(), key))
             {
                 outcomes.push(Enqueued::Duplicate(*existing));
                 continue;
@@ -333,9 +346,8 @@ impl JobStore for MemoryStore {
                 continue;
             }
             if let Some(key) = &job.idempotency_key {
-                inner
-                    .idempotency
-                    .insert((job.queue.clone(), key.clone()), id);
+                let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
+                inner.idempotency.insert(scoped, id);
             }
             inner.next_insertion += 1;
             let order = inner.next_insertion;

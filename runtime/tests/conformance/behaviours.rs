@@ -1897,6 +1897,57 @@ pub async fn a_tenant_at_its_running_limit_waits(store: S) {
     assert!(claim(store.clone(), t(103)).await.is_empty());
 }
 
+pub async fn idempotency_keys_are_scoped_by_tenant(store: S) {
+    let keyed = |tenant: Option<&str>| {
+        let mut job = new_job("q", 1);
+        job.idempotency_key = Some("invoice-42".into());
+        job.tenant = tenant.map(str::to_owned);
+        job
+    };
+    let first = store
+        .enqueue(vec![keyed(Some("acme"))], t(0))
+        .await
+        .unwrap();
+    let Enqueued::New(acme) = first[0] else {
+        panic!("{first:?}")
+    };
+    // Another tenant's job with the same key is its own job, and learns nothing of acme's.
+    let other = store
+        .enqueue(vec![keyed(Some("globex"))], t(0))
+        .await
+        .unwrap();
+    let Enqueued::New(globex) = other[0] else {
+        panic!("another tenant's key collided: {other:?}")
+    };
+    assert_ne!(globex, acme);
+    let untenanted = store.enqueue(vec![keyed(None)], t(0)).await.unwrap();
+    assert!(matches!(untenanted[0], Enqueued::New(_)), "{untenanted:?}");
+    // A tenant's own key still deduplicates, to its own job.
+    let again = store
+        .enqueue(vec![keyed(Some("acme"))], t(0))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again[0], Enqueued::Duplicate(id) if id == acme),
+        "{again:?}"
+    );
+    let again = store
+        .enqueue(vec![keyed(Some("globex"))], t(0))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again[0], Enqueued::Duplicate(id) if id == globex),
+        "{again:?}"
+    );
+    // A tenant whose name and key run together like another's does not collide either.
+    let mut spliced = new_job("q", 2);
+    spliced.tenant = Some("acmei".into());
+    spliced.idempotency_key = Some("nvoice-42".into());
+    let spliced = store.enqueue(vec![spliced], t(0)).await.unwrap();
+    assert!(matches!(spliced[0], Enqueued::New(_)), "{spliced:?}");
+    assert!(store.get(globex).await.unwrap().is_some());
+}
+
 pub async fn resubmitting_a_job_id_answers_duplicate(store: S) {
     let first = new_job("q", 1);
     let id = first.id;

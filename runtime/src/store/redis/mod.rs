@@ -22,7 +22,7 @@
 //! | `P:{q}:t:STATE` (zset) | finished jobs by finish time: retention |
 //! | `P:{q}:failures` (zset) | failed attempts by time: failure rates |
 //! | `P:{q}:events` (stream, capped) | lifecycle events, a stream entry per script call (a field per event) |
-//! | `P:{q}:idem` (hash) | idempotency key → id |
+//! | `P:{q}:idem` (hash) | idempotency key of a tenant (`LEN:TENANT` then the key) → id |
 //! | `P:{q}:paused` | present while the queue is paused |
 //! | `P:queues`, `P:paused` (sets), `P:where` (hash id → queue) | what spans queues |
 //! | `P:kv:{ns}:e:KEY` (hash), `P:kv:{ns}:keys`, `P:kv:{ns}:exp` (zsets), `P:kv:namespaces` (set) | key/value entries |

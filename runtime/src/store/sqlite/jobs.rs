@@ -48,9 +48,13 @@ impl JobStore for SqliteStore {
                 if let Some(key) = &new.idempotency_key {
                     let existing: Option<Vec<u8>> = conn
                         .prepare_cached(
-                            "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2",
+                            "SELECT id FROM jobs WHERE queue = ?1 AND coalesce(tenant, '') = ?2 \
+                             AND idempotency_key = ?3 AND idempotency_key IS NOT NULL",
                         )?
-                        .query_row(params![new.queue, key], |row| row.get(0))
+                        .query_row(
+                            params![new.queue, new.tenant.as_deref().unwrap_or(""), key],
+                            |row| row.get(0),
+                        )
                         .optional()?;
                     if let Some(existing) = existing {
                         outcomes.push(Enqueued::Duplicate(job_id(&existing)?));

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_expires_at INTEGER,
     lease_token INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key) WHERE idempotency_key IS NOT NULL;
+DROP INDEX IF EXISTS jobs_idempotency;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_per_tenant ON jobs (queue, coalesce(tenant, ''), idempotency_key) WHERE idempotency_key IS NOT NULL;
 DROP INDEX IF EXISTS jobs_ready;
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, state, coalesce(tenant, ''), priority DESC, run_at, seq);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE state IN ('scheduled', 'retrying');

@@ -216,13 +216,20 @@ local function check_lease(key, token)
   return nil
 end
 
+-- The field of idempotency key `key` of `tenant` ('' for none) in the queue's key hash:
+-- length-prefixed, so no tenant and key can spell another pair's field.
+local function idem_field(tenant, key)
+  return #tenant .. ':' .. tenant .. key
+end
+
 -- Removes job `id`: its hash, its indexes and its idempotency key.
 local function remove_job(id)
   local key = JOB .. id
   local f = redis.call('HMGET', key, F_STATE, F_IDEMPOTENCY_KEY, F_TENANT)
   if f[1] then unindex(id, f[1], f[3]) end
-  if f[2] and redis.call('HGET', IDEM, f[2]) == id then
-    redis.call('HDEL', IDEM, f[2])
+  if f[2] then
+    local field = idem_field(f[3] or '', f[2])
+    if redis.call('HGET', IDEM, field) == id then redis.call('HDEL', IDEM, field) end
   end
   redis.call('DEL', key)
 end

@@ -1,4 +1,4 @@
--- Adds jobs; a job whose idempotency key exists on this queue is not added.
+-- Adds jobs; a job whose idempotency key exists on this queue for its tenant is not added.
 -- ARGV: now, wake channel ('' for none), queue name, then 10 fields per job: id, kind, payload, priority,
 -- run_at, max_attempts, timeout_ms (''), idempotency key (''), tenant (''), headers JSON ('').
 -- Returns, per job, 1 and its id when added, 0 and the existing id when not.
@@ -8,7 +8,7 @@ for i = 4, #ARGV, 10 do
   local id, kind, payload, priority, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local max_attempts, timeout, idem, tenant, headers = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
   local existing = false
-  if idem ~= '' then existing = redis.call('HGET', IDEM, idem) end
+  if idem ~= '' then existing = redis.call('HGET', IDEM, idem_field(tenant, idem)) end
   if not existing and redis.call('EXISTS', JOB .. id) == 1 then existing = id end
   if existing then
     out[#out + 1] = 0
@@ -21,7 +21,7 @@ for i = 4, #ARGV, 10 do
     if timeout ~= '' then fields[#fields + 1] = F_TIMEOUT; fields[#fields + 1] = timeout end
     if idem ~= '' then
       fields[#fields + 1] = F_IDEMPOTENCY_KEY; fields[#fields + 1] = idem
-      redis.call('HSET', IDEM, idem, id)
+      redis.call('HSET', IDEM, idem_field(tenant, idem), id)
     end
     if tenant ~= '' then fields[#fields + 1] = F_TENANT; fields[#fields + 1] = tenant end
     if headers ~= '' then fields[#fields + 1] = F_HEADERS; fields[#fields + 1] = headers end
