@@ -52,7 +52,11 @@ async fn crash_child() {
         .unwrap();
     let drain = std::env::var_os("RAINDROP_CRASH_DRAIN").is_some();
     let store = open(&path).await;
-    let engine = Engine::builder(app(MANIFEST))
+    // The kill test wants lapsed leases back fast; two live processes sharing the file want
+    // leases longer than the write lock can keep one of them waiting.
+    let lease = std::env::var("RAINDROP_CRASH_LEASE").unwrap_or_else(|_| "500ms".into());
+    let manifest = MANIFEST.replace("\"500ms\"", &format!("\"{lease}\""));
+    let engine = Engine::builder(app(&manifest))
         .store(store.clone())
         .settings(Settings {
             observer_tick: Duration::from_millis(50),
@@ -243,6 +247,7 @@ async fn two_processes_share_one_file_without_running_a_job_twice() {
             .env("RAINDROP_CRASH_FIRST", "0")
             .env("RAINDROP_CRASH_DRAIN", "1")
             .env("RAINDROP_CRASH_GATE", "1")
+            .env("RAINDROP_CRASH_LEASE", "10s")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
