@@ -905,3 +905,21 @@ async fn a_tenant_cannot_squat_on_another_tenants_idempotency_key() {
         (&json!(true), &own["id"])
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_route_added_beside_the_job_api_gets_the_same_timeout() {
+    let (engine, _) = engine("");
+    let router = Service::new(engine, "api")
+        .unwrap()
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                "an hour later"
+            }),
+        )
+        .router();
+    // Paused time runs ahead whenever everything waits: the timeout fires before the hour.
+    let (status, _, body) = call(&router, Method::GET, "/slow", None, None).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+}

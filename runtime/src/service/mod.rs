@@ -262,6 +262,10 @@ impl Service {
                     "this route does not take that method",
                 )
             })
+            .with_state(state)
+            // Routes added beside the job API (`#[service]` functions) are counted, traced and
+            // timed out like every other: the layers go on after they are merged in.
+            .merge(extra)
             .layer(axum::middleware::from_fn(count_requests))
             .layer(
                 tower_http::trace::TraceLayer::new_for_http().make_span_with(
@@ -280,8 +284,6 @@ impl Service {
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(30),
             ))
-            .with_state(state)
-            .merge(extra)
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes the requests in flight
