@@ -204,7 +204,7 @@ pub(crate) async fn healthz() -> axum::Json<Health> {
 /// The store answers.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = super::ErrorBody)))]
 pub(crate) async fn readyz(Extract(state): Extract<State>) -> Result<axum::Json<Health>, ApiError> {
-    state.control.engine().store().last_event_seq().await?;
+    state.control.engine().store().ready().await?;
     Ok(axum::Json(Health { status: "ready" }))
 }
 

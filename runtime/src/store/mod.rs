@@ -370,6 +370,12 @@ pub trait JobStore: Send + Sync + 'static {
     /// A job by id.
     async fn get(&self, id: JobId) -> Result<Option<Job>>;
 
+    /// Whether the store can take work now (for `/readyz`): by default, whether it answers a
+    /// read. A store whose writes take another path than its reads checks that path too.
+    async fn ready(&self) -> Result<()> {
+        self.get(JobId::default()).await.map(drop)
+    }
+
     /// Up to `limit` jobs of every queue and state whose id is `from` or later, in id order:
     /// what the status kv_cache lists (see [`KvCache`](crate::KvCache)).
     async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>>;

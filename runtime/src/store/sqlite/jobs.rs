@@ -183,6 +183,13 @@ impl JobStore for SqliteStore {
         self.read(move |conn| load(conn, id)).await
     }
 
+    async fn ready(&self) -> Result<()> {
+        // Reads and writes take different connections: both must answer.
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await?;
+        self.write(|_, _| Ok(())).await
+    }
+
     async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>> {
         self.read(move |conn| {
             let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id >= ?1 ORDER BY id LIMIT ?2");

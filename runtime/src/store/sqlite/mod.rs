@@ -139,6 +139,7 @@ impl From<rusqlite::Error> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::JobStore;
 
     fn failure(code: std::ffi::c_int) -> Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None).into()
@@ -166,5 +167,46 @@ mod tests {
         let err = failure(ffi::SQLITE_FULL);
         let source = std::error::Error::source(&err).expect("the store error is the source");
         assert!(source.to_string().contains("full"), "{source}");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_operation_fails_its_caller_and_the_writer_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+        let failed = store
+            .write(|conn, _| -> Result<()> {
+                conn.execute("INSERT INTO paused (queue) VALUES ('half-written')", [])?;
+                panic!("a bug in an operation")
+            })
+            .await
+            .unwrap_err();
+        // It wrote before it panicked, so its batch is rolled back and says so.
+        assert_eq!(
+            failed.store_kind(),
+            Some(StoreErrorKind::Refused),
+            "{failed}"
+        );
+        let failed = store
+            .write(|_, _| -> Result<()> { panic!("a bug before any write") })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            failed.store_kind(),
+            Some(StoreErrorKind::Internal),
+            "{failed}"
+        );
+        store.ready().await.expect("the writer still commits");
+        let paused = store
+            .read(|conn| {
+                Ok(conn.query_row("SELECT COUNT(*) FROM paused", [], |row| {
+                    row.get::<_, i64>(0)
+                })?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            paused, 0,
+            "what the panicking operation wrote was rolled back"
+        );
     }
 }

@@ -44,7 +44,17 @@ impl SqliteStore {
     ) -> Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let op: Op = Box::new(move |conn, counts| {
-            let result = f(conn, counts);
+            // A panicking operation fails its caller, not the writer: the thread that every
+            // write of this process goes through must outlive it. What it wrote is rolled back
+            // with its batch (it is not `ok`, and it changed the database).
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn, counts)))
+                .unwrap_or_else(|_| {
+                    Err(Error::store(
+                        "write",
+                        StoreErrorKind::Internal,
+                        "a store operation panicked; its writes are rolled back",
+                    ))
+                });
             let ok = result.is_ok();
             let done: Done = Box::new(move |commit| {
                 let _ = reply.send(
