@@ -298,6 +298,7 @@ async fn bad_requests_get_json_errors() {
     let response = app
         .http
         .post(app.url("/v1/jobs"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

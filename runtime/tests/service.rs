@@ -72,14 +72,17 @@ async fn call(
     key: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let post = method == Method::POST;
     let mut request = Request::builder().method(method).uri(path);
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
+    // A client of the JSON API sends its POSTs as JSON, with a body or without.
+    if body.is_some() || post {
+        request = request.header("content-type", "application/json");
+    }
     let request = match body {
-        Some(body) => request
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string())),
+        Some(body) => request.body(Body::from(body.to_string())),
         None => request.body(Body::empty()),
     }
     .unwrap();
@@ -922,4 +925,68 @@ async fn a_route_added_beside_the_job_api_gets_the_same_timeout() {
     // Paused time runs ahead whenever everything waits: the timeout fires before the hour.
     let (status, _, body) = call(&router, Method::GET, "/slow", None, None).await;
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{body}");
+}
+
+#[tokio::test]
+async fn a_cross_site_form_post_cannot_drive_the_api() {
+    // No keys: what a page on another site can make a visitor's browser send without asking.
+    let (router, store) = two_queues();
+    let id = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        None,
+        Some(json!({ "queue": "small", "payload": 1 })),
+    )
+    .await
+    .2["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (path, content_type, body) in [
+        (
+            "/v1/jobs".to_owned(),
+            Some("text/plain"),
+            r#"{"queue":"small","payload":2}"#,
+        ),
+        (
+            "/v1/jobs/batch".to_owned(),
+            Some("application/x-www-form-urlencoded"),
+            "a=1",
+        ),
+        (format!("/v1/jobs/{id}/cancel"), None, ""),
+        (
+            "/v1/queues/small/pause".to_owned(),
+            Some("multipart/form-data; boundary=x"),
+            "",
+        ),
+    ] {
+        let mut request = Request::builder().method(Method::POST).uri(&path);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = router
+            .clone()
+            .oneshot(request.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}: {body}");
+        assert_eq!(body["code"], "unsupported_media_type");
+    }
+    let jobs = store
+        .list(&raindrop::store::JobFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.items.len(), 1, "nothing was submitted");
+    assert_eq!(
+        jobs.items[0].state,
+        raindrop::job::JobState::Queued,
+        "nor cancelled"
+    );
+    assert!(store.paused().await.unwrap().is_empty(), "nor paused");
 }

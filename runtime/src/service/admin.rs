@@ -115,7 +115,7 @@ pub(crate) struct DeadLetterPage {
 }
 
 /// Jobs that ran out of attempts or failed for good, newest first.
-#[utoipa::path(get, path = "/v1/dead-letters", params(DeadLetterQuery), responses((status = 200, body = DeadLetterPage)))]
+#[utoipa::path(get, path = "/v1/dead-letters", params(DeadLetterQuery), responses((status = 200, body = DeadLetterPage), (status = 404, description = "No queue of that name is served here", body = super::ErrorBody)))]
 pub(crate) async fn dead_letters(
     Extract(state): Extract<State>,
     caller: Caller,
@@ -126,7 +126,12 @@ pub(crate) async fn dead_letters(
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let page = state
         .control
-        .dead_letters(&caller.view(), query.queue, after, limit)
+        .dead_letters(
+            &caller.view(),
+            query.queue.filter(|q| !q.is_empty()),
+            after,
+            limit,
+        )
         .await?;
     Ok(axum::Json(DeadLetterPage {
         jobs: page.items.iter().map(JobStatus::of).collect(),
@@ -178,14 +183,16 @@ pub(crate) struct PurgedCount {
 }
 
 /// Removes dead letters for good.
-#[utoipa::path(delete, path = "/v1/dead-letters", params(PurgeQuery), responses((status = 200, body = PurgedCount)))]
+#[utoipa::path(delete, path = "/v1/dead-letters", params(PurgeQuery), responses((status = 200, body = PurgedCount), (status = 404, description = "No queue of that name is served here", body = super::ErrorBody)))]
 pub(crate) async fn purge_dead_letters(
     Extract(state): Extract<State>,
     caller: Caller,
     Query(query): Query<PurgeQuery>,
 ) -> Result<axum::Json<PurgedCount>, ApiError> {
     caller.require(Scope::Admin)?;
-    let purged = state.control.purge_dead(query.queue.as_deref()).await?;
+    // `?queue=` names no queue: every served one, as without it.
+    let queue = query.queue.as_deref().filter(|q| !q.is_empty());
+    let purged = state.control.purge_dead(queue).await?;
     Ok(axum::Json(PurgedCount { purged }))
 }
 

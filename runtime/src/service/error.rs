@@ -44,6 +44,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 413: the payload is over the tenant's quota.
     QuotaPayload,
+    /// 415: a POST not sent as `Content-Type: application/json`.
+    UnsupportedMediaType,
     /// 429: over the key's rate limit.
     RateLimited,
     /// 429: over the tenant's quota of waiting jobs.
@@ -71,6 +73,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::WrongState | Self::LeaseLost | Self::AlreadyFinished => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::QuotaPayload => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::RateLimited | Self::QuotaQueued => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable | Self::MetricsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +98,7 @@ impl ErrorCode {
             Self::AlreadyFinished => "already_finished",
             Self::PayloadTooLarge => "payload_too_large",
             Self::QuotaPayload => "quota_payload",
+            Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
             Self::QuotaQueued => "quota_queued",
             Self::Internal => "internal",

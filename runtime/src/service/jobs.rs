@@ -515,7 +515,7 @@ pub(crate) async fn cancel(
 /// Jobs, newest first, filtered, a page at a time.
 #[utoipa::path(
     get, path = "/v1/jobs", params(ListQuery),
-    responses((status = 200, body = JobPage), (status = 400, body = super::ErrorBody))
+    responses((status = 200, body = JobPage), (status = 400, body = super::ErrorBody), (status = 404, description = "No queue of that name is served here", body = super::ErrorBody))
 )]
 pub(crate) async fn list(
     Extract(state): Extract<State>,
@@ -537,7 +537,7 @@ pub(crate) async fn list(
         None => Vec::new(),
     };
     let filter = JobFilter {
-        queues: query.queue.into_iter().collect(),
+        queues: query.queue.into_iter().filter(|q| !q.is_empty()).collect(),
         states,
         kind: query.kind,
         tenant: None,

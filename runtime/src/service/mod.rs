@@ -243,6 +243,8 @@ impl Service {
                 post(admin::retry_dead_letter),
             )
             .route("/metrics", get(admin::metrics));
+        // Inside authentication: a caller without a key hears 401 first.
+        api = api.route_layer(axum::middleware::from_fn(json_posts_only));
         // Everything above needs a key when the service authenticates; what follows does not.
         if active {
             api = api.route_layer(guarded);
@@ -360,6 +362,33 @@ impl Service {
 
 /// Counts requests and times them, by route (its pattern, so ids do not make new series),
 /// method and status. Labels are static strings: no allocation per request.
+/// Refuses (415) a POST to the job API that is not sent as JSON. A browser sends a cross-site
+/// form, or a `fetch` without a body, with no preflight; with `Content-Type: application/json`
+/// it must ask first, and nothing here allows it. So a page on another site cannot cancel,
+/// retry, pause or submit through the browser of someone who can reach this service, keys or
+/// no keys.
+async fn json_posts_only(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.method() == axum::http::Method::POST && !is_json(request.headers()) {
+        return axum::response::IntoResponse::into_response(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send POST requests with `Content-Type: application/json` (an empty body is fine)",
+        ));
+    }
+    next.run(request).await
+}
+
+/// Whether the request says its body is JSON (`application/json`, parameters allowed).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
 async fn count_requests(
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -563,6 +592,12 @@ impl utoipa::Modify for Guarded {
         for (path, item) in openapi.paths.paths.iter_mut() {
             if open.contains(&path.as_str()) {
                 continue;
+            }
+            if let Some(post) = &mut item.post {
+                post.responses
+                    .responses
+                    .entry("415".to_owned())
+                    .or_insert_with(|| error("Not sent as `Content-Type: application/json`"));
             }
             let operations = [
                 &mut item.get,
