@@ -85,22 +85,16 @@ pub(crate) struct QueueState {
     pub(crate) oldest_ready: Option<Timestamp>,
 }
 
-/// The operations of one service: its engine, the queues it serves, and the kv_cache holding
-/// job status, if any.
+/// The operations of one service: its engine and the queues it serves.
 #[derive(Debug)]
 pub(crate) struct Control {
     engine: Engine,
     served: Vec<String>,
-    status_cache: Option<String>,
 }
 
 impl Control {
-    pub(crate) fn new(engine: Engine, served: Vec<String>, status_cache: Option<String>) -> Self {
-        Self {
-            engine,
-            served,
-            status_cache,
-        }
+    pub(crate) fn new(engine: Engine, served: Vec<String>) -> Self {
+        Self { engine, served }
     }
 
     /// The engine behind the operations.
@@ -157,30 +151,11 @@ impl Control {
             .ok_or_else(|| crate::Error::NotFound(id).into())
     }
 
-    /// The status of job `id`, if `view` sees it: one read of the status kv_cache when there is
-    /// one, else of the job's record.
+    /// The status of job `id`, if `view` sees it: one read of its record. (The status
+    /// kv_cache derives the same document from the same record, so reading it there would only
+    /// add a JSON round trip.)
     pub(crate) async fn status(&self, view: &View, id: JobId) -> Result<JobStatus> {
-        let cached = match &self.status_cache {
-            Some(cache) => {
-                self.engine
-                    .kv(cache)?
-                    .get_json::<JobStatus>(&id.to_string())
-                    .await?
-            }
-            None => None,
-        };
-        let status = match cached {
-            Some(status) => status,
-            None => match self.engine.store().get(id).await? {
-                Some(job) => JobStatus::of(&job),
-                None => return Err(crate::Error::NotFound(id).into()),
-            },
-        };
-        if self.visible(view, &status.queue, status.tenant.as_deref()) {
-            Ok(status)
-        } else {
-            Err(crate::Error::NotFound(id).into())
-        }
+        Ok(JobStatus::of(&self.find_job(view, id).await?))
     }
 
     /// Cancels job `id` (waiting or running) if `view` sees it.

@@ -160,7 +160,6 @@ impl Service {
             })
             .collect();
         let served = block.queues.iter().map(ToString::to_string).collect();
-        let status_cache = app.status_cache.as_ref().map(ToString::to_string);
         let shared = Shared {
             guard,
             quota: block.quota,
@@ -169,7 +168,7 @@ impl Service {
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
             validators: HashMap::new(),
             metrics: prometheus(),
-            control: Control::new(engine, served, status_cache),
+            control: Control::new(engine, served),
         };
         Ok(Self {
             shared,
