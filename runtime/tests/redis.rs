@@ -590,3 +590,105 @@ async fn another_process_follows_a_jobs_events() {
         ]
     );
 }
+
+/// This process's resident memory in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// The child of `random_queue_names_leave_memory_flat`, alone in its process so that the
+/// resident memory it measures is its own: 10,000 requests and 10,000 store reads, each naming
+/// a queue of 4 KB that does not exist. Before a read's keys were kept per queue name, each
+/// cost about 90 KB for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_queue_names_child() {
+    use tower::ServiceExt;
+
+    let Ok(url) = std::env::var("RAINDROP_QUEUE_NAMES_CHILD") else {
+        return;
+    };
+    let store = support::redis(&url).await;
+    let manifest = "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  kv_cache \"status\" {}\n}\n";
+    let engine = Engine::builder(app(manifest))
+        .store(store.clone())
+        .task("worker", support::succeed())
+        .build()
+        .unwrap();
+    let router = raindrop::service::Service::new(engine, "api")
+        .unwrap()
+        .router();
+    let name = |i: usize| format!("{i}-{}", "q".repeat(4096));
+    let round = async |from: usize, to: usize| {
+        for i in from..to {
+            let path = match i % 3 {
+                0 => "/v1/jobs",
+                1 => "/v1/dead-letters",
+                _ => "/dashboard/jobs",
+            };
+            let request = axum::http::Request::get(format!("{path}?queue={}", name(i)))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router.clone().oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            if path.starts_with("/v1") {
+                assert_eq!(status, 404);
+                let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(body["code"], "unknown_queue");
+                assert!(body.to_string().len() < 512, "the name is not echoed whole");
+            }
+            let filter = JobFilter {
+                queues: vec![name(i)],
+                ..JobFilter::default()
+            };
+            assert!(
+                store
+                    .list(&filter, None, 10)
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty()
+            );
+        }
+    };
+    round(0, 1_000).await;
+    let warm = rss();
+    round(1_000, 11_000).await;
+    let grown = rss().saturating_sub(warm);
+    println!("rss after warm-up {warm} B, grown by {grown} B over 10,000 names");
+    assert!(grown < 16 << 20, "resident memory grew by {grown} bytes");
+}
+
+#[test]
+fn random_queue_names_leave_memory_flat() {
+    if std::env::var_os("RAINDROP_QUEUE_NAMES_CHILD").is_some() {
+        return;
+    }
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "random_queue_names_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("RAINDROP_QUEUE_NAMES_CHILD", prefix.store_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let measured = stdout.lines().find(|l| l.contains("grown by"));
+    assert!(measured.is_some(), "the child measured: {stdout}");
+    eprintln!("{}", measured.unwrap_or_default());
+}

@@ -774,6 +774,7 @@ async fn a_service_does_not_reach_the_queues_of_another_service_sharing_its_stor
     for path in ["/v1/jobs?queue=b", "/v1/dead-letters?queue=b"] {
         let (status, _, body) = call(&alpha, Method::GET, path, None, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["code"], "unknown_queue", "{path}: {body}");
     }
     let (_, _, listed) = call(&alpha, Method::GET, "/v1/jobs", None, None).await;
     let ids: Vec<&str> = listed["jobs"]

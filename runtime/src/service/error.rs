@@ -30,8 +30,10 @@ pub enum ErrorCode {
     Forbidden,
     /// 403: a dashboard form's token does not match the browser's.
     Csrf,
-    /// 404: no such job, queue or route.
+    /// 404: no such job or route.
     NotFound,
+    /// 404: the request names a queue this service does not serve.
+    UnknownQueue,
     /// 405: the route does not take that method.
     MethodNotAllowed,
     /// 409: the job's state does not allow the operation.
@@ -69,7 +71,7 @@ impl ErrorCode {
             | Self::NotConfirmed => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::Csrf => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::UnknownQueue => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::WrongState | Self::LeaseLost | Self::AlreadyFinished => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::QuotaPayload => StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,6 +94,7 @@ impl ErrorCode {
             Self::Forbidden => "forbidden",
             Self::Csrf => "csrf",
             Self::NotFound => "not_found",
+            Self::UnknownQueue => "unknown_queue",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::WrongState => "wrong_state",
             Self::LeaseLost => "lease_lost",
@@ -239,7 +242,13 @@ impl From<control::Error> for ApiError {
         match err {
             control::Error::Engine(err) => err.into(),
             control::Error::NotServed(queue) => {
-                Self::not_found(format!("no queue named `{queue}`"))
+                // The name is the client's own; it is cut short so a long one stays small.
+                let shown: String = queue.chars().take(64).collect();
+                let more = if shown.len() < queue.len() { "…" } else { "" };
+                Self::new(
+                    ErrorCode::UnknownQueue,
+                    format!("no queue named `{shown}{more}` is served here"),
+                )
             }
             control::Error::AlreadyFinished { id, state } => Self::new(
                 ErrorCode::AlreadyFinished,

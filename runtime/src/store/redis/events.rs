@@ -90,7 +90,7 @@ impl RedisStore {
     /// How many events of `kind` the stream of `queue` holds since `since`, newest entries
     /// first, stopping at the first entry older than that.
     async fn scan_events(&self, queue: &str, kind: EventKind, since: Timestamp) -> Result<u64> {
-        let stream = self.shared.keys.queue(queue);
+        let stream = self.shared.keys.queue_to_read(queue);
         let mut n = 0;
         let mut end = "+".to_owned();
         loop {
@@ -149,7 +149,7 @@ impl EventLog for RedisStore {
             .iter()
             .map(|queue| {
                 redis::cmd("XRANGE")
-                    .arg(self.shared.keys.queue(queue).events())
+                    .arg(self.shared.keys.queue_to_read(queue).events())
                     .arg(&start)
                     .arg(upto)
                     .arg("COUNT")
@@ -190,7 +190,7 @@ impl EventLog for RedisStore {
             .iter()
             .map(|queue| {
                 redis::cmd("XREVRANGE")
-                    .arg(self.shared.keys.queue(queue).events())
+                    .arg(self.shared.keys.queue_to_read(queue).events())
                     .arg("+")
                     .arg("-")
                     .arg("COUNT")
@@ -217,7 +217,7 @@ impl EventLog for RedisStore {
     ) -> Result<BTreeMap<String, u64>> {
         let mut counts = BTreeMap::new();
         for queue in self.queues().await? {
-            let keys = self.shared.keys.queue(&queue);
+            let keys = self.shared.keys.queue_to_read(&queue);
             // The kinds a dashboard asks for have an index by time; others scan the stream.
             let indexed = match kind {
                 EventKind::Succeeded => keys.finished(JobState::Succeeded),

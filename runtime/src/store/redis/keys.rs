@@ -148,11 +148,17 @@ impl KvKeys {
     }
 }
 
+/// How many queues' keys a store keeps built. Applications declare a handful of queues; a
+/// process that meets more (every queue ever stored, listed) builds the rest each time.
+const CACHED_QUEUES: usize = 1024;
+
 /// The store's key names, under its prefix.
 #[derive(Debug)]
 pub(super) struct Keys {
     prefix: String,
-    /// Keys of each queue, built once.
+    /// Keys of the queues this process runs scripts on (enqueues, claims, transitions), built
+    /// once; at most [`CACHED_QUEUES`]. Reads by a queue name alone never add to it, so names a
+    /// client makes up cost nothing after the request.
     queues: Mutex<HashMap<String, Arc<QueueKeys>>>,
 }
 
@@ -168,15 +174,34 @@ impl Keys {
         format!("{}:{name}", self.prefix)
     }
 
-    /// The fixed keys of `queue`.
+    /// The fixed keys of `queue`, which a script is about to run on: kept for the next time
+    /// (up to [`CACHED_QUEUES`] queues).
     pub(super) fn queue(&self, queue: &str) -> Arc<QueueKeys> {
         let mut cache = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(keys) = cache.get(queue) {
             return keys.clone();
         }
         let keys = Arc::new(QueueKeys::new(&self.prefix, queue));
-        cache.insert(queue.to_owned(), keys.clone());
+        if cache.len() < CACHED_QUEUES {
+            cache.insert(queue.to_owned(), keys.clone());
+        }
         keys
+    }
+
+    /// The fixed keys of `queue` for a read: the kept ones if a script ran on it, otherwise
+    /// built for this read only.
+    pub(super) fn queue_to_read(&self, queue: &str) -> Arc<QueueKeys> {
+        let cache = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(queue) {
+            Some(keys) => keys.clone(),
+            None => Arc::new(QueueKeys::new(&self.prefix, queue)),
+        }
+    }
+
+    /// How many queues' keys are kept.
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Every queue that ever had a job (set).
@@ -252,6 +277,25 @@ mod tests {
             assert_eq!(keys.state(state).is_some(), state != JobState::Running);
             assert_eq!(keys.finished(state).is_some(), state.is_finished());
         }
+    }
+
+    #[test]
+    fn queue_names_from_reads_are_not_kept_and_scripts_keep_a_bounded_number() {
+        let keys = Keys::new("P");
+        keys.queue("declared");
+        for i in 0..10_000 {
+            let read = keys.queue_to_read(&format!("made-up-{i}"));
+            assert_eq!(read.leases(), format!("P:{{made-up-{i}}}:leases"));
+        }
+        assert_eq!(keys.cached(), 1);
+        assert!(Arc::ptr_eq(
+            &keys.queue("declared"),
+            &keys.queue_to_read("declared")
+        ));
+        for i in 0..10_000 {
+            keys.queue(&format!("scripted-{i}"));
+        }
+        assert_eq!(keys.cached(), CACHED_QUEUES);
     }
 
     #[test]

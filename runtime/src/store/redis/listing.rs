@@ -109,7 +109,8 @@ impl RedisStore {
             .redis
             .query(
                 "get job",
-                redis::cmd("HGETALL").arg(self.shared.keys.queue(queue).job(&id.to_string())),
+                redis::cmd("HGETALL")
+                    .arg(self.shared.keys.queue_to_read(queue).job(&id.to_string())),
             )
             .await?;
         if fields.is_empty() {
@@ -127,7 +128,7 @@ impl RedisStore {
             .iter()
             .map(|(queue, id)| {
                 redis::cmd("HGETALL")
-                    .arg(self.shared.keys.queue(queue).job(id))
+                    .arg(self.shared.keys.queue_to_read(queue).job(id))
                     .clone()
             })
             .collect();
@@ -201,7 +202,7 @@ impl RedisStore {
     ) -> Result<Vec<Job>> {
         let mut sets: Vec<(Arc<str>, IdSet)> = Vec::new();
         for queue in queues {
-            let keys = self.shared.keys.queue(queue);
+            let keys = self.shared.keys.queue_to_read(queue);
             let queue: Arc<str> = queue.as_str().into();
             for state in states {
                 let set = match keys.state(*state) {
@@ -284,7 +285,7 @@ impl RedisStore {
         let cmds = queues
             .iter()
             .flat_map(|queue| {
-                let keys = self.shared.keys.queue(queue);
+                let keys = self.shared.keys.queue_to_read(queue);
                 JobState::ALL.map(|state| match keys.state(state) {
                     Some(key) => redis::cmd("ZCARD").arg(key).clone(),
                     // Short of +inf: the keeper member (`common.lua`) is no job.
