@@ -147,7 +147,8 @@ impl Target {
 
 async fn redis_trial(prefix: &redis_support::Prefix, body: Body) {
     let store: Arc<dyn Store> = Arc::new(
-        raindrop::store::redis::RedisStore::open(prefix.store_url())
+        // The behaviours simulate time: leases follow the `now` each call passes.
+        raindrop::store::redis::RedisStore::open(&format!("{}&clock=caller", prefix.store_url()))
             .await
             .unwrap(),
     );

@@ -239,7 +239,8 @@ async fn the_leases_key_goes_with_the_last_running_job() {
         return;
     };
     let prefix = Prefix::new(&url);
-    let store = support::redis(prefix.store_url()).await;
+    // The lease lapses when `recover` is told a later time.
+    let store = support::redis(&format!("{}&clock=caller", prefix.store_url())).await;
     let start = now();
     let jobs = (0..5)
         .map(|i| NewJob::new("jobs", "test", Payload::from_value(&i).unwrap()))
@@ -589,6 +590,79 @@ async fn another_process_follows_a_jobs_events() {
             EventKind::Succeeded
         ]
     );
+}
+
+/// The leases of `store`'s queue "jobs" as processes with skewed clocks see them.
+async fn skewed_clocks(store: Arc<dyn Store>) {
+    let ahead = now() + chrono::Duration::seconds(20);
+    let behind = now() - chrono::Duration::seconds(20);
+    let lease = Duration::from_secs(10);
+    let jobs = (0..2)
+        .map(|i| NewJob::new("jobs", "test", Payload::from_value(&i).unwrap()))
+        .collect();
+    store.enqueue(jobs, now()).await.unwrap();
+    // A worker whose clock is right takes a job for 10 s; an observer 20 s ahead looks for
+    // lapsed leases and must find none.
+    let right = store
+        .claim("jobs", "right", 1, lease, now())
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store.recover(ahead).await.unwrap().is_empty(),
+        "an observer whose clock runs ahead took back a live job"
+    );
+    // A worker 20 s behind takes the other and renews it: its lease ends 10 s from now by
+    // Redis's clock, not 10 s ago.
+    let late = store
+        .claim("jobs", "late", 1, lease, behind)
+        .await
+        .unwrap()
+        .remove(0);
+    let expires = late.lease.as_ref().unwrap().expires_at;
+    assert!(
+        expires > now() + chrono::Duration::seconds(5),
+        "a lease taken by a clock 20 s behind ends at {expires}"
+    );
+    let token = late.lease_token().unwrap();
+    let renewed = store
+        .heartbeat(&[(late.id, token)], lease, behind)
+        .await
+        .unwrap();
+    assert_eq!(renewed, vec![raindrop::store::LeaseStatus::Extended]);
+    assert!(
+        store.recover(now()).await.unwrap().is_empty(),
+        "a job renewed by a worker whose clock runs behind was taken back"
+    );
+    // A lease renewed for no time has ended by Redis's clock, whatever the caller's says.
+    let token = right.lease_token().unwrap();
+    store
+        .heartbeat(&[(right.id, token)], Duration::ZERO, ahead)
+        .await
+        .unwrap();
+    let recovered = store.recover(behind).await.unwrap();
+    assert_eq!(
+        recovered.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![right.id]
+    );
+}
+
+/// Leases are measured by Redis's clock (`TIME` in the scripts), on one Redis and on a
+/// cluster: a process whose clock is skewed 20 s either way neither takes back a live job nor
+/// holds a lease longer than asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_with_a_skewed_clock_takes_back_no_live_lease() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    skewed_clocks(support::redis(prefix.store_url()).await).await;
+    if std::env::var("RAINDROP_TEST_CLUSTER").is_ok_and(|v| v == "0") {
+        return;
+    }
+    let cluster = redis_support::Cluster::start();
+    let prefix = Prefix::on_cluster(&cluster);
+    skewed_clocks(support::redis(prefix.store_url()).await).await;
 }
 
 /// This process's resident memory in bytes.

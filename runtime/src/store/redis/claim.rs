@@ -12,7 +12,7 @@ use super::codec::{decode_job, field, ms, parsed};
 use super::conn::{decode, store_err};
 use crate::error::Result;
 use crate::job::{Job, JobId, Timestamp};
-use crate::store::{ClaimLimits, after};
+use crate::store::ClaimLimits;
 
 /// What `claim.lua` writes to each job it takes. Its answer holds the records as they were
 /// before; `apply` makes the same writes to a record read back.
@@ -42,14 +42,25 @@ impl Taken<'_> {
     }
 }
 
-/// Pairs of (id, record) from a flat claim answer, each record a JSON array of the names and
-/// values `HGETALL` gave, with what the claim wrote applied.
-fn decode_claimed(queue: &str, value: Value, taken: &Taken<'_>) -> Result<Vec<Job>> {
+/// The jobs of a claim answer: the lease expiry (by the lease clock), then pairs of (id,
+/// record), each record a JSON array of the names and values `HGETALL` gave, with what the
+/// claim wrote applied.
+fn decode_claimed(queue: &str, value: Value, worker: &str, now: i64) -> Result<Vec<Job>> {
     let Value::Array(items) = value else {
         return Ok(Vec::new());
     };
-    let mut jobs = Vec::with_capacity(items.len() / 2);
     let mut items = items.into_iter();
+    let Some(expires) = items.next() else {
+        return Ok(Vec::new());
+    };
+    let taken = Taken {
+        worker,
+        now,
+        expires: decode::<String>("claim", expires)?
+            .parse()
+            .map_err(|e| store_err("claim", e))?,
+    };
+    let mut jobs = Vec::with_capacity(items.len() / 2);
     while let (Some(id), Some(fields)) = (items.next(), items.next()) {
         let id: String = decode("claim", id)?;
         let record: String = decode("claim", fields)?;
@@ -81,23 +92,19 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let worker = serde_json::to_string(worker)?;
-        let expires = ms(after(now, lease));
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 4);
         let max_running = limits.running_per_tenant.unwrap_or(0);
+        let clock = self.shared.lease_clock(now);
         let value: Value = self
             .shared
             .run(
                 "claim",
                 &self.shared.scripts.claim,
                 queue,
-                &[&ms(now), &worker, &limit, &expires, &max_running],
+                &[&ms(now), &worker, &limit, &lease_ms, &max_running, &clock],
             )
             .await?;
-        let taken = Taken {
-            worker: &worker,
-            now: ms(now),
-            expires,
-        };
-        let jobs = decode_claimed(queue, value, &taken)?;
+        let jobs = decode_claimed(queue, value, &worker, ms(now))?;
         if !jobs.is_empty() {
             let name: Arc<str> = queue.into();
             for job in &jobs {

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobId, NewJob, Payload, Progress, Timestamp};
 use crate::store::{
     AfterFailure, CancelOutcome, ClaimLimits, DeadLetters, Enqueued, JobFilter, JobStore,
-    LeaseStatus, Page, Recovered, StateCounts, after,
+    LeaseStatus, Page, Recovered, StateCounts,
 };
 
 /// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 10 per job.
@@ -182,7 +182,8 @@ impl JobStore for RedisStore {
         lease: Duration,
         now: Timestamp,
     ) -> Result<Vec<LeaseStatus>> {
-        let expires = ms(after(now, lease));
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 4);
+        let clock = self.shared.lease_clock(now);
         let mut answers = vec![LeaseStatus::Lost; leases.len()];
         let mut by_queue: BTreeMap<Arc<str>, Vec<usize>> = BTreeMap::new();
         for (i, (id, _)) in leases.iter().enumerate() {
@@ -191,7 +192,7 @@ impl JobStore for RedisStore {
             }
         }
         for (queue, indices) in by_queue {
-            let mut args: Vec<String> = vec![expires.to_string()];
+            let mut args: Vec<String> = vec![lease_ms.to_string(), clock.clone()];
             for &i in &indices {
                 args.push(leases[i].0.to_string());
                 args.push(leases[i].1.to_string());

@@ -71,7 +71,7 @@ mod upkeep;
 mod url;
 mod wake;
 
-pub use url::RedisUrl;
+pub use url::{LeaseClock, RedisUrl};
 
 /// Jobs a script takes on in one call when it sweeps (recovery, promotion, retention, purges).
 const SWEEP: usize = 1000;
@@ -85,6 +85,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// The lease-clock argument of the scripts that measure leases: empty for Redis's own
+    /// clock, else the caller's `now` in ms.
+    fn lease_clock(&self, now: crate::job::Timestamp) -> String {
+        match self.url.clock {
+            LeaseClock::Redis => String::new(),
+            LeaseClock::Caller => codec::ms(now).to_string(),
+        }
+    }
+
     /// Runs a queue script with the queue's keys.
     async fn run<T: redis::FromRedisValue>(
         &self,

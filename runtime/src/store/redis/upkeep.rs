@@ -24,6 +24,7 @@ impl RedisStore {
         let error = serde_json::to_string(&JobError::new(
             "the worker's lease expired before the job finished",
         ))?;
+        let clock = self.shared.lease_clock(now);
         let mut recovered = Vec::new();
         for queue in self.queues().await? {
             self.find_lost_leases(&queue).await?;
@@ -34,7 +35,7 @@ impl RedisStore {
                         "recover",
                         &self.shared.scripts.recover,
                         &queue,
-                        &[&ms(now), &SWEEP, &error],
+                        &[&ms(now), &SWEEP, &error, &clock],
                     )
                     .await?;
                 let done = answer.len() < SWEEP;

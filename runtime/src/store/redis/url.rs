@@ -11,16 +11,41 @@ pub struct RedisUrl {
     pub(super) nodes: Vec<String>,
     pub(super) cluster: bool,
     pub(super) prefix: String,
+    /// Whose clock leases are measured by.
+    pub(super) clock: LeaseClock,
+}
+
+/// Whose clock a Redis store measures leases by: when a claim's or a heartbeat's lease ends,
+/// and whether it has ended when running jobs are taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeaseClock {
+    /// Redis's own (`TIME` in the scripts), the same for every process: an observer whose
+    /// clock runs ahead takes back no live job, a worker whose clock runs behind holds no lease
+    /// longer than asked. The default.
+    #[default]
+    Redis,
+    /// The `now` each call passes, as the memory and SQLite stores do (`?clock=caller`): for
+    /// tests that simulate time. Every process's clock must then agree.
+    Caller,
 }
 
 impl RedisUrl {
-    /// Parses a store URL. `?prefix=NAME` sets the key prefix (default `raindrop`).
+    /// Parses a store URL. `?prefix=NAME` sets the key prefix (default `raindrop`),
+    /// `?clock=caller` the [`LeaseClock`] (default `redis`).
     pub fn parse(url: &str) -> Result<Self> {
         let (url, query) = url.split_once('?').unwrap_or((url, ""));
         let mut prefix = "raindrop".to_owned();
+        let mut clock = LeaseClock::default();
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
+                Some(("clock", "redis")) => clock = LeaseClock::Redis,
+                Some(("clock", "caller")) => clock = LeaseClock::Caller,
+                Some(("clock", other)) => {
+                    return Err(Error::Config(format!(
+                        "the Redis lease clock is `redis` or `caller`, not `{other}`"
+                    )));
+                }
                 Some(("prefix", value)) if !value.is_empty() && !value.contains(['{', '}']) => {
                     prefix = value.to_owned();
                 }
@@ -58,6 +83,7 @@ impl RedisUrl {
                 nodes,
                 cluster: true,
                 prefix,
+                clock,
             });
         }
         if !(url.starts_with("redis://")
@@ -74,6 +100,7 @@ impl RedisUrl {
             nodes: vec![format!("{url}{query}")],
             cluster: false,
             prefix,
+            clock,
         })
     }
 
@@ -90,5 +117,25 @@ impl RedisUrl {
         } else {
             nodes.join(",")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_follow_redis_unless_the_url_says_caller() {
+        let url = |s: &str| RedisUrl::parse(s).unwrap();
+        assert_eq!(url("redis://h:1?prefix=p").clock, LeaseClock::Redis);
+        let caller = url("redis://h:1?prefix=p&clock=caller");
+        assert_eq!((caller.clock, caller.prefix()), (LeaseClock::Caller, "p"));
+        assert_eq!(caller.nodes, vec!["redis://h:1".to_owned()]);
+        assert_eq!(
+            url("redis-cluster://a:1,b:2?clock=caller").clock,
+            LeaseClock::Caller
+        );
+        let err = RedisUrl::parse("redis://h:1?clock=local").unwrap_err();
+        assert!(err.to_string().contains("`redis` or `caller`"), "{err}");
     }
 }

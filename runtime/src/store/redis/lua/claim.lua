@@ -1,6 +1,7 @@
 -- Takes up to `limit` ready jobs for a worker under a new lease, after promoting due ones.
--- ARGV: now, worker (as a JSON string), limit, lease expiry, most running jobs per tenant (0: no
--- limit). Returns, for each claimed job, its id and its record (HGETALL, as read before the
+-- ARGV: now, worker (as a JSON string), limit, lease ms, most running jobs per tenant (0: no
+-- limit), the caller's clock for leases ('' for Redis's). Returns the lease expiry, then for
+-- each claimed job its id and its record (HGETALL, as read before the
 -- claim wrote) as one JSON array of names and values: `cjson` writes it in C, where a Lua table
 -- of strings turned into a reply costs Redis a tenth of its work. The reader applies what `take`
 -- writes itself (`Taken` in claim.rs).
@@ -8,11 +9,12 @@
 -- With tenants, jobs are taken one at a time, the same rule as every store (`fair.rs`): the
 -- highest priority waiting; among groups (each tenant, and jobs without one) whose best job has
 -- it, the group served longest ago (TURNS); a tenant at its running limit is passed over.
-local now, worker, limit, expires = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local now, worker, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local expires = int(lease_clock(ARGV[6]) + tonumber(ARGV[4]))
 local max_running = tonumber(ARGV[5]) or 0
 promote(now, 1000)
 if redis.call('EXISTS', PAUSED) == 1 then return {} end
-local out = {}
+local out = { expires }
 
 -- Leases job `id`; its tenant, whose running count it keeps, comes from its record.
 -- What it writes, `Taken::apply` in claim.rs writes again into the answer: keep them together.

@@ -35,6 +35,15 @@ local function int(n)
   return string.format('%.0f', n)
 end
 
+-- The time leases are measured by, in ms: Redis's own clock, the same for every process
+-- whatever its clock says; or `given`, the caller's, when the store was opened with
+-- `clock=caller` (tests that simulate time).
+local function lease_clock(given)
+  if given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
 local function ready_score(priority, run_at)
   local p = math.max(-1024, math.min(1023, tonumber(priority)))
   local r = math.max(0, math.min(MS_SPAN - 1, tonumber(run_at)))

@@ -1,8 +1,8 @@
--- Extends leases. ARGV: expiry, then id, token per lease.
--- Returns per lease: 1 extended, 2 cancelled, 0 lost.
-local expires = ARGV[1]
+-- Extends leases. ARGV: lease ms, the caller's clock for leases ('' for Redis's), then id, token
+-- per lease. Returns per lease: 1 extended, 2 cancelled, 0 lost.
+local expires = int(lease_clock(ARGV[2]) + tonumber(ARGV[1]))
 local out = {}
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = JOB .. id
   local f = redis.call('HMGET', key, F_STATE, F_TOKEN)

@@ -1,9 +1,10 @@
 -- Takes back running jobs whose lease lapsed, or that lost their lease entry: another attempt
--- if they have attempts left, else a dead letter. ARGV: now, limit, error JSON.
+-- if they have attempts left, else a dead letter. ARGV: now, limit, error JSON, the caller's
+-- clock for leases ('' for Redis's: a caller whose clock runs ahead takes back no live lease).
 -- Returns id, new state per recovered job.
 local now, limit, err = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 -- A running job that lost its lease entry has one that lapsed long ago (`lost.lua` gives it).
-local lapsed = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, limit)
+local lapsed = redis.call('ZRANGEBYSCORE', LEASES, '-inf', int(lease_clock(ARGV[4])), 'LIMIT', 0, limit)
 local out = {}
 for _, id in ipairs(lapsed) do
   local key = JOB .. id
