@@ -34,6 +34,17 @@ pub enum Error {
         /// The queue's `max_message_size`.
         limit: u64,
     },
+    /// A tenant would have more jobs waiting in a queue than its quota allows
+    /// ([`NewJob::max_waiting`](crate::job::NewJob::max_waiting)); nothing was added.
+    #[error("this tenant has {waiting} jobs waiting in `{queue}` and may have at most {max}")]
+    QuotaQueued {
+        /// The queue.
+        queue: String,
+        /// How many of the tenant's jobs wait there now.
+        waiting: u64,
+        /// The quota.
+        max: u64,
+    },
     /// A payload or result is not valid JSON.
     #[error("invalid JSON: {0}")]
     InvalidJson(#[from] serde_json::Error),

@@ -250,6 +250,11 @@ pub struct NewJob {
     pub tenant: Option<String>,
     /// Free-form metadata, e.g. trace context.
     pub headers: BTreeMap<String, String>,
+    /// With a tenant, its quota: the most of the tenant's jobs that may wait (queued,
+    /// scheduled or retrying) in the queue once this one is added. The store checks it in the
+    /// same step as it adds the job; over it, the enqueue adds nothing and fails with
+    /// [`Error::QuotaQueued`](crate::Error::QuotaQueued).
+    pub max_waiting: Option<u64>,
 }
 
 impl NewJob {
@@ -268,6 +273,7 @@ impl NewJob {
             idempotency_key: None,
             tenant: None,
             headers: BTreeMap::new(),
+            max_waiting: None,
         }
     }
 }

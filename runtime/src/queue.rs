@@ -32,6 +32,9 @@ pub struct SendOptions {
     pub tenant: Option<String>,
     /// Free-form metadata, e.g. trace context.
     pub headers: BTreeMap<String, String>,
+    /// With a tenant: the most of its jobs that may wait in this queue, this one included
+    /// (see [`NewJob::max_waiting`]).
+    pub max_waiting: Option<u64>,
 }
 
 /// A queue's producer: `send` and `send_batch`. Cheap to clone.
@@ -150,6 +153,7 @@ impl Queue {
             idempotency_key: options.idempotency_key,
             tenant: options.tenant,
             headers: options.headers,
+            max_waiting: options.max_waiting,
         })
     }
 }

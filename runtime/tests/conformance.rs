@@ -38,6 +38,8 @@ behaviours!(
     a_flooding_tenant_does_not_starve_another,
     fair_claiming_keeps_priorities_and_untenanted_jobs,
     a_tenant_at_its_running_limit_waits,
+    thirty_two_submitters_at_quota_minus_one_admit_exactly_the_quota,
+    a_tenants_listing_and_count_cover_its_jobs_in_every_state,
     resubmitting_a_job_id_answers_duplicate,
     idempotency_keys_are_scoped_by_tenant,
     fifo_within_a_priority,

@@ -766,3 +766,70 @@ fn random_queue_names_leave_memory_flat() {
     assert!(measured.is_some(), "the child measured: {stdout}");
     eprintln!("{}", measured.unwrap_or_default());
 }
+
+/// The calls Redis counted per command since its stats were reset (`INFO commandstats`),
+/// commands run by scripts included.
+fn command_calls(conn: &mut redis::Connection) -> BTreeMap<String, u64> {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.strip_prefix("calls=")?.split(',').next()?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A tenant with three jobs in a queue of 20,000 of another tenant's: listing its jobs,
+/// counting its waiting ones and a submission checked against its quota read its own jobs
+/// only — before, each read every job record of the queue. On a Redis of the test's own, so
+/// that its command counts are this test's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_tenant_costs_its_own_jobs_in_a_queue_of_a_big_one() {
+    if redis_support::available().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(redis_support::free_port(), dir.path(), &[]);
+    let store = support::redis(&server.url()).await;
+    let job = |tenant: &str, n: u32| {
+        let mut job = NewJob::new("jobs", "test", Payload::from_value(&n).unwrap());
+        job.tenant = Some(tenant.to_owned());
+        job
+    };
+    for chunk in 0..20 {
+        let big = (0..1000).map(|i| job("big", chunk * 1000 + i)).collect();
+        store.enqueue(big, now()).await.unwrap();
+    }
+    let small = (0..3).map(|i| job("small", i)).collect();
+    store.enqueue(small, now()).await.unwrap();
+
+    let mut conn = connect(&server.url());
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    let mine = JobFilter {
+        tenant: Some("small".into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(store.list(&mine, None, 10).await.unwrap().items.len(), 3);
+    let queued = JobFilter {
+        states: vec![JobState::Queued],
+        ..mine.clone()
+    };
+    assert_eq!(store.list(&queued, None, 10).await.unwrap().items.len(), 3);
+    assert_eq!(store.count_waiting("jobs", "small", 100).await.unwrap(), 3);
+    let mut within = job("small", 3);
+    within.max_waiting = Some(10);
+    store.enqueue(vec![within], now()).await.unwrap();
+    let calls = command_calls(&mut conn);
+    let total: u64 = calls.values().sum();
+    let records = calls.get("hgetall").copied().unwrap_or(0);
+    eprintln!("commands: {total}, records read: {records} ({calls:?})");
+    assert!(
+        records <= 6,
+        "{records} job records read for a tenant of 3 jobs"
+    );
+    assert!(total < 200, "{total} commands for a tenant of 3 jobs");
+}

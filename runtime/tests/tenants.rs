@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tower::ServiceExt;
 
+#[path = "support/redis.rs"]
+mod redis_support;
 mod support;
 use support::{app, sqlite};
 
@@ -42,13 +44,25 @@ async fn fixture(
     started: Started,
     gate: Arc<Semaphore>,
 ) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir.path().join("jobs.db")).await;
+    fixture_on(store, dir, service, concurrency, started, gate)
+}
+
+/// [`fixture`] on `store`.
+fn fixture_on(
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+    service: &str,
+    concurrency: u32,
+    started: Started,
+    gate: Arc<Semaphore>,
+) -> Fixture {
     let app = app(&format!(
         "application \"t\" {{\n  service \"api\" {{\n{service}\n  }}\n  \
              queue \"jobs\" {{}}\n  task \"worker\" {{\n    concurrency = {concurrency}\n  }}\n  \
              kv_cache \"status\" {{}}\n}}\n"
     ));
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite(&dir.path().join("jobs.db")).await;
     let handler = handler_fn(move |ctx: JobContext| {
         let (started, gate) = (started.clone(), gate.clone());
         async move {
@@ -205,4 +219,71 @@ async fn a_tenant_never_runs_more_than_its_quota_at_once() {
     running.shutdown().await;
     assert_eq!(count(&f.store, "flood", JobState::Succeeded).await, 6);
     assert_eq!(count(&f.store, "trickle", JobState::Succeeded).await, 2);
+}
+
+/// 32 submissions at once from a tenant one job short of its quota: exactly one is admitted,
+/// the rest hear 429 `quota_queued` (the store checks the quota in the step that adds the job,
+/// so concurrent submissions cannot all pass a count taken before it). No worker runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_submissions_at_quota_minus_one_admit_exactly_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = sqlite(&dir.path().join("jobs.db")).await;
+    at_quota_minus_one(file, dir).await;
+    if let Some(url) = redis_support::available() {
+        let prefix = redis_support::Prefix::new(&url);
+        at_quota_minus_one(
+            support::redis(prefix.store_url()).await,
+            tempfile::tempdir().unwrap(),
+        )
+        .await;
+    }
+}
+
+async fn at_quota_minus_one(store: Arc<dyn Store>, dir: tempfile::TempDir) {
+    let (started, _starts) = mpsc::unbounded_channel();
+    let f = fixture_on(
+        store,
+        dir,
+        "    quota {\n      max_queued = 10\n    }",
+        1,
+        started,
+        Arc::new(Semaphore::new(0)),
+    );
+    submit(&f.router, FLOOD, "flood", 9).await;
+    let submitters: Vec<_> = (0..32)
+        .map(|n| {
+            let router = f.router.clone();
+            tokio::spawn(async move {
+                let request = Request::builder()
+                    .method(Method::POST)
+                    .uri("/v1/jobs")
+                    .header("authorization", format!("Bearer {FLOOD}"))
+                    .header("content-type", "application/json")
+                    .body(Body::from(
+                        json!({ "payload": { "who": "flood", "n": 100 + n } }).to_string(),
+                    ))
+                    .unwrap();
+                let response = router.oneshot(request).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                let body: Value = serde_json::from_slice(&body).unwrap();
+                (status, body)
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for submitter in submitters {
+        let (status, body) = submitter.await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => assert_eq!(body["code"], "quota_queued", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(admitted, 1, "exactly the quota is admitted");
+    assert_eq!(count(&f.store, "flood", JobState::Queued).await, 10);
+    // The other tenant has its own quota.
+    submit(&f.router, TRICKLE, "trickle", 10).await;
 }

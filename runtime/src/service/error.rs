@@ -225,6 +225,16 @@ impl From<Error> for ApiError {
             Error::LeaseLost(id) => {
                 Self::new(ErrorCode::LeaseLost, format!("job {id} changed hands"))
             }
+            Error::QuotaQueued {
+                queue,
+                waiting,
+                max,
+            } => Self::new(
+                ErrorCode::QuotaQueued,
+                format!(
+                    "this tenant has {waiting} jobs waiting in `{queue}` and may have at most {max}"
+                ),
+            ),
             other => {
                 // Store failures are logged with their cause; the client gets no internals.
                 tracing::error!(error = %other, "request failed");

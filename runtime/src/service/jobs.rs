@@ -206,6 +206,8 @@ fn prepare(
         max_attempts: job.max_attempts,
         timeout: job.timeout_ms.map(Duration::from_millis),
         tenant: caller.tenant.clone(),
+        // Set with the rest of the quota (`apply_quota`).
+        max_waiting: None,
         headers: {
             let mut headers = job.headers;
             crate::telemetry::inject(request, &mut headers);
@@ -263,18 +265,18 @@ fn beyond_ceiling(
 }
 
 /// Applies the tenant's quota to jobs about to be submitted: clamps their priorities, refuses
-/// payloads over the size limit (413) and submissions that would put more jobs in a queue than
-/// the tenant may have waiting (429). Without authentication there are no tenants and no quota.
+/// payloads over the size limit (413), and gives each job the most jobs the tenant may have
+/// waiting, which the store enforces as it adds them (429 over it). Without authentication
+/// there are no tenants and no quota.
 async fn apply_quota(
     state: &State,
     caller: &Caller,
     jobs: &mut [(String, Payload, SendOptions)],
 ) -> Result<(), ApiError> {
-    let (Some(quota), Some(tenant)) = (&state.quota, &caller.tenant) else {
+    let (Some(quota), Some(_)) = (&state.quota, &caller.tenant) else {
         return Ok(());
     };
-    let mut per_queue: BTreeMap<&str, u64> = BTreeMap::new();
-    for (queue, payload, options) in jobs.iter_mut() {
+    for (_, payload, options) in jobs.iter_mut() {
         if let Some(limit) = quota.max_payload
             && payload.len() as u64 > limit.bytes()
         {
@@ -289,26 +291,9 @@ async fn apply_quota(
         let floor = quota.min_priority.unwrap_or(i32::MIN);
         let ceiling = quota.max_priority.unwrap_or(i32::MAX);
         options.priority = options.priority.clamp(floor, ceiling);
-        *per_queue.entry(queue.as_str()).or_default() += 1;
-    }
-    if let Some(max) = quota.max_queued {
-        let max = u64::from(max);
-        for (queue, adding) in per_queue {
-            let waiting = state
-                .control
-                .engine()
-                .store()
-                .count_waiting(queue, tenant, max)
-                .await?;
-            if waiting + adding > max {
-                return Err(ApiError::new(
-                    ErrorCode::QuotaQueued,
-                    format!(
-                        "this tenant has {waiting} jobs waiting in `{queue}` and may have at most {max}"
-                    ),
-                ));
-            }
-        }
+        // The store checks the quota of waiting jobs in the step that adds them, so
+        // concurrent submissions cannot pass it together.
+        options.max_waiting = quota.max_queued.map(u64::from);
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! A store in this process's memory: for tests and throwaway runs. Nothing survives a restart.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -59,6 +59,10 @@ struct Inner {
     counts: HashMap<String, StateCounts>,
     /// Idempotency keys per queue and tenant.
     idempotency: HashMap<IdempotencyKey, JobId>,
+    /// Each tenant's jobs, for its listings.
+    by_tenant: HashMap<String, BTreeSet<JobId>>,
+    /// Waiting jobs (queued, scheduled, retrying) per queue and tenant, for its quota.
+    waiting_per_tenant: HashMap<(String, String), u64>,
     paused: HashSet<String>,
     next_token: u64,
     kv: HashMap<String, BTreeMap<String, KvEntry>>,
@@ -142,6 +146,14 @@ impl Inner {
             return;
         };
         let order = self.insertion.get(&id).copied().unwrap_or_default();
+        if job.state.is_waiting()
+            && let Some(tenant) = &job.tenant
+        {
+            *self
+                .waiting_per_tenant
+                .entry((job.queue.clone(), tenant.clone()))
+                .or_default() += 1;
+        }
         match self.counts.get_mut(&job.queue) {
             Some(counts) => counts.add(job.state, 1),
             None => self
@@ -193,6 +205,17 @@ impl Inner {
         let order = self.insertion.get(&id).copied().unwrap_or_default();
         if let Some(counts) = self.counts.get_mut(&job.queue) {
             counts.remove(state, 1);
+        }
+        if state.is_waiting()
+            && let Some(tenant) = &job.tenant
+        {
+            let key = (job.queue.clone(), tenant.clone());
+            if let Some(n) = self.waiting_per_tenant.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.waiting_per_tenant.remove(&key);
+                }
+            }
         }
         match state {
             JobState::Queued => {
@@ -289,10 +312,30 @@ impl Inner {
         due.len() as u64
     }
 
+    /// The job that `new` would duplicate: one with its idempotency key, or its id.
+    fn existing(&self, new: &NewJob) -> Option<JobId> {
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) =
+                self.idempotency
+                    .get(&idempotency_key(&new.queue, new.tenant.as_ref(), key))
+        {
+            return Some(*existing);
+        }
+        self.jobs.contains_key(&new.id).then_some(new.id)
+    }
+
     fn remove_job(&mut self, id: JobId) -> Option<Job> {
         self.unindex(id);
         self.insertion.remove(&id);
         let job = self.jobs.remove(&id)?;
+        if let Some(tenant) = &job.tenant
+            && let Some(ids) = self.by_tenant.get_mut(tenant)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_tenant.remove(tenant);
+            }
+        }
         if let Some(key) = &job.idempotency_key {
             let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
             self.idempotency.remove(&scoped);
@@ -328,22 +371,30 @@ impl MemoryStore {
 impl JobStore for MemoryStore {
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
         let mut inner = self.lock();
+        // Each job's duplicate, if it has one; then the quotas of those that would be added,
+        // checked before anything is.
+        let existing: Vec<Option<JobId>> = jobs.iter().map(|new| inner.existing(new)).collect();
+        let adding = jobs.iter().zip(&existing).filter(|(_, e)| e.is_none());
+        for ((queue, tenant), (adding, max)) in super::quota_demands(adding.map(|(new, _)| new)) {
+            let key = (queue.to_owned(), tenant.to_owned());
+            let waiting = inner.waiting_per_tenant.get(&key).copied().unwrap_or(0);
+            super::within_quota(queue, waiting, adding, max)?;
+        }
         let mut outcomes = Vec::with_capacity(jobs.len());
-        for new in jobs {
-            if let Some(key) = &new.idempotency_key
-                && let Some(existing) =
-                    inner
-                        .idempotency
-                        .get(&idempotency_key(&new.queue, new.tenant.as_ref(), key))
-            {
-                outcomes.push(Enqueued::Duplicate(*existing));
+        for (new, existing) in jobs.into_iter().zip(existing) {
+            // A key twice in one enqueue: the second is the first's duplicate.
+            if let Some(existing) = existing.or_else(|| inner.existing(&new)) {
+                outcomes.push(Enqueued::Duplicate(existing));
                 continue;
             }
             let job = Job::from_new(new, now);
             let id = job.id;
-            if inner.jobs.contains_key(&id) {
-                outcomes.push(Enqueued::Duplicate(id));
-                continue;
+            if let Some(tenant) = &job.tenant {
+                inner
+                    .by_tenant
+                    .entry(tenant.clone())
+                    .or_default()
+                    .insert(id);
             }
             if let Some(key) = &job.idempotency_key {
                 let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
@@ -505,13 +556,17 @@ impl JobStore for MemoryStore {
         limit: usize,
     ) -> Result<Page<Job>> {
         let inner = self.lock();
-        let range = match after {
-            Some(after) => inner.jobs.range(..after),
-            None => inner.jobs.range(..),
+        let bound = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let range = (std::ops::Bound::Unbounded, bound);
+        // A tenant's listing reads only its own jobs.
+        let jobs: Box<dyn Iterator<Item = &Job>> = match &filter.tenant {
+            Some(tenant) => match inner.by_tenant.get(tenant) {
+                Some(ids) => Box::new(ids.range(range).rev().filter_map(|id| inner.jobs.get(id))),
+                None => Box::new(std::iter::empty()),
+            },
+            None => Box::new(inner.jobs.range(range).rev().map(|(_, job)| job)),
         };
-        let mut items: Vec<Job> = range
-            .rev()
-            .map(|(_, job)| job)
+        let mut items: Vec<Job> = jobs
             .filter(|job| filter.matches(job))
             .take(limit + 1)
             .cloned()
@@ -532,6 +587,16 @@ impl JobStore for MemoryStore {
             .iter()
             .map(|(queue, counts)| (queue.clone(), counts.clone()))
             .collect())
+    }
+
+    async fn count_waiting(&self, queue: &str, tenant: &str, _up_to: u64) -> Result<u64> {
+        let key = (queue.to_owned(), tenant.to_owned());
+        Ok(self
+            .lock()
+            .waiting_per_tenant
+            .get(&key)
+            .copied()
+            .unwrap_or(0))
     }
 
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {

@@ -97,6 +97,37 @@ pub struct Recovered {
     pub state: JobState,
 }
 
+/// What the new jobs of one enqueue ask of their tenants' quotas
+/// ([`NewJob::max_waiting`]): per queue and tenant, how many would be added and the quota (the
+/// smallest one they name). Jobs without a tenant or a quota ask nothing.
+pub(crate) fn quota_demands<'a>(
+    jobs: impl IntoIterator<Item = &'a NewJob>,
+) -> BTreeMap<(&'a str, &'a str), (u64, u64)> {
+    let mut demands: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
+    for job in jobs {
+        if let (Some(tenant), Some(max)) = (&job.tenant, job.max_waiting) {
+            let demand = demands
+                .entry((job.queue.as_str(), tenant.as_str()))
+                .or_insert((0, max));
+            demand.0 += 1;
+            demand.1 = demand.1.min(max);
+        }
+    }
+    demands
+}
+
+/// Whether `adding` more jobs keep a tenant with `waiting` jobs in `queue` within `max`.
+pub(crate) fn within_quota(queue: &str, waiting: u64, adding: u64, max: u64) -> Result<()> {
+    if waiting.saturating_add(adding) > max {
+        return Err(Error::QuotaQueued {
+            queue: queue.to_owned(),
+            waiting,
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// Which jobs to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {

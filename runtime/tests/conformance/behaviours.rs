@@ -1966,3 +1966,211 @@ pub async fn resubmitting_a_job_id_answers_duplicate(store: S) {
     );
     assert_eq!(store.counts().await.unwrap()["q"].queued, 2);
 }
+
+/// A tenant's job carrying its quota of `max` waiting jobs.
+fn quota_job(tenant: &str, n: u32, max: u64) -> NewJob {
+    let mut job = tenant_job("q", Some(tenant), n);
+    job.max_waiting = Some(max);
+    job
+}
+
+pub async fn thirty_two_submitters_at_quota_minus_one_admit_exactly_the_quota(store: S) {
+    const QUOTA: u64 = 10;
+    let waiting: Vec<NewJob> = (0..9).map(|i| quota_job("a", i, QUOTA)).collect();
+    store.enqueue(waiting, t(0)).await.unwrap();
+    // Another tenant's jobs and jobs without a tenant do not count against a's quota.
+    store
+        .enqueue(
+            vec![tenant_job("q", None, 100), quota_job("b", 101, 1)],
+            t(0),
+        )
+        .await
+        .unwrap();
+    let submitters: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .enqueue(vec![quota_job("a", 200 + i, QUOTA)], t(1))
+                    .await
+            })
+        })
+        .collect();
+    let (mut admitted, mut refused) = (0, 0);
+    for submitter in submitters {
+        match submitter.await.unwrap() {
+            Ok(outcomes) => {
+                assert!(matches!(outcomes[..], [Enqueued::New(_)]));
+                admitted += 1;
+            }
+            Err(Error::QuotaQueued {
+                queue,
+                waiting,
+                max,
+            }) => {
+                assert_eq!((queue.as_str(), waiting, max), ("q", QUOTA, QUOTA));
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(
+        (admitted, refused),
+        (1, 31),
+        "exactly the quota is admitted"
+    );
+    assert_eq!(store.count_waiting("q", "a", 100).await.unwrap(), QUOTA);
+    let listed = JobFilter {
+        tenant: Some("a".into()),
+        ..JobFilter::default()
+    };
+    assert_eq!(
+        store.list(&listed, None, 100).await.unwrap().items.len(),
+        10
+    );
+
+    // At its quota, a resubmission with a known idempotency key is its duplicate, not refused;
+    // a batch that would go over adds nothing of itself.
+    let mut keyed = quota_job("b", 300, 2);
+    keyed.idempotency_key = Some("k".into());
+    let first = store.enqueue(vec![keyed.clone()], t(2)).await.unwrap()[0].id();
+    let mut again = keyed.clone();
+    again.id = JobId::new();
+    assert_eq!(
+        store.enqueue(vec![again], t(2)).await.unwrap(),
+        vec![Enqueued::Duplicate(first)]
+    );
+    let over = vec![
+        quota_job("c", 400, 2),
+        quota_job("c", 401, 2),
+        quota_job("c", 402, 2),
+    ];
+    assert!(matches!(
+        store.enqueue(over, t(2)).await,
+        Err(Error::QuotaQueued { .. })
+    ));
+    assert_eq!(store.count_waiting("q", "c", 100).await.unwrap(), 0);
+    // Jobs that stop waiting make room: a's running job leaves its count.
+    let claimed = store.claim("q", "w", 100, LEASE, t(3)).await.unwrap();
+    assert!(!claimed.is_empty());
+    assert_eq!(store.count_waiting("q", "a", 100).await.unwrap(), 0);
+    store
+        .enqueue(vec![quota_job("a", 500, QUOTA)], t(4))
+        .await
+        .unwrap();
+}
+
+pub async fn a_tenants_listing_and_count_cover_its_jobs_in_every_state(store: S) {
+    let mut jobs: Vec<NewJob> = (0..8).map(|i| tenant_job("q", Some("a"), i)).collect();
+    jobs.extend((10..14).map(|i| tenant_job("q", Some("b"), i)));
+    jobs.push(tenant_job("q", None, 20));
+    let mut later = tenant_job("q", Some("a"), 8);
+    later.run_at = Some(t(100));
+    jobs.push(later);
+    store.enqueue(jobs, t(0)).await.unwrap();
+    // a's jobs move through every state: running, succeeded, retrying, dead, cancelled.
+    let mut claimed = store.claim("q", "w", 20, LEASE, t(1)).await.unwrap();
+    claimed.retain(|j| j.tenant.as_deref() == Some("a"));
+    claimed.sort_by_key(n);
+    let token = |j: &raindrop::job::Job| j.lease_token().unwrap();
+    let [done, retried, dead, cancelled, released, ..] = &claimed[..] else {
+        panic!("a's jobs were claimed: {claimed:?}");
+    };
+    let result = Payload::from_value(&1).unwrap();
+    store
+        .complete(done.id, token(done), result, t(2))
+        .await
+        .unwrap();
+    let boom = || JobError::new("boom");
+    store
+        .fail(
+            retried.id,
+            token(retried),
+            boom(),
+            AfterFailure::Retry { at: t(50) },
+            t(2),
+        )
+        .await
+        .unwrap();
+    store
+        .fail(dead.id, token(dead), boom(), AfterFailure::Dead, t(2))
+        .await
+        .unwrap();
+    store.cancel(cancelled.id, t(2)).await.unwrap();
+    store
+        .release(released.id, token(released), t(2))
+        .await
+        .unwrap();
+
+    let all = JobFilter::default();
+    let every = store.list(&all, None, 100).await.unwrap().items;
+    let of_a: Vec<JobId> = every
+        .iter()
+        .filter(|j| j.tenant.as_deref() == Some("a"))
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(of_a.len(), 9);
+    // The tenant's listing, page by page, is exactly its jobs, newest first.
+    let mine = JobFilter {
+        tenant: Some("a".into()),
+        ..JobFilter::default()
+    };
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(&mine, after, 4).await.unwrap();
+        paged.extend(page.items.iter().map(|j| j.id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, of_a);
+    // By state, including running and each finished state.
+    for (state, expected) in [
+        (JobState::Running, 3),
+        (JobState::Succeeded, 1),
+        (JobState::Dead, 1),
+        (JobState::Cancelled, 1),
+        (JobState::Retrying, 1),
+        (JobState::Queued, 1),
+        (JobState::Scheduled, 1),
+    ] {
+        let filter = JobFilter {
+            states: vec![state],
+            tenant: Some("a".into()),
+            ..JobFilter::default()
+        };
+        let page = store.list(&filter, None, 100).await.unwrap();
+        assert_eq!(
+            page.items.len(),
+            expected,
+            "a's {state} jobs: {:?}",
+            page.items
+        );
+        assert!(
+            page.items
+                .iter()
+                .all(|j| j.state == state && j.tenant.as_deref() == Some("a"))
+        );
+    }
+    // Waiting: the released one, the retrying one and the scheduled one.
+    assert_eq!(store.count_waiting("q", "a", 100).await.unwrap(), 3);
+    assert_eq!(store.count_waiting("q", "b", 100).await.unwrap(), 0);
+    // Dead letters retried and finished jobs removed by retention leave its indexes too.
+    store.retry_dead(dead.id, t(3)).await.unwrap();
+    assert_eq!(store.count_waiting("q", "a", 100).await.unwrap(), 4);
+    let dead_of_a = JobFilter {
+        states: vec![JobState::Dead],
+        tenant: Some("a".into()),
+        ..JobFilter::default()
+    };
+    assert!(
+        store
+            .list(&dead_of_a, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}

@@ -21,14 +21,14 @@ use crate::store::{
     LeaseStatus, Page, Recovered, StateCounts,
 };
 
-/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 10 per job.
+/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 11 per job.
 fn enqueue_args(
     now_ms: i64,
     channel: &str,
     queue: &str,
     jobs: &[(usize, NewJob)],
 ) -> Result<Vec<String>> {
-    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 10);
+    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 11);
     args.push(now_ms.to_string());
     args.push(channel.to_owned());
     args.push(queue.to_owned());
@@ -51,6 +51,7 @@ fn enqueue_args(
         } else {
             serde_json::to_string(&job.headers)?
         });
+        args.push(job.max_waiting.map(|m| m.to_string()).unwrap_or_default());
     }
     Ok(args)
 }
@@ -94,6 +95,16 @@ impl RedisStore {
                 .or_default()
                 .push((i, job));
         }
+        // A batch over several queues is several scripts: its quotas are looked at first, so
+        // one over quota is refused before any queue's jobs are added (each script checks its
+        // own again, atomically with adding them).
+        if by_queue.len() > 1 {
+            let all = by_queue.values().flatten().map(|(_, job)| job);
+            for ((queue, tenant), (adding, max)) in crate::store::quota_demands(all) {
+                let waiting = self.count_tenant_waiting(queue, tenant).await?;
+                crate::store::within_quota(queue, waiting, adding, max)?;
+            }
+        }
         self.record_locations(&by_queue).await?;
 
         let mut outcomes = vec![None; count];
@@ -101,7 +112,7 @@ impl RedisStore {
         let channel = self.shared.keys.wake_channel();
         for (queue, jobs) in &by_queue {
             let args = enqueue_args(now_ms, &channel, queue, jobs)?;
-            let answer: Vec<(u8, String)> = self
+            let answer: Vec<(i8, String)> = self
                 .shared
                 .run(
                     "enqueue",
@@ -110,6 +121,25 @@ impl RedisStore {
                     &strings(&args),
                 )
                 .await?;
+            if let [(-1, over)] = answer.as_slice() {
+                // Nothing of this queue was added: its jobs are nowhere.
+                let ids: Vec<String> = jobs.iter().map(|(_, job)| job.id.to_string()).collect();
+                self.shared
+                    .redis
+                    .query::<()>(
+                        "enqueue",
+                        redis::cmd("HDEL")
+                            .arg(self.shared.keys.locations())
+                            .arg(&ids),
+                    )
+                    .await?;
+                let (waiting, max) = over.split_once(' ').unwrap_or((over, over));
+                return Err(crate::Error::QuotaQueued {
+                    queue: queue.clone(),
+                    waiting: waiting.parse().unwrap_or(0),
+                    max: max.parse().unwrap_or(0),
+                });
+            }
             let queue_name: Arc<str> = queue.as_str().into();
             for ((i, job), (added, id)) in jobs.iter().zip(answer) {
                 let existing: JobId = id.parse().map_err(|e| store_err("enqueue", e))?;
@@ -334,6 +364,10 @@ impl JobStore for RedisStore {
 
     async fn counts(&self) -> Result<BTreeMap<String, StateCounts>> {
         self.count_jobs().await
+    }
+
+    async fn count_waiting(&self, queue: &str, tenant: &str, _up_to: u64) -> Result<u64> {
+        self.count_tenant_waiting(queue, tenant).await
     }
 
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use crate::job::JobState;
 
 /// A queue's fixed keys in the order the queue scripts get them as `KEYS`: the name the scripts
-/// know each by and the key after `P:{queue}:`. `JOB` and `TENANT_READY` are prefixes: a job's
-/// hash is `JOB .. id`, a tenant's ready set `TENANT_READY .. tenant`. `STATE.s` and
+/// know each by and the key after `P:{queue}:`. `JOB`, `TENANT_READY` and `TENANT_STATE` are
+/// prefixes: a job's hash is `JOB .. id`, a tenant's ready set `TENANT_READY .. tenant`, the ids
+/// of a tenant's jobs in a state `TENANT_STATE .. state .. ':' .. tenant`. `STATE.s` and
 /// `FINISHED.s` are fields of two Lua tables, indexed by state name.
-const QUEUE_KEYS: [(&str, &str); 22] = [
+const QUEUE_KEYS: [(&str, &str); 23] = [
     ("READY", "ready"),
     ("DELAYED", "delayed"),
     ("LEASES", "leases"),
@@ -41,6 +42,7 @@ const QUEUE_KEYS: [(&str, &str); 22] = [
     ("FINISHED.succeeded", "t:succeeded"),
     ("FINISHED.dead", "t:dead"),
     ("FINISHED.cancelled", "t:cancelled"),
+    ("TENANT_STATE", "ts:"),
 ];
 
 /// Where in [`QUEUE_KEYS`] the keys Rust reads directly are.
@@ -49,6 +51,7 @@ const EVENTS: usize = 3;
 const PAUSED: usize = 5;
 const FAILURES: usize = 6;
 const JOB: usize = 7;
+const TENANT_STATE: usize = 22;
 
 /// The Lua that names a queue script's `KEYS` as [`QUEUE_KEYS`] says.
 pub(super) fn lua_prelude() -> String {
@@ -112,6 +115,11 @@ impl QueueKeys {
     /// [`leases`](Self::leases).
     pub(super) fn state(&self, state: JobState) -> Option<&str> {
         self.named("STATE.", state)
+    }
+
+    /// The ids of `tenant`'s jobs in `state`, by id (every state, running included).
+    pub(super) fn tenant_state(&self, state: JobState, tenant: &str) -> String {
+        format!("{}{}:{tenant}", self.all[TENANT_STATE], state.as_str())
     }
 
     /// The jobs that finished in `state`, by finish time; none unless `state` is a finished one.
@@ -262,6 +270,7 @@ mod tests {
             (PAUSED, "PAUSED"),
             (FAILURES, "FAILURES"),
             (JOB, "JOB"),
+            (TENANT_STATE, "TENANT_STATE"),
         ] {
             assert_eq!(QUEUE_KEYS[at].0, name);
         }
@@ -272,6 +281,10 @@ mod tests {
         assert_eq!(keys.state(JobState::Running), None);
         assert_eq!(keys.finished(JobState::Dead), Some("P:{q}:t:dead"));
         assert_eq!(keys.finished(JobState::Retrying), None);
+        assert_eq!(
+            keys.tenant_state(JobState::Queued, "a:b"),
+            "P:{q}:ts:queued:a:b"
+        );
         // Every state but running has its set; every finished state its set by finish time.
         for state in JobState::ALL {
             assert_eq!(keys.state(state).is_some(), state != JobState::Running);
@@ -304,6 +317,7 @@ mod tests {
         assert!(lua.starts_with("local STATE, FINISHED = {}, {}\nlocal READY = KEYS[1]\n"));
         assert!(lua.contains("\nlocal LEASES = KEYS[3]\n"));
         assert!(lua.contains("\nSTATE.queued = KEYS[14]\n"));
-        assert!(lua.ends_with("\nFINISHED.cancelled = KEYS[22]\n"));
+        assert!(lua.contains("\nFINISHED.cancelled = KEYS[22]\n"));
+        assert!(lua.ends_with("\nlocal TENANT_STATE = KEYS[23]\n"));
     }
 }

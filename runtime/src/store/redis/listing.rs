@@ -189,12 +189,15 @@ impl RedisStore {
         Ok((merged, horizon.is_some()))
     }
 
-    /// Jobs passing `keep`, from the state sets of `queues` and `states`, in id order, at most
-    /// `limit` + 1 of them (the one past `limit` says there are more).
+    /// Jobs passing `keep`, from the state sets of `queues` and `states` (`tenant`'s own sets
+    /// when one is given), in id order, at most `limit` + 1 of them (the one past `limit` says
+    /// there are more).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn scan_jobs(
         &self,
         queues: &[String],
         states: &[JobState],
+        tenant: Option<&str>,
         start: Bound<'_>,
         ascending: bool,
         limit: usize,
@@ -205,9 +208,10 @@ impl RedisStore {
             let keys = self.shared.keys.queue_to_read(queue);
             let queue: Arc<str> = queue.as_str().into();
             for state in states {
-                let set = match keys.state(*state) {
-                    Some(key) => IdSet::Lex(key.to_owned()),
-                    None => IdSet::Leases(keys.leases().to_owned()),
+                let set = match (tenant, keys.state(*state)) {
+                    (Some(tenant), _) => IdSet::Lex(keys.tenant_state(*state, tenant)),
+                    (None, Some(key)) => IdSet::Lex(key.to_owned()),
+                    (None, None) => IdSet::Leases(keys.leases().to_owned()),
                 };
                 sets.push((queue.clone(), set));
             }
@@ -253,9 +257,15 @@ impl RedisStore {
         let after = after.map(|a| a.to_string());
         let bound = after.as_deref().map_or(Bound::Start, Bound::After);
         let mut items = self
-            .scan_jobs(&queues, &states, bound, false, limit, |job| {
-                filter.matches(job)
-            })
+            .scan_jobs(
+                &queues,
+                &states,
+                filter.tenant.as_deref(),
+                bound,
+                false,
+                limit,
+                |job| filter.matches(job),
+            )
             .await?;
         let next = if items.len() > limit {
             items.truncate(limit);
@@ -273,10 +283,24 @@ impl RedisStore {
         let bound = Bound::From(&from);
         // A scan reads one job past `limit`, for paging.
         let mut jobs = self
-            .scan_jobs(&queues, &JobState::ALL, bound, true, limit, |_| true)
+            .scan_jobs(&queues, &JobState::ALL, None, bound, true, limit, |_| true)
             .await?;
         jobs.truncate(limit);
         Ok(jobs)
+    }
+
+    /// How many jobs of `tenant` wait in `queue`: the sizes of three of its sets.
+    pub(super) async fn count_tenant_waiting(&self, queue: &str, tenant: &str) -> Result<u64> {
+        let keys = self.shared.keys.queue_to_read(queue);
+        let cmds = [JobState::Queued, JobState::Scheduled, JobState::Retrying]
+            .map(|state| {
+                redis::cmd("ZCARD")
+                    .arg(keys.tenant_state(state, tenant))
+                    .clone()
+            })
+            .to_vec();
+        let sizes: Vec<u64> = self.shared.redis.many("count waiting", cmds).await?;
+        Ok(sizes.iter().sum())
     }
 
     /// How many jobs each queue holds in each state.

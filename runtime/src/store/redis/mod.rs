@@ -20,6 +20,7 @@
 //! | `P:{q}:running-count` (string) | how many jobs run; differing from `leases`, a running job lost its lease entry |
 //! | `P:{q}:s:STATE` (zset, lexicographic) | ids per state but running: listings and counts |
 //! | `P:{q}:t:STATE` (zset) | finished jobs by finish time: retention |
+//! | `P:{q}:ts:STATE:TENANT` (zset, lexicographic) | a tenant's ids per state, running included: its listings and the quota of waiting jobs, which cost its own jobs, not the queue's |
 //! | `P:{q}:failures` (zset) | failed attempts by time: failure rates |
 //! | `P:{q}:events` (stream, capped) | lifecycle events, a stream entry per script call (a field per event) |
 //! | `P:{q}:idem` (hash) | idempotency key of a tenant (`LEN:TENANT` then the key) → id |
@@ -32,7 +33,8 @@
 //!
 //! This module holds the store handle and how it is opened. Beside it:
 //!
-//! - `url`: the store URL (nodes, cluster or not, key prefix), shown without its password;
+//! - `url`: the store URL (nodes, cluster or not, key prefix, lease clock), shown without its
+//!   password;
 //! - `conn`: the connection, its health, the helpers every command goes through, and the one
 //!   place Redis errors become the crate's errors;
 //! - `keys`: how each key above is named, hash tags included, and the order in which the

@@ -43,23 +43,30 @@ impl SqliteStore {
 impl JobStore for SqliteStore {
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
         self.write(move |conn, counts| {
+            // Each job's duplicate, if it has one; then the quotas of those that would be
+            // added, checked before anything is written (a refusal leaves the other
+            // operations of the commit be).
+            let mut existing = Vec::with_capacity(jobs.len());
+            for new in &jobs {
+                existing.push(idempotent_match(conn, new)?);
+            }
+            let adding = jobs.iter().zip(&existing).filter(|(_, e)| e.is_none());
+            for ((queue, tenant), (adding, max)) in
+                crate::store::quota_demands(adding.map(|(new, _)| new))
+            {
+                let waiting = waiting_of(conn, queue, tenant, max.saturating_add(1))?;
+                crate::store::within_quota(queue, waiting, adding, max)?;
+            }
             let mut outcomes = Vec::with_capacity(jobs.len());
-            for new in jobs {
-                if let Some(key) = &new.idempotency_key {
-                    let existing: Option<Vec<u8>> = conn
-                        .prepare_cached(
-                            "SELECT id FROM jobs WHERE queue = ?1 AND coalesce(tenant, '') = ?2 \
-                             AND idempotency_key = ?3 AND idempotency_key IS NOT NULL",
-                        )?
-                        .query_row(
-                            params![new.queue, new.tenant.as_deref().unwrap_or(""), key],
-                            |row| row.get(0),
-                        )
-                        .optional()?;
-                    if let Some(existing) = existing {
-                        outcomes.push(Enqueued::Duplicate(job_id(&existing)?));
-                        continue;
-                    }
+            for (new, existing) in jobs.into_iter().zip(existing) {
+                // A key twice in one enqueue: the second is the first's duplicate.
+                let existing = match existing {
+                    Some(id) => Some(id),
+                    None => idempotent_match(conn, &new)?,
+                };
+                if let Some(existing) = existing {
+                    outcomes.push(Enqueued::Duplicate(existing));
+                    continue;
                 }
                 let job = Job::from_new(new, now);
                 if !insert(conn, &job)? {
@@ -276,17 +283,10 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn count_waiting(&self, queue: &str, tenant: &str, _up_to: u64) -> Result<u64> {
+    async fn count_waiting(&self, queue: &str, tenant: &str, up_to: u64) -> Result<u64> {
         let (queue, tenant) = (queue.to_owned(), tenant.to_owned());
-        self.read(move |conn| {
-            let n: i64 = conn
-                .prepare_cached(
-                    "SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND queue = ?2 AND state IN ('queued', 'scheduled', 'retrying')",
-                )?
-                .query_row(params![tenant, queue], |row| row.get(0))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
-        .await
+        self.read(move |conn| waiting_of(conn, &queue, &tenant, up_to))
+            .await
     }
 
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
@@ -355,4 +355,37 @@ impl QueueControl for SqliteStore {
         })
         .await
     }
+}
+
+/// The job with `new`'s idempotency key on its queue for its tenant, if there is one.
+fn idempotent_match(conn: &rusqlite::Connection, new: &NewJob) -> Result<Option<JobId>> {
+    let Some(key) = &new.idempotency_key else {
+        return Ok(None);
+    };
+    let existing: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT id FROM jobs WHERE queue = ?1 AND coalesce(tenant, '') = ?2 \
+             AND idempotency_key = ?3 AND idempotency_key IS NOT NULL",
+        )?
+        .query_row(
+            params![new.queue, new.tenant.as_deref().unwrap_or(""), key],
+            |row| row.get(0),
+        )
+        .optional()?;
+    existing.map(|id| job_id(&id)).transpose()
+}
+
+/// How many jobs of `tenant` wait in `queue`, counted up to `up_to` at most: through the
+/// tenant index, a count that costs no more than the quota it is checked against.
+fn waiting_of(conn: &rusqlite::Connection, queue: &str, tenant: &str, up_to: u64) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE tenant = ?1 AND queue = ?2 \
+             AND state IN ('queued', 'scheduled', 'retrying') LIMIT ?3)",
+        )?
+        .query_row(
+            params![tenant, queue, i64::try_from(up_to).unwrap_or(i64::MAX)],
+            |row| row.get(0),
+        )?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }

@@ -46,6 +46,7 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE state IN ('scheduled'
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, queue, state) WHERE tenant IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_tenant_listing ON jobs (tenant, id) WHERE tenant IS NOT NULL;
 CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (
     ns TEXT NOT NULL,

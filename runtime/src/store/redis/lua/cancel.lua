@@ -10,7 +10,7 @@ close_attempt(key, err, now)
 redis.call('HSET', key, F_STATE, 'cancelled', F_FINISHED_AT, now)
 redis.call('HDEL', key, F_LEASE_EXPIRES)
 unindex(id, state, f[3])
-index(id, 'cancelled', nil, nil, nil, now)
+index(id, 'cancelled', nil, nil, nil, now, f[3])
 emit(id, 'cancelled', 'cancelled', f[2], now)
 if state == 'running' then return 'cancelled_running' end
 return 'cancelled'

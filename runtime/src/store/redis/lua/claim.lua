@@ -33,6 +33,7 @@ local function take(id)
     elseif name == F_TENANT then tenant = record[i + 1]
     end
   end
+  if tenant and tenant ~= '' then zrem_later(tenant_state('queued', tenant), id) end
   attempt = tostring(attempt + 1)
   if started then
     redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, int(token + 1),

@@ -65,9 +65,16 @@ local function ready_key(tenant)
   return READY
 end
 
+-- The ids of `tenant`'s jobs in `state`, by id: a tenant's listings and its quota read these,
+-- not the whole queue.
+local function tenant_state(state, tenant)
+  return TENANT_STATE .. state .. ':' .. tenant
+end
+
 -- Files job `id` (of `tenant`, false or '' for none) under the indexes of `state`.
 local function index(id, state, priority, run_at, lease_expires, now, tenant)
   if state ~= 'running' then redis.call('ZADD', STATE[state], '0', id) end
+  if tenant and tenant ~= '' then redis.call('ZADD', tenant_state(state, tenant), '0', id) end
   if state == 'queued' then
     redis.call('ZADD', ready_key(tenant), ready_score(priority, run_at), id)
     if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
@@ -149,6 +156,7 @@ end
 local function index_later(id, state, priority, run_at, lease_expires, now, tenant)
   -- '0', not 0: a number would be formatted as text for every member.
   if state ~= 'running' then zadd_later(STATE[state], '0', id) end
+  if tenant and tenant ~= '' then zadd_later(tenant_state(state, tenant), '0', id) end
   if state == 'queued' then
     zadd_later(ready_key(tenant), ready_score(priority, run_at), id)
     if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
@@ -167,6 +175,7 @@ end
 -- leaves TENANTS at its next claim.
 local function unindex(id, state, tenant)
   if state ~= 'running' then redis.call('ZREM', STATE[state], id) end
+  if tenant and tenant ~= '' then redis.call('ZREM', tenant_state(state, tenant), id) end
   if state == 'queued' then
     redis.call('ZREM', ready_key(tenant), id)
   elseif state == 'scheduled' or state == 'retrying' then
@@ -210,6 +219,7 @@ local function promote(now, max)
     redis.call('ZREM', DELAYED, id)
     if f[1] then
       if f[1] ~= 'running' then redis.call('ZREM', STATE[f[1]], id) end
+      if f[4] then redis.call('ZREM', tenant_state(f[1], f[4]), id) end
       redis.call('HSET', key, F_STATE, 'queued')
       index(id, 'queued', f[2], f[3], nil, now, f[4])
     end

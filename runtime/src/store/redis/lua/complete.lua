@@ -24,10 +24,11 @@ for i = 1, #ARGV, 4 do
     -- unindex(id, 'running', f[4]) and index(id, 'succeeded'), their set writes gathered.
     zrem_later(LEASES, id)
     later_running = later_running - 1
-    if f[4] and f[4] ~= '' and redis.call('HINCRBY', RUNNING, f[4], -1) <= 0 then
-      redis.call('HDEL', RUNNING, f[4])
+    if f[4] and f[4] ~= '' then
+      if redis.call('HINCRBY', RUNNING, f[4], -1) <= 0 then redis.call('HDEL', RUNNING, f[4]) end
+      zrem_later(tenant_state('running', f[4]), id)
     end
-    index_later(id, 'succeeded', nil, nil, nil, now)
+    index_later(id, 'succeeded', nil, nil, nil, now, f[4])
     emit_later(id, 'succeeded', 'succeeded', f[3], now)
     out[#out + 1] = 'ok'
   end

@@ -1,15 +1,40 @@
 -- Adds jobs; a job whose idempotency key exists on this queue for its tenant is not added.
--- ARGV: now, wake channel ('' for none), queue name, then 10 fields per job: id, kind, payload, priority,
--- run_at, max_attempts, timeout_ms (''), idempotency key (''), tenant (''), headers JSON ('').
--- Returns, per job, 1 and its id when added, 0 and the existing id when not.
+-- ARGV: now, wake channel ('' for none), queue name, then 11 fields per job: id, kind, payload, priority,
+-- run_at, max_attempts, timeout_ms (''), idempotency key (''), tenant (''), headers JSON (''),
+-- the tenant's quota of waiting jobs ('' for none).
+-- Returns, per job, 1 and its id when added, 0 and the existing id when not; or, adding
+-- nothing, -1 and "WAITING MAX" when a tenant would have more jobs waiting than its quota.
 local now, channel, queue = ARGV[1], ARGV[2], ARGV[3]
-local out, ready = {}, 0
-for i = 4, #ARGV, 10 do
-  local id, kind, payload, priority, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local max_attempts, timeout, idem, tenant, headers = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+
+-- The job `id` with idempotency key `idem` of `tenant` would duplicate, if any.
+local function existing_of(id, idem, tenant)
   local existing = false
   if idem ~= '' then existing = redis.call('HGET', IDEM, idem_field(tenant, idem)) end
   if not existing and redis.call('EXISTS', JOB .. id) == 1 then existing = id end
+  return existing
+end
+
+-- Quotas first: nothing is written if any tenant would go over its own.
+local adding, quota = {}, {}
+for i = 4, #ARGV, 11 do
+  local tenant, max = ARGV[i + 8], ARGV[i + 10]
+  if tenant ~= '' and max ~= '' and not existing_of(ARGV[i], ARGV[i + 7], tenant) then
+    adding[tenant] = (adding[tenant] or 0) + 1
+    quota[tenant] = math.min(quota[tenant] or math.huge, tonumber(max))
+  end
+end
+for tenant, n in pairs(adding) do
+  local waiting = redis.call('ZCARD', tenant_state('queued', tenant))
+    + redis.call('ZCARD', tenant_state('scheduled', tenant))
+    + redis.call('ZCARD', tenant_state('retrying', tenant))
+  if waiting + n > quota[tenant] then return { -1, waiting .. ' ' .. int(quota[tenant]) } end
+end
+
+local out, ready = {}, 0
+for i = 4, #ARGV, 11 do
+  local id, kind, payload, priority, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local max_attempts, timeout, idem, tenant, headers = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+  local existing = existing_of(id, idem, tenant)
   if existing then
     out[#out + 1] = 0
     out[#out + 1] = existing

@@ -19,7 +19,7 @@ if retry_at ~= '' and tonumber(f[1]) < tonumber(f[2]) then
   emit(id, 'retrying', state, f[1], now, retry_detail)
 else
   redis.call('HSET', key, F_STATE, 'dead', F_FINISHED_AT, now)
-  index(id, 'dead', nil, nil, nil, now)
+  index(id, 'dead', nil, nil, nil, now, f[4])
   emit(id, 'failed', 'dead', f[1], now, message)
   emit(id, 'dead_lettered', 'dead', f[1], now, message)
 end

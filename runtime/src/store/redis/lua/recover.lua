@@ -16,7 +16,7 @@ for _, id in ipairs(lapsed) do
     unindex(id, 'running', f[5])
     if tonumber(f[2]) >= tonumber(f[3]) then
       redis.call('HSET', key, F_STATE, 'dead', F_FINISHED_AT, now)
-      index(id, 'dead', nil, nil, nil, now)
+      index(id, 'dead', nil, nil, nil, now, f[5])
       emit_later(id, 'recovered', 'dead', f[2], now)
       emit_later(id, 'dead_lettered', 'dead', f[2], now, 'out of attempts after its lease expired')
       out[#out + 1] = id

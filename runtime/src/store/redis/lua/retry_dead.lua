@@ -7,7 +7,7 @@ if not f[1] then return 'missing' end
 if f[1] ~= 'dead' then return f[1] end
 redis.call('HSET', key, F_ATTEMPT, 0, F_STATE, 'queued', F_RUN_AT, now)
 redis.call('HDEL', key, F_FINISHED_AT)
-unindex(id, 'dead')
+unindex(id, 'dead', f[3])
 index(id, 'queued', f[2], now, nil, now, f[3])
 emit(id, 'requeued', 'queued', 0, now, 'retried from the dead letters')
 return 'ok'
