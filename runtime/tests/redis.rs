@@ -833,3 +833,80 @@ async fn a_small_tenant_costs_its_own_jobs_in_a_queue_of_a_big_one() {
     );
     assert!(total < 200, "{total} commands for a tenant of 3 jobs");
 }
+
+/// Every key of `prefix` with its value as `DUMP` gives it.
+fn snapshot(conn: &mut redis::Connection, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(conn)
+        .unwrap();
+    keys.into_iter()
+        .map(|key| {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query(conn).unwrap();
+            (key, dump)
+        })
+        .collect()
+}
+
+/// A worker holds a job's lease when Redis is restored from a snapshot taken before it took
+/// the job: the job is claimed again, and the new lease's token is not the one the first
+/// worker holds, so the first worker's outcome is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_do_not_repeat_after_a_restore_from_an_older_snapshot() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let store = support::redis(prefix.store_url()).await;
+    let job = NewJob::new("jobs", "test", Payload::from_value(&1).unwrap());
+    let id = store.enqueue(vec![job], now()).await.unwrap()[0].id();
+    let mut conn = connect(&url);
+    let before = snapshot(&mut conn, prefix.name());
+
+    let first = store
+        .claim("jobs", "first", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap()
+        .remove(0);
+    // The restore: every key back as it was before the claim.
+    let now_keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:*", prefix.name()))
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("DEL").arg(&now_keys).query(&mut conn).unwrap();
+    for (key, dump) in &before {
+        let _: () = redis::cmd("RESTORE")
+            .arg(key)
+            .arg(0)
+            .arg(dump)
+            .query(&mut conn)
+            .unwrap();
+    }
+    // A fresh process (nothing remembered) claims the job again.
+    let other = support::redis(prefix.store_url()).await;
+    let second = other
+        .claim("jobs", "second", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.id, id);
+    let (old, new) = (first.lease_token().unwrap(), second.lease_token().unwrap());
+    assert_ne!(old, new, "the token repeated across the restore");
+    assert_eq!(
+        second.lease_token(),
+        other.get(id).await.unwrap().unwrap().lease_token(),
+        "the claim answered the token it stored"
+    );
+    let refused = store
+        .complete(id, old, Payload::null(), now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, raindrop::Error::LeaseLost(_)),
+        "{refused}"
+    );
+    other
+        .complete(id, new, Payload::null(), now())
+        .await
+        .unwrap();
+}

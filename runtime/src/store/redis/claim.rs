@@ -21,13 +21,15 @@ struct Taken<'a> {
     worker: &'a str,
     now: i64,
     expires: i64,
+    /// The least token this claim hands out (`token_floor` in `claim.lua`).
+    token_floor: u64,
 }
 
 impl Taken<'_> {
     /// What `take` in `claim.lua` writes: keep the two together.
     fn apply(&self, fields: &mut HashMap<String, String>) -> Result<()> {
         let attempt = parsed::<u32>(fields, field::ATTEMPT)?.unwrap_or(0) + 1;
-        let token = parsed::<u64>(fields, field::TOKEN)?.unwrap_or(0) + 1;
+        let token = (parsed::<u64>(fields, field::TOKEN)?.unwrap_or(0) + 1).max(self.token_floor);
         let now = self.now.to_string();
         fields.insert(field::STATE.into(), "running".into());
         fields.insert(field::ATTEMPT.into(), attempt.to_string());
@@ -45,7 +47,13 @@ impl Taken<'_> {
 /// The jobs of a claim answer: the lease expiry (by the lease clock), then pairs of (id,
 /// record), each record a JSON array of the names and values `HGETALL` gave, with what the
 /// claim wrote applied.
-fn decode_claimed(queue: &str, value: Value, worker: &str, now: i64) -> Result<Vec<Job>> {
+fn decode_claimed(
+    queue: &str,
+    value: Value,
+    worker: &str,
+    now: i64,
+    lease_ms: u64,
+) -> Result<Vec<Job>> {
     let Value::Array(items) = value else {
         return Ok(Vec::new());
     };
@@ -53,12 +61,16 @@ fn decode_claimed(queue: &str, value: Value, worker: &str, now: i64) -> Result<V
     let Some(expires) = items.next() else {
         return Ok(Vec::new());
     };
+    let expires: i64 = decode::<String>("claim", expires)?
+        .parse()
+        .map_err(|e| store_err("claim", e))?;
+    // The lease clock's time of the claim, in ms.
+    let clock = u64::try_from(expires).unwrap_or(0).saturating_sub(lease_ms);
     let taken = Taken {
         worker,
         now,
-        expires: decode::<String>("claim", expires)?
-            .parse()
-            .map_err(|e| store_err("claim", e))?,
+        expires,
+        token_floor: clock.saturating_mul(1024),
     };
     let mut jobs = Vec::with_capacity(items.len() / 2);
     while let (Some(id), Some(fields)) = (items.next(), items.next()) {
@@ -104,7 +116,7 @@ impl RedisStore {
                 &[&ms(now), &worker, &limit, &lease_ms, &max_running, &clock],
             )
             .await?;
-        let jobs = decode_claimed(queue, value, &worker, ms(now))?;
+        let jobs = decode_claimed(queue, value, &worker, ms(now), lease_ms)?;
         if !jobs.is_empty() {
             let name: Arc<str> = queue.into();
             for job in &jobs {

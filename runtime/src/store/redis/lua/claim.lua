@@ -10,7 +10,12 @@
 -- highest priority waiting; among groups (each tenant, and jobs without one) whose best job has
 -- it, the group served longest ago (TURNS); a tenant at its running limit is passed over.
 local now, worker, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local expires = int(lease_clock(ARGV[6]) + tonumber(ARGV[4]))
+local clock = lease_clock(ARGV[6])
+local expires = int(clock + tonumber(ARGV[4]))
+-- A lease's fencing token is the job's last one plus one, and no less than the lease clock's
+-- milliseconds × 1024: a job whose record was restored from an older snapshot never hands out
+-- a token a worker from before the restore may still hold.
+local token_floor = clock * 1024
 local max_running = tonumber(ARGV[5]) or 0
 promote(now, 1000)
 if redis.call('EXISTS', PAUSED) == 1 then return {} end
@@ -35,11 +40,12 @@ local function take(id)
   end
   if tenant and tenant ~= '' then zrem_later(tenant_state('queued', tenant), id) end
   attempt = tostring(attempt + 1)
+  token = int(math.max(token + 1, token_floor))
   if started then
-    redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, int(token + 1),
+    redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, token,
       F_WORKER, worker, F_ATTEMPT_STARTED_AT, now, F_LEASE_EXPIRES, expires)
   else
-    redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, int(token + 1),
+    redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, token,
       F_WORKER, worker, F_ATTEMPT_STARTED_AT, now, F_LEASE_EXPIRES, expires, F_STARTED_AT, now)
   end
   index_later(id, 'running', nil, nil, expires, now, tenant)
