@@ -97,3 +97,42 @@ async fn an_unopenable_path_is_a_clear_error() {
     let message = err.to_string();
     assert!(message.contains("/proc/raindrop/cannot"), "{message}");
 }
+
+/// A submission whose caller stopped waiting before the writer reached it (the request timed
+/// out: the client was answered 408 and will retry) is not stored afterwards, where the retry
+/// would duplicate it. The writer is held up by another process's write lock on the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_whose_caller_gave_up_is_not_committed_later() {
+    use raindrop::store::JobStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raindrop.db");
+    let store = std::sync::Arc::new(SqliteStore::open(&path).await.unwrap());
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    let waited = NewJob::new("q", "k", Payload::from_value(&1).unwrap());
+    let waited_id = waited.id;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.enqueue(vec![waited], now()).await }
+    });
+    let abandoned = NewJob::new("q", "k", Payload::from_value(&2).unwrap());
+    let abandoned_id = abandoned.id;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.enqueue(vec![abandoned], now()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the writer was held up");
+    blocker.execute_batch("ROLLBACK").unwrap();
+
+    first.await.unwrap().unwrap();
+    assert!(
+        store.get(waited_id).await.unwrap().is_some(),
+        "a caller that waited is answered"
+    );
+    assert!(
+        store.get(abandoned_id).await.unwrap().is_none(),
+        "the abandoned submission was stored after its caller was told it failed"
+    );
+}

@@ -42,7 +42,7 @@ impl SqliteStore {
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
-        self.write(move |conn, counts| {
+        self.write_unless_abandoned(move |conn, counts| {
             // Each job's duplicate, if it has one; then the quotas of those that would be
             // added, checked before anything is written (a refusal leaves the other
             // operations of the commit be).

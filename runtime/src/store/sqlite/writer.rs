@@ -42,8 +42,30 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &mut Counts) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.write_op(f, false).await
+    }
+
+    /// [`write`](Self::write), but `f` is not run at all if its caller has stopped waiting
+    /// (a request timed out and its answer, say a 408, is already sent) by the time the
+    /// writer reaches it: an enqueue the client was told failed is not stored later, to be
+    /// duplicated by the client's retry. Once the writer has run `f`, it commits whoever waits.
+    pub(super) async fn write_unless_abandoned<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Counts) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.write_op(f, true).await
+    }
+
+    async fn write_op<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &mut Counts) -> Result<T> + Send + 'static,
+        unless_abandoned: bool,
+    ) -> Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let op: Op = Box::new(move |conn, counts| {
+            if unless_abandoned && reply.is_closed() {
+                return (true, Box::new(|_| {}) as Done);
+            }
             // A panicking operation fails its caller, not the writer: the thread that every
             // write of this process goes through must outlive it. What it wrote is rolled back
             // with its batch (it is not `ok`, and it changed the database).
