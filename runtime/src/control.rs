@@ -258,19 +258,35 @@ impl Control {
         self.list(view, filter, after, limit).await
     }
 
-    /// Each served queue's counts (of every tenant), pause state and oldest ready job at `at`.
-    pub(crate) async fn queues(&self, at: Timestamp) -> Result<Vec<QueueState>> {
+    /// Each served queue's pause state and counts of the jobs `view` sees; for a view of every
+    /// tenant, also its oldest ready job at `at` (a tenant learns nothing of the others' jobs,
+    /// not even how old the oldest is).
+    pub(crate) async fn queues(&self, view: &View, at: Timestamp) -> Result<Vec<QueueState>> {
         let store = self.engine.store();
-        let counts = store.counts().await?;
         let paused = store.paused().await?;
         let mut out = Vec::with_capacity(self.served.len());
-        for name in &self.served {
-            out.push(QueueState {
-                name: name.clone(),
-                paused: paused.contains(name),
-                counts: counts.get(name).cloned().unwrap_or_default(),
-                oldest_ready: store.oldest_ready(name, at).await?,
-            });
+        match view {
+            View::All => {
+                let counts = store.counts().await?;
+                for name in &self.served {
+                    out.push(QueueState {
+                        name: name.clone(),
+                        paused: paused.contains(name),
+                        counts: counts.get(name).cloned().unwrap_or_default(),
+                        oldest_ready: store.oldest_ready(name, at).await?,
+                    });
+                }
+            }
+            View::Tenant(tenant) => {
+                for name in &self.served {
+                    out.push(QueueState {
+                        name: name.clone(),
+                        paused: paused.contains(name),
+                        counts: store.tenant_counts(name, tenant).await?,
+                        oldest_ready: None,
+                    });
+                }
+            }
         }
         Ok(out)
     }

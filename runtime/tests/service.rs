@@ -991,3 +991,37 @@ async fn a_cross_site_form_post_cannot_drive_the_api() {
     );
     assert!(store.paused().await.unwrap().is_empty(), "nor paused");
 }
+
+#[tokio::test]
+async fn a_tenant_sees_only_its_own_jobs_in_the_queue_overview() {
+    let router = router("");
+    for _ in 0..3 {
+        submit(&router, ACME).await;
+    }
+    submit(&router, GLOBEX).await;
+    let queues = |key: &'static str| {
+        let router = router.clone();
+        async move {
+            let (status, _, body) = call(&router, Method::GET, "/v1/queues", Some(key), None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body[0].clone()
+        }
+    };
+    let globex = queues(GLOBEX).await;
+    assert_eq!(globex["counts"]["queued"], 1, "{globex}");
+    for figure in [
+        "oldest_ready_age_seconds",
+        "succeeded_last_minute",
+        "failed_last_minute",
+    ] {
+        assert!(
+            globex.get(figure).is_none(),
+            "a tenant sees the queue's {figure}: {globex}"
+        );
+    }
+    assert_eq!(queues(READER).await["counts"]["queued"], 3);
+    let admin = queues(ADMIN).await;
+    assert_eq!(admin["counts"]["queued"], 4, "{admin}");
+    assert!(admin["oldest_ready_age_seconds"].is_number(), "{admin}");
+    assert_eq!(admin["succeeded_last_minute"], 0);
+}

@@ -9,22 +9,28 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::Query;
 use super::jobs::parse_id;
 use super::{ApiError, Caller, ErrorCode, Scope, State};
+use crate::control::View;
 use crate::event::EventKind;
 use crate::job::{JobId, now};
 use crate::store::{JobStatus, StateCounts};
 
-/// A queue's health at a glance.
+/// A queue's health at a glance. A key of one tenant sees its own jobs' counts and none of
+/// the queue-wide figures.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct QueueInfo {
     name: String,
     paused: bool,
+    /// The jobs the caller sees (a tenant's: its own) by state.
     counts: StateCounts,
-    /// How long the oldest ready job has waited, in seconds.
-    oldest_ready_age_seconds: f64,
-    /// Jobs that succeeded in the last minute.
-    succeeded_last_minute: u64,
-    /// Attempts that failed in the last minute.
-    failed_last_minute: u64,
+    /// How long the oldest ready job has waited, in seconds (keys of every tenant only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    oldest_ready_age_seconds: Option<f64>,
+    /// Jobs that succeeded in the last minute (keys of every tenant only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    succeeded_last_minute: Option<u64>,
+    /// Attempts that failed in the last minute (keys of every tenant only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_last_minute: Option<u64>,
 }
 
 /// The queues this service serves.
@@ -36,18 +42,32 @@ pub(crate) async fn queues(
     caller.require(Scope::Read)?;
     let store = state.control.engine().store();
     let at = now();
-    let queues = state.control.queues(at).await?;
-    let minute_ago = crate::store::before(at, std::time::Duration::from_secs(60));
-    let succeeded = store.count_events(EventKind::Succeeded, minute_ago).await?;
-    let failed = store.count_events(EventKind::Failed, minute_ago).await?;
+    let view = caller.view();
+    let queues = state.control.queues(&view, at).await?;
+    // Queue-wide figures, for keys that see every tenant.
+    let rates = if view == View::All {
+        let minute_ago = crate::store::before(at, std::time::Duration::from_secs(60));
+        Some((
+            store.count_events(EventKind::Succeeded, minute_ago).await?,
+            store.count_events(EventKind::Failed, minute_ago).await?,
+        ))
+    } else {
+        None
+    };
     let out = queues
         .into_iter()
         .map(|queue| QueueInfo {
-            oldest_ready_age_seconds: queue
-                .oldest_ready
-                .map_or(0.0, |t| (at - t).to_std().unwrap_or_default().as_secs_f64()),
-            succeeded_last_minute: succeeded.get(&queue.name).copied().unwrap_or_default(),
-            failed_last_minute: failed.get(&queue.name).copied().unwrap_or_default(),
+            oldest_ready_age_seconds: rates.as_ref().map(|_| {
+                queue
+                    .oldest_ready
+                    .map_or(0.0, |t| (at - t).to_std().unwrap_or_default().as_secs_f64())
+            }),
+            succeeded_last_minute: rates
+                .as_ref()
+                .map(|(succeeded, _)| succeeded.get(&queue.name).copied().unwrap_or_default()),
+            failed_last_minute: rates
+                .as_ref()
+                .map(|(_, failed)| failed.get(&queue.name).copied().unwrap_or_default()),
             paused: queue.paused,
             counts: queue.counts,
             name: queue.name,

@@ -61,8 +61,8 @@ struct Inner {
     idempotency: HashMap<IdempotencyKey, JobId>,
     /// Each tenant's jobs, for its listings.
     by_tenant: HashMap<String, BTreeSet<JobId>>,
-    /// Waiting jobs (queued, scheduled, retrying) per queue and tenant, for its quota.
-    waiting_per_tenant: HashMap<(String, String), u64>,
+    /// Jobs per queue, tenant and state: a tenant's counts and its quota of waiting jobs.
+    counts_per_tenant: HashMap<(String, String), StateCounts>,
     paused: HashSet<String>,
     next_token: u64,
     kv: HashMap<String, BTreeMap<String, KvEntry>>,
@@ -146,13 +146,11 @@ impl Inner {
             return;
         };
         let order = self.insertion.get(&id).copied().unwrap_or_default();
-        if job.state.is_waiting()
-            && let Some(tenant) = &job.tenant
-        {
-            *self
-                .waiting_per_tenant
+        if let Some(tenant) = &job.tenant {
+            self.counts_per_tenant
                 .entry((job.queue.clone(), tenant.clone()))
-                .or_default() += 1;
+                .or_default()
+                .add(job.state, 1);
         }
         match self.counts.get_mut(&job.queue) {
             Some(counts) => counts.add(job.state, 1),
@@ -206,14 +204,12 @@ impl Inner {
         if let Some(counts) = self.counts.get_mut(&job.queue) {
             counts.remove(state, 1);
         }
-        if state.is_waiting()
-            && let Some(tenant) = &job.tenant
-        {
+        if let Some(tenant) = &job.tenant {
             let key = (job.queue.clone(), tenant.clone());
-            if let Some(n) = self.waiting_per_tenant.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    self.waiting_per_tenant.remove(&key);
+            if let Some(counts) = self.counts_per_tenant.get_mut(&key) {
+                counts.remove(state, 1);
+                if *counts == StateCounts::default() {
+                    self.counts_per_tenant.remove(&key);
                 }
             }
         }
@@ -377,7 +373,10 @@ impl JobStore for MemoryStore {
         let adding = jobs.iter().zip(&existing).filter(|(_, e)| e.is_none());
         for ((queue, tenant), (adding, max)) in super::quota_demands(adding.map(|(new, _)| new)) {
             let key = (queue.to_owned(), tenant.to_owned());
-            let waiting = inner.waiting_per_tenant.get(&key).copied().unwrap_or(0);
+            let waiting = inner
+                .counts_per_tenant
+                .get(&key)
+                .map_or(0, StateCounts::waiting);
             super::within_quota(queue, waiting, adding, max)?;
         }
         let mut outcomes = Vec::with_capacity(jobs.len());
@@ -593,10 +592,19 @@ impl JobStore for MemoryStore {
         let key = (queue.to_owned(), tenant.to_owned());
         Ok(self
             .lock()
-            .waiting_per_tenant
+            .counts_per_tenant
             .get(&key)
-            .copied()
-            .unwrap_or(0))
+            .map_or(0, StateCounts::waiting))
+    }
+
+    async fn tenant_counts(&self, queue: &str, tenant: &str) -> Result<StateCounts> {
+        let key = (queue.to_owned(), tenant.to_owned());
+        Ok(self
+            .lock()
+            .counts_per_tenant
+            .get(&key)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {

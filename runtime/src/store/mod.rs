@@ -446,6 +446,10 @@ pub trait JobStore: Send + Sync + 'static {
         }
     }
 
+    /// How many jobs of `tenant` `queue` holds in each state: from the tenant's own index,
+    /// at a cost of its jobs at most, not the queue's.
+    async fn tenant_counts(&self, queue: &str, tenant: &str) -> Result<StateCounts>;
+
     /// Notified when jobs of `queue` may have become ready in another process, so idle workers
     /// wake at once; `None` when the store cannot tell (workers then poll).
     fn queue_wake(&self, queue: &str) -> Option<Arc<tokio::sync::Notify>> {

@@ -21,7 +21,7 @@ pub(super) async fn overview(Extract(state): Extract<State>, visitor: Visitor) -
     let at = now();
     let view = caller.view();
     let mut cards = Vec::new();
-    for queue in state.control.queues(at).await? {
+    for queue in state.control.queues(&view, at).await? {
         let finished = JobFilter {
             queues: vec![queue.name.clone()],
             states: vec![JobState::Succeeded, JobState::Dead],

@@ -370,6 +370,10 @@ impl JobStore for RedisStore {
         self.count_tenant_waiting(queue, tenant).await
     }
 
+    async fn tenant_counts(&self, queue: &str, tenant: &str) -> Result<StateCounts> {
+        self.count_tenant_jobs(queue, tenant).await
+    }
+
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
         let oldest: Option<i64> = self
             .shared

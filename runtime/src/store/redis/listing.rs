@@ -303,6 +303,24 @@ impl RedisStore {
         Ok(sizes.iter().sum())
     }
 
+    /// How many jobs of `tenant` `queue` holds in each state: the sizes of its sets.
+    pub(super) async fn count_tenant_jobs(&self, queue: &str, tenant: &str) -> Result<StateCounts> {
+        let keys = self.shared.keys.queue_to_read(queue);
+        let cmds = JobState::ALL
+            .map(|state| {
+                redis::cmd("ZCARD")
+                    .arg(keys.tenant_state(state, tenant))
+                    .clone()
+            })
+            .to_vec();
+        let sizes: Vec<u64> = self.shared.redis.many("tenant counts", cmds).await?;
+        let mut counts = StateCounts::default();
+        for (state, n) in JobState::ALL.into_iter().zip(sizes) {
+            counts.add(state, n);
+        }
+        Ok(counts)
+    }
+
     /// How many jobs each queue holds in each state.
     pub(super) async fn count_jobs(&self) -> Result<BTreeMap<String, StateCounts>> {
         let queues = self.queues().await?;

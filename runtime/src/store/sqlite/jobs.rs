@@ -283,6 +283,25 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn tenant_counts(&self, queue: &str, tenant: &str) -> Result<StateCounts> {
+        let (queue, tenant) = (queue.to_owned(), tenant.to_owned());
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM jobs WHERE tenant = ?1 AND queue = ?2 GROUP BY state",
+            )?;
+            let rows = stmt.query_map(params![tenant, queue], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })?;
+            let mut counts = StateCounts::default();
+            for row in rows {
+                let (state, n) = row?;
+                counts.add(state.parse()?, u64::try_from(n).unwrap_or(0));
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn count_waiting(&self, queue: &str, tenant: &str, up_to: u64) -> Result<u64> {
         let (queue, tenant) = (queue.to_owned(), tenant.to_owned());
         self.read(move |conn| waiting_of(conn, &queue, &tenant, up_to))
