@@ -2148,6 +2148,8 @@ pub async fn a_tenants_listing_and_count_cover_its_jobs_in_every_state(store: S)
             "a's {state} jobs: {:?}",
             page.items
         );
+        let counts = store.tenant_counts("q", "a").await.unwrap();
+        assert_eq!(counts.get(state), expected as u64, "a's {state} count");
         assert!(
             page.items
                 .iter()
