@@ -573,7 +573,8 @@ pub(crate) fn document(state: &Shared) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     Guarded {
         keys: state.guard.keys.is_some(),
-        limits: state.guard.limit.is_some() || state.quota.is_some(),
+        // With keys, too many wrong ones from an address answer 429 as well.
+        limits: state.guard.keys.is_some() || state.guard.limit.is_some() || state.quota.is_some(),
     }
     .modify(&mut doc);
     doc
@@ -590,8 +591,9 @@ struct Guarded {
 const KEY_HELP: &str = "An API key, when the service authenticates (`auth = \"api_key\"`); \
                         also accepted as `X-API-Key`";
 /// What a 429 means.
-const TOO_MANY: &str = "Over the key's rate limit (see `Retry-After`), \
-                        or over the tenant's quota of waiting jobs";
+const TOO_MANY: &str = "Over the key's rate limit, or too many wrong keys from this \
+                        address lately (see `Retry-After`), or over the tenant's quota of \
+                        waiting jobs";
 
 impl utoipa::Modify for Guarded {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
