@@ -20,6 +20,11 @@ const GLOBEX: &str = "globex-key-0123456789";
 const ADMIN: &str = "admin-key-0123456789";
 
 fn app(keys: bool) -> (axum::Router, Arc<dyn Store>) {
+    let (service, store) = service(keys);
+    (service.router(), store)
+}
+
+fn service(keys: bool) -> (Service, Arc<dyn Store>) {
     let app = support::app(
         "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  kv_cache \"status\" {}\n}\n",
     );
@@ -38,13 +43,19 @@ fn app(keys: bool) -> (axum::Router, Arc<dyn Store>) {
             .unwrap(),
         );
     }
-    (service.router(), store)
+    (service, store)
 }
 
-/// A browser: keeps the cookies the dashboard sets.
+/// A browser: keeps the cookies the dashboard sets, and the form token of the last page that
+/// had a form.
 struct Browser {
     router: axum::Router,
     cookies: Vec<(String, String)>,
+    /// Headers sent with every request (what a proxy in front would add).
+    headers: Vec<(&'static str, String)>,
+    token: Option<String>,
+    /// Every `Set-Cookie` the dashboard sent, as sent.
+    set_cookies: Vec<String>,
 }
 
 impl Browser {
@@ -52,7 +63,26 @@ impl Browser {
         Self {
             router,
             cookies: Vec::new(),
+            headers: Vec::new(),
+            token: None,
+            set_cookies: Vec::new(),
         }
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Logs in with `key` through the login page, as a person would.
+    async fn login(&mut self, key: &str) -> (StatusCode, HeaderMap, String) {
+        let (status, _) = self.get("/dashboard/login").await;
+        assert_eq!(status, StatusCode::OK);
+        let token = self.token.clone().unwrap_or_default();
+        self.post("/dashboard/login", &format!("csrf={token}&key={key}"))
+            .await
     }
 
     async fn send(
@@ -70,6 +100,9 @@ impl Browser {
                 .collect();
             request = request.header(header::COOKIE, cookie.join("; "));
         }
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
         let request = match form {
             Some(form) => request
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -81,6 +114,7 @@ impl Browser {
         let (parts, body) = response.into_parts();
         for set in parts.headers.get_all(header::SET_COOKIE) {
             let set = set.to_str().unwrap();
+            self.set_cookies.push(set.to_owned());
             let (pair, _) = set.split_once(';').unwrap_or((set, ""));
             let (name, value) = pair.split_once('=').unwrap();
             self.cookies.retain(|(k, _)| k != name);
@@ -89,11 +123,13 @@ impl Browser {
             }
         }
         let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8_lossy(&body).into_owned(),
-        )
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let field = r#"name="csrf" value=""#;
+        if let Some(at) = body.find(field) {
+            let rest = &body[at + field.len()..];
+            self.token = Some(rest[..rest.find('"').unwrap()].to_owned());
+        }
+        (parts.status, parts.headers, body)
     }
 
     async fn get(&mut self, path: &str) -> (StatusCode, String) {
@@ -106,10 +142,8 @@ impl Browser {
     }
 
     fn token(&self) -> String {
-        self.cookies
-            .iter()
-            .find(|(k, _)| k == "raindrop_csrf")
-            .map(|(_, v)| v.clone())
+        self.token
+            .clone()
             .expect("the dashboard gave this browser a form token")
     }
 }
@@ -338,14 +372,10 @@ async fn with_keys_the_dashboard_asks_for_one_and_shows_a_tenant_only_its_jobs()
     }
     let (status, _, _) = browser.post("/dashboard/jobs/x/cancel", "csrf=x").await;
     assert_eq!(status, StatusCode::SEE_OTHER, "actions too");
-    let (status, _, page) = browser
-        .post("/dashboard/login", "key=wrong-key-0123456789")
-        .await;
+    let (status, _, page) = browser.login("wrong-key-0123456789").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(!page.contains("wrong-key"));
-    let (status, _, _) = browser
-        .post("/dashboard/login", &format!("key={ACME}"))
-        .await;
+    let (status, _, _) = browser.login(ACME).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (status, page) = browser.get("/dashboard/jobs").await;
     assert_eq!(status, StatusCode::OK);
@@ -362,9 +392,7 @@ async fn with_keys_the_dashboard_asks_for_one_and_shows_a_tenant_only_its_jobs()
     assert_eq!(status, StatusCode::FORBIDDEN);
     // An admin sees everyone's jobs and may pause.
     let mut admin = Browser::new(browser.router.clone());
-    admin
-        .post("/dashboard/login", &format!("key={ADMIN}"))
-        .await;
+    admin.login(ADMIN).await;
     let (_, page) = admin.get("/dashboard/jobs").await;
     assert!(page.contains(&mine.to_string()) && page.contains(&theirs.to_string()));
     let token = admin.token();
@@ -372,8 +400,11 @@ async fn with_keys_the_dashboard_asks_for_one_and_shows_a_tenant_only_its_jobs()
         .post("/dashboard/queues/jobs/pause", &format!("csrf={token}"))
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    // Logging out forgets the key.
-    admin.post("/dashboard/logout", "").await;
+    // Logging out ends the session.
+    let token = admin.token();
+    admin
+        .post("/dashboard/logout", &format!("csrf={token}"))
+        .await;
     let (status, _, _) = admin.send(Method::GET, "/dashboard", None).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
 }
@@ -513,4 +544,255 @@ async fn the_next_page_link_keeps_a_filter_with_reserved_characters_intact() {
     let (status, next) = browser.get(link).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(next.matches("/dashboard/jobs/").count(), 1, "{next}");
+}
+
+#[tokio::test]
+async fn a_stolen_session_cookie_does_not_reveal_the_api_key() {
+    let (router, _) = app(true);
+    let mut browser = Browser::new(router);
+    let (status, _, _) = browser.login(ACME).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _) = browser.get("/dashboard").await;
+    assert_eq!(status, StatusCode::OK, "logged in");
+    assert!(!browser.set_cookies.is_empty());
+    for set in &browser.set_cookies {
+        assert!(!set.contains(ACME) && !set.contains("acme-key"), "{set}");
+    }
+    let session = browser.cookie("raindrop_session").unwrap();
+    assert_eq!(session.len(), 64, "a random id: {session}");
+    assert!(browser.cookie("raindrop_key").is_none());
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_on_the_server() {
+    let (router, _) = app(true);
+    let mut browser = Browser::new(router.clone());
+    browser.login(ACME).await;
+    // Someone copies the cookie before the owner logs out.
+    let mut thief = Browser::new(router);
+    thief.cookies = browser.cookies.clone();
+    let (status, _) = thief.get("/dashboard").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the copy works while the session lasts"
+    );
+    let (status, page) = browser.get("/dashboard").await;
+    assert_eq!(status, StatusCode::OK);
+    let token = browser.token.clone().unwrap_or_default();
+    let (status, headers, _) = browser
+        .post("/dashboard/logout", &format!("csrf={token}"))
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/dashboard/login");
+    let (status, headers, _) = thief.send(Method::GET, "/dashboard", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the copied cookie is dead");
+    assert_eq!(headers[header::LOCATION], "/dashboard/login");
+    assert!(browser.cookie("raindrop_session").is_none());
+    assert!(page.contains("Log out"), "every page has a logout button");
+}
+
+#[tokio::test]
+async fn a_cross_site_logout_is_refused() {
+    let (router, _) = app(true);
+    let mut browser = Browser::new(router);
+    browser.login(ACME).await;
+    browser.get("/dashboard").await;
+    for form in ["", "csrf=0000", &format!("csrf={}", "f".repeat(64))] {
+        let (status, _, body) = browser.post("/dashboard/logout", form).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{form}: {body}");
+        assert!(body.contains("csrf"), "{body}");
+    }
+    let (status, _) = browser.get("/dashboard").await;
+    assert_eq!(status, StatusCode::OK, "still logged in");
+}
+
+#[tokio::test]
+async fn a_forged_csrf_cookie_is_refused() {
+    // No keys: the form token alone keeps other sites from acting through a visitor's browser.
+    let (router, store) = app(false);
+    let id = enqueue(&store, None, r#"{"n":1}"#).await;
+    // What a cookie planted by another site (or a sibling subdomain) and a matching form hold.
+    for (cookies, form) in [
+        (
+            vec![("raindrop_csrf", "f".repeat(32))],
+            format!("csrf={}", "f".repeat(32)),
+        ),
+        (
+            vec![("raindrop_session", "f".repeat(64))],
+            format!("csrf={}", "f".repeat(64)),
+        ),
+        (
+            vec![
+                ("raindrop_session", "f".repeat(64)),
+                ("raindrop_csrf", "f".repeat(32)),
+            ],
+            format!("csrf={}", "f".repeat(32)),
+        ),
+    ] {
+        let mut browser = Browser::new(router.clone());
+        browser.cookies = cookies
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let (status, _, body) = browser
+            .post(&format!("/dashboard/jobs/{id}/cancel"), &form)
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cookies:?}: {body}");
+    }
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+}
+
+#[tokio::test]
+async fn form_tokens_are_bound_to_the_session() {
+    let (router, store) = app(true);
+    let id = enqueue(&store, Some("acme"), r#"{"n":1}"#).await;
+    let mut attacker = Browser::new(router.clone());
+    attacker.login(ACME).await;
+    attacker.get("/dashboard").await;
+    let mut victim = Browser::new(router);
+    victim.login(ACME).await;
+    victim.get("/dashboard").await;
+    assert_ne!(attacker.token(), victim.token());
+    let stolen = attacker.token();
+    let (status, _, _) = victim
+        .post(
+            &format!("/dashboard/jobs/{id}/cancel"),
+            &format!("csrf={stolen}"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        store.get(id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+}
+
+#[tokio::test]
+async fn login_without_a_form_token_is_refused() {
+    let (router, _) = app(true);
+    // Another site posts its own key from a visitor's browser: no token, or the token of the
+    // attacker's own login page, which is bound to the attacker's login cookie.
+    let mut victim = Browser::new(router.clone());
+    victim.get("/dashboard/login").await;
+    let (status, _, body) = victim
+        .post("/dashboard/login", &format!("key={ACME}"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("csrf"), "{body}");
+    assert!(victim.cookie("raindrop_session").is_none());
+    let mut attacker = Browser::new(router);
+    attacker.get("/dashboard/login").await;
+    let attackers = attacker.token();
+    for form in [
+        format!("csrf=&key={ACME}"),
+        format!("csrf={attackers}&key={ACME}"),
+    ] {
+        let (status, _, body) = victim.post("/dashboard/login", &form).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{form}: {body}");
+        assert!(victim.cookie("raindrop_session").is_none(), "{form}");
+    }
+    let mut elsewhere = Browser::new(victim.router.clone());
+    let (status, _, _) = elsewhere
+        .post("/dashboard/login", &format!("csrf={attackers}&key={ACME}"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "without the login cookie");
+    let (status, headers, _) = victim.login(ACME).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "with the page's own token");
+    assert_eq!(headers[header::LOCATION], "/dashboard");
+}
+
+#[tokio::test]
+async fn session_cookies_are_secure_behind_https() {
+    let (service, _) = service(true);
+    let mut browser = Browser::new(service.behind_proxy(true).router());
+    browser
+        .headers
+        .push(("x-forwarded-proto", "https".to_owned()));
+    browser.login(ACME).await;
+    let sessions: Vec<_> = browser
+        .set_cookies
+        .iter()
+        .filter(|c| c.starts_with("raindrop_session=") || c.starts_with("raindrop_login="))
+        .collect();
+    assert!(sessions.len() >= 2, "{sessions:?}");
+    for set in sessions {
+        assert!(set.contains("; Secure"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+    }
+    // Plain HTTP (no proxy declared, whatever a client claims): no `Secure`, which a browser
+    // would not send back over HTTP.
+    let (router, _) = app(true);
+    let mut browser = Browser::new(router);
+    browser
+        .headers
+        .push(("x-forwarded-proto", "https".to_owned()));
+    browser.login(ACME).await;
+    let (status, _) = browser.get("/dashboard").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(browser.set_cookies.iter().all(|c| !c.contains("Secure")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_expire() {
+    let hour = std::time::Duration::from_secs(3600);
+    let (router, _) = app(true);
+    // Idle: an hour without a request ends the session.
+    let mut idle = Browser::new(router.clone());
+    idle.login(ACME).await;
+    tokio::time::advance(hour - std::time::Duration::from_secs(1)).await;
+    let (status, _) = idle.get("/dashboard").await;
+    assert_eq!(status, StatusCode::OK, "a request within the hour keeps it");
+    tokio::time::advance(hour).await;
+    let (status, headers, _) = idle.send(Method::GET, "/dashboard", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "idle for an hour");
+    assert_eq!(headers[header::LOCATION], "/dashboard/login");
+    // Absolute: 12 hours after login, however busy.
+    let mut busy = Browser::new(router);
+    busy.login(ACME).await;
+    for _ in 0..23 {
+        tokio::time::advance(hour / 2).await;
+        let (status, _) = busy.get("/dashboard").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    tokio::time::advance(hour / 2).await;
+    let (status, _, _) = busy.send(Method::GET, "/dashboard", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "12 hours after login");
+    // The browser is told the same.
+    let set = busy
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("raindrop_session="))
+        .unwrap();
+    assert!(set.contains("Max-Age=43200"), "{set}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_wrong_dashboard_logins_are_rate_limited() {
+    let (router, _) = app(true);
+    let mut guesser = Browser::new(router);
+    for n in 0..10 {
+        let (status, _, _) = guesser.login(&format!("guess-{n:02}-0123456789")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {n}");
+    }
+    // Past ten failures even the right key is refused, so guessing stops here.
+    let (status, headers, body) = guesser.login(ACME).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("rate_limited"), "{body}");
+    let wait: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(guesser.cookie("raindrop_session").is_none());
+    tokio::time::advance(std::time::Duration::from_secs(wait)).await;
+    let (status, _, _) = guesser.login(ACME).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the window has passed");
 }

@@ -72,8 +72,29 @@ async fn call(
     key: Option<&str>,
     body: Option<Value>,
 ) -> (StatusCode, axum::http::HeaderMap, Value) {
+    call_from(router, None, &[], method, path, key, body).await
+}
+
+/// [`call`] as a client at `peer` (what `Service::serve` records of a connection), with extra
+/// `headers`.
+async fn call_from(
+    router: &axum::Router,
+    peer: Option<[u8; 4]>,
+    headers: &[(&str, &str)],
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let post = method == Method::POST;
     let mut request = Request::builder().method(method).uri(path);
+    if let Some(peer) = peer {
+        let peer = std::net::SocketAddr::from((peer, 40_000));
+        request = request.extension(axum::extract::ConnectInfo(peer));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
@@ -135,10 +156,12 @@ fn guarded_routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
 async fn every_guarded_route_refuses_a_missing_or_wrong_key() {
     let router = router("");
     let id = submit(&router, ACME).await;
-    for (method, path, body) in guarded_routes(&id) {
+    for (n, (method, path, body)) in guarded_routes(&id).into_iter().enumerate() {
         for key in [None, Some("not-a-key-0123456789")] {
+            // Each route asked from its own address: wrong keys from one are limited.
+            let peer = Some([192, 0, 2, u8::try_from(n).unwrap()]);
             let (status, headers, error) =
-                call(&router, method.clone(), &path, key, body.clone()).await;
+                call_from(&router, peer, &[], method.clone(), &path, key, body.clone()).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {key:?}");
             assert_eq!(error["code"], "unauthorized", "{method} {path}");
             assert!(headers.contains_key("www-authenticate"));
@@ -1024,4 +1047,128 @@ async fn a_tenant_sees_only_its_own_jobs_in_the_queue_overview() {
     assert_eq!(admin["counts"]["queued"], 4, "{admin}");
     assert!(admin["oldest_ready_age_seconds"].is_number(), "{admin}");
     assert_eq!(admin["succeeded_last_minute"], 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_wrong_keys_from_one_address_are_rate_limited() {
+    let router = router("");
+    let guesser = Some([192, 0, 2, 1]);
+    let get = |peer, headers: &'static [(&'static str, &'static str)], key| {
+        call_from(
+            &router,
+            peer,
+            headers,
+            Method::GET,
+            "/v1/queues",
+            Some(key),
+            None,
+        )
+    };
+    for n in 0..10 {
+        let (status, _, body) = get(guesser, &[], "wrong-key-0123456789").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {n}: {body}");
+    }
+    let (status, headers, body) = get(guesser, &[], "wrong-key-0123456789").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["code"], "rate_limited");
+    assert!(!body.to_string().contains("wrong-key"), "{body}");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Even the right key is refused from there, so a guess that hits tells nothing, and a
+    // forwarded address is not believed without a declared proxy.
+    let (status, _, _) = get(guesser, &[], ACME).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _, _) = get(guesser, &[("x-forwarded-for", "203.0.113.5")], ACME).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "X-Forwarded-For ignored"
+    );
+    // Other addresses are not affected.
+    let (status, _, body) = get(Some([192, 0, 2, 2]), &[], ACME).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    tokio::time::advance(std::time::Duration::from_secs(wait)).await;
+    let (status, _, body) = get(guesser, &[], ACME).await;
+    assert_eq!(status, StatusCode::OK, "the window has passed: {body}");
+}
+
+#[tokio::test]
+async fn behind_a_declared_proxy_wrong_keys_count_per_forwarded_address() {
+    let (engine, _) = engine("");
+    let router = Service::new(engine, "api")
+        .unwrap()
+        .api_keys(keys())
+        .behind_proxy(true)
+        .router();
+    let proxy = Some([10, 0, 0, 1]);
+    let guesser: &[(&str, &str)] = &[("x-forwarded-for", "198.51.100.1, 203.0.113.5")];
+    for _ in 0..10 {
+        let (status, _, _) = call_from(
+            &router,
+            proxy,
+            guesser,
+            Method::GET,
+            "/v1/queues",
+            Some("wrong-key-0123456789"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, _, _) = call_from(
+        &router,
+        proxy,
+        guesser,
+        Method::GET,
+        "/v1/queues",
+        Some(ACME),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Another client through the same proxy.
+    let other: &[(&str, &str)] = &[("x-forwarded-for", "203.0.113.6")];
+    let (status, _, _) = call_from(
+        &router,
+        proxy,
+        other,
+        Method::GET,
+        "/v1/queues",
+        Some(ACME),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_served_api_counts_wrong_keys_per_connecting_address() {
+    let (engine, _) = engine("");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = Service::new(engine, "api").unwrap().api_keys(keys());
+    tokio::spawn(service.serve(listener, std::future::pending()));
+    // Two clients on two loopback addresses.
+    let client = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (guesser, other) = (client([127, 0, 0, 1]), client([127, 0, 0, 2]));
+    let url = format!("http://{addr}/v1/queues");
+    for _ in 0..10 {
+        let response = guesser
+            .get(&url)
+            .bearer_auth("wrong-key-0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let response = guesser.get(&url).bearer_auth(ACME).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let response = other.get(&url).bearer_auth(ACME).send().await.unwrap();
+    assert_eq!(response.status(), 200, "another address is served");
 }

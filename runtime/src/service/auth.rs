@@ -175,9 +175,13 @@ impl ApiKeys {
         Self::parse(&text).map_err(|e| crate::Error::Config(format!("`{var}`: {e}")))
     }
 
-    /// The tenant of the key `presented`, if it is one of these keys.
-    pub(crate) fn find_tenant(&self, presented: &str) -> Option<&str> {
-        self.find(presented).map(|entry| entry.tenant.as_str())
+    /// The caller who presents `presented`, if it is one of these keys.
+    pub(crate) fn caller(&self, presented: &str) -> Option<Caller> {
+        self.find(presented).map(|entry| Caller {
+            tenant: Some(entry.tenant.clone()),
+            scopes: entry.scopes,
+            key_id: entry.id.clone(),
+        })
     }
 
     /// The entry whose key is `presented`. Every configured hash is compared, in constant time,
@@ -311,7 +315,6 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn rate_headers(headers: &mut HeaderMap, decision: &Decision) {
-    let seconds = |d: std::time::Duration| d.as_secs() + u64::from(d.subsec_nanos() > 0);
     for (name, value) in [
         ("ratelimit-limit", u64::from(decision.limit)),
         ("ratelimit-remaining", u64::from(decision.remaining)),
@@ -320,54 +323,90 @@ fn rate_headers(headers: &mut HeaderMap, decision: &Decision) {
         headers.insert(name, HeaderValue::from(value));
     }
     if !decision.allowed {
-        headers.insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(seconds(decision.retry_after).max(1)),
-        );
+        retry_after(headers, decision.retry_after);
     }
 }
 
-/// Who presents `key` (anyone, when the service does not authenticate), after the rate limit;
-/// the refusal (401 or 429) otherwise. `how` says how to present a key, for the 401.
-pub(crate) async fn admit(
+/// Whole seconds, rounded up.
+fn seconds(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `Retry-After`: in `wait`, at least a second.
+pub(crate) fn retry_after(headers: &mut HeaderMap, wait: std::time::Duration) {
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds(wait).max(1)));
+}
+
+/// Why a request's key was not accepted.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// No key, or not a valid one (401): how to present one.
+    Unauthorized(String),
+    /// Too many wrong keys from the client lately (429): how long until it may try again.
+    TooManyFailures(std::time::Duration),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Unauthorized(how) => unauthorized(&how),
+            Refused::TooManyFailures(wait) => {
+                let mut response = ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "too many wrong API keys from this address: retry in {} s",
+                        seconds(wait).max(1)
+                    ),
+                )
+                .into_response();
+                retry_after(response.headers_mut(), wait);
+                response
+            }
+        }
+    }
+}
+
+/// Who presents `key` (anyone, when the service does not authenticate); why not otherwise,
+/// with `client` refused outright when it has presented too many wrong keys lately (see
+/// [`super::failures`]). `how` says how to present a key, for the 401.
+pub(crate) fn identify(
     state: &super::State,
+    client: Option<std::net::IpAddr>,
     key: Option<&str>,
     how: &str,
-) -> Result<(Caller, Option<Decision>), Response> {
-    let guard = &state.guard;
-    let caller = match &guard.keys {
-        None => Caller::anonymous(),
-        Some(keys) => {
-            let Some(key) = key else {
-                return Err(unauthorized(how));
-            };
-            let Some(entry) = keys.find(key) else {
-                return Err(unauthorized("the API key is not valid"));
-            };
-            Caller {
-                tenant: Some(entry.tenant.clone()),
-                scopes: entry.scopes,
-                key_id: entry.id.clone(),
-            }
-        }
+) -> Result<Caller, Refused> {
+    let Some(keys) = &state.guard.keys else {
+        return Ok(Caller::anonymous());
     };
-    let decision = match &guard.limit {
-        None => None,
-        Some(limit) => {
-            let bucket = format!("api:{}", caller.key_id);
-            match state
-                .control
-                .engine()
-                .store()
-                .take_token(&bucket, limit, crate::job::now())
-                .await
-            {
-                Ok(decision) => Some(decision),
-                Err(err) => return Err(ApiError::from(err).into_response()),
-            }
-        }
+    let Some(key) = key else {
+        return Err(Refused::Unauthorized(how.to_owned()));
     };
-    if let Some(decision) = decision.filter(|d| !d.allowed) {
+    if let Some(wait) = state.failures.blocked(client) {
+        return Err(Refused::TooManyFailures(wait));
+    }
+    keys.caller(key).ok_or_else(|| {
+        state.failures.record(client);
+        Refused::Unauthorized("the API key is not valid".to_owned())
+    })
+}
+
+/// Takes a token of the rate limit for `caller`'s key; the 429 when there is none left.
+pub(crate) async fn limit(
+    state: &super::State,
+    caller: &Caller,
+) -> Result<Option<Decision>, Response> {
+    let Some(limit) = &state.guard.limit else {
+        return Ok(None);
+    };
+    let bucket = format!("api:{}", caller.key_id);
+    let decision = state
+        .control
+        .engine()
+        .store()
+        .take_token(&bucket, limit, crate::job::now())
+        .await
+        .map_err(|err| ApiError::from(err).into_response())?;
+    if !decision.allowed {
         tracing::debug!(key = %caller.key_id, tenant = ?caller.tenant, "rate limited");
         let mut response = ApiError::new(
             ErrorCode::RateLimited,
@@ -380,7 +419,7 @@ pub(crate) async fn admit(
         rate_headers(response.headers_mut(), &decision);
         return Err(response);
     }
-    Ok((caller, decision))
+    Ok(Some(decision))
 }
 
 /// Authenticates the request, applies the rate limit and hands the [`Caller`] to the route.
@@ -389,10 +428,16 @@ pub(crate) async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    let client =
+        super::failures::client(request.headers(), request.extensions(), state.behind_proxy);
     let key = presented(request.headers());
     let how = "this API needs a key: send `Authorization: Bearer <key>`";
-    let (caller, decision) = match admit(&state, key, how).await {
-        Ok(admitted) => admitted,
+    let caller = match identify(&state, client, key, how) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let decision = match limit(&state, &caller).await {
+        Ok(decision) => decision,
         Err(refusal) => return refusal,
     };
     request.extensions_mut().insert(caller);

@@ -24,9 +24,11 @@ mod admin;
 mod auth;
 mod dashboard;
 mod error;
+mod failures;
 mod jobs;
 
 pub use auth::{ApiKeys, Caller, Scope};
+pub use dashboard::SessionLifetime;
 pub use error::{ApiError, ErrorBody, ErrorCode, FieldError};
 
 /// Checks a job's payload (as submitted, JSON text) beyond its syntax; returns field-level
@@ -70,6 +72,13 @@ pub(crate) struct Shared {
     pub(crate) guard: auth::Guard,
     /// Limits for each tenant.
     pub(crate) quota: Option<raindrop_codegen::model::Quota>,
+    /// The dashboard's sessions.
+    pub(crate) sessions: dashboard::Sessions,
+    /// Wrong keys by client address.
+    pub(crate) failures: failures::Failures,
+    /// Whether a proxy in front says how clients connected (`X-Forwarded-Proto`,
+    /// `X-Forwarded-For`); without it those headers are ignored.
+    pub(crate) behind_proxy: bool,
 }
 
 pub(crate) type State = Arc<Shared>;
@@ -169,6 +178,9 @@ impl Service {
             validators: HashMap::new(),
             metrics: prometheus(),
             control: Control::new(engine, served),
+            sessions: dashboard::Sessions::new(SessionLifetime::default())?,
+            failures: failures::Failures::default(),
+            behind_proxy: false,
         };
         Ok(Self {
             shared,
@@ -197,6 +209,24 @@ impl Service {
     #[must_use]
     pub fn api_keys(mut self, keys: ApiKeys) -> Self {
         self.shared.guard.keys = Some(keys);
+        self
+    }
+
+    /// Declares that the service is reached through a reverse proxy that terminates TLS and sets
+    /// `X-Forwarded-Proto` and `X-Forwarded-For` (overwriting what clients send). Then the
+    /// dashboard's cookies are `Secure` when the proxy says `https`, and wrong keys are counted
+    /// per the address the proxy saw. Without it, both headers are ignored: any client can send
+    /// them. The service itself speaks plain HTTP.
+    #[must_use]
+    pub fn behind_proxy(mut self, behind: bool) -> Self {
+        self.shared.behind_proxy = behind;
+        self
+    }
+
+    /// How long dashboard sessions last (default: 12 hours from login, 1 hour idle).
+    #[must_use]
+    pub fn dashboard_sessions(mut self, lifetime: SessionLifetime) -> Self {
+        self.shared.sessions.set_lifetime(lifetime);
         self
     }
 
@@ -295,7 +325,7 @@ impl Service {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let limits = self.limits;
-        let service = hyper_util::service::TowerToHyperService::new(self.router());
+        let router = self.router();
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
@@ -308,9 +338,9 @@ impl Service {
         let mut connections = tokio::task::JoinSet::new();
         tokio::pin!(shutdown);
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(err) => {
                         // Out of file descriptors and the like: wait a moment, keep serving.
                         tracing::warn!(error = %err, "accepting a connection failed");
@@ -321,8 +351,15 @@ impl Service {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            // The peer's address, for what is counted per client (wrong keys).
+            let service = hyper_util::service::TowerToHyperService::new(
+                tower_http::add_extension::AddExtension::new(
+                    router.clone(),
+                    axum::extract::ConnectInfo(peer),
+                ),
+            );
             let connection = http
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .with_upgrades();
             let stopping = stopping.clone();
             connections.spawn(async move {
@@ -536,7 +573,8 @@ pub(crate) fn document(state: &Shared) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     Guarded {
         keys: state.guard.keys.is_some(),
-        limits: state.guard.limit.is_some() || state.quota.is_some(),
+        // With keys, too many wrong ones from an address answer 429 as well.
+        limits: state.guard.keys.is_some() || state.guard.limit.is_some() || state.quota.is_some(),
     }
     .modify(&mut doc);
     doc
@@ -553,8 +591,9 @@ struct Guarded {
 const KEY_HELP: &str = "An API key, when the service authenticates (`auth = \"api_key\"`); \
                         also accepted as `X-API-Key`";
 /// What a 429 means.
-const TOO_MANY: &str = "Over the key's rate limit (see `Retry-After`), \
-                        or over the tenant's quota of waiting jobs";
+const TOO_MANY: &str = "Over the key's rate limit, or too many wrong keys from this \
+                        address lately (see `Retry-After`), or over the tenant's quota of \
+                        waiting jobs";
 
 impl utoipa::Modify for Guarded {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {

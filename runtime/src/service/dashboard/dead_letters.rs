@@ -16,7 +16,8 @@ pub(super) async fn dead_letters(
     visitor: Visitor,
     Query(query): Query<JobsQuery>,
 ) -> Result<Markup> {
-    let Visitor { caller, token } = visitor;
+    let logout = visitor.logout();
+    let Visitor { caller, token, .. } = visitor;
     caller.require(Scope::Read)?;
     let queue = query.queue.filter(|q| !q.is_empty());
     let after = query.cursor.as_deref().map(parse_id).transpose()?;
@@ -29,6 +30,7 @@ pub(super) async fn dead_letters(
     Ok(page(
         "Dead letters",
         None,
+        logout.as_ref(),
         html! {
             table {
                 tr { th { "id" } th { "queue" } th { "kind" } th { "last error" } th { "finished" } th { "" } }

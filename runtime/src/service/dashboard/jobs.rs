@@ -48,6 +48,7 @@ pub(super) async fn jobs(
     visitor: Visitor,
     Query(query): Query<JobsQuery>,
 ) -> Result<Response> {
+    let logout = visitor.logout();
     let caller = visitor.caller;
     caller.require(Scope::Read)?;
     if let Some(id) = query.id.as_deref().map(str::trim).filter(|i| !i.is_empty()) {
@@ -89,6 +90,7 @@ pub(super) async fn jobs(
     Ok(page(
         "Jobs",
         None,
+        logout.as_ref(),
         html! {
             (filters(state.control.served(), queue.as_deref(), &filter, query.state.as_deref()))
             form method="get" action="/dashboard/jobs" {
@@ -146,7 +148,8 @@ pub(super) async fn job(
     visitor: Visitor,
     Path(id): Path<String>,
 ) -> Result<Markup> {
-    let Visitor { caller, token } = visitor;
+    let logout = visitor.logout();
+    let Visitor { caller, token, .. } = visitor;
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     let job = state.control.find_job(&caller.view(), id).await?;
@@ -154,6 +157,7 @@ pub(super) async fn job(
     Ok(page(
         &format!("Job {id}"),
         None,
+        logout.as_ref(),
         html! {
             (summary(&job))
             @if may_submit {

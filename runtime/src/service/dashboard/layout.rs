@@ -4,6 +4,7 @@
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
+use super::session::{FormToken, action};
 use crate::control;
 use crate::job::{JobState, Timestamp};
 use crate::service::{ApiError, ErrorCode};
@@ -12,8 +13,14 @@ const STYLE: &str = include_str!("assets/dashboard.css");
 /// Adds the viewer's local time after every `<time class="local">`.
 const LOCAL_TIMES: &str = include_str!("assets/local-times.js");
 
-/// A page titled `title` with `body`, reloading itself every `refresh` seconds.
-pub(super) fn page(title: &str, refresh: Option<u32>, body: Markup) -> Markup {
+/// A page titled `title` with `body`, reloading itself every `refresh` seconds, with a logout
+/// button posting `logout` (the visitor's form token) when the visitor logged in.
+pub(super) fn page(
+    title: &str,
+    refresh: Option<u32>,
+    logout: Option<&FormToken>,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -35,6 +42,9 @@ pub(super) fn page(title: &str, refresh: Option<u32>, body: Markup) -> Markup {
                         a href="/dashboard/workers" { "Workers" }
                         a href="/dashboard/schedules" { "Schedules" }
                         a href="/dashboard/alerts" { "Alerts" }
+                    }
+                    @if let Some(token) = logout {
+                        (action("/dashboard/logout", "Log out", token))
                     }
                 }
                 main { h1 { (title) } (body) }
@@ -79,6 +89,7 @@ impl IntoResponse for PageError {
         let status = self.0.status();
         let body = page(
             status.canonical_reason().unwrap_or("Error"),
+            None,
             None,
             html! {
                 p { (self.0.message()) }

@@ -4,18 +4,19 @@
 //!
 //! Actions (cancel, retry, pause, resume, purge) are HTML forms posting to the dashboard, which
 //! calls the same operations as the job API ([`crate::control`]) under the same scopes. Every
-//! form carries a token that must match a `SameSite=Strict` cookie (double submit), so another
-//! site cannot post them. When the service authenticates, `/dashboard/login` takes an API key
-//! and keeps it in an `HttpOnly`, `SameSite=Strict` cookie that only the dashboard reads.
+//! form carries a token bound to the browser's session (an HMAC of its id under a per-process
+//! secret), so another site cannot post them. When the service authenticates,
+//! `/dashboard/login` takes an API key and opens a session on the server; the browser's
+//! cookie holds only the session's random id, never the key.
 //!
-//! Here: the routes and the guard in front of them. [`session`] holds the cookies, login and
-//! form tokens; [`layout`] the frame every page shares and error pages; the other modules one
-//! page (or the actions) each.
+//! Here: the routes and the guard in front of them. [`session`] holds the sessions, cookies,
+//! login, logout and form tokens; [`layout`] the frame every page shares and error pages; the
+//! other modules one page (or the actions) each.
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request, State as Extract};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -23,7 +24,9 @@ use serde::de::DeserializeOwned;
 
 use super::{Caller, ErrorCode, State};
 use layout::PageError;
-use session::FormToken;
+pub use session::SessionLifetime;
+pub(crate) use session::Sessions;
+use session::{FormToken, SessionId};
 
 mod actions;
 mod dead_letters;
@@ -55,19 +58,28 @@ pub(crate) fn routes(state: State) -> Router<State> {
         )
         .route("/dashboard/queues/{name}/pause", post(actions::pause))
         .route("/dashboard/queues/{name}/resume", post(actions::resume))
+        .route("/dashboard/logout", post(session::logout))
         .route_layer(axum::middleware::from_fn_with_state(state, guard))
         .route(
             "/dashboard/login",
             get(session::login_form).post(session::login),
         )
-        .route("/dashboard/logout", post(session::logout))
 }
 
-/// Who looks at a page: the caller its key cookie names, and the token its forms carry.
+/// Who looks at a page: the caller its session names, and the token its forms carry.
 #[derive(Debug, Clone)]
 struct Visitor {
     caller: Caller,
     token: FormToken,
+    /// The session it logged in with; `None` when the service does not authenticate.
+    session: Option<SessionId>,
+}
+
+impl Visitor {
+    /// The token of the page's logout button, for a visitor who logged in.
+    fn logout(&self) -> Option<FormToken> {
+        self.session.is_some().then(|| self.token.clone())
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Visitor {
@@ -83,20 +95,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Visitor {
     }
 }
 
-/// Authenticates from the dashboard's key cookie (a login page instead of a 401), and makes
-/// sure the browser has a token for the forms it renders (each action checks it).
+/// Finds the browser's session (the login page when it has none), applies the key's rate
+/// limit, and hands the page the session's form token (each action checks it).
 async fn guard(Extract(state): Extract<State>, mut request: Request, next: Next) -> Response {
-    let key = session::key(request.headers()).map(str::to_owned);
-    let (caller, _) = match super::auth::admit(&state, key.as_deref(), "log in").await {
-        Ok(admitted) => admitted,
-        Err(refusal) if refusal.status() == StatusCode::UNAUTHORIZED => {
-            return Redirect::to("/dashboard/login").into_response();
-        }
-        Err(refusal) => return refusal,
+    let (visitor, cookie) = match session::visitor(&state, request.headers()) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Redirect::to("/dashboard/login").into_response(),
+        Err(err) => return err.into_response(),
     };
-    let (token, fresh) = FormToken::of(request.headers());
-    let cookie = fresh.then(|| token.cookie()).flatten();
-    request.extensions_mut().insert(Visitor { caller, token });
+    if let Err(refusal) = super::auth::limit(&state, &visitor.caller).await {
+        return refusal;
+    }
+    request.extensions_mut().insert(visitor);
     let mut response = next.run(request).await;
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);

@@ -16,7 +16,8 @@ use crate::store::{JobFilter, StateCounts};
 const SAMPLE: usize = 1000;
 
 pub(super) async fn overview(Extract(state): Extract<State>, visitor: Visitor) -> Result<Markup> {
-    let Visitor { caller, token } = visitor;
+    let logout = visitor.logout();
+    let Visitor { caller, token, .. } = visitor;
     caller.require(Scope::Read)?;
     let at = now();
     let view = caller.view();
@@ -35,6 +36,7 @@ pub(super) async fn overview(Extract(state): Extract<State>, visitor: Visitor) -
     Ok(page(
         "Queues",
         Some(5),
+        logout.as_ref(),
         html! {
             p.muted { "Refreshes every 5 seconds. Charts and latencies: the latest "
                 (SAMPLE) " finished jobs of each queue." }

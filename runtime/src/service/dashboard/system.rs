@@ -19,6 +19,7 @@ pub(super) async fn workers(Extract(state): Extract<State>, visitor: Visitor) ->
     Ok(page(
         "Workers",
         Some(5),
+        visitor.logout().as_ref(),
         html! {
             p.muted { "Processes and worker pools that announced themselves in the last few seconds, from every process sharing the store." }
             h2 { "Processes" }
@@ -90,6 +91,7 @@ pub(super) async fn schedules(Extract(state): Extract<State>, visitor: Visitor) 
     Ok(page(
         "Schedules",
         None,
+        visitor.logout().as_ref(),
         html! {
             table {
                 tr { th { "task" } th { "schedule" } th { "next runs" } th { "last run" } }
@@ -120,6 +122,7 @@ pub(super) async fn alerts(Extract(state): Extract<State>, visitor: Visitor) -> 
     Ok(page(
         "Alerts",
         Some(10),
+        visitor.logout().as_ref(),
         html! {
             table {
                 tr { th { "" } th { "alert" } th { "observer" } th { "queue" } th { "value" } th { "threshold" } th { "since" } }
