@@ -25,6 +25,7 @@ mod auth;
 mod dashboard;
 mod error;
 mod jobs;
+mod streams;
 
 pub use auth::{ApiKeys, Caller, Scope};
 pub use error::{ApiError, ErrorBody, ErrorCode, FieldError};
@@ -70,6 +71,10 @@ pub(crate) struct Shared {
     pub(crate) guard: auth::Guard,
     /// Limits for each tenant.
     pub(crate) quota: Option<raindrop_codegen::model::Quota>,
+    /// The one reader of the event feed behind every event stream.
+    pub(crate) hub: crate::feed::EventHub,
+    /// How many event streams may be open, and for how long.
+    pub(crate) streams: Arc<streams::StreamLimits>,
 }
 
 pub(crate) type State = Arc<Shared>;
@@ -168,6 +173,8 @@ impl Service {
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
             validators: HashMap::new(),
             metrics: prometheus(),
+            hub: crate::feed::EventHub::new(engine.store().clone()),
+            streams: Arc::new(streams::StreamLimits::new(block.streams)),
             control: Control::new(engine, served),
         };
         Ok(Self {
@@ -228,7 +235,7 @@ impl Service {
             .route("/v1/jobs", post(jobs::submit).get(jobs::list))
             .route("/v1/jobs/batch", post(jobs::submit_batch))
             .route("/v1/jobs/{id}", get(jobs::status))
-            .route("/v1/jobs/{id}/events", get(jobs::events))
+            .route("/v1/jobs/{id}/events", get(streams::events))
             .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
             .route("/v1/queues", get(admin::queues))
             .route("/v1/queues/{name}/pause", post(admin::pause))
@@ -514,7 +521,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         jobs::submit_batch,
         jobs::list,
         jobs::status,
-        jobs::events,
+        streams::events,
         jobs::cancel,
         admin::queues,
         admin::pause,
