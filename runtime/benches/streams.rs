@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use raindrop::engine::Engine;
 use raindrop::job::{NewJob, Payload, Progress, now};
 use raindrop::service::Service;
-use raindrop::store::{JobStore, Store};
 use raindrop::store::memory::MemoryStore;
+use raindrop::store::{JobStore, Store};
 use tower::ServiceExt;
 
 #[path = "../tests/support/counting.rs"]
@@ -60,9 +60,12 @@ async fn run(streams: usize, rate: u64, seconds: u64) -> Run {
     let store = CountingStore::new(Arc::new(MemoryStore::new()));
     let engine = Engine::builder(app)
         .store(store.clone() as Arc<dyn Store>)
-        .task("worker", raindrop::task::handler_fn(|_ctx: raindrop::task::JobContext| async {
-            Ok::<_, raindrop::task::TaskError>(())
-        }))
+        .task(
+            "worker",
+            raindrop::task::handler_fn(|_ctx: raindrop::task::JobContext| async {
+                Ok::<_, raindrop::task::TaskError>(())
+            }),
+        )
         .build()
         .expect("engine");
     let router = Service::new(engine, "api").expect("service").router();
@@ -101,8 +104,7 @@ async fn run(streams: usize, rate: u64, seconds: u64) -> Run {
     }
     // Let every stream send its status first.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (reads_before, delivered_before) =
-        (store.feed_reads(), delivered.load(Ordering::Relaxed));
+    let (reads_before, delivered_before) = (store.feed_reads(), delivered.load(Ordering::Relaxed));
     let tick = Duration::from_millis(10);
     let per_tick = (rate / 100).max(1) as usize;
     let mut interval = tokio::time::interval(tick);

@@ -325,11 +325,7 @@ pub async fn events_of(
         let Some(last) = events.last().map(|e| e.seq) else {
             return Ok(Some(found));
         };
-        found.extend(
-            events
-                .into_iter()
-                .filter(|e| e.job == job && e.seq <= upto),
-        );
+        found.extend(events.into_iter().filter(|e| e.job == job && e.seq <= upto));
         cursor = last;
     }
     Ok((cursor >= upto).then_some(found))

@@ -175,7 +175,10 @@ async fn open(
 
 #[tokio::test]
 async fn a_thousand_streams_share_one_follower() {
-    let (router, store) = service("    streams {\n      per_key = 1000\n      total = 1000\n    }", false);
+    let (router, store) = service(
+        "    streams {\n      per_key = 1000\n      total = 1000\n    }",
+        false,
+    );
     let jobs = enqueue(&store, 1000).await;
     let mut streams = Vec::new();
     for job in &jobs {
@@ -187,13 +190,20 @@ async fn a_thousand_streams_share_one_follower() {
     let before = store.feed_reads();
     // Every job starts and succeeds: 2,000 events.
     for (id, token) in claim(&store, 1000).await {
-        store.complete(id, token, Payload::null(), now()).await.unwrap();
+        store
+            .complete(id, token, Payload::null(), now())
+            .await
+            .unwrap();
     }
     for (stream, job) in streams.iter_mut().zip(&jobs) {
         let mut seen = Vec::new();
         while let Some(frame) = stream.next().await {
             let data = frame.data.unwrap();
-            assert_eq!(data["job"], job.to_string(), "a stream sees only its job's events");
+            assert_eq!(
+                data["job"],
+                job.to_string(),
+                "a stream sees only its job's events"
+            );
             seen.push(frame.event.unwrap());
         }
         assert_eq!(seen, ["started", "succeeded"]);
@@ -209,8 +219,7 @@ async fn a_thousand_streams_share_one_follower() {
 
 #[tokio::test]
 async fn streams_over_the_per_key_limit_are_refused_with_429() {
-    let (router, store) = service(
-"    streams {\n      per_key = 2\n    }", true);
+    let (router, store) = service("    streams {\n      per_key = 2\n    }", true);
     let job = enqueue_for(&store, 1, Some("acme")).await[0];
     let first = open(&router, job, ACME, None).await.unwrap();
     let _second = open(&router, job, ACME, None).await.unwrap();
@@ -235,7 +244,10 @@ async fn streams_over_the_per_key_limit_are_refused_with_429() {
 #[tokio::test]
 async fn streams_over_the_total_limit_are_refused_with_429() {
     // Without authentication every caller shares one count per key: the total is the limit.
-    let (router, store) = service("    streams {\n      per_key = 3\n      total = 3\n    }", false);
+    let (router, store) = service(
+        "    streams {\n      per_key = 3\n      total = 3\n    }",
+        false,
+    );
     let jobs = enqueue(&store, 4).await;
     let mut open_streams = Vec::new();
     for job in &jobs[..3] {
@@ -244,15 +256,27 @@ async fn streams_over_the_total_limit_are_refused_with_429() {
     let Err((status, error)) = open(&router, jobs[3], ACME, None).await else {
         panic!("a fourth stream was let through");
     };
-    assert_eq!((status, &error["code"]), (StatusCode::TOO_MANY_REQUESTS, &Value::from("too_many_streams")));
+    assert_eq!(
+        (status, &error["code"]),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            &Value::from("too_many_streams")
+        )
+    );
     assert!(
-        error["message"].as_str().unwrap().contains("this service has 3"),
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("this service has 3"),
         "{error}"
     );
     // A stream whose job ends gives its place back.
     let (id, token) = claim(&store, 1).await[0];
     let ended = jobs[..3].iter().position(|j| *j == id).unwrap();
-    store.complete(id, token, Payload::null(), now()).await.unwrap();
+    store
+        .complete(id, token, Payload::null(), now())
+        .await
+        .unwrap();
     let names = open_streams[ended].rest().await;
     assert_eq!(names.last().map(String::as_str), Some("succeeded"));
     open(&router, jobs[3], ACME, None).await.unwrap();
@@ -261,7 +285,9 @@ async fn streams_over_the_total_limit_are_refused_with_429() {
 #[tokio::test]
 async fn streams_of_several_keys_are_refused_over_the_total_limit() {
     let (router, store) = service(
-"    streams {\n      per_key = 2\n      total = 3\n    }", true);
+        "    streams {\n      per_key = 2\n      total = 3\n    }",
+        true,
+    );
     let mine = enqueue_for(&store, 1, Some("acme")).await[0];
     let _a = open(&router, mine, ACME, None).await.unwrap();
     let _b = open(&router, mine, ACME, None).await.unwrap();
@@ -271,7 +297,10 @@ async fn streams_of_several_keys_are_refused_over_the_total_limit() {
     };
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(
-        error["message"].as_str().unwrap().contains("this service has 3"),
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("this service has 3"),
         "{error}"
     );
 }
@@ -293,7 +322,10 @@ async fn a_stream_ends_after_its_lifetime_with_a_retry_hint() {
         .expect("a last frame before the end");
     assert_eq!(last.retry, Some(1000), "{last:?}");
     assert_eq!(last.event, None, "the hint dispatches no event");
-    assert!(stream.next().await.is_none(), "the stream ends after the hint");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after the hint"
+    );
     assert_eq!(started.elapsed().as_secs(), 60);
 }
 
@@ -304,7 +336,9 @@ async fn a_reconnect_with_last_event_id_misses_no_event() {
     let mut stream = open(&router, job, ACME, None).await.unwrap();
     let status = stream.next().await.unwrap();
     assert_eq!(status.event.as_deref(), Some("status"));
-    let seen = status.id.expect("the status carries the feed position it reflects");
+    let seen = status
+        .id
+        .expect("the status carries the feed position it reflects");
     drop(stream);
     // While the client is away its job starts and reports progress.
     let (id, token) = claim(&store, 1).await[0];
@@ -318,7 +352,10 @@ async fn a_reconnect_with_last_event_id_misses_no_event() {
     for _ in 0..2 {
         frames.push(stream.next().await.unwrap());
     }
-    store.complete(id, token, Payload::null(), now()).await.unwrap();
+    store
+        .complete(id, token, Payload::null(), now())
+        .await
+        .unwrap();
     while let Some(frame) = stream.next().await {
         frames.push(frame);
     }
@@ -370,7 +407,10 @@ async fn a_stream_that_falls_behind_is_told_to_reconnect_and_catches_up() {
         last_id = frame.id.unwrap();
         rest += 1;
     }
-    store.complete(id, token, Payload::null(), now()).await.unwrap();
+    store
+        .complete(id, token, Payload::null(), now())
+        .await
+        .unwrap();
     assert_eq!(stream.rest().await, ["succeeded"]);
 }
 
@@ -391,6 +431,9 @@ async fn streams_outlast_an_outage_of_the_event_feed() {
     store.feed_down(false);
     let frame = stream.next().await.unwrap();
     assert_eq!(frame.event.as_deref(), Some("started"));
-    store.complete(id, token, Payload::null(), now()).await.unwrap();
+    store
+        .complete(id, token, Payload::null(), now())
+        .await
+        .unwrap();
     assert_eq!(stream.rest().await, ["succeeded"]);
 }

@@ -78,7 +78,9 @@ impl ErrorCode {
             Self::WrongState | Self::LeaseLost | Self::AlreadyFinished => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::QuotaPayload => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited | Self::QuotaQueued | Self::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::QuotaQueued | Self::TooManyStreams => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable | Self::MetricsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

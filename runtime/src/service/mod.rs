@@ -453,6 +453,7 @@ fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200 => "200",
         202 => "202",
+        204 => "204",
         400 => "400",
         401 => "401",
         403 => "403",

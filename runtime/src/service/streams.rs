@@ -74,9 +74,7 @@ impl StreamLimits {
         if mine >= self.per_key {
             return Err(ApiError::new(
                 ErrorCode::TooManyStreams,
-                format!(
-                    "this API key has {mine} event streams open, its most; close one first"
-                ),
+                format!("this API key has {mine} event streams open, its most; close one first"),
             ));
         }
         open.total += 1;
