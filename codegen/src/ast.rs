@@ -59,6 +59,7 @@ pub struct Service {
     pub api_keys_env: Option<Spanned<String>>,
     pub rate_limit: Option<Spanned<RateLimit>>,
     pub quota: Option<Spanned<Quota>>,
+    pub streams: Option<Spanned<Streams>>,
     pub max_body: Option<Spanned<ByteSize>>,
     pub queues: Option<Vec<Spanned<String>>>,
     pub status_cache: Option<Spanned<String>>,
@@ -70,6 +71,14 @@ pub struct RateLimit {
     pub requests: Option<Spanned<u32>>,
     pub per: Option<Spanned<Duration>>,
     pub burst: Option<Spanned<u32>>,
+}
+
+/// `streams { per_key total lifetime }`: limits on event streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Streams {
+    pub per_key: Option<Spanned<u32>>,
+    pub total: Option<Spanned<u32>>,
+    pub lifetime: Option<Spanned<Duration>>,
 }
 
 /// `quota { max_queued max_running max_payload min_priority max_priority }`: limits for each

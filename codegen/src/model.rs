@@ -56,6 +56,8 @@ pub struct Service {
     pub rate_limit: Option<RateLimit>,
     /// Limits for each tenant, if any.
     pub quota: Option<Quota>,
+    /// Limits on event streams (`GET /v1/jobs/{id}/events`).
+    pub streams: Streams,
     /// Largest accepted request body.
     pub max_body: ByteSize,
     /// Queues whose jobs this service accepts and reports on.
@@ -124,6 +126,17 @@ pub struct RateLimit {
     pub requests: u32,
     pub per: Duration,
     pub burst: u32,
+}
+
+/// How many Server-Sent Event streams may be open at once, and for how long each.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Streams {
+    /// Most streams one API key (without authentication: all callers together) may have open.
+    pub per_key: u32,
+    /// Most streams open on one service process.
+    pub total: u32,
+    /// A stream ends after this long with a `retry:` hint; the client reconnects.
+    pub lifetime: Duration,
 }
 
 /// Limits that apply to each tenant (each API key's tenant) on its own.

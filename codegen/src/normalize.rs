@@ -23,6 +23,12 @@ pub mod defaults {
     pub const MAX_BODY: ByteSize = ByteSize::mib(1);
     /// `service.rate_limit.per`.
     pub const RATE_LIMIT_PER: Duration = Duration::from_secs(1);
+    /// `service.streams.per_key`.
+    pub const STREAMS_PER_KEY: u32 = 100;
+    /// `service.streams.total`.
+    pub const STREAMS_TOTAL: u32 = 10_000;
+    /// `service.streams.lifetime`.
+    pub const STREAM_LIFETIME: Duration = Duration::from_secs(15 * 60);
     /// `queue.max_attempts`.
     pub const MAX_ATTEMPTS: u32 = 5;
     /// `queue.backoff.initial`.
@@ -464,6 +470,22 @@ fn service(
             min_priority: q.value.min_priority.as_ref().map(|v| v.value),
             max_priority: q.value.max_priority.as_ref().map(|v| v.value),
         }),
+        streams: {
+            let given = s.streams.as_ref().map(|s| &s.value);
+            let total = given
+                .and_then(|s| s.total.as_ref())
+                .map_or(defaults::STREAMS_TOTAL, |v| v.value);
+            model::Streams {
+                // Only `total` given, and below the default per key: one key may use them all.
+                per_key: given
+                    .and_then(|s| s.per_key.as_ref())
+                    .map_or(defaults::STREAMS_PER_KEY.min(total), |v| v.value),
+                total,
+                lifetime: given
+                    .and_then(|s| s.lifetime.as_ref())
+                    .map_or(defaults::STREAM_LIFETIME, |v| v.value),
+            }
+        },
         max_body,
         queues: served,
     })

@@ -1,5 +1,5 @@
-//! `service "name" { … }`: the HTTP API, with its `domain`, `rate_limit`, `quota` and `env`
-//! blocks.
+//! `service "name" { … }`: the HTTP API, with its `domain`, `rate_limit`, `quota`, `streams`
+//! and `env` blocks.
 
 use hcl_edit::structure::Block;
 
@@ -41,6 +41,9 @@ pub(super) fn read_service(
     }
     if let Some(quota) = r.block(diags, "quota") {
         service.quota = Some(read_quota(diags, quota, &header));
+    }
+    if let Some(streams) = r.block(diags, "streams") {
+        service.streams = Some(read_streams(diags, streams, &header));
     }
     for env in r.blocks("env") {
         if let Some(h) = block_header(diags, env, "env") {
@@ -149,4 +152,36 @@ fn read_quota(diags: &mut Diagnostics, quota: &Block, header: &ast::Header) -> S
         );
     }
     Spanned::new(limits, span(quota))
+}
+
+/// `streams { per_key, total, lifetime }`: how many event streams may be open and for how long.
+fn read_streams(
+    diags: &mut Diagnostics,
+    streams: &Block,
+    header: &ast::Header,
+) -> Spanned<ast::Streams> {
+    let mut s = Reader::nested(&streams.body, header, "streams");
+    let limits = ast::Streams {
+        per_key: s.value(diags, "per_key", int_at_least(1)),
+        total: s.value(diags, "total", int_at_least(1)),
+        lifetime: s.value(diags, "lifetime", duration),
+    };
+    s.finish(diags);
+    if let (Some(per_key), Some(total)) = (&limits.per_key, &limits.total)
+        && per_key.value > total.value
+    {
+        diags.push(
+            Diagnostic::error(
+                "streams-per-key-above-total",
+                per_key.span,
+                format!(
+                    "`per_key` ({}) is above `total` ({})",
+                    per_key.value, total.value
+                ),
+            )
+            .with_label("the most streams one API key may have open")
+            .with_help("lower `per_key` to at most `total`, or raise `total`"),
+        );
+    }
+    Spanned::new(limits, span(streams))
 }

@@ -233,6 +233,11 @@ impl Caller {
         }
     }
 
+    /// Names the caller's key (without authentication: one name for everyone), never the key.
+    pub(crate) fn key_id(&self) -> &Arc<str> {
+        &self.key_id
+    }
+
     /// Whether the caller has `scope` (admin has every scope).
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes & (scope.bit() | Scope::Admin.bit()) != 0

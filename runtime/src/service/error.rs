@@ -52,6 +52,8 @@ pub enum ErrorCode {
     RateLimited,
     /// 429: over the tenant's quota of waiting jobs.
     QuotaQueued,
+    /// 429: over the event streams the key, or the service, may have open.
+    TooManyStreams,
     /// 500: the service is misconfigured.
     Internal,
     /// 503: the job store is unavailable.
@@ -76,7 +78,9 @@ impl ErrorCode {
             Self::WrongState | Self::LeaseLost | Self::AlreadyFinished => StatusCode::CONFLICT,
             Self::PayloadTooLarge | Self::QuotaPayload => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited | Self::QuotaQueued => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited | Self::QuotaQueued | Self::TooManyStreams => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StoreUnavailable | Self::MetricsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -104,6 +108,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited => "rate_limited",
             Self::QuotaQueued => "quota_queued",
+            Self::TooManyStreams => "too_many_streams",
             Self::Internal => "internal",
             Self::StoreUnavailable => "store_unavailable",
             Self::MetricsUnavailable => "metrics_unavailable",
@@ -305,6 +310,7 @@ mod tests {
             (ErrorCode::Csrf, "csrf", 403),
             (ErrorCode::AlreadyFinished, "already_finished", 409),
             (ErrorCode::QuotaQueued, "quota_queued", 429),
+            (ErrorCode::TooManyStreams, "too_many_streams", 429),
             (ErrorCode::StoreUnavailable, "store_unavailable", 503),
         ] {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{text}\""));

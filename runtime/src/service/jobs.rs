@@ -1,22 +1,17 @@
-//! Job routes: submit, batch, status, events (SSE), cancel, list.
+//! Job routes: submit, batch, status, cancel, list (events: [`super::streams`]).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::Query;
 use super::{ApiError, Caller, ErrorCode, FieldError, Scope, State, read_json};
 use crate::control;
-use crate::event::EventKind;
-use crate::feed::EventFollower;
 use crate::job::{JobId, JobState, Payload, Timestamp};
 use crate::plan::Ceiling;
 use crate::queue::SendOptions;
@@ -423,59 +418,6 @@ pub(crate) async fn status(
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     Ok(axum::Json(state.control.status(&caller.view(), id).await?))
-}
-
-/// Every state and progress change of a job, as Server-Sent Events, until it ends. The first
-/// event (`status`) is the current status; then one event per change, named by its kind.
-#[utoipa::path(
-    get, path = "/v1/jobs/{id}/events", params(("id" = uuid::Uuid, Path, description = "Job id")),
-    responses((status = 200, description = "An event stream", content_type = "text/event-stream"), (status = 404, body = super::ErrorBody))
-)]
-pub(crate) async fn events(
-    Extract(state): Extract<State>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    caller.require(Scope::Read)?;
-    let id = parse_id(&id)?;
-    let store = state.control.engine().store().clone();
-    // Start following before reading the status, so no change falls in between.
-    let follower = EventFollower::from_now(store).await?;
-    let current = state.control.status(&caller.view(), id).await?;
-    let first = SseEvent::default()
-        .event("status")
-        .json_data(&current)
-        .unwrap_or_default();
-    let finished = current.state.is_finished();
-    let stream = futures_util::stream::unfold(
-        (Some(first), follower, finished),
-        move |(first, mut follower, done)| async move {
-            if let Some(first) = first {
-                return Some((Ok(first), (None, follower, done)));
-            }
-            if done {
-                return None;
-            }
-            loop {
-                match follower.next().await {
-                    Ok(event) if event.job == id => {
-                        let end = event.state.is_finished() && event.kind != EventKind::Failed;
-                        let sse = SseEvent::default()
-                            .event(event.kind.as_str())
-                            .json_data(&event)
-                            .unwrap_or_default();
-                        return Some((Ok(sse), (None, follower, end)));
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::warn!(job.id = %id, error = %err, "event stream ended: reading events failed");
-                        return None;
-                    }
-                }
-            }
-        },
-    );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// Cancels a waiting or running job.

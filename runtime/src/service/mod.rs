@@ -26,6 +26,7 @@ mod dashboard;
 mod error;
 mod failures;
 mod jobs;
+mod streams;
 
 pub use auth::{ApiKeys, Caller, Scope};
 pub use dashboard::SessionLifetime;
@@ -79,6 +80,10 @@ pub(crate) struct Shared {
     /// Whether a proxy in front says how clients connected (`X-Forwarded-Proto`,
     /// `X-Forwarded-For`); without it those headers are ignored.
     pub(crate) behind_proxy: bool,
+    /// The one reader of the event feed behind every event stream.
+    pub(crate) hub: crate::feed::EventHub,
+    /// How many event streams may be open, and for how long.
+    pub(crate) streams: Arc<streams::StreamLimits>,
 }
 
 pub(crate) type State = Arc<Shared>;
@@ -177,6 +182,8 @@ impl Service {
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
             validators: HashMap::new(),
             metrics: prometheus(),
+            hub: crate::feed::EventHub::new(engine.store().clone()),
+            streams: Arc::new(streams::StreamLimits::new(block.streams)),
             control: Control::new(engine, served),
             sessions: dashboard::Sessions::new(SessionLifetime::default())?,
             failures: failures::Failures::default(),
@@ -258,7 +265,7 @@ impl Service {
             .route("/v1/jobs", post(jobs::submit).get(jobs::list))
             .route("/v1/jobs/batch", post(jobs::submit_batch))
             .route("/v1/jobs/{id}", get(jobs::status))
-            .route("/v1/jobs/{id}/events", get(jobs::events))
+            .route("/v1/jobs/{id}/events", get(streams::events))
             .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
             .route("/v1/queues", get(admin::queues))
             .route("/v1/queues/{name}/pause", post(admin::pause))
@@ -483,6 +490,7 @@ fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
         200 => "200",
         202 => "202",
+        204 => "204",
         400 => "400",
         401 => "401",
         403 => "403",
@@ -551,7 +559,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         jobs::submit_batch,
         jobs::list,
         jobs::status,
-        jobs::events,
+        streams::events,
         jobs::cancel,
         admin::queues,
         admin::pause,

@@ -47,3 +47,4 @@ pub async fn redis(url: &str) -> Arc<dyn Store> {
 pub fn succeed() -> impl Handler {
     handler_fn(|_ctx: JobContext| async move { Ok::<_, TaskError>(()) })
 }
+pub mod counting;
