@@ -196,6 +196,29 @@ impl Hub {
 /// The hub's reader: reads the feed after the cursor and hands each event to its job's
 /// subscribers, until none is left.
 async fn read(hub: Arc<Hub>) {
+    /// Whichever way the reader ends — no subscriber left, a panic, its task dropped at
+    /// shutdown — the hub hears of it: it is marked stopped and its subscribers are let go
+    /// (their streams end with a hint to reconnect), so the next subscriber starts a reader
+    /// instead of waiting on one that is gone.
+    struct Stopped {
+        hub: Arc<Hub>,
+        /// Cleared when the reader stops by itself, having marked the hub stopped: by then
+        /// another reader may have started, which this one must leave be.
+        armed: bool,
+    }
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            if self.armed {
+                let mut state = self.hub.lock();
+                state.running = false;
+                state.subscribers.clear();
+            }
+        }
+    }
+    let mut stopped = Stopped {
+        hub: hub.clone(),
+        armed: true,
+    };
     let notify = hub.store.event_notify();
     let mut backoff = Duration::from_millis(100);
     let mut failing = false;
@@ -209,6 +232,7 @@ async fn read(hub: Arc<Hub>) {
             let mut state = hub.lock();
             if state.subscribers.is_empty() {
                 state.running = false;
+                stopped.armed = false;
                 return;
             }
             state.cursor

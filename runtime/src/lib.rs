@@ -53,4 +53,7 @@ pub mod docs {
 
     #[doc = include_str!("docs/engine.md")]
     pub mod engine {}
+
+    #[doc = include_str!("docs/threat_model.md")]
+    pub mod threat_model {}
 }

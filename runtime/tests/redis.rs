@@ -910,3 +910,69 @@ async fn fencing_tokens_do_not_repeat_after_a_restore_from_an_older_snapshot() {
         .await
         .unwrap();
 }
+
+/// `?replicas=1`: an enqueue is acknowledged once a replica has it, and fails (saying so)
+/// when no replica takes it in time. A primary and a replica of the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_required_an_enqueue_is_acknowledged_only_once_a_replica_has_it() {
+    if redis_support::available().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Server::start(redis_support::free_port(), &dir.path().join("p"), &[]);
+    let port = primary.port.to_string();
+    let mut replica = Server::start(
+        redis_support::free_port(),
+        &dir.path().join("r"),
+        &["--replicaof", "127.0.0.1", &port],
+    );
+    // The replica's link comes up on its own; bounded, like the server's start.
+    let mut on_replica = connect(&replica.url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut on_replica)
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica did not sync"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("{}?replicas=1&replica_timeout_ms=2000", primary.url());
+    let store = support::redis(&url).await;
+    let job = NewJob::new("jobs", "test", Payload::from_value(&1).unwrap());
+    let id = store.enqueue(vec![job], now()).await.unwrap()[0].id();
+    let located: Option<String> = redis::cmd("HGET")
+        .arg("raindrop:where")
+        .arg(id.to_string())
+        .query(&mut on_replica)
+        .unwrap();
+    assert_eq!(
+        located.as_deref(),
+        Some("jobs"),
+        "the replica had the job when it was acknowledged"
+    );
+    let key = format!("raindrop:{{jobs}}:j:{id}");
+    let on_replica_record: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query(&mut on_replica)
+        .unwrap();
+    assert!(on_replica_record);
+
+    replica.stop();
+    let url = format!("{}?replicas=1&replica_timeout_ms=200", primary.url());
+    let store = support::redis(&url).await;
+    let job = NewJob::new("jobs", "test", Payload::from_value(&2).unwrap());
+    let err = store.enqueue(vec![job], now()).await.unwrap_err();
+    assert_eq!(
+        err.store_kind(),
+        Some(raindrop::error::StoreErrorKind::Unavailable),
+        "{err}"
+    );
+    assert!(err.to_string().contains("0 of 1 replicas"), "{err}");
+}

@@ -437,3 +437,27 @@ async fn streams_outlast_an_outage_of_the_event_feed() {
         .unwrap();
     assert_eq!(stream.rest().await, ["succeeded"]);
 }
+
+/// A `Last-Event-ID` past the end of the feed (made up, or from before the store was reset)
+/// starts the stream from the current status, and later events arrive: it does not wait,
+/// silent, for an id the feed will take long to reach.
+#[tokio::test]
+async fn a_last_event_id_from_the_future_starts_from_the_status() {
+    let (router, store) = service("", false);
+    let job = enqueue(&store, 1).await[0];
+    let mut stream = open(&router, job, ACME, Some(u64::MAX / 2)).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the status arrives")
+        .unwrap();
+    assert_eq!(status.event.as_deref(), Some("status"));
+    let (id, token) = claim(&store, 1).await[0];
+    store
+        .complete(id, token, Payload::null(), now())
+        .await
+        .unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(10), stream.rest())
+        .await
+        .expect("the job's events arrive");
+    assert_eq!(rest, ["started", "succeeded"]);
+}

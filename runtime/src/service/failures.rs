@@ -74,10 +74,12 @@ impl Failures {
         let mut tallies = self.tallies();
         if !tallies.contains_key(&client) && tallies.len() >= self.capacity {
             tallies.retain(|_, tally| at < tally.since + WINDOW);
+            // The oldest of those not refused go first: an address refused now stays refused
+            // however many others a guesser fails from.
             while tallies.len() >= self.capacity {
                 let Some(oldest) = tallies
                     .iter()
-                    .min_by_key(|(_, tally)| tally.since)
+                    .min_by_key(|(_, tally)| (tally.count >= ALLOWED, tally.since))
                     .map(|(address, _)| *address)
                 else {
                     break;
@@ -99,12 +101,31 @@ impl Failures {
     }
 }
 
-/// The address a request comes from, as described in this module's documentation.
+/// The address a request comes from, as described in this module's documentation; an IPv6
+/// address counts as its /64 network, which one client holds whole.
 pub(crate) fn client(
     headers: &HeaderMap,
     extensions: &Extensions,
     behind_proxy: bool,
 ) -> Option<IpAddr> {
+    address(headers, extensions, behind_proxy).map(network)
+}
+
+/// What failures are counted by for `ip`: an IPv4 address (IPv4-mapped IPv6 included) as it
+/// is, an IPv6 address by its first 64 bits.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
+fn address(headers: &HeaderMap, extensions: &Extensions, behind_proxy: bool) -> Option<IpAddr> {
     if behind_proxy {
         let forwarded = headers
             .get_all("x-forwarded-for")
@@ -160,5 +181,41 @@ mod tests {
             Some(IpAddr::from([198, 51, 100, 7]))
         );
         assert_eq!(client(&HeaderMap::new(), &Extensions::new(), false), None);
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_64_network() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(network(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            network(ip("2001:db8:1:2:ffff::9")),
+            network(ip("2001:db8:1:2::7"))
+        );
+        assert_ne!(
+            network(ip("2001:db8:1:3::1")),
+            network(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(network(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(network(ip("192.0.2.1")), ip("192.0.2.1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_address_is_not_forgotten_for_newer_ones() {
+        let failures = Failures {
+            capacity: 3,
+            ..Failures::default()
+        };
+        let guesser = Some(IpAddr::from([192, 0, 2, 1]));
+        for _ in 0..ALLOWED {
+            failures.record(guesser);
+        }
+        for n in 10..20u8 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            failures.record(Some(IpAddr::from([192, 0, 2, n])));
+        }
+        assert!(
+            failures.blocked(guesser).is_some(),
+            "the guesser is still refused"
+        );
     }
 }

@@ -142,6 +142,9 @@ pub(crate) async fn events(
     let subscription = state.hub.subscribe(id).await?;
     let current = state.control.status(&caller.view(), id).await?;
     let now = subscription.after();
+    // An id past the feed's end (made up, or from before the store was reset) resumes
+    // nothing: the stream starts from the current status, as a first connection does.
+    let resume = resume.filter(|after| *after <= now);
     let mut first = VecDeque::new();
     let mut done = false;
     // Live events are those after `now`; a reconnect skips what its client saw before.

@@ -585,8 +585,8 @@ impl<
 pub enum StoreUrl {
     /// In this process only.
     Memory,
-    /// An SQLite file.
-    Sqlite(std::path::PathBuf),
+    /// An SQLite file, and what its commits survive.
+    Sqlite(std::path::PathBuf, Durability),
     /// A Redis server or cluster; the URL may hold a password, so it is never printed whole.
     Redis(String),
 }
@@ -601,7 +601,10 @@ impl std::fmt::Display for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreUrl::Memory => f.write_str("memory"),
-            StoreUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreUrl::Sqlite(path, Durability::Process) => write!(f, "sqlite:{}", path.display()),
+            StoreUrl::Sqlite(path, Durability::Power) => {
+                write!(f, "sqlite:{}?durability=power", path.display())
+            }
             StoreUrl::Redis(url) => f.write_str(&redact_url(url)),
         }
     }
@@ -621,6 +624,31 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// What an acknowledged write to an SQLite store survives: the setting `?durability=` of a
+/// `sqlite:` store URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The process being killed (`kill -9`, a crash, an OOM kill), not the machine losing
+    /// power: the write-ahead log is synced to disk at checkpoints, not at each commit
+    /// (`PRAGMA synchronous = NORMAL`). The default.
+    #[default]
+    Process,
+    /// Power loss too: each commit syncs the write-ahead log before it is acknowledged
+    /// (`PRAGMA synchronous = FULL`), at the cost of an fsync per commit (group commit shares
+    /// it among the operations committed together).
+    Power,
+}
+
+impl Durability {
+    /// The value of `PRAGMA synchronous` it takes.
+    pub fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Process => "NORMAL",
+            Durability::Power => "FULL",
+        }
+    }
+}
+
 /// The SQLite file used when nothing is configured.
 pub const DEFAULT_SQLITE_PATH: &str = ".raindrop/raindrop.db";
 
@@ -628,9 +656,15 @@ impl StoreUrl {
     /// Parses a store URL; an empty or absent one means SQLite at the default path.
     pub fn parse(url: Option<&str>) -> Result<Self> {
         match url.map(str::trim) {
-            None | Some("") => Ok(StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())),
+            None | Some("") => Ok(StoreUrl::Sqlite(
+                DEFAULT_SQLITE_PATH.into(),
+                Durability::default(),
+            )),
             Some("memory") => Ok(StoreUrl::Memory),
-            Some("sqlite") => Ok(StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())),
+            Some("sqlite") => Ok(StoreUrl::Sqlite(
+                DEFAULT_SQLITE_PATH.into(),
+                Durability::default(),
+            )),
             Some(redis)
                 if ["redis://", "rediss://", "redis-cluster://", "redis+unix://"]
                     .iter()
@@ -640,7 +674,20 @@ impl StoreUrl {
             }
             Some(other) => match other.split_once(':') {
                 Some(("sqlite", path)) if !path.is_empty() => {
-                    Ok(StoreUrl::Sqlite(path.trim_start_matches("//").into()))
+                    let (path, durability) = match path.rsplit_once("?durability=") {
+                        Some((path, "process")) => (path, Durability::Process),
+                        Some((path, "power")) => (path, Durability::Power),
+                        Some((_, other)) => {
+                            return Err(Error::Config(format!(
+                                "SQLite durability is `process` or `power`, not `{other}`"
+                            )));
+                        }
+                        None => (path, Durability::default()),
+                    };
+                    Ok(StoreUrl::Sqlite(
+                        path.trim_start_matches("//").into(),
+                        durability,
+                    ))
                 }
                 _ => Err(Error::Config(format!(
                     "unknown store `{}`: use `memory`, `sqlite:PATH` (default `sqlite:{DEFAULT_SQLITE_PATH}`), `redis://HOST:PORT/DB` or `redis-cluster://HOST:PORT,…`",
@@ -661,9 +708,11 @@ pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
     match url {
         StoreUrl::Memory => Ok(Arc::new(memory::MemoryStore::new())),
         #[cfg(feature = "sqlite")]
-        StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreUrl::Sqlite(path, durability) => Ok(Arc::new(
+            sqlite::SqliteStore::open_with(path, *durability).await?,
+        )),
         #[cfg(not(feature = "sqlite"))]
-        StoreUrl::Sqlite(_) => Err(Error::Config(
+        StoreUrl::Sqlite(..) => Err(Error::Config(
             "this build has no SQLite store (feature `sqlite`)".into(),
         )),
         #[cfg(feature = "redis")]
@@ -683,13 +732,21 @@ mod tests {
     fn store_urls_default_to_sqlite() {
         assert_eq!(
             StoreUrl::parse(None).unwrap(),
-            StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into())
+            StoreUrl::Sqlite(DEFAULT_SQLITE_PATH.into(), Durability::Process)
         );
         assert_eq!(StoreUrl::parse(Some("memory")).unwrap(), StoreUrl::Memory);
         assert_eq!(
             StoreUrl::parse(Some("sqlite:/tmp/x.db")).unwrap(),
-            StoreUrl::Sqlite("/tmp/x.db".into())
+            StoreUrl::Sqlite("/tmp/x.db".into(), Durability::Process)
         );
+        let power = StoreUrl::parse(Some("sqlite:/tmp/x.db?durability=power")).unwrap();
+        assert_eq!(
+            power,
+            StoreUrl::Sqlite("/tmp/x.db".into(), Durability::Power)
+        );
+        assert_eq!(power.to_string(), "sqlite:/tmp/x.db?durability=power");
+        let err = StoreUrl::parse(Some("sqlite:x.db?durability=disk")).unwrap_err();
+        assert!(err.to_string().contains("`process` or `power`"), "{err}");
         let err = StoreUrl::parse(Some("postgres://x"))
             .unwrap_err()
             .to_string();

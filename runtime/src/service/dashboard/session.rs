@@ -40,6 +40,9 @@ const SESSION_COOKIE: &str = "raindrop_session";
 const LOGIN_COOKIE: &str = "raindrop_login";
 /// Sessions kept at most; opening one more drops the expired ones, then the oldest.
 pub(crate) const MAX_SESSIONS: usize = 10_000;
+/// Most sessions open at once for one key: one key logging in again and again ends its own
+/// oldest sessions, not everyone else's.
+const MAX_SESSIONS_PER_KEY: usize = 100;
 /// How long the login page's cookie (and so its form) stays good.
 const LOGIN_FORM_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -199,6 +202,23 @@ impl Sessions {
         let id = SessionId::random()?;
         let at = Instant::now();
         let mut sessions = self.sessions();
+        let key = caller.key_id().clone();
+        let of_key = |sessions: &HashMap<SessionId, Session>| {
+            sessions
+                .iter()
+                .filter(|(_, s)| *s.caller.key_id() == key)
+                .min_by_key(|(_, s)| s.opened)
+                .map(|(id, _)| *id)
+        };
+        if sessions
+            .values()
+            .filter(|s| *s.caller.key_id() == key)
+            .count()
+            >= MAX_SESSIONS_PER_KEY
+            && let Some(oldest) = of_key(&sessions)
+        {
+            sessions.remove(&oldest);
+        }
         if sessions.len() >= self.capacity {
             sessions.retain(|_, session| !self.expired(session, at));
         }
@@ -564,6 +584,25 @@ mod tests {
         assert_eq!(sessions.len(), 3);
         assert!(sessions.find(&ids[0]).is_none() && sessions.find(&ids[1]).is_none());
         assert!(ids[2..].iter().all(|id| sessions.find(id).is_some()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_key_logging_in_again_and_again_ends_only_its_own_sessions() {
+        let sessions = Sessions::new(SessionLifetime::default()).unwrap();
+        let other = sessions.open(Caller::anonymous()).unwrap();
+        let keys = crate::service::ApiKeys::parse("acme:read:acme-read-0123456789").unwrap();
+        let flooder = keys.caller("acme-read-0123456789").unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..MAX_SESSIONS_PER_KEY + 5 {
+            ids.push(sessions.open(flooder.clone()).unwrap());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(sessions.len(), MAX_SESSIONS_PER_KEY + 1);
+        assert!(
+            sessions.find(&other).is_some(),
+            "another's session survives"
+        );
+        assert!(sessions.find(&ids[0]).is_none() && sessions.find(&ids[5]).is_some());
     }
 
     #[test]

@@ -57,6 +57,31 @@ fn enqueue_args(
 }
 
 impl RedisStore {
+    /// With `?replicas=N`: waits until N replicas have this connection's writes (`WAIT`), so
+    /// an acknowledged enqueue survives the primary's loss; fails when fewer have them in
+    /// time (the jobs may then be stored all the same: a client resubmits with its
+    /// idempotency key).
+    async fn wait_for_replicas(&self) -> Result<()> {
+        let Some((replicas, timeout_ms)) = self.shared.url.replicas else {
+            return Ok(());
+        };
+        let acked: u32 = self
+            .shared
+            .redis
+            .query("enqueue", redis::cmd("WAIT").arg(replicas).arg(timeout_ms))
+            .await?;
+        if acked < replicas {
+            return Err(crate::Error::store(
+                "enqueue",
+                crate::error::StoreErrorKind::Unavailable,
+                format!(
+                    "{acked} of {replicas} replicas had the enqueue within {timeout_ms} ms; it may be stored all the same"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Records where each job of `by_queue` lives and that its queue exists: before any
     /// script adds a job, so a job is never findable before this.
     async fn record_locations(
@@ -154,6 +179,7 @@ impl RedisStore {
                 });
             }
         }
+        self.wait_for_replicas().await?;
         if !unused.is_empty() {
             self.shared
                 .redis

@@ -13,6 +13,9 @@ pub struct RedisUrl {
     pub(super) prefix: String,
     /// Whose clock leases are measured by.
     pub(super) clock: LeaseClock,
+    /// How many replicas must have an enqueue before it is acknowledged (`WAIT`), and how
+    /// long to wait for them: none by default.
+    pub(super) replicas: Option<(u32, u64)>,
 }
 
 /// Whose clock a Redis store measures leases by: when a claim's or a heartbeat's lease ends,
@@ -36,11 +39,24 @@ impl RedisUrl {
         let (url, query) = url.split_once('?').unwrap_or((url, ""));
         let mut prefix = "raindrop".to_owned();
         let mut clock = LeaseClock::default();
+        let (mut replicas, mut replica_timeout_ms) = (None, 1000);
         let mut rest = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("clock", "redis")) => clock = LeaseClock::Redis,
                 Some(("clock", "caller")) => clock = LeaseClock::Caller,
+                Some(("replicas", n)) => {
+                    replicas = Some(n.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        Error::Config(format!("`replicas={n}`: a number of replicas, at least 1"))
+                    })?);
+                }
+                Some(("replica_timeout_ms", ms)) => {
+                    replica_timeout_ms = ms.parse().ok().filter(|ms| *ms > 0).ok_or_else(|| {
+                        Error::Config(format!(
+                            "`replica_timeout_ms={ms}`: milliseconds, at least 1"
+                        ))
+                    })?;
+                }
                 Some(("clock", other)) => {
                     return Err(Error::Config(format!(
                         "the Redis lease clock is `redis` or `caller`, not `{other}`"
@@ -62,7 +78,14 @@ impl RedisUrl {
         } else {
             format!("?{}", rest.join("&"))
         };
+        let replicas = replicas.map(|n| (n, replica_timeout_ms));
         if let Some(hosts) = url.strip_prefix("redis-cluster://") {
+            if replicas.is_some() {
+                return Err(Error::Config(
+                    "`replicas=` needs one Redis with replicas: on a cluster, WAIT would go to a node that did not take the write"
+                        .into(),
+                ));
+            }
             let hosts = hosts.trim_end_matches('/');
             let (auth, hosts) = match hosts.rsplit_once('@') {
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
@@ -84,6 +107,7 @@ impl RedisUrl {
                 cluster: true,
                 prefix,
                 clock,
+                replicas,
             });
         }
         if !(url.starts_with("redis://")
@@ -101,6 +125,7 @@ impl RedisUrl {
             cluster: false,
             prefix,
             clock,
+            replicas,
         })
     }
 
@@ -137,5 +162,22 @@ mod tests {
         );
         let err = RedisUrl::parse("redis://h:1?clock=local").unwrap_err();
         assert!(err.to_string().contains("`redis` or `caller`"), "{err}");
+    }
+
+    #[test]
+    fn replicas_are_an_opt_in_of_a_single_redis() {
+        let url = |s: &str| RedisUrl::parse(s).unwrap();
+        assert_eq!(url("redis://h:1").replicas, None);
+        assert_eq!(url("redis://h:1?replicas=2").replicas, Some((2, 1000)));
+        let both = url("redis://h:1?replica_timeout_ms=50&replicas=1&prefix=p");
+        assert_eq!((both.replicas, both.prefix()), (Some((1, 50)), "p"));
+        assert_eq!(both.nodes, vec!["redis://h:1".to_owned()]);
+        for bad in [
+            "redis://h:1?replicas=0",
+            "redis://h:1?replicas=x",
+            "redis-cluster://a:1?replicas=1",
+        ] {
+            assert!(RedisUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 }

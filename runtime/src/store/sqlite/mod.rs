@@ -61,8 +61,14 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`, and its parent directory.
+    /// Opens (creating if needed) the database at `path`, and its parent directory, with the
+    /// default [`Durability`](crate::store::Durability) (what `kill -9` does not undo).
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, crate::store::Durability::default()).await
+    }
+
+    /// [`open`](Self::open), with its commits surviving what `durability` says.
+    pub async fn open_with(path: &Path, durability: crate::store::Durability) -> Result<Self> {
         let path = path.to_path_buf();
         let opened = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
@@ -76,6 +82,8 @@ impl SqliteStore {
                 })?;
             }
             let conn = schema::open_connection(&opened)?;
+            // The writer's connection commits: its setting is the one that counts.
+            conn.pragma_update(None, "synchronous", durability.synchronous())?;
             conn.execute_batch(schema::SCHEMA)?;
             counts::build_counts(&conn)?;
             Ok(conn)
@@ -143,6 +151,25 @@ mod tests {
 
     fn failure(code: std::ffi::c_int) -> Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None).into()
+    }
+
+    /// The writer's `PRAGMA synchronous` with `durability`: 1 is NORMAL, 2 FULL.
+    async fn synchronous_with(durability: crate::store::Durability) -> i64 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(&dir.path().join("db"), durability)
+            .await
+            .unwrap();
+        store
+            .write(|conn, _| Ok(conn.pragma_query_value(None, "synchronous", |r| r.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn power_durability_syncs_every_commit_and_process_durability_does_not() {
+        use crate::store::Durability;
+        assert_eq!(synchronous_with(Durability::Power).await, 2, "FULL");
+        assert_eq!(synchronous_with(Durability::Process).await, 1, "NORMAL");
     }
 
     #[test]
