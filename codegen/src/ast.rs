@@ -63,6 +63,7 @@ pub struct Service {
     pub max_body: Option<Spanned<ByteSize>>,
     pub queues: Option<Vec<Spanned<String>>>,
     pub status_cache: Option<Spanned<String>>,
+    pub behind_proxy: Option<Spanned<bool>>,
 }
 
 /// `rate_limit { requests per burst }`.

@@ -62,6 +62,10 @@ pub struct Service {
     pub max_body: ByteSize,
     /// Queues whose jobs this service accepts and reports on.
     pub queues: Vec<Name>,
+    /// Whether a proxy in front of the service says how clients connected
+    /// (`X-Forwarded-Proto`, `X-Forwarded-For`); without it those headers are ignored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub behind_proxy: bool,
 }
 
 /// Raindrop's `visibility` values.

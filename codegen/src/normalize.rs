@@ -488,6 +488,7 @@ fn service(
         },
         max_body,
         queues: served,
+        behind_proxy: s.behind_proxy.as_ref().is_some_and(|b| b.value),
     })
 }
 

@@ -25,9 +25,14 @@ fn app(keys: bool) -> (axum::Router, Arc<dyn Store>) {
 }
 
 fn service(keys: bool) -> (Service, Arc<dyn Store>) {
-    let app = support::app(
-        "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  kv_cache \"status\" {}\n}\n",
-    );
+    service_with(keys, "")
+}
+
+/// [`service`] with `settings` in its `service` block.
+fn service_with(keys: bool, settings: &str) -> (Service, Arc<dyn Store>) {
+    let app = support::app(&format!(
+        "application \"t\" {{\n  service \"api\" {{\n{settings}\n  }}\n  queue \"jobs\" {{}}\n  task \"worker\" {{}}\n  kv_cache \"status\" {{}}\n}}\n",
+    ));
     let store = memory();
     let engine = Engine::builder(app)
         .store(store.clone())
@@ -707,24 +712,28 @@ async fn login_without_a_form_token_is_refused() {
 
 #[tokio::test]
 async fn session_cookies_are_secure_behind_https() {
-    let (service, _) = service(true);
-    let mut browser = Browser::new(service.behind_proxy(true).router());
-    browser
-        .headers
-        .push(("x-forwarded-proto", "https".to_owned()));
-    browser.login(ACME).await;
-    let sessions: Vec<_> = browser
-        .set_cookies
-        .iter()
-        .filter(|c| c.starts_with("raindrop_session=") || c.starts_with("raindrop_login="))
-        .collect();
-    assert!(sessions.len() >= 2, "{sessions:?}");
-    for set in sessions {
-        assert!(set.contains("; Secure"), "{set}");
-        assert!(
-            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-            "{set}"
-        );
+    // Declared by the builder, or in the manifest's service block.
+    let (by_builder, _) = service(true);
+    let (by_manifest, _) = service_with(true, "    behind_proxy = true");
+    for service in [by_builder.behind_proxy(true), by_manifest] {
+        let mut browser = Browser::new(service.router());
+        browser
+            .headers
+            .push(("x-forwarded-proto", "https".to_owned()));
+        browser.login(ACME).await;
+        let sessions: Vec<_> = browser
+            .set_cookies
+            .iter()
+            .filter(|c| c.starts_with("raindrop_session=") || c.starts_with("raindrop_login="))
+            .collect();
+        assert!(sessions.len() >= 2, "{sessions:?}");
+        for set in sessions {
+            assert!(set.contains("; Secure"), "{set}");
+            assert!(
+                set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+                "{set}"
+            );
+        }
     }
     // Plain HTTP (no proxy declared, whatever a client claims): no `Secure`, which a browser
     // would not send back over HTTP.

@@ -4,7 +4,7 @@
 use hcl_edit::structure::Block;
 
 use super::convert::{
-    duration, int_at_least, one_of, priority, size, socket_addr, string, string_list,
+    boolean, duration, int_at_least, one_of, priority, size, socket_addr, string, string_list,
 };
 use super::env::read_env;
 use super::header::block_header;
@@ -31,6 +31,7 @@ pub(super) fn read_service(
         max_body: r.value(diags, "max_body", size),
         queues: r.value(diags, "queues", string_list).map(|l| l.value),
         status_cache: r.value(diags, "status_cache", string),
+        behind_proxy: r.value(diags, "behind_proxy", boolean),
         ..ast::Service::default()
     };
     if let Some(domain) = r.block(diags, "domain") {

@@ -174,6 +174,7 @@ impl Service {
             })
             .collect();
         let served = block.queues.iter().map(ToString::to_string).collect();
+        let behind_proxy = block.behind_proxy;
         let shared = Shared {
             guard,
             quota: block.quota,
@@ -187,7 +188,7 @@ impl Service {
             control: Control::new(engine, served),
             sessions: dashboard::Sessions::new(SessionLifetime::default())?,
             failures: failures::Failures::default(),
-            behind_proxy: false,
+            behind_proxy,
         };
         Ok(Self {
             shared,
