@@ -976,3 +976,97 @@ async fn with_replicas_required_an_enqueue_is_acknowledged_only_once_a_replica_h
     );
     assert!(err.to_string().contains("0 of 1 replicas"), "{err}");
 }
+
+/// A TCP proxy to Redis that, once armed, swallows the next reply and drops the connection:
+/// the command ran, its caller never hears.
+struct LosingProxy {
+    port: u16,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LosingProxy {
+    async fn start(upstream: String) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let arm = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let arm = arm.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(n) = server_read.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        if arm.swap(false, Ordering::SeqCst) {
+                            // The reply is lost: both halves go with this task.
+                            return;
+                        }
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, armed }
+    }
+}
+
+/// A claim runs on Redis but its reply is lost (the connection drops): the job it took goes
+/// back to the queue with its attempt unspent, so a job of one attempt is not dead-lettered
+/// without having run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_claim_reply_costs_the_job_no_attempt() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let upstream = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = LosingProxy::start(upstream).await;
+    let store = support::redis(&format!(
+        "redis://127.0.0.1:{}?prefix={}",
+        proxy.port,
+        prefix.name()
+    ))
+    .await;
+    let mut job = NewJob::new("jobs", "test", Payload::from_value(&1).unwrap());
+    job.max_attempts = 1;
+    let id = store.enqueue(vec![job], now()).await.unwrap()[0].id();
+
+    proxy.armed.store(true, Ordering::SeqCst);
+    let lost = store
+        .claim("jobs", "w", 1, Duration::from_secs(60), now())
+        .await;
+    assert!(lost.is_err(), "the reply was lost: {lost:?}");
+    let back = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (back.state, back.attempt),
+        (JobState::Queued, 0),
+        "the job is back, its attempt unspent"
+    );
+    let claimed = store
+        .claim("jobs", "w", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((claimed.id, claimed.attempt), (id, 1));
+    store
+        .complete(id, claimed.lease_token().unwrap(), Payload::null(), now())
+        .await
+        .unwrap();
+}

@@ -10,7 +10,7 @@ use redis::Value;
 use super::RedisStore;
 use super::codec::{decode_job, field, ms, parsed};
 use super::conn::{decode, store_err};
-use crate::error::Result;
+use crate::error::{Result, StoreErrorKind};
 use crate::job::{Job, JobId, Timestamp};
 use crate::store::ClaimLimits;
 
@@ -89,7 +89,55 @@ fn decode_claimed(
     Ok(jobs)
 }
 
+/// How often a claim whose reply was lost is looked for before its jobs are left to lapse.
+const PUT_BACK_TRIES: u32 = 5;
+
 impl RedisStore {
+    /// Releases the jobs a claim of `worker` at `started` (ms) took if its reply never came,
+    /// trying a few times while Redis comes back. If it stays away, the jobs' leases lapse and
+    /// recovery takes them back (then the attempt counts).
+    async fn put_back_unanswered(&self, queue: &str, worker: &str, started: i64) {
+        let mut wait = Duration::from_millis(50);
+        for _ in 0..PUT_BACK_TRIES {
+            let found: Result<Vec<(String, u64)>> = self
+                .shared
+                .run(
+                    "claim",
+                    &self.shared.scripts.unclaimed,
+                    queue,
+                    &[&worker, &started],
+                )
+                .await;
+            match found {
+                Ok(found) => {
+                    for (id, token) in found {
+                        let Ok(id) = id.parse::<JobId>() else {
+                            continue;
+                        };
+                        // The worker never had the job: back without spending the attempt.
+                        if let Err(err) =
+                            crate::store::JobStore::release(self, id, token, crate::job::now())
+                                .await
+                        {
+                            tracing::warn!(job.id = %id, error = %err, "a job whose claim reply was lost could not be put back; it runs again once its lease lapses");
+                        } else {
+                            tracing::info!(job.id = %id, queue, "a claim's reply was lost; its job is back in the queue");
+                        }
+                    }
+                    return;
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
+        tracing::warn!(
+            queue,
+            "a claim's reply was lost and Redis stayed away: its jobs run again once their leases lapse, as another attempt"
+        );
+    }
+
     /// Takes up to `limit` ready jobs of `queue` for `worker` under a lease of `lease`.
     pub(super) async fn claim_jobs(
         &self,
@@ -107,7 +155,7 @@ impl RedisStore {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 4);
         let max_running = limits.running_per_tenant.unwrap_or(0);
         let clock = self.shared.lease_clock(now);
-        let value: Value = self
+        let value: Value = match self
             .shared
             .run(
                 "claim",
@@ -115,7 +163,21 @@ impl RedisStore {
                 queue,
                 &[&ms(now), &worker, &limit, &lease_ms, &max_running, &clock],
             )
-            .await?;
+            .await
+        {
+            Ok(value) => value,
+            Err(err) => {
+                // The claim may have run with its reply lost on the way back: put back what it
+                // took, so those jobs neither wait out their lease nor spend an attempt.
+                if matches!(
+                    err.store_kind(),
+                    Some(StoreErrorKind::Unavailable | StoreErrorKind::Timeout)
+                ) {
+                    self.put_back_unanswered(queue, &worker, ms(now)).await;
+                }
+                return Err(err);
+            }
+        };
         let jobs = decode_claimed(queue, value, &worker, ms(now), lease_ms)?;
         if !jobs.is_empty() {
             let name: Arc<str> = queue.into();

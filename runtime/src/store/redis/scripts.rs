@@ -34,6 +34,7 @@ pub(super) struct Scripts {
     pub(super) kv_list: Script,
     pub(super) kv_purge: Script,
     pub(super) rate: Script,
+    pub(super) unclaimed: Script,
 }
 
 impl Scripts {
@@ -63,10 +64,11 @@ impl Scripts {
             kv_list: kv(include_str!("lua/kv_list.lua")),
             kv_purge: kv(include_str!("lua/kv_purge.lua")),
             rate: Script::new(include_str!("lua/rate.lua")),
+            unclaimed: queue(include_str!("lua/unclaimed.lua")),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 20] {
+    pub(super) fn all(&self) -> [&Script; 21] {
         [
             &self.lost,
             &self.enqueue,
@@ -88,6 +90,7 @@ impl Scripts {
             &self.kv_list,
             &self.kv_purge,
             &self.rate,
+            &self.unclaimed,
         ]
     }
 }
@@ -151,6 +154,7 @@ mod tests {
             include_str!("lua/purge.lua"),
             include_str!("lua/purge_dead.lua"),
             include_str!("lua/oldest.lua"),
+            include_str!("lua/unclaimed.lua"),
         ];
         let kv_scripts = [
             include_str!("lua/kv_put.lua"),
