@@ -1070,3 +1070,56 @@ async fn a_lost_claim_reply_costs_the_job_no_attempt() {
         .await
         .unwrap();
 }
+
+/// Jobs stored by a version without tenant indexes (their `ts:` keys absent) are filed under
+/// them by the observer's upkeep, once: the tenant's listing and quota see them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_stored_before_tenant_indexes_are_filed_under_them() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let store = support::redis(prefix.store_url()).await;
+    let jobs = (0..5)
+        .map(|i| {
+            let mut job = NewJob::new("jobs", "test", Payload::from_value(&i).unwrap());
+            job.tenant = Some(if i < 3 { "acme" } else { "globex" }.into());
+            job
+        })
+        .collect();
+    store.enqueue(jobs, now()).await.unwrap();
+    store
+        .claim("jobs", "w", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap();
+    // As an older version left them: no tenant indexes, no marker.
+    let mut conn = connect(&url);
+    let indexes: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:{{jobs}}:ts:*", prefix.name()))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!indexes.is_empty());
+    let _: () = redis::cmd("DEL").arg(&indexes).query(&mut conn).unwrap();
+    let upgraded = support::redis(prefix.store_url()).await;
+    let acme = JobFilter {
+        tenant: Some("acme".into()),
+        ..JobFilter::default()
+    };
+    assert!(
+        upgraded
+            .list(&acme, None, 10)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    upgraded.recover(now()).await.unwrap();
+    assert_eq!(upgraded.list(&acme, None, 10).await.unwrap().items.len(), 3);
+    let counts = upgraded.tenant_counts("jobs", "acme").await.unwrap();
+    assert_eq!((counts.queued, counts.running), (2, 1));
+    assert_eq!(
+        upgraded.count_waiting("jobs", "globex", 10).await.unwrap(),
+        2
+    );
+}

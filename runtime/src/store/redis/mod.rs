@@ -127,6 +127,8 @@ pub struct RedisStore {
     stop: CancellationToken,
     /// When each queue's records were last looked through for lost lease entries.
     lost_scans: Mutex<HashMap<String, Instant>>,
+    /// The queues whose jobs are known to be filed under their tenants' indexes.
+    tenants_indexed: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -172,6 +174,7 @@ impl RedisStore {
             completions,
             stop: CancellationToken::new(),
             lost_scans: Mutex::new(HashMap::new()),
+            tenants_indexed: Mutex::default(),
         };
         store.subscribe_wakes();
         Ok(store)

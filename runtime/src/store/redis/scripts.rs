@@ -35,6 +35,7 @@ pub(super) struct Scripts {
     pub(super) kv_purge: Script,
     pub(super) rate: Script,
     pub(super) unclaimed: Script,
+    pub(super) index_tenants: Script,
 }
 
 impl Scripts {
@@ -65,10 +66,11 @@ impl Scripts {
             kv_purge: kv(include_str!("lua/kv_purge.lua")),
             rate: Script::new(include_str!("lua/rate.lua")),
             unclaimed: queue(include_str!("lua/unclaimed.lua")),
+            index_tenants: queue(include_str!("lua/index_tenants.lua")),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 21] {
+    pub(super) fn all(&self) -> [&Script; 22] {
         [
             &self.lost,
             &self.enqueue,
@@ -91,6 +93,7 @@ impl Scripts {
             &self.kv_purge,
             &self.rate,
             &self.unclaimed,
+            &self.index_tenants,
         ]
     }
 }
@@ -155,6 +158,7 @@ mod tests {
             include_str!("lua/purge_dead.lua"),
             include_str!("lua/oldest.lua"),
             include_str!("lua/unclaimed.lua"),
+            include_str!("lua/index_tenants.lua"),
         ];
         let kv_scripts = [
             include_str!("lua/kv_put.lua"),

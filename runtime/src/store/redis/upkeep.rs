@@ -28,6 +28,7 @@ impl RedisStore {
         let mut recovered = Vec::new();
         for queue in self.queues().await? {
             self.find_lost_leases(&queue).await?;
+            self.index_tenants(&queue).await?;
             loop {
                 let answer: Vec<(String, String)> = self
                     .shared
@@ -85,6 +86,51 @@ impl RedisStore {
     /// gives each such job an expired lease, for recovery to take back. The two are compared
     /// in one script; a look through the records, which reads every job of the queue, happens
     /// at most once a minute per queue.
+    /// Files the jobs of `queue` stored before tenants had their own indexes under them, once
+    /// (`index_tenants.lua`); until then a tenant's listings and counts miss those jobs.
+    async fn index_tenants(&self, queue: &str) -> Result<()> {
+        let indexed = |store: &Self| {
+            store
+                .tenants_indexed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(queue)
+        };
+        if indexed(self) {
+            return Ok(());
+        }
+        let mut cursor = "0".to_owned();
+        let mut filed = 0;
+        loop {
+            let (next, n, looked): (String, u64, u8) = self
+                .shared
+                .run(
+                    "index tenants",
+                    &self.shared.scripts.index_tenants,
+                    queue,
+                    &[&cursor],
+                )
+                .await?;
+            filed += n;
+            if looked == 0 || next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        if filed > 0 {
+            tracing::info!(
+                queue,
+                filed,
+                "jobs stored before tenants had their own indexes are filed under them"
+            );
+        }
+        self.tenants_indexed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.to_owned());
+        Ok(())
+    }
+
     async fn find_lost_leases(&self, queue: &str) -> Result<()> {
         let recently = self
             .lost_scans
