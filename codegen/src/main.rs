@@ -300,11 +300,11 @@ fn describe(app: &Application) -> String {
     }
     out.push_str(&format!(
         "  job status: {}\n",
-        app.status_cache
-            .as_ref()
-            .map_or("kept by the store (no kv_cache)".to_owned(), |c| format!(
-                "kv_cache {c}"
-            ))
+        app.status_cache.as_ref().map_or(
+            "kept by the store (no kv_cache named; `status_cache` on a service keeps it in one)"
+                .to_owned(),
+            |c| format!("kv_cache {c}")
+        )
     ));
     out
 }

@@ -92,8 +92,7 @@ pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<mode
     let consumers = consumers(app, &tasks, &observers, diags);
     let queues = queues(app, &consumers, diags);
 
-    let needs_status = certain && (!tasks.is_empty() || !app.services.is_empty());
-    let status_cache = status_cache(app, needs_status, diags);
+    let status_cache = status_cache(app, diags);
     let services = app
         .services
         .iter()
@@ -492,8 +491,10 @@ fn service(
     })
 }
 
-/// The kv_cache that holds job status: the one a service names, else the only one.
-fn status_cache(app: &ast::Application, needed: bool, diags: &mut Diagnostics) -> Option<Name> {
+/// The kv_cache that holds job status: the one a service names, else the only one; with
+/// several and none named, none: the store keeps job status, which needs no decision (the user
+/// names a cache with `status_cache` to keep it in one).
+fn status_cache(app: &ast::Application, diags: &mut Diagnostics) -> Option<Name> {
     let named: Vec<_> = app
         .services
         .iter()
@@ -514,31 +515,7 @@ fn status_cache(app: &ast::Application, needed: bool, diags: &mut Diagnostics) -
         return Name::parse(&first.value).ok();
     }
     match app.kv_caches.as_slice() {
-        [] => None,
         [only] => name(&only.header),
-        several if needed => {
-            let list = several
-                .iter()
-                .map(|c| format!("`{}`", c.header.name.value))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let span = app
-                .services
-                .first()
-                .map_or(several[1].header.name.span, |s| s.header.name.span);
-            diags.push(
-                Diagnostic::error(
-                    "ambiguous-wiring",
-                    span,
-                    format!("{} kv_caches could hold job status", several.len()),
-                )
-                .with_help(format!(
-                    "add `status_cache = \"{}\"` to the service to say which (kv_caches: {list})",
-                    several[0].header.name.value
-                )),
-            );
-            None
-        }
         _ => None,
     }
 }

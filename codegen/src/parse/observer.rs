@@ -52,7 +52,8 @@ fn read_source(diags: &mut Diagnostics, source: &Block, header: &ast::Header) ->
     read
 }
 
-/// `rule { actions = [...] }`: its bucket actions go to `actions`.
+/// `rule { actions = [...] prefix suffix }`: its bucket actions go to `actions`; the object-key
+/// filters are checked as strings (bucket observers are not run here).
 fn read_rule(
     diags: &mut Diagnostics,
     rule: &Block,
@@ -67,6 +68,9 @@ fn read_rule(
                 actions.push(action);
             }
         }
+    }
+    for filter in ["prefix", "suffix"] {
+        let _ = rr.value(diags, filter, string);
     }
     rr.finish(diags);
 }
