@@ -23,10 +23,13 @@ async fn job_monitor(event: Event) {
     }
 }
 
-/// `job_api`: submissions to `job_queue` are checked field by field before they are queued.
+/// `job_api`: submissions to `job_queue` are checked field by field before they are queued,
+/// and each job's kind is its `type` (`report`, `notify`, `flaky`, `sleep`).
 #[raindrop::service]
 fn job_api(service: Service) -> Service {
-    service.validate("job_queue", Arc::new(work::validate))
+    service
+        .validate("job_queue", Arc::new(work::validate))
+        .kind_from("job_queue", "type")
 }
 
 #[raindrop::main]

@@ -60,6 +60,7 @@ async fn a_report_job_succeeds_with_its_result() {
         .await;
     let job = app.finished(&id).await;
     assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["kind"], "report", "a job's kind is its type");
     assert_eq!(job["result"]["sum"], 108.0);
     assert_eq!(job["result"]["mean"], 18.0);
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1);

@@ -1172,3 +1172,36 @@ async fn the_served_api_counts_wrong_keys_per_connecting_address() {
     let response = other.get(&url).bearer_auth(ACME).send().await.unwrap();
     assert_eq!(response.status(), 200, "another address is served");
 }
+
+#[tokio::test]
+async fn a_jobs_kind_comes_from_its_payload_field_when_the_service_says_so() {
+    let (engine, store) = engine("");
+    let router = Service::new(engine, "api")
+        .unwrap()
+        .kind_from("jobs", "type")
+        .router();
+    let kind_of = |body: Value| {
+        let (router, store) = (router.clone(), store.clone());
+        async move {
+            let (status, _, answer) =
+                call(&router, Method::POST, "/v1/jobs", None, Some(body)).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+            let id = answer["id"].as_str().unwrap().parse().unwrap();
+            store.get(id).await.unwrap().unwrap().kind
+        }
+    };
+    assert_eq!(
+        kind_of(json!({ "payload": { "type": "report", "n": 1 } })).await,
+        "report"
+    );
+    let explicit = json!({ "kind": "mine", "payload": { "type": "report" } });
+    assert_eq!(kind_of(explicit).await, "mine", "a kind given wins");
+    for payload in [
+        json!({ "n": 1 }),
+        json!({ "type": 7 }),
+        json!([1]),
+        json!("x"),
+    ] {
+        assert_eq!(kind_of(json!({ "payload": payload })).await, "jobs");
+    }
+}

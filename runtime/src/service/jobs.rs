@@ -192,8 +192,12 @@ fn prepare(
             message: e.to_string(),
         }]
     })?;
+    let kind = job.kind.or_else(|| {
+        let field = state.kind_fields.get(&queue)?;
+        kind_in(&job.payload, field)
+    });
     let options = SendOptions {
-        kind: job.kind,
+        kind,
         priority: job.priority,
         delay: job.delay_ms.map(Duration::from_millis),
         at: job.run_at,
@@ -257,6 +261,19 @@ fn beyond_ceiling(
         }
     }
     errors
+}
+
+/// The top-level string field `field` of `payload`, if it is an object that has one (at most
+/// 200 bytes: a kind is a name, not data).
+fn kind_in(payload: &serde_json::value::RawValue, field: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a>(
+        #[serde(borrow)]
+        std::collections::HashMap<std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue>,
+    );
+    let Fields(fields) = serde_json::from_str(payload.get()).ok()?;
+    let kind: String = serde_json::from_str(fields.get(field)?.get()).ok()?;
+    (!kind.is_empty() && kind.len() <= 200).then_some(kind)
 }
 
 /// Applies the tenant's quota to jobs about to be submitted: clamps their priorities, refuses

@@ -64,6 +64,8 @@ pub(crate) struct Shared {
     pub(crate) control: Control,
     pub(crate) max_body: usize,
     pub(crate) validators: HashMap<String, Validator>,
+    /// Per queue, the payload field a submission without a `kind` takes its kind from.
+    pub(crate) kind_fields: HashMap<String, String>,
     /// Producers of the queues served, made once.
     pub(crate) producers: HashMap<String, crate::queue::Queue>,
     /// The most a submission to each served queue may ask for.
@@ -182,6 +184,7 @@ impl Service {
             ceilings,
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
             validators: HashMap::new(),
+            kind_fields: HashMap::new(),
             metrics: prometheus(),
             hub: crate::feed::EventHub::new(engine.store().clone()),
             streams: Arc::new(streams::StreamLimits::new(block.streams)),
@@ -247,6 +250,18 @@ impl Service {
     #[must_use]
     pub fn validate(mut self, queue: &str, validator: Validator) -> Self {
         self.shared.validators.insert(queue.to_owned(), validator);
+        self
+    }
+
+    /// Gives a job submitted to `queue` without a `kind` the kind its payload's top-level
+    /// string field `field` names (`{"type": "report", …}` is a `report` job), so listings,
+    /// the dashboard and metrics say what each job is. A payload without that field keeps the
+    /// queue's name as its kind.
+    #[must_use]
+    pub fn kind_from(mut self, queue: &str, field: &str) -> Self {
+        self.shared
+            .kind_fields
+            .insert(queue.to_owned(), field.to_owned());
         self
     }
 
