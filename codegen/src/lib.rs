@@ -26,6 +26,7 @@
 
 pub mod ast;
 pub mod diagnostic;
+pub mod format;
 pub mod generate;
 pub mod graph;
 pub mod locate;

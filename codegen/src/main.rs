@@ -69,6 +69,16 @@ enum Command {
         /// else the nearest `raindrop.manifest` here or above).
         path: Option<PathBuf>,
     },
+    /// Rewrite a manifest canonically, comments kept (`--check`: change nothing, exit 1 if it
+    /// would change).
+    Fmt {
+        /// The manifest, or a directory holding `raindrop.manifest` (default: `$RAINDROP_MANIFEST`,
+        /// else the nearest `raindrop.manifest` here or above).
+        path: Option<PathBuf>,
+        /// Only check: exit 1 (and name the file) when formatting would change it.
+        #[arg(long)]
+        check: bool,
+    },
     /// Print a Mermaid flowchart of the application.
     Graph {
         /// The manifest, or a directory holding `raindrop.manifest` (default: `$RAINDROP_MANIFEST`,
@@ -174,6 +184,7 @@ fn main() -> ExitCode {
                 ))
             })
         }
+        Command::Fmt { path, check } => fmt(path.as_deref(), check),
         Command::Graph { path } => with_application(path.as_deref(), style, |_, app| {
             Ok(raindrop_codegen::graph::mermaid(app))
         }),
@@ -196,6 +207,31 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_UNREADABLE)
         }
     }
+}
+
+/// `raindrop fmt`: rewrites the manifest if formatting changes it, or with `check` says so and
+/// exits 1. A manifest that is not HCL is an error (exit 2) and is left as it is.
+fn fmt(path: Option<&Path>, check: bool) -> Result<ExitCode, String> {
+    let cwd = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
+    let found = raindrop_codegen::find_manifest(path, &cwd);
+    let shown = found
+        .strip_prefix(&cwd)
+        .unwrap_or(&found)
+        .display()
+        .to_string();
+    let text = std::fs::read_to_string(&found).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let formatted = raindrop_codegen::format::format(&text)
+        .map_err(|e| format!("{shown} is not HCL, so it was not formatted: {e}"))?;
+    if formatted == text {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if check {
+        println!("{shown}: would be reformatted");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
+    std::fs::write(&found, formatted).map_err(|e| format!("cannot write {shown}: {e}"))?;
+    println!("{shown}: formatted");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The manifest's absolute path, as the generated `include_str!` names it.

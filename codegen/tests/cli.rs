@@ -285,3 +285,38 @@ fn every_command_has_help() {
         assert!(text(&out.stdout).contains("Usage:"), "{args:?}");
     }
 }
+
+#[test]
+fn fmt_rewrites_a_manifest_and_check_says_whether_it_would() {
+    let dir = scratch("fmt");
+    let messy = "application \"demo\"{\n   queue \"jobs\" {}\n task \"worker\" {\nconcurrency=4 # enough\n}\n}\n";
+    let path = dir.join("raindrop.manifest");
+    std::fs::write(&path, messy).expect("write");
+    let out = raindrop(&["fmt", "--check"], &dir);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("raindrop.manifest: would be reformatted"));
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("read"),
+        messy,
+        "--check writes nothing"
+    );
+
+    let out = raindrop(&["fmt"], &dir);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let formatted = std::fs::read_to_string(&path).expect("read");
+    assert_eq!(
+        formatted,
+        "application \"demo\" {\n  queue \"jobs\" {}\n  task \"worker\" {\n    concurrency = 4 # enough\n  }\n}\n"
+    );
+    let out = raindrop(&["fmt", "--check"], &dir);
+    assert_eq!(out.status.code(), Some(0), "formatted once, it stays");
+
+    std::fs::write(&path, "application \"demo\" {").expect("write");
+    let out = raindrop(&["fmt"], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is not HCL"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -3,6 +3,10 @@
 //!
 //! Each invalid manifest starts with `# expect: CODE`, the diagnostic code its mistake must
 //! produce. Re-bless snapshots with `RAINDROP_BLESS=1 cargo test -p raindrop-codegen --test ui`.
+//!
+//! And `raindrop fmt` on each of them (`fmt::…`): formatting twice changes nothing, only
+//! whitespace changes (comments and values are kept), and the formatted manifest compiles to
+//! the same application, or fails with the same errors.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +26,11 @@ fn main() {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let formatted = path.clone();
             trials.push(Trial::test(format!("{dir}::{stem}"), move || check(&path)));
+            trials.push(Trial::test(format!("fmt::{dir}::{stem}"), move || {
+                check_fmt(&formatted)
+            }));
         }
     }
     libtest_mimic::run(&args, trials).exit();
@@ -76,6 +84,44 @@ fn check_valid(path: &Path) -> Result<(), Failed> {
         return Err("the normalized model does not survive a JSON round trip".into());
     }
     compare(&path.with_extension("json"), &actual)
+}
+
+fn check_fmt(path: &Path) -> Result<(), Failed> {
+    let source = source(path)?;
+    let Ok(formatted) = raindrop_codegen::format::format(source.text()) else {
+        // Not HCL at all (a syntax-error snapshot): nothing to format.
+        return Ok(());
+    };
+    let again = raindrop_codegen::format::format(&formatted)?;
+    if again != formatted {
+        return Err(format!("formatting again changed it:\n{formatted}\n---\n{again}").into());
+    }
+    let visible = |text: &str| {
+        text.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+    };
+    if visible(source.text()) != visible(&formatted) {
+        return Err(format!("more than whitespace changed:\n{formatted}").into());
+    }
+    let before = compile(&source);
+    let after = compile(&SourceFile::new(
+        source.name().to_owned(),
+        formatted.clone(),
+    ));
+    let codes = |c: &raindrop_codegen::Compiled| {
+        let mut codes: Vec<_> = c
+            .diagnostics
+            .iter()
+            .map(|d| (d.is_error(), d.code))
+            .collect();
+        codes.sort_unstable();
+        codes
+    };
+    if before.application != after.application || codes(&before) != codes(&after) {
+        return Err(format!("the formatted manifest compiles differently:\n{formatted}").into());
+    }
+    Ok(())
 }
 
 fn check_invalid(path: &Path) -> Result<(), Failed> {
