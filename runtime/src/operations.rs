@@ -86,7 +86,7 @@ pub const METRICS: &[Metric] = &[
     metric("raindrop_jobs_failed_total", Kind::Counter, COUNT, QT, "Job attempts that failed (an error, a panic or a timeout)."),
     metric("raindrop_jobs_retried_total", Kind::Counter, COUNT, QT, "Failed job attempts after which the job waits for another attempt."),
     metric("raindrop_jobs_timed_out_total", Kind::Counter, COUNT, QT, "Job attempts stopped because they ran past the task's timeout."),
-    metric("raindrop_jobs_lease_lost_total", Kind::Counter, COUNT, QT, "Job attempts whose lease was lost (the job was recovered elsewhere); their outcome is discarded."),
+    metric("raindrop_jobs_lease_lost_total", Kind::Counter, COUNT, QT, "Job attempts that lost their lease (the job was recovered elsewhere, or cancelled) before their outcome was recorded; the outcome is discarded."),
     metric("raindrop_jobs_dead_lettered_total", Kind::Counter, COUNT, &["queue"], "Jobs moved to the dead-letter queue (out of attempts, or a failure that is not retried)."),
     metric("raindrop_jobs_recovered_total", Kind::Counter, COUNT, &["queue"], "Jobs taken back from a worker whose lease lapsed."),
     metric("raindrop_jobs_cancelled_total", Kind::Counter, COUNT, &["queue"], "Jobs cancelled, waiting or running."),
