@@ -192,7 +192,10 @@ async fn every_role_of_a_split_deployment_is_scraped_and_the_workers_histograms_
     let workers = [launch("worker"), launch("worker")];
     let jobs = 400;
     submit(&service, jobs, json!({ "type": "sleep", "ms": 5 })).await;
-    wait_counts(&service, Duration::from_secs(120), |c| c["succeeded"] == jobs).await;
+    wait_counts(&service, Duration::from_secs(120), |c| {
+        c["succeeded"] == jobs
+    })
+    .await;
 
     let http = reqwest::Client::new();
     for process in [&service, &observer, &workers[0], &workers[1]] {
@@ -233,22 +236,36 @@ async fn every_role_of_a_split_deployment_is_scraped_and_the_workers_histograms_
         Some(le) => format!(
             r#"raindrop_job_duration_seconds{suffix}{{queue="job_queue",task="job_worker",le="{le}"}}"#
         ),
-        None => format!(r#"raindrop_job_duration_seconds{suffix}{{queue="job_queue",task="job_worker"}}"#),
+        None => format!(
+            r#"raindrop_job_duration_seconds{suffix}{{queue="job_queue",task="job_worker"}}"#
+        ),
     };
     let mut ran = Vec::new();
     let mut inf = 0.0;
     for (n, worker) in workers.iter().enumerate() {
         let text = scrape(&http, &format!("{}/metrics", worker.operations)).await;
         promtool::check_metrics(&format!("worker {n}"), &text);
-        assert!(!text.contains("raindrop_queue_jobs"), "only observers publish queue gauges");
+        assert!(
+            !text.contains("raindrop_queue_jobs"),
+            "only observers publish queue gauges"
+        );
         let count = sample(&text, &series("_count", None)).unwrap();
         let bucket = sample(&text, &series("_bucket", Some("+Inf"))).unwrap();
         assert_eq!(count, bucket, "worker {n}: +Inf counts every sample");
-        let started = sample(&text, r#"raindrop_jobs_started_total{queue="job_queue",task="job_worker"}"#);
+        let started = sample(
+            &text,
+            r#"raindrop_jobs_started_total{queue="job_queue",task="job_worker"}"#,
+        );
         assert_eq!(started, Some(count), "worker {n}: one duration per attempt");
         ran.push(count);
         inf += bucket;
     }
-    assert!(ran.iter().all(|&n| n > 0.0), "both workers ran jobs: {ran:?}");
-    assert_eq!(inf, jobs as f64, "summed bucket counts are the jobs run: {ran:?}");
+    assert!(
+        ran.iter().all(|&n| n > 0.0),
+        "both workers ran jobs: {ran:?}"
+    );
+    assert_eq!(
+        inf, jobs as f64,
+        "summed bucket counts are the jobs run: {ran:?}"
+    );
 }

@@ -215,7 +215,10 @@ async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
     // The operations listener: asked for, or needed because no job API serves these routes.
     let serves_api = args.role.serves_http() && service_block.is_some();
     let operations = args.metrics_listen.or_else(|| {
-        (!serves_api).then(|| app.metrics_listen.unwrap_or(crate::operations::DEFAULT_LISTEN))
+        (!serves_api).then(|| {
+            app.metrics_listen
+                .unwrap_or(crate::operations::DEFAULT_LISTEN)
+        })
     });
     let url = StoreUrl::parse(args.store.as_deref()).map_err(|e| e.to_string())?;
     let engine = (launch.bind)(Engine::builder(app))
@@ -237,11 +240,11 @@ async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
 
     // Bound before the engine starts, so a taken port stops the process before it takes work.
     let operations = match operations {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr} for /metrics: {e} (set --metrics-listen or metrics_listen)"))?,
-        ),
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!(
+                "cannot listen on {addr} for /metrics: {e} (set --metrics-listen or metrics_listen)"
+            )
+        })?),
         None => None,
     };
     let operations_addr = match &operations {

@@ -190,7 +190,10 @@ impl Drop for MetricsExporter {
 #[cfg(feature = "otel")]
 pub fn otlp_metrics(
     service: &str,
-) -> crate::Result<(opentelemetry_sdk::metrics::SdkMeterProvider, MetricsExporter)> {
+) -> crate::Result<(
+    opentelemetry_sdk::metrics::SdkMeterProvider,
+    MetricsExporter,
+)> {
     let exporter = opentelemetry_otlp::MetricExporter::builder()
         .with_http()
         .build()

@@ -503,7 +503,10 @@ async fn execute_batch(
         .collect();
     let mut tracked = Tracked::new(
         shared,
-        leases.iter().map(|(id, token, _, _)| (*id, *token)).collect(),
+        leases
+            .iter()
+            .map(|(id, token, _, _)| (*id, *token))
+            .collect(),
         &cancel,
     );
     shared.meters.started.increment(jobs.len() as u64);

@@ -14,9 +14,9 @@ use raindrop::feed::EventFollower;
 use raindrop::operations::{BUCKETS, METRICS};
 use raindrop::task::{JobContext, TaskError, handler_fn};
 
-mod support;
 #[path = "support/promtool.rs"]
 mod promtool;
+mod support;
 use support::{app, memory};
 
 const MANIFEST: &str = r#"application "t" {
@@ -186,7 +186,11 @@ async fn every_outcome_is_counted_and_the_scrape_passes_promtool() {
     // attempt that ended (two succeeded, four failed).
     let duration = "raindrop_job_duration_seconds";
     assert_eq!(counter(&format!("{duration}_count"), qt), Some(6.0));
-    for le in BUCKETS.iter().map(ToString::to_string).chain(["+Inf".into()]) {
+    for le in BUCKETS
+        .iter()
+        .map(ToString::to_string)
+        .chain(["+Inf".into()])
+    {
         let series = format!(r#"{duration}_bucket{{queue="jobs",task="worker",le="{le}"}}"#);
         assert!(sample(&text, &series).is_some(), "no {series} in\n{text}");
     }

@@ -126,9 +126,7 @@ async fn metrics_go_to_opentelemetry_and_prometheus_alike() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let (exporter, provider) = meters();
 
-    let app = app(
-        "application \"t\" {\n  queue \"otel_jobs\" {}\n  task \"otel_worker\" {}\n}\n",
-    );
+    let app = app("application \"t\" {\n  queue \"otel_jobs\" {}\n  task \"otel_worker\" {}\n}\n");
     let engine = Engine::builder(app)
         .store(memory())
         .task(
@@ -183,7 +181,9 @@ async fn metrics_go_to_opentelemetry_and_prometheus_alike() {
         AggregatedMetrics::U64(MetricData::Sum(sum)) => {
             assert!(sum.is_monotonic());
             let point = sum.data_points().find(|p| ours(attrs(&mut p.attributes())));
-            point.unwrap_or_else(|| panic!("no {name} of otel_jobs")).value()
+            point
+                .unwrap_or_else(|| panic!("no {name} of otel_jobs"))
+                .value()
         }
         other => panic!("{name} is {other:?}"),
     };
