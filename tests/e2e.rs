@@ -459,3 +459,65 @@ async fn json_logs_carry_the_job_id_queue_and_attempt() {
     assert_eq!(log["span"]["attempt"], 1, "{log}");
     assert!(log["span"].get("tenant").is_some(), "{log}");
 }
+
+#[tokio::test]
+async fn a_worker_serves_metrics_health_and_readiness_on_its_operations_listener() {
+    let dir = scratch();
+    let worker = App::start_as(dir.path(), "worker");
+    assert!(
+        worker.operations.starts_with("http://127.0.0.1:"),
+        "the banner names the operations listener"
+    );
+    let http = reqwest::Client::new();
+    for (path, needle) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ready"),
+        ("/metrics", "# HELP raindrop_worker_pools "),
+    ] {
+        let response = http
+            .get(format!("{}{path}", worker.operations))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(needle), "{path} answered {body}");
+    }
+}
+
+#[test]
+fn a_process_that_cannot_bind_its_operations_listener_says_so_and_fails() {
+    let dir = scratch();
+    let manifest = dir.path().join("raindrop.manifest");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_background-processor"))
+        .args(["--role", "observer", "--metrics-listen", &addr, "--store"])
+        .arg(format!("sqlite:{}", dir.path().join("jobs.db").display()))
+        .env("RAINDROP_MANIFEST", &manifest)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: a process that kept running would be a failure too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process kept running without its operations listener");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} for /metrics")),
+        "stderr: {stderr}"
+    );
+    drop(taken);
+}

@@ -1,5 +1,6 @@
 //! Scale-out on Redis with real processes: one service process and three worker processes share
-//! one Redis and run every job exactly once; a worker killed with SIGKILL loses nothing.
+//! one Redis and run every job exactly once; a worker killed with SIGKILL loses nothing; every
+//! role of a split deployment is scraped on its own and the workers' histograms add up.
 //!
 //! Skipped with a notice when no Redis answers, unless `RAINDROP_REQUIRE_REDIS=1` (as in CI).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,6 +8,8 @@
 
 #[path = "support/app.rs"]
 mod app;
+#[path = "../runtime/tests/support/promtool.rs"]
+mod promtool;
 #[path = "../runtime/tests/support/redis.rs"]
 mod redis_support;
 
@@ -159,4 +162,110 @@ async fn a_worker_killed_mid_run_loses_nothing() {
     assert!(recovered > 0, "the killed worker's jobs ran again");
     drop(survivor);
     assert_eq!(ids.len(), 200);
+}
+
+/// What `url` (a `/metrics`) answers.
+async fn scrape(http: &reqwest::Client, url: &str) -> String {
+    let response = http.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.text().await.unwrap()
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered), if present.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_of_a_split_deployment_is_scraped_and_the_workers_histograms_add_up() {
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = redis_support::Prefix::new(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let launch = |role| App::launch(dir.path(), role, prefix.store_url(), MANIFEST);
+    let service = launch("service");
+    let observer = launch("observer");
+    let workers = [launch("worker"), launch("worker")];
+    let jobs = 400;
+    submit(&service, jobs, json!({ "type": "sleep", "ms": 5 })).await;
+    wait_counts(&service, Duration::from_secs(120), |c| {
+        c["succeeded"] == jobs
+    })
+    .await;
+
+    let http = reqwest::Client::new();
+    for process in [&service, &observer, &workers[0], &workers[1]] {
+        for (path, status) in [("/healthz", "ok"), ("/readyz", "ready")] {
+            let answer: Value = http
+                .get(format!("{}{path}", process.operations))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(answer["status"], status, "{path} of {}", process.operations);
+        }
+    }
+    // The service keeps its own routes on its API listener.
+    let service_text = scrape(&http, &service.url("/metrics")).await;
+    assert!(service_text.contains("# TYPE raindrop_http_requests_total counter"));
+    promtool::check_metrics("the service", &service_text);
+
+    // The observer publishes the queue gauges (once it has counted the finished jobs).
+    let succeeded = r#"raindrop_queue_jobs{queue="job_queue",state="succeeded"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let observer_text = loop {
+        let text = scrape(&http, &format!("{}/metrics", observer.operations)).await;
+        if sample(&text, succeeded) == Some(jobs as f64) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the observer's gauges: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(observer_text.contains("raindrop_queue_oldest_ready_age_seconds{queue=\"job_queue\"}"));
+    assert!(!observer_text.contains("raindrop_jobs_started_total"));
+    promtool::check_metrics("the observer", &observer_text);
+
+    // Each worker's job-duration histogram counts the jobs it ran; together, every job.
+    let series = |suffix: &str, le: Option<&str>| match le {
+        Some(le) => format!(
+            r#"raindrop_job_duration_seconds{suffix}{{queue="job_queue",task="job_worker",le="{le}"}}"#
+        ),
+        None => format!(
+            r#"raindrop_job_duration_seconds{suffix}{{queue="job_queue",task="job_worker"}}"#
+        ),
+    };
+    let mut ran = Vec::new();
+    let mut inf = 0.0;
+    for (n, worker) in workers.iter().enumerate() {
+        let text = scrape(&http, &format!("{}/metrics", worker.operations)).await;
+        promtool::check_metrics(&format!("worker {n}"), &text);
+        assert!(
+            !text.contains("raindrop_queue_jobs"),
+            "only observers publish queue gauges"
+        );
+        let count = sample(&text, &series("_count", None)).unwrap();
+        let bucket = sample(&text, &series("_bucket", Some("+Inf"))).unwrap();
+        assert_eq!(count, bucket, "worker {n}: +Inf counts every sample");
+        let started = sample(
+            &text,
+            r#"raindrop_jobs_started_total{queue="job_queue",task="job_worker"}"#,
+        );
+        assert_eq!(started, Some(count), "worker {n}: one duration per attempt");
+        ran.push(count);
+        inf += bucket;
+    }
+    assert!(
+        ran.iter().all(|&n| n > 0.0),
+        "both workers ran jobs: {ran:?}"
+    );
+    assert_eq!(
+        inf, jobs as f64,
+        "summed bucket counts are the jobs run: {ran:?}"
+    );
 }

@@ -24,6 +24,8 @@ pub struct Application {
     pub observers: Vec<Observer>,
     /// `env` blocks, top level and inside services.
     pub envs: Vec<Env>,
+    /// `metrics_listen`: where non-service processes serve `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_listen: Option<Spanned<SocketAddr>>,
     /// Blocks of kinds Raindrop has and this runtime does not run.
     pub unsupported: Vec<Unsupported>,
     /// Some block could not be read at all (unknown kind, no name): wiring that counts blocks

@@ -31,6 +31,10 @@ pub struct Application {
     pub status_cache: Option<Name>,
     /// Blocks this runtime parses but does not run.
     pub unsupported: Vec<UnsupportedBlock>,
+    /// Where processes without the job API serve `/metrics`, `/healthz` and `/readyz`
+    /// (`metrics_listen`; `None`: the runtime's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Application {

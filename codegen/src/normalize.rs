@@ -109,6 +109,7 @@ pub fn normalize(app: &ast::Application, diags: &mut Diagnostics) -> Option<mode
         env: env(app),
         status_cache,
         unsupported: unsupported(app),
+        metrics_listen: app.metrics_listen.as_ref().map(|v| v.value),
     };
     Some(application)
 }

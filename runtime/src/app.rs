@@ -29,6 +29,11 @@ pub struct Args {
     /// Where the job API listens (default: the service block's `listen`, 127.0.0.1:8080).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Where this process serves `/metrics`, `/healthz` and `/readyz` for operators (default:
+    /// the manifest's `metrics_listen`, else 127.0.0.1:9464 for roles without the job API;
+    /// processes serving the job API serve them there, and here only when this is given).
+    #[arg(long, env = "RAINDROP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Log lines for people (`text`) or for log pipelines (`json`: one object per line, with
     /// the job id, queue, kind, tenant and attempt of the job being run).
     #[arg(long, value_enum, env = "RAINDROP_LOG_FORMAT", default_value_t = LogFormat::Text)]
@@ -103,8 +108,9 @@ pub struct Launch {
 pub fn main(launch: Launch) -> ExitCode {
     let args = Args::parse();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // Lives until the process ends, so traces are flushed then.
+    // Live until the process ends, so traces and metrics are flushed then.
     let _exporter = logs(args.log_format, terminal);
+    let _metrics_exporter = otel_metrics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,6 +170,25 @@ fn logs(format: LogFormat, terminal: bool) -> Option<Box<dyn std::any::Any>> {
     None
 }
 
+/// With the `otel` feature and `OTEL_*` asking for it, installs the metrics recorder that also
+/// exports over OTLP (flushing when the returned guard drops).
+fn otel_metrics() -> Option<Box<dyn std::any::Any>> {
+    #[cfg(feature = "otel")]
+    if crate::telemetry::metrics_wanted() {
+        let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "raindrop".into());
+        match crate::telemetry::otlp_metrics(&service) {
+            Ok((provider, exporter)) => {
+                if !crate::telemetry::install_metrics(&provider) {
+                    eprintln!("warning: metrics are not exported: a recorder is installed");
+                }
+                return Some(Box::new(exporter));
+            }
+            Err(err) => eprintln!("warning: metrics are not exported: {err}"),
+        }
+    }
+    None
+}
+
 /// The manifest in force: `$RAINDROP_MANIFEST` if set, else the one compiled in.
 fn manifest(launch: &Launch) -> Result<SourceFile, String> {
     match crate::manifest::overridden() {
@@ -187,6 +212,14 @@ async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
         .application
         .ok_or_else(|| format!("{} has errors", source.name()))?;
     let service_block = app.services.first().map(|s| (s.name.to_string(), s.listen));
+    // The operations listener: asked for, or needed because no job API serves these routes.
+    let serves_api = args.role.serves_http() && service_block.is_some();
+    let operations = args.metrics_listen.or_else(|| {
+        (!serves_api).then(|| {
+            app.metrics_listen
+                .unwrap_or(crate::operations::DEFAULT_LISTEN)
+        })
+    });
     let url = StoreUrl::parse(args.store.as_deref()).map_err(|e| e.to_string())?;
     let engine = (launch.bind)(Engine::builder(app))
         .settings(Settings {
@@ -205,6 +238,31 @@ async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
         signal.cancel();
     });
 
+    // Bound before the engine starts, so a taken port stops the process before it takes work.
+    let operations = match operations {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            format!(
+                "cannot listen on {addr} for /metrics: {e} (set --metrics-listen or metrics_listen)"
+            )
+        })?),
+        None => None,
+    };
+    let operations_addr = match &operations {
+        Some(listener) => Some(listener.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let operations = operations.map(|listener| {
+        let stopped = stop.clone();
+        tokio::spawn(crate::operations::serve(
+            listener,
+            engine.clone(),
+            async move { stopped.cancelled().await },
+        ))
+    });
+    let ops_note = operations_addr
+        .map(|addr| format!("; metrics on http://{addr}/metrics"))
+        .unwrap_or_default();
+
     let running = engine.start().await.map_err(|e| e.to_string())?;
     let server = match (args.role.serves_http(), service_block) {
         (true, Some((name, listen))) => {
@@ -216,7 +274,7 @@ async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
             let service = Service::new(engine.clone(), &name).map_err(|e| e.to_string())?;
             let service = (launch.configure)(&engine, &name, service);
             println!(
-                "{} serving the job API on http://{addr} (role {:?}, worker {})",
+                "{} serving the job API on http://{addr} (role {:?}, worker {}){ops_note}",
                 engine.app().name,
                 args.role,
                 engine.worker_id()
@@ -228,7 +286,7 @@ async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
         }
         _ => {
             println!(
-                "{} running (role {:?}, worker {})",
+                "{} running (role {:?}, worker {}){ops_note}",
                 engine.app().name,
                 args.role,
                 engine.worker_id()
@@ -245,5 +303,11 @@ async fn run(args: Args, launch: Launch, style: Style) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     running.shutdown().await;
+    if let Some(operations) = operations {
+        operations
+            .await
+            .map_err(|e| format!("the operations server task failed: {e}"))?
+            .map_err(|e| format!("the operations server failed: {e}"))?;
+    }
     Ok(())
 }

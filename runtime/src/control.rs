@@ -160,12 +160,16 @@ impl Control {
 
     /// Cancels job `id` (waiting or running) if `view` sees it.
     pub(crate) async fn cancel(&self, view: &View, id: JobId) -> Result<Cancelled> {
-        self.status(view, id).await?;
-        match self.engine.store().cancel(id, now()).await? {
-            CancelOutcome::Cancelled => Ok(Cancelled::Waiting),
-            CancelOutcome::CancelledRunning => Ok(Cancelled::Running),
-            CancelOutcome::AlreadyFinished(state) => Err(Error::AlreadyFinished { id, state }),
-        }
+        let queue = self.status(view, id).await?.queue;
+        let cancelled = match self.engine.store().cancel(id, now()).await? {
+            CancelOutcome::Cancelled => Cancelled::Waiting,
+            CancelOutcome::CancelledRunning => Cancelled::Running,
+            CancelOutcome::AlreadyFinished(state) => {
+                return Err(Error::AlreadyFinished { id, state });
+            }
+        };
+        metrics::counter!("raindrop_jobs_cancelled_total", "queue" => queue).increment(1);
+        Ok(cancelled)
     }
 
     /// Puts dead letter `id` back in its queue with a fresh set of attempts, if `view` sees it.

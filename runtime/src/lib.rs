@@ -13,6 +13,7 @@ pub mod job;
 pub mod kv;
 pub mod manifest;
 pub mod observer;
+pub mod operations;
 mod plan;
 pub mod queue;
 pub mod registry;

@@ -139,6 +139,10 @@ async fn recover(store: &Arc<dyn Store>, config: &MonitorConfig) {
             for job in recovered {
                 metrics::counter!("raindrop_jobs_recovered_total", "queue" => job.queue.clone())
                     .increment(1);
+                if job.state == crate::job::JobState::Dead {
+                    metrics::counter!("raindrop_jobs_dead_lettered_total", "queue" => job.queue.clone())
+                        .increment(1);
+                }
                 tracing::warn!(job.id = %job.id, queue = %job.queue, state = %job.state, "recovered a job whose worker's lease lapsed");
             }
         }

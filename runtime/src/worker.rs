@@ -72,12 +72,18 @@ struct Meters {
     started: metrics::Counter,
     succeeded: metrics::Counter,
     failed: metrics::Counter,
+    retried: metrics::Counter,
+    timed_out: metrics::Counter,
+    lease_lost: metrics::Counter,
+    dead_lettered: metrics::Counter,
     wait: metrics::Histogram,
     duration: metrics::Histogram,
     /// Jobs this pool is running now.
     busy: metrics::Gauge,
     /// Pools of this task running in this process (1 while up).
     pools: metrics::Gauge,
+    /// Jobs the pools of this task in this process may run at once.
+    concurrency: metrics::Gauge,
 }
 
 impl Meters {
@@ -90,10 +96,18 @@ impl Meters {
             started: metrics::counter!("raindrop_jobs_started_total", &labels),
             succeeded: metrics::counter!("raindrop_jobs_succeeded_total", &labels),
             failed: metrics::counter!("raindrop_jobs_failed_total", &labels),
+            retried: metrics::counter!("raindrop_jobs_retried_total", &labels),
+            timed_out: metrics::counter!("raindrop_jobs_timed_out_total", &labels),
+            lease_lost: metrics::counter!("raindrop_jobs_lease_lost_total", &labels),
+            dead_lettered: metrics::counter!(
+                "raindrop_jobs_dead_lettered_total",
+                "queue" => config.queue.clone()
+            ),
             wait: metrics::histogram!("raindrop_job_wait_seconds", &labels),
             duration: metrics::histogram!("raindrop_job_duration_seconds", &labels),
             busy: metrics::gauge!("raindrop_worker_busy", &labels),
             pools: metrics::gauge!("raindrop_worker_pools", &labels),
+            concurrency: metrics::gauge!("raindrop_worker_concurrency", &labels),
         }
     }
 }
@@ -207,6 +221,7 @@ pub(crate) async fn run(
     let hard_stop = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), hard_stop.clone()));
     shared.meters.pools.increment(1.0);
+    shared.meters.concurrency.increment(slots as f64);
     tracing::info!(task = %shared.config.task, queue = %shared.config.queue, concurrency = shared.config.concurrency, "worker pool started");
     // Two claimers share the pool's slots, so one claim can be on its way while the other's
     // answer is taken in: a pool is not held to one claim per round trip to the store.
@@ -240,6 +255,7 @@ pub(crate) async fn run(
     hard_stop.cancel();
     let _ = heartbeat.await;
     shared.meters.pools.decrement(1.0);
+    shared.meters.concurrency.decrement(slots as f64);
     tracing::info!(task = %shared.config.task, "worker pool stopped");
 }
 
@@ -384,6 +400,7 @@ async fn execute(
     );
     let span = job_span(&job);
     let attempt = job.attempt;
+    let max_attempts = job.max_attempts;
     let started = std::time::Instant::now();
     let ctx = JobContext::new(Arc::new(job), token, shared.store.clone(), cancel.clone());
     // Polled in place: dropping it stops the handler; a panic becomes the attempt's error.
@@ -400,6 +417,7 @@ async fn execute(
         },
         () = tokio::time::sleep(timeout) => {
             cancel.cancel();
+            shared.meters.timed_out.increment(1);
             Outcome::Failed(Retry::Backoff, JobError::new(format!("timed out after {}", humanize(timeout))))
         }
         () = cancel.cancelled() => Outcome::Abandoned,
@@ -413,7 +431,10 @@ async fn execute(
     span.in_scope(|| observe(shared, &outcome, started.elapsed(), attempt));
     let reporting = shared.reporting.clone().acquire_owned().await;
     drop(permit);
-    report(shared, id, token, attempt, outcome).await;
+    let dead = dead_if_failed(&outcome, attempt, max_attempts);
+    if report(shared, id, token, attempt, outcome).await {
+        count_failure(shared, dead);
+    }
     drop(tracked);
     drop(reporting);
 }
@@ -430,6 +451,24 @@ fn job_span(job: &Job) -> tracing::Span {
     );
     crate::telemetry::continue_job(&span, &job.headers);
     span
+}
+
+/// For a failed attempt, whether the store will dead-letter the job (`Some(true)`) or keep it
+/// for another attempt (`Some(false)`); `None` for any other outcome.
+fn dead_if_failed(outcome: &Outcome, attempt: u32, max_attempts: u32) -> Option<bool> {
+    match outcome {
+        Outcome::Failed(retry, _) => Some(matches!(retry, Retry::Never) || attempt >= max_attempts),
+        _ => None,
+    }
+}
+
+/// Counts where a failed attempt's job went, once the store has recorded it.
+fn count_failure(shared: &Shared, dead: Option<bool>) {
+    match dead {
+        Some(true) => shared.meters.dead_lettered.increment(1),
+        Some(false) => shared.meters.retried.increment(1),
+        None => {}
+    }
 }
 
 /// Counts and logs how an attempt that ran for `elapsed` ended.
@@ -458,13 +497,16 @@ async fn execute_batch(
     hard_stop: CancellationToken,
 ) {
     let cancel = CancellationToken::new();
-    let leases: Vec<(JobId, u64, u32)> = jobs
+    let leases: Vec<(JobId, u64, u32, u32)> = jobs
         .iter()
-        .filter_map(|job| Some((job.id, job.lease_token()?, job.attempt)))
+        .filter_map(|job| Some((job.id, job.lease_token()?, job.attempt, job.max_attempts)))
         .collect();
     let mut tracked = Tracked::new(
         shared,
-        leases.iter().map(|(id, token, _)| (*id, *token)).collect(),
+        leases
+            .iter()
+            .map(|(id, token, _, _)| (*id, *token))
+            .collect(),
         &cancel,
     );
     shared.meters.started.increment(jobs.len() as u64);
@@ -483,12 +525,13 @@ async fn execute_batch(
         },
         () = tokio::time::sleep(shared.config.timeout) => {
             cancel.cancel();
+            shared.meters.timed_out.increment(jobs.len() as u64);
             Some(Err((Retry::Backoff, JobError::new(format!("the batch timed out after {}", humanize(shared.config.timeout))))))
         }
         () = cancel.cancelled() => None,
         () = hard_stop.cancelled() => {
             cancel.cancel();
-            for (id, token, _) in &leases {
+            for (id, token, _, _) in &leases {
                 report(shared, *id, *token, 0, Outcome::Release).await;
             }
             None
@@ -497,7 +540,7 @@ async fn execute_batch(
     tracked.reporting();
     shared.meters.busy.decrement(jobs.len() as f64);
     let Some(fallback) = fallback else { return };
-    for ((id, token, attempt), message) in leases.into_iter().zip(&messages) {
+    for ((id, token, attempt, max_attempts), message) in leases.into_iter().zip(&messages) {
         let outcome = match (message.decision(), &fallback) {
             (Some(Decision::Ack), _) | (None, Ok(())) => Outcome::Succeeded(Payload::null()),
             (Some(Decision::Retry(delay)), _) => {
@@ -510,14 +553,18 @@ async fn execute_batch(
             Outcome::Succeeded(_) => shared.meters.succeeded.increment(1),
             _ => shared.meters.failed.increment(1),
         }
-        report(shared, id, token, attempt, outcome).await;
+        let dead = dead_if_failed(&outcome, attempt, max_attempts);
+        if report(shared, id, token, attempt, outcome).await {
+            count_failure(shared, dead);
+        }
         tracked.done(id);
     }
 }
 
 /// Records an outcome in the store, retrying while the store is unreachable: an outcome is
 /// never dropped silently. A refused lease ends the matter (the job is someone else's now).
-async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: Outcome) {
+/// Whether the store recorded it.
+async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: Outcome) -> bool {
     let mut delay = Duration::from_millis(50);
     let mut failing_since = None;
     loop {
@@ -540,18 +587,19 @@ async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: O
                 shared.store.fail(id, token, error.clone(), then, at).await
             }
             Outcome::Release => shared.store.release(id, token, at).await,
-            Outcome::Abandoned => return,
+            Outcome::Abandoned => return false,
         };
         match result {
             Ok(()) => {
                 if let Some(since) = failing_since {
                     tracing::info!(job.id = %id, waited_ms = std::time::Instant::elapsed(&since).as_millis() as u64, "job outcome recorded after the store recovered");
                 }
-                return;
+                return true;
             }
             Err(Error::LeaseLost(_) | Error::NotFound(_)) => {
                 tracing::warn!(job.id = %id, "job outcome refused: the lease was lost (the job was recovered or cancelled)");
-                return;
+                shared.meters.lease_lost.increment(1);
+                return false;
             }
             Err(err) => {
                 if failing_since.is_none() {
@@ -630,6 +678,9 @@ async fn heartbeat_loop(shared: Arc<Shared>, stop: CancellationToken) {
                         && job.reporting_since.is_none()
                     {
                         tracing::info!(job.id = %id, ?status, "stopping a job whose lease is no longer held");
+                        if status == LeaseStatus::Lost {
+                            shared.meters.lease_lost.increment(1);
+                        }
                         job.cancel.cancel();
                     }
                 }

@@ -13,12 +13,15 @@ use serde_json::{Value, json};
 pub struct App {
     pub child: Child,
     pub base: String,
+    pub operations: String,
     pub http: reqwest::Client,
 }
 
 impl App {
     /// Starts the seed binary with one role against `store`, with `manifest` written to `dir`
-    /// (once); only `all` and `service` serve HTTP.
+    /// (once). `base` is the job API of `all` and `service`, the operations listener
+    /// (`/metrics`, `/healthz`, `/readyz`) of the other roles; `operations` is the latter's
+    /// address for every role.
     pub fn launch(dir: &Path, role: &str, store: &str, manifest: &str) -> Self {
         let path = dir.join("raindrop.manifest");
         if !path.exists() {
@@ -27,6 +30,8 @@ impl App {
         let manifest = path;
         let mut child = Command::new(env!("CARGO_BIN_EXE_background-processor"))
             .args(["--role", role, "--listen", "127.0.0.1:0", "--store", store])
+            // Processes of one test (and tests run at once) each get a port of their own.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RAINDROP_MANIFEST", &manifest)
             .env("RAINDROP_OUTBOX", dir.join("outbox"))
             .env("RUST_LOG", "warn")
@@ -39,6 +44,7 @@ impl App {
         let mut app = Self {
             child,
             base: String::new(),
+            operations: String::new(),
             http: reqwest::Client::new(),
         };
         let mut lines = BufReader::new(stdout).lines();
@@ -49,6 +55,13 @@ impl App {
             .and_then(|rest| rest.split_whitespace().next())
         {
             app.base = format!("http://{address}");
+        }
+        if let Some(address) = banner
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+        {
+            app.operations = format!("http://{address}");
         }
         std::thread::spawn(move || for _ in lines {});
         app

@@ -22,6 +22,14 @@ pub(super) fn read_application(diags: &mut Diagnostics, block: &Block) -> ast::A
     for structure in block.body.iter() {
         let block = match structure {
             Structure::Block(block) => block,
+            Structure::Attribute(attr) if attr.key.as_str() == "metrics_listen" => {
+                if let Some(addr) =
+                    super::convert::socket_addr(diags, &attr.value, "metrics_listen")
+                {
+                    app.metrics_listen = Some(crate::source::Spanned::new(addr, span(&attr.value)));
+                }
+                continue;
+            }
             Structure::Attribute(attr) => {
                 diags.push(attribute_in_application(attr));
                 continue;

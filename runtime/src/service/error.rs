@@ -208,7 +208,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body)).into_response()
+        let code = self.body.code;
+        let mut response = (self.status(), axum::Json(self.body)).into_response();
+        // Read by the request counter: refused submissions are counted by their code.
+        response.extensions_mut().insert(code);
+        response
     }
 }
 

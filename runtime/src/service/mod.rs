@@ -3,7 +3,7 @@
 //! an OpenAPI document. Every error is JSON `{code, message, details}`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -479,6 +479,13 @@ async fn count_requests(
         "method" => method
     )
     .record(started.elapsed().as_secs_f64());
+    if method == "POST"
+        && matches!(route, "/v1/jobs" | "/v1/jobs/batch")
+        && let Some(code) = response.extensions().get::<ErrorCode>()
+    {
+        metrics::counter!("raindrop_submissions_refused_total", "reason" => code.as_str())
+            .increment(1);
+    }
     response
 }
 
@@ -522,18 +529,7 @@ fn status_label(status: StatusCode) -> &'static str {
     }
 }
 
-/// The process's Prometheus recorder, installed on first use; `None` when another metrics
-/// recorder was installed first.
-pub fn prometheus() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
-                .ok()
-        })
-        .clone()
-}
+pub use crate::operations::prometheus;
 
 /// Reads a JSON body of at most `limit` bytes into `T`, with errors as the API reports them.
 pub(crate) async fn read_json<T: DeserializeOwned>(
