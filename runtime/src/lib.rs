@@ -20,6 +20,7 @@ pub mod retry;
 pub mod secret;
 pub mod service;
 mod settings;
+mod sink;
 pub mod store;
 pub mod task;
 pub mod telemetry;
