@@ -57,4 +57,10 @@ pub mod docs {
 
     #[doc = include_str!("docs/threat_model.md")]
     pub mod threat_model {}
+
+    #[doc = include_str!("docs/alerting.md")]
+    pub mod alerting {}
+
+    #[doc = include_str!("docs/scaling.md")]
+    pub mod scaling {}
 }

@@ -151,7 +151,9 @@ pub(crate) async fn run(
                             && event.kind == EventKind::Started
                             && let Some(wait) = wait_of(&store, event).await
                         {
-                            window.waits.push_back((event.at, event.queue.clone(), wait));
+                            window
+                                .waits
+                                .push_back((event.at, event.queue.clone(), wait));
                         }
                         if let Some(handler) = &handler {
                             handler.on_event(event).await;

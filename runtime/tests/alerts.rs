@@ -291,8 +291,15 @@ async fn sinks_receive_one_firing_and_one_resolve_each_over_http() {
             .collect()
     };
     let json = of("json");
-    assert_eq!(json.len(), 3, "refused once, then firing and resolve: {json:?}");
-    assert_eq!(json[0].1, json[1].1, "the refused delivery is retried as it was");
+    assert_eq!(
+        json.len(),
+        3,
+        "refused once, then firing and resolve: {json:?}"
+    );
+    assert_eq!(
+        json[0].1, json[1].1,
+        "the refused delivery is retried as it was"
+    );
     assert_eq!(json[1].1["status"], "firing");
     assert_eq!(json[2].1["status"], "resolved");
     assert_eq!(json[1].1["alert"], "backlog");
@@ -300,13 +307,20 @@ async fn sinks_receive_one_firing_and_one_resolve_each_over_http() {
     assert_eq!(json[1].1["value"], 1.0);
     for (signature, body) in &json {
         let expected = hmac_sha256_hex(b"s3cret", body.to_string().as_bytes());
-        assert_eq!(signature.as_deref(), Some(format!("sha256={expected}").as_str()));
+        assert_eq!(
+            signature.as_deref(),
+            Some(format!("sha256={expected}").as_str())
+        );
     }
 
     let slack = of("slack");
     assert_eq!(slack.len(), 2);
     let text = |i: usize| slack[i].1["text"].as_str().unwrap().to_owned();
-    assert!(text(0).contains("FIRING backlog on queue jobs"), "{}", text(0));
+    assert!(
+        text(0).contains("FIRING backlog on queue jobs"),
+        "{}",
+        text(0)
+    );
     assert!(text(1).contains("RESOLVED backlog"), "{}", text(1));
 
     let pager = of("pagerduty");

@@ -152,7 +152,10 @@ fn read_sink(diags: &mut Diagnostics, sink: &Block, header: &ast::Header) -> Opt
                 Diagnostic::error(
                     "invalid-value",
                     url.span,
-                    format!("sink `{}` has a url that is not `http://…`", read.name.value),
+                    format!(
+                        "sink `{}` has a url that is not `http://…`",
+                        read.name.value
+                    ),
                 )
                 .with_help(help),
             );
