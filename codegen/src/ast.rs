@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 
-use crate::model::{AlertMetric, AuthMode, BucketAction, Domain, Visibility};
+use crate::model::{
+    AlertMetric, AuthMode, BucketAction, Comparison, Domain, Severity, SinkAuth, SinkFormat,
+    Visibility,
+};
 use crate::source::{Span, Spanned};
 use crate::value::{ByteSize, CronSchedule, Duration};
 
@@ -136,6 +139,16 @@ pub struct Task {
     /// `type = "cron"`; the only value Raindrop defines.
     pub cron_type: Option<Span>,
     pub max_attempts: Option<Spanned<u32>>,
+    pub autoscale: Option<Autoscale>,
+}
+
+/// `autoscale { min max target_wait }`.
+#[derive(Debug, Clone, Default)]
+pub struct Autoscale {
+    pub span: Span,
+    pub min: Option<Spanned<u32>>,
+    pub max: Option<Spanned<u32>>,
+    pub target_wait: Option<Spanned<Duration>>,
 }
 
 /// A `kv_cache` block (or a deprecated `kv_store`).
@@ -152,6 +165,18 @@ pub struct Observer {
     pub source: Option<Source>,
     pub queues: Option<Vec<Spanned<String>>>,
     pub alerts: Vec<Alert>,
+    pub sinks: Vec<Sink>,
+}
+
+/// `sink "name" { url format secret_env auth }`.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub name: Spanned<String>,
+    pub span: Span,
+    pub url: Option<Spanned<String>>,
+    pub format: Option<Spanned<SinkFormat>>,
+    pub secret_env: Option<Spanned<String>>,
+    pub auth: Option<Spanned<SinkAuth>>,
 }
 
 /// `source { queue | bucket, batch_size, rule { actions } }`.
@@ -172,6 +197,9 @@ pub struct Alert {
     pub metric: Option<Spanned<AlertMetric>>,
     pub threshold: Option<Spanned<f64>>,
     pub window: Option<Spanned<Duration>>,
+    pub comparison: Option<Spanned<Comparison>>,
+    pub pending_for: Option<Spanned<Duration>>,
+    pub severity: Option<Spanned<Severity>>,
 }
 
 /// An `env "NAME" { secret default }` block.

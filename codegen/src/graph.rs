@@ -78,7 +78,9 @@ impl Chart {
     fn task(&mut self, app: &Application, task: &Task) {
         let t = id("task", task.name.as_str());
         match &task.role {
-            TaskRole::Worker { queue, concurrency } => {
+            TaskRole::Worker {
+                queue, concurrency, ..
+            } => {
                 self.line(format!(
                     "{t}[\"task {}<br/>{concurrency} workers\"]",
                     task.name

@@ -226,8 +226,11 @@ pub enum TaskRole {
     /// A pool of workers that pull jobs from a queue.
     Worker {
         queue: Name,
-        /// Jobs run at once per process.
+        /// Jobs run at once per process (the starting point with `autoscale`).
         concurrency: u32,
+        /// Concurrency that follows the backlog, between `min` and `max`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        autoscale: Option<Autoscale>,
     },
     /// A schedule.
     Cron {
@@ -235,6 +238,16 @@ pub enum TaskRole {
         /// Attempts per tick (1: a failed run waits for the next tick).
         max_attempts: u32,
     },
+}
+
+/// `autoscale { min max target_wait }`: a worker pool's concurrency follows its backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Autoscale {
+    pub min: u32,
+    pub max: u32,
+    /// The pool grows while the oldest ready job has waited longer than this and every slot
+    /// is busy.
+    pub target_wait: Duration,
 }
 
 /// A key/value cache.
@@ -261,6 +274,9 @@ pub enum ObserverRole {
     Monitor {
         queues: Vec<Name>,
         alerts: Vec<Alert>,
+        /// Where alerts are sent when they fire and resolve.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sinks: Vec<Sink>,
     },
     /// Consumes a queue's messages in batches.
     Consumer { queue: Name, batch_size: u32 },
@@ -271,13 +287,21 @@ pub enum ObserverRole {
     },
 }
 
-/// An alert rule: raised when `metric` passes `threshold` over `window`.
+/// An alert rule: fires when `metric` is `comparison` `threshold` (measured over `window`)
+/// and has been for `for`; resolves when it no longer is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub name: Name,
     pub metric: AlertMetric,
+    #[serde(default)]
+    pub comparison: Comparison,
     pub threshold: f64,
     pub window: Duration,
+    /// How long the condition must hold before the alert fires; none: at once.
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    pub pending_for: Option<Duration>,
+    #[serde(default)]
+    pub severity: Severity,
 }
 
 /// What an alert watches.
@@ -294,17 +318,152 @@ pub enum AlertMetric {
     DeadLetters,
     /// Jobs finished per second over the window.
     Throughput,
+    /// Live worker pools pulling the queue, in every process sharing the store.
+    WorkersAlive,
+    /// Retries scheduled per second over the window.
+    RetryRate,
+    /// 99th percentile of the wait (due time to start) of attempts started in the window, in
+    /// seconds.
+    WaitP99,
 }
 
 impl AlertMetric {
     /// Every value with its manifest spelling.
-    pub const ALL: [(&'static str, Self); 5] = [
+    pub const ALL: [(&'static str, Self); 8] = [
         ("queue_depth", Self::QueueDepth),
         ("oldest_job_age", Self::OldestJobAge),
         ("error_rate", Self::ErrorRate),
         ("dead_letters", Self::DeadLetters),
         ("throughput", Self::Throughput),
+        ("workers_alive", Self::WorkersAlive),
+        ("retry_rate", Self::RetryRate),
+        ("wait_p99", Self::WaitP99),
     ];
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, m)| *m == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+/// How an alert compares its metric with the threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// Fires while the value is greater than the threshold.
+    #[default]
+    Above,
+    /// Fires while the value is less than the threshold.
+    Below,
+}
+
+impl Comparison {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 2] = [("above", Self::Above), ("below", Self::Below)];
+
+    /// Whether `value` meets the condition against `threshold`.
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::Above => value > threshold,
+            Self::Below => value < threshold,
+        }
+    }
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Above => "above",
+            Self::Below => "below",
+        }
+    }
+}
+
+/// How urgent an alert is (PagerDuty's four levels).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    #[default]
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Severity {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 4] = [
+        ("critical", Self::Critical),
+        ("error", Self::Error),
+        ("warning", Self::Warning),
+        ("info", Self::Info),
+    ];
+
+    /// The manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Where a monitor sends its alerts: a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sink {
+    pub name: Name,
+    /// The endpoint, `http://…`.
+    pub url: String,
+    pub format: SinkFormat,
+    /// The secret env value: a bearer token or HMAC key (`json`), the routing key
+    /// (`pagerduty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
+    /// How a `json` sink uses its secret.
+    #[serde(default)]
+    pub auth: SinkAuth,
+}
+
+/// The body a sink sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkFormat {
+    /// Raindrop's alert event as JSON.
+    #[default]
+    Json,
+    /// A Slack-compatible `{"text": …}` message.
+    Slack,
+    /// A PagerDuty Events API v2 event (trigger and resolve, with a dedup key).
+    Pagerduty,
+}
+
+impl SinkFormat {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 3] = [
+        ("json", Self::Json),
+        ("slack", Self::Slack),
+        ("pagerduty", Self::Pagerduty),
+    ];
+}
+
+/// How a `json` sink presents its secret.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkAuth {
+    /// `Authorization: Bearer SECRET`.
+    #[default]
+    Bearer,
+    /// `X-Raindrop-Signature: sha256=HEX`, the HMAC-SHA256 of the body under the secret.
+    Hmac,
+}
+
+impl SinkAuth {
+    /// Every value with its manifest spelling.
+    pub const ALL: [(&'static str, Self); 2] = [("bearer", Self::Bearer), ("hmac", Self::Hmac)];
 }
 
 /// The object events a Raindrop bucket observer may react to.

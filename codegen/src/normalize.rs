@@ -59,6 +59,10 @@ pub mod defaults {
     pub const BATCH_SIZE: u32 = 10;
     /// `alert.window`.
     pub const ALERT_WINDOW: Duration = Duration::from_secs(5 * 60);
+    /// `task.autoscale.min`.
+    pub const AUTOSCALE_MIN: u32 = 1;
+    /// `task.autoscale.target_wait`.
+    pub const AUTOSCALE_TARGET_WAIT: Duration = Duration::from_secs(1);
 }
 
 fn name(header: &ast::Header) -> Option<Name> {
@@ -334,12 +338,25 @@ fn task(
                 }
             },
         };
+        let autoscale = t.autoscale.as_ref().and_then(|a| {
+            let max = a.max.as_ref()?.value;
+            Some(model::Autoscale {
+                min: a.min.as_ref().map_or(defaults::AUTOSCALE_MIN, |v| v.value),
+                max,
+                target_wait: a
+                    .target_wait
+                    .as_ref()
+                    .map_or(defaults::AUTOSCALE_TARGET_WAIT, |v| v.value),
+            })
+        });
         TaskRole::Worker {
             queue,
-            concurrency: t
-                .concurrency
-                .as_ref()
-                .map_or(defaults::CONCURRENCY, |v| v.value),
+            concurrency: match (&autoscale, &t.concurrency) {
+                (Some(a), _) => a.min,
+                (None, Some(v)) => v.value,
+                (None, None) => defaults::CONCURRENCY,
+            },
+            autoscale,
         }
     };
     Some(model::Task {
@@ -391,11 +408,27 @@ fn observer(
                     Some(model::Alert {
                         name: Name::parse(&a.name.value).ok()?,
                         metric: a.metric.as_ref()?.value,
+                        comparison: a.comparison.as_ref().map(|v| v.value).unwrap_or_default(),
                         threshold: a.threshold.as_ref()?.value,
                         window: a
                             .window
                             .as_ref()
                             .map_or(defaults::ALERT_WINDOW, |v| v.value),
+                        pending_for: a.pending_for.as_ref().map(|v| v.value),
+                        severity: a.severity.as_ref().map(|v| v.value).unwrap_or_default(),
+                    })
+                })
+                .collect(),
+            sinks: o
+                .sinks
+                .iter()
+                .filter_map(|s| {
+                    Some(model::Sink {
+                        name: Name::parse(&s.name.value).ok()?,
+                        url: s.url.as_ref()?.value.clone(),
+                        format: s.format.as_ref().map(|v| v.value).unwrap_or_default(),
+                        secret_env: s.secret_env.as_ref().map(|v| v.value.clone()),
+                        auth: s.auth.as_ref().map(|v| v.value).unwrap_or_default(),
                     })
                 })
                 .collect(),

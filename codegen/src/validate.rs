@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::ast;
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::model::SinkFormat;
 use crate::name::{Name, check_env_name, rust_ident};
 use crate::source::{Span, Spanned};
 use crate::suggest::did_you_mean;
@@ -17,6 +18,8 @@ pub fn validate(app: &ast::Application, diags: &mut Diagnostics) {
     check_observers(app, diags);
     check_envs(app, diags);
     check_queues(app, diags);
+    check_autoscale(app, diags);
+    check_sinks(app, diags);
 }
 
 fn headers(app: &ast::Application) -> impl Iterator<Item = &ast::Header> {
@@ -336,6 +339,16 @@ fn check_observers(app: &ast::Application, diags: &mut Diagnostics) {
                     .with_help("an observer is either a consumer (`source`) or a monitor (`queues`); split it in two"),
             );
         }
+        if let Some(sink) = observer.sinks.first() {
+            diags.push(
+                Diagnostic::error(
+                    "conflicting-settings",
+                    sink.span,
+                    format!("observer `{name}` has a `source` and alert sinks"),
+                )
+                .with_help("sinks belong to monitor observers (without `source`)"),
+            );
+        }
         if let Some(alert) = observer.alerts.first() {
             diags.push(
                 Diagnostic::error(
@@ -409,6 +422,137 @@ fn check_queues(app: &ast::Application, diags: &mut Diagnostics) {
                     .with_related(max.span, "maximum")
                     .with_help("`initial` must not exceed `max`"),
                 );
+            }
+        }
+    }
+}
+
+fn check_autoscale(app: &ast::Application, diags: &mut Diagnostics) {
+    for task in &app.tasks {
+        let Some(autoscale) = &task.autoscale else {
+            continue;
+        };
+        let name = &task.header.name.value;
+        if let Some(cron) = &task.cron {
+            diags.push(
+                Diagnostic::error(
+                    "conflicting-settings",
+                    autoscale.span,
+                    format!("cron task `{name}` has `autoscale`"),
+                )
+                .with_related(cron.span, "runs on this schedule")
+                .with_help("a cron task runs once per tick; `autoscale` is for worker tasks"),
+            );
+        }
+        if let Some(concurrency) = &task.concurrency {
+            diags.push(
+                Diagnostic::error(
+                    "conflicting-settings",
+                    concurrency.span,
+                    format!("task `{name}` sets both `concurrency` and `autoscale`"),
+                )
+                .with_related(autoscale.span, "autoscale sets the concurrency")
+                .with_help("remove `concurrency`: with `autoscale` the pool runs between `min` and `max` jobs at once"),
+            );
+        }
+        if let (Some(min), Some(max)) = (&autoscale.min, &autoscale.max)
+            && min.value > max.value
+        {
+            diags.push(
+                Diagnostic::error(
+                    "conflicting-settings",
+                    min.span,
+                    format!("autoscale of task `{name}` has `min` above `max`"),
+                )
+                .with_related(max.span, "maximum")
+                .with_help("`min` must not exceed `max`"),
+            );
+        }
+    }
+}
+
+fn check_sinks(app: &ast::Application, diags: &mut Diagnostics) {
+    let envs: Vec<&str> = app
+        .envs
+        .iter()
+        .map(|e| e.header.name.value.as_str())
+        .collect();
+    for observer in &app.observers {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for sink in &observer.sinks {
+            let name = &sink.name.value;
+            if let Some(&first) = seen.get(name.as_str()) {
+                diags.push(
+                    Diagnostic::error(
+                        "duplicate-name",
+                        sink.name.span,
+                        format!(
+                            "sink `{name}` is declared twice in observer `{}`",
+                            observer.header.name.value
+                        ),
+                    )
+                    .with_related(first, "first declared here")
+                    .with_help("rename one of them"),
+                );
+            }
+            seen.insert(name, sink.name.span);
+            let format = sink.format.as_ref().map(|f| f.value).unwrap_or_default();
+            match &sink.secret_env {
+                Some(env_name) => {
+                    check_reference(
+                        diags,
+                        env_name,
+                        "env",
+                        &envs,
+                        "declare it with `env \"NAME\" { secret = true }`",
+                    );
+                    if let Some(env) = app
+                        .envs
+                        .iter()
+                        .find(|e| e.header.name.value == env_name.value)
+                        && !env.secret.as_ref().is_some_and(|s| s.value)
+                    {
+                        diags.push(
+                            Diagnostic::error(
+                                "conflicting-settings",
+                                env.header.name.span,
+                                format!("env `{}` holds the secret of sink `{name}` but is not secret", env_name.value),
+                            )
+                            .with_related(env_name.span, "named as the sink's secret here")
+                            .with_help("add `secret = true` so the secret is never logged or shown"),
+                        );
+                    }
+                }
+                None if format == SinkFormat::Pagerduty => diags.push(
+                    Diagnostic::error(
+                        "missing-attribute",
+                        sink.span,
+                        format!("pagerduty sink `{name}` needs `secret_env`"),
+                    )
+                    .with_help("name the secret env holding the PagerDuty integration's routing key, e.g. `secret_env = \"PAGERDUTY_ROUTING_KEY\"`"),
+                ),
+                None => {}
+            }
+            if let Some(auth) = &sink.auth {
+                if format != SinkFormat::Json {
+                    diags.push(
+                        Diagnostic::error(
+                            "conflicting-settings",
+                            auth.span,
+                            format!("sink `{name}` sets `auth` but is not a `json` sink"),
+                        )
+                        .with_help("`auth` says how a `json` sink sends its secret; slack sinks carry theirs in the url, pagerduty sinks in the body"),
+                    );
+                } else if sink.secret_env.is_none() {
+                    diags.push(
+                        Diagnostic::error(
+                            "missing-attribute",
+                            auth.span,
+                            format!("sink `{name}` sets `auth` but has no `secret_env`"),
+                        )
+                        .with_help("add `secret_env = \"NAME\"` naming a secret env"),
+                    );
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use raindrop_codegen::model::{self, AlertMetric};
+use raindrop_codegen::model::{self, AlertMetric, Comparison, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::job::Timestamp;
@@ -22,18 +22,54 @@ pub struct AlertState {
     pub metric: AlertMetric,
     /// The measured value.
     pub value: f64,
+    /// How the value is compared with the threshold.
+    #[serde(default)]
+    pub comparison: Comparison,
     /// The threshold it is compared with.
     pub threshold: f64,
-    /// Whether the value is above the threshold.
+    /// How urgent the rule says it is.
+    #[serde(default)]
+    pub severity: Severity,
+    /// Whether it fires: the condition has held for the rule's `for`.
     pub firing: bool,
-    /// When it last changed.
+    /// When it last started or stopped firing.
     pub since: Timestamp,
+}
+
+impl AlertState {
+    /// `firing` or `resolved`.
+    pub fn status(&self) -> &'static str {
+        if self.firing { "firing" } else { "resolved" }
+    }
+
+    /// The same for every firing and resolve of one rule on one queue (PagerDuty's dedup key).
+    pub fn dedup_key(&self) -> String {
+        format!("raindrop/{}/{}/{}", self.observer, self.name, self.queue)
+    }
+
+    /// One line for people: what fired or resolved, and the value against the threshold.
+    pub fn summary(&self) -> String {
+        format!(
+            "[{}] {} {} on queue {}: {} is {} ({} {})",
+            self.severity.as_str(),
+            self.status().to_uppercase(),
+            self.name,
+            self.queue,
+            self.metric.as_str(),
+            self.value,
+            self.comparison.as_str(),
+            self.threshold,
+        )
+    }
 }
 
 /// Alerts raised by observers, readable by the service and dashboard.
 #[derive(Debug, Default)]
 pub struct Alerts {
     states: Mutex<BTreeMap<(String, String, String), AlertState>>,
+    /// Since when each rule's condition has held without it firing yet (its `for`), on the
+    /// monotonic clock.
+    pending: Mutex<BTreeMap<(String, String, String), tokio::time::Instant>>,
 }
 
 impl Alerts {
@@ -53,7 +89,9 @@ impl Alerts {
     }
 
     /// Records `value` measured by `observer`'s `rule` on `queue` at `at`; the new standing when
-    /// the rule starts or stops firing (a first measurement that does not fire is no change).
+    /// the rule starts firing (its condition has held for its `for`) or resolves (it no longer
+    /// holds). Each firing and each resolve is returned once; a rule that has never fired does
+    /// not resolve.
     pub(crate) fn update(
         &self,
         observer: &str,
@@ -62,11 +100,33 @@ impl Alerts {
         value: f64,
         at: Timestamp,
     ) -> Option<AlertState> {
-        let firing = value > rule.threshold;
+        let holds = rule.comparison.holds(value, rule.threshold);
         let key = (observer.to_owned(), rule.name.to_string(), queue.to_owned());
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let previous = states.get(&key).map(|s| (s.firing, s.since));
-        let since = match previous {
+        let was_firing = self
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .map(|s| (s.firing, s.since));
+        let firing = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if !holds {
+                pending.remove(&key);
+                false
+            } else if was_firing.is_some_and(|(firing, _)| firing) {
+                true
+            } else {
+                let since = *pending
+                    .entry(key.clone())
+                    .or_insert_with(tokio::time::Instant::now);
+                let due = rule.pending_for.is_none_or(|d| since.elapsed() >= d.get());
+                if due {
+                    pending.remove(&key);
+                }
+                due
+            }
+        };
+        let since = match was_firing {
             Some((was, since)) if was == firing => since,
             _ => at,
         };
@@ -76,11 +136,17 @@ impl Alerts {
             queue: queue.to_owned(),
             metric: rule.metric,
             value,
+            comparison: rule.comparison,
             threshold: rule.threshold,
+            severity: rule.severity,
             firing,
             since,
         };
-        states.insert(key, state.clone());
-        (previous.map(|p| p.0) != Some(firing) && (firing || previous.is_some())).then_some(state)
+        self.states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, state.clone());
+        let previous = was_firing.map(|(f, _)| f);
+        (previous != Some(firing) && (firing || previous.is_some())).then_some(state)
     }
 }

@@ -33,6 +33,7 @@ use crate::kv::KvCache;
 use crate::observer::{Alerts, ObserverHandler};
 use crate::plan::PoolKind;
 use crate::queue::Queue;
+use crate::secret::Secret;
 use crate::store::{Store, StoreUrl};
 use crate::task::Handler;
 use crate::worker::Work;
@@ -61,6 +62,7 @@ pub struct EngineBuilder {
     observers: HashMap<String, Factory<dyn ObserverHandler>>,
     consumers: HashMap<String, Factory<dyn BatchHandler>>,
     settings: Settings,
+    secrets: HashMap<String, Secret>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -72,6 +74,14 @@ impl std::fmt::Debug for EngineBuilder {
 }
 
 impl EngineBuilder {
+    /// Supplies the secret env value `name` the engine itself needs (an alert sink's
+    /// `secret_env`) instead of reading it from the process environment.
+    #[must_use]
+    pub fn secret(mut self, name: &str, value: Secret) -> Self {
+        self.secrets.insert(name.to_owned(), value);
+        self
+    }
+
     /// Uses `store` instead of opening one from `RAINDROP_STORE`.
     #[must_use]
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
@@ -202,6 +212,7 @@ impl EngineBuilder {
                 consumers: self.consumers,
                 alerts: Arc::new(Alerts::default()),
                 settings: self.settings,
+                secrets: self.secrets,
             }),
         })
     }
@@ -229,6 +240,7 @@ struct Inner {
     consumers: HashMap<String, Factory<dyn BatchHandler>>,
     alerts: Arc<Alerts>,
     settings: Settings,
+    secrets: HashMap<String, Secret>,
 }
 
 /// A running or runnable application. Cheap to clone.
@@ -257,6 +269,7 @@ impl Engine {
             observers: HashMap::new(),
             consumers: HashMap::new(),
             settings: Settings::default(),
+            secrets: HashMap::new(),
         }
     }
 
@@ -366,6 +379,18 @@ impl Engine {
             ));
         }
         for config in plan.monitors {
+            let webhooks = config
+                .sinks
+                .iter()
+                .map(|sink| {
+                    let secret = sink
+                        .secret_env
+                        .as_deref()
+                        .map(|name| self.secret_value(name, &config.name, sink.name.as_str()))
+                        .transpose()?;
+                    Ok(crate::sink::Webhook::new(sink.clone(), secret))
+                })
+                .collect::<Result<Vec<_>>>()?;
             let handler = inner.observers.get(&config.name).map(|make| make(self));
             let cursor = inner.store.last_event_seq().await?;
             components.spawn(crate::observer::run(
@@ -373,6 +398,7 @@ impl Engine {
                 config,
                 handler,
                 inner.alerts.clone(),
+                webhooks,
                 cursor,
                 stop.clone(),
             ));
@@ -394,6 +420,19 @@ impl Engine {
             ));
         }
         Ok(Running { stop, components })
+    }
+
+    /// The secret `name` an alert sink of `observer` needs: supplied to the builder, else from
+    /// the environment.
+    fn secret_value(&self, name: &str, observer: &str, sink: &str) -> Result<Secret> {
+        if let Some(secret) = self.inner.secrets.get(name) {
+            return Ok(secret.clone());
+        }
+        std::env::var(name).map(Secret::new).map_err(|_| {
+            Error::Config(format!(
+                "the secret `{name}` of sink `{sink}` (observer `{observer}`) has no value: set the environment variable `{name}`"
+            ))
+        })
     }
 
     /// What wakes idle workers of `queue` when jobs may have become ready.

@@ -21,6 +21,7 @@ pub mod retry;
 pub mod secret;
 pub mod service;
 mod settings;
+mod sink;
 pub mod store;
 pub mod task;
 pub mod telemetry;
@@ -57,4 +58,10 @@ pub mod docs {
 
     #[doc = include_str!("docs/threat_model.md")]
     pub mod threat_model {}
+
+    #[doc = include_str!("docs/alerting.md")]
+    pub mod alerting {}
+
+    #[doc = include_str!("docs/scaling.md")]
+    pub mod scaling {}
 }

@@ -35,6 +35,8 @@ pub struct MonitorConfig {
     pub queues: Vec<String>,
     /// Its alert rules.
     pub alerts: Vec<model::Alert>,
+    /// Where its alerts are sent.
+    pub sinks: Vec<model::Sink>,
     /// How often recovery and metrics run.
     pub tick: Duration,
     /// How often retention runs.
@@ -45,17 +47,23 @@ pub struct MonitorConfig {
     pub event_horizon: Duration,
 }
 
-/// Counts of terminal events in the recent window, per queue.
+/// Terminal and retry events in the recent window, and the waits of attempts started in it,
+/// per queue.
 #[derive(Default)]
 struct Window {
     events: VecDeque<(Timestamp, String, EventKind)>,
+    /// When an attempt started, its queue, and how long it waited past its due time (s).
+    waits: VecDeque<(Timestamp, String, f64)>,
 }
 
 impl Window {
     fn push(&mut self, event: &Event) {
         if matches!(
             event.kind,
-            EventKind::Succeeded | EventKind::Failed | EventKind::DeadLettered
+            EventKind::Succeeded
+                | EventKind::Failed
+                | EventKind::DeadLettered
+                | EventKind::Retrying
         ) {
             self.events
                 .push_back((event.at, event.queue.clone(), event.kind));
@@ -66,6 +74,26 @@ impl Window {
         while self.events.front().is_some_and(|(at, _, _)| *at < horizon) {
             self.events.pop_front();
         }
+        while self.waits.front().is_some_and(|(at, _, _)| *at < horizon) {
+            self.waits.pop_front();
+        }
+    }
+
+    /// The 99th percentile (nearest rank) of the waits of `queue`'s attempts started since
+    /// `since`, in seconds; 0 when none started.
+    fn wait_p99(&self, queue: &str, since: Timestamp) -> f64 {
+        let mut waits: Vec<f64> = self
+            .waits
+            .iter()
+            .filter(|(at, q, _)| *at >= since && q == queue)
+            .map(|(_, _, w)| *w)
+            .collect();
+        if waits.is_empty() {
+            return 0.0;
+        }
+        waits.sort_by(f64::total_cmp);
+        let rank = (waits.len() as f64 * 0.99).ceil() as usize;
+        waits[rank.clamp(1, waits.len()) - 1]
     }
 
     fn count(&self, queue: &str, kind: EventKind, since: Timestamp) -> usize {
@@ -82,10 +110,16 @@ pub(crate) async fn run(
     config: MonitorConfig,
     handler: Option<Arc<dyn ObserverHandler>>,
     alerts: Arc<Alerts>,
+    webhooks: Vec<crate::sink::Webhook>,
     mut cursor: u64,
     stop: CancellationToken,
 ) {
     tracing::info!(observer = %config.name, queues = ?config.queues, "monitor started");
+    let sinks = crate::sink::Sinks::start(webhooks);
+    let wants_waits = config
+        .alerts
+        .iter()
+        .any(|a| a.metric == AlertMetric::WaitP99);
     let mut window = Window::default();
     let longest_window = config
         .alerts
@@ -112,6 +146,14 @@ pub(crate) async fn run(
                             continue;
                         }
                         window.push(event);
+                        if wants_waits
+                            && event.kind == EventKind::Started
+                            && let Some(wait) = wait_of(&store, event).await
+                        {
+                            window
+                                .waits
+                                .push_back((event.at, event.queue.clone(), wait));
+                        }
                         if let Some(handler) = &handler {
                             handler.on_event(event).await;
                         }
@@ -124,13 +166,37 @@ pub(crate) async fn run(
             }
         }
         window.trim(crate::store::before(at, longest_window));
-        measure(&store, &config, &window, &alerts, handler.as_ref(), at).await;
+        measure(
+            &store,
+            &config,
+            &window,
+            &alerts,
+            handler.as_ref(),
+            &sinks,
+            at,
+        )
+        .await;
         tokio::select! {
             () = tokio::time::sleep(config.tick) => {}
             () = stop.cancelled() => break,
         }
     }
+    sinks.finish(SINK_GRACE).await;
     tracing::info!(observer = %config.name, "monitor stopped");
+}
+
+/// How long a stopping monitor keeps delivering the alerts its sinks have queued.
+const SINK_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the attempt `event` started waited past its due time, in seconds; none when the
+/// job has moved on to another attempt (or is gone) by the time the monitor reads it.
+async fn wait_of(store: &Arc<dyn Store>, event: &Event) -> Option<f64> {
+    let job = store.get(event.job).await.ok().flatten()?;
+    if job.attempt != event.attempt {
+        return None;
+    }
+    let waited = (event.at - job.run_at).to_std().unwrap_or_default();
+    Some(waited.as_secs_f64())
 }
 
 async fn recover(store: &Arc<dyn Store>, config: &MonitorConfig) {
@@ -187,6 +253,7 @@ async fn measure(
     window: &Window,
     alerts: &Alerts,
     handler: Option<&Arc<dyn ObserverHandler>>,
+    sinks: &crate::sink::Sinks,
     at: Timestamp,
 ) {
     let counts = match store.counts().await {
@@ -195,6 +262,21 @@ async fn measure(
             tracing::warn!(observer = %config.name, error = %err, "reading queue counts failed");
             return;
         }
+    };
+    let workers = if config
+        .alerts
+        .iter()
+        .any(|a| a.metric == AlertMetric::WorkersAlive)
+    {
+        match crate::registry::workers(store, at).await {
+            Ok(workers) => Some(workers),
+            Err(err) => {
+                tracing::warn!(observer = %config.name, error = %err, "reading the live worker pools failed");
+                None
+            }
+        }
+    } else {
+        None
     };
     for queue in &config.queues {
         let queue_counts = counts.get(queue).cloned().unwrap_or_default();
@@ -212,6 +294,16 @@ async fn measure(
             let succeeded = window.count(queue, EventKind::Succeeded, since) as f64;
             let failed = window.count(queue, EventKind::Failed, since) as f64;
             let value = match rule.metric {
+                AlertMetric::WorkersAlive => match &workers {
+                    Some(workers) => workers.iter().filter(|w| &w.queue == queue).count() as f64,
+                    // Unknown: neither fire nor resolve on a failed read.
+                    None => continue,
+                },
+                AlertMetric::RetryRate => {
+                    window.count(queue, EventKind::Retrying, since) as f64
+                        / rule.window.get().as_secs_f64().max(1.0)
+                }
+                AlertMetric::WaitP99 => window.wait_p99(queue, since),
                 AlertMetric::QueueDepth => queue_counts.waiting() as f64,
                 AlertMetric::OldestJobAge => age,
                 AlertMetric::ErrorRate if succeeded + failed > 0.0 => failed / (succeeded + failed),
@@ -229,12 +321,13 @@ async fn measure(
             }
             if let Some(state) = changed {
                 if state.firing {
-                    tracing::warn!(observer = %state.observer, alert = %state.name, queue = %state.queue, value = state.value, threshold = state.threshold, "alert raised");
+                    tracing::warn!(observer = %state.observer, alert = %state.name, queue = %state.queue, severity = state.severity.as_str(), value = state.value, threshold = state.threshold, "alert raised");
                 } else {
                     tracing::info!(observer = %state.observer, alert = %state.name, queue = %state.queue, value = state.value, "alert resolved");
                 }
                 metrics::gauge!("raindrop_alert_firing", "alert" => state.name.clone(), "queue" => state.queue.clone())
                     .set(if state.firing { 1.0 } else { 0.0 });
+                sinks.send(&state);
                 if let Some(handler) = handler {
                     handler.on_alert(&state).await;
                 }

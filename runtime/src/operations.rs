@@ -208,6 +208,13 @@ pub const METRICS: &[Metric] = &[
         "1 while an alert rule of the manifest fires, else 0 (published by observers).",
     ),
     metric(
+        "raindrop_alert_notifications_total",
+        Kind::Counter,
+        COUNT,
+        &["sink", "outcome"],
+        "Alert firings and resolves sent to a sink of the manifest, by outcome (delivered, failed).",
+    ),
+    metric(
         "raindrop_cron_runs_total",
         Kind::Counter,
         COUNT,

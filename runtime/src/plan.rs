@@ -66,7 +66,12 @@ impl Plan {
 
 fn task_pools<'a>(app: &'a Application, settings: &'a Settings) -> impl Iterator<Item = Pool> + 'a {
     app.tasks.iter().filter_map(move |task| {
-        let TaskRole::Worker { queue, concurrency } = &task.role else {
+        let TaskRole::Worker {
+            queue,
+            concurrency,
+            autoscale,
+        } = &task.role
+        else {
             return None;
         };
         let config = worker_config(app, settings, &task.name, queue)?;
@@ -75,6 +80,11 @@ fn task_pools<'a>(app: &'a Application, settings: &'a Settings) -> impl Iterator
             config: WorkerConfig {
                 concurrency: *concurrency as usize,
                 timeout: task.timeout.get(),
+                autoscale: autoscale.map(|a| crate::worker::Autoscale {
+                    min: a.min as usize,
+                    max: a.max as usize,
+                    target_wait: a.target_wait.get(),
+                }),
                 ..config
             },
         })
@@ -123,6 +133,7 @@ fn worker_config(
         idle_poll: settings.idle_poll,
         grace: settings.grace,
         limits: claim_limits(app, queue.as_str()),
+        autoscale: None,
     })
 }
 
@@ -149,13 +160,19 @@ fn monitors(app: &Application, settings: &Settings) -> Vec<MonitorConfig> {
     app.observers
         .iter()
         .filter_map(|observer| {
-            let ObserverRole::Monitor { queues, alerts } = &observer.role else {
+            let ObserverRole::Monitor {
+                queues,
+                alerts,
+                sinks,
+            } = &observer.role
+            else {
                 return None;
             };
             Some(MonitorConfig {
                 name: observer.name.to_string(),
                 queues: queues.iter().map(ToString::to_string).collect(),
                 alerts: alerts.clone(),
+                sinks: sinks.clone(),
                 tick: settings.observer_tick,
                 retention_every: settings.retention_every,
                 retention: retention.clone(),

@@ -8,7 +8,7 @@ use super::reader::Reader;
 use super::span;
 use crate::ast;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{AlertMetric, BucketAction};
+use crate::model::{AlertMetric, BucketAction, Comparison, Severity, SinkAuth, SinkFormat};
 use crate::source::Spanned;
 use crate::suggest::did_you_mean;
 
@@ -28,6 +28,11 @@ pub(super) fn read_observer(
     for alert in r.blocks("alert") {
         if let Some(alert) = read_alert(diags, alert, &header) {
             observer.alerts.push(alert);
+        }
+    }
+    for sink in r.blocks("sink") {
+        if let Some(sink) = read_sink(diags, sink, &header) {
+            observer.sinks.push(sink);
         }
     }
     r.finish(diags);
@@ -102,20 +107,72 @@ fn bucket_action(
     None
 }
 
-/// `alert "name" { metric, threshold, window }`; `None` (with an error) without a name.
-fn read_alert(diags: &mut Diagnostics, alert: &Block, header: &ast::Header) -> Option<ast::Alert> {
-    let labels: Vec<Spanned<String>> = alert.labels.iter().map(label).collect();
-    let Some(name) = labels.first().cloned() else {
+/// The name of a nested labelled block (`alert`, `sink`); `None` (with an error) without one.
+fn nested_name(diags: &mut Diagnostics, block: &Block, example: &str) -> Option<Spanned<String>> {
+    let labels: Vec<Spanned<String>> = block.labels.iter().map(label).collect();
+    let name = labels.first().cloned();
+    if name.is_none() {
         diags.push(
             Diagnostic::error(
                 "missing-name",
-                span(&alert.ident),
-                "`alert` block without a name",
+                span(&block.ident),
+                format!("`{}` block without a name", block.ident.as_str()),
             )
-            .with_help("write `alert \"backlog\" { … }`"),
+            .with_help(format!("write `{example} {{ … }}`")),
         );
-        return None;
+    }
+    name
+}
+
+/// `sink "name" { url, format, secret_env, auth }`; `None` (with an error) without a name.
+fn read_sink(diags: &mut Diagnostics, sink: &Block, header: &ast::Header) -> Option<ast::Sink> {
+    let name = nested_name(diags, sink, "sink \"oncall\"")?;
+    let mut s = Reader::nested(&sink.body, header, "sink");
+    let read = ast::Sink {
+        name,
+        span: span(&sink.ident),
+        url: s.value(diags, "url", string),
+        format: s.value(diags, "format", one_of(&SinkFormat::ALL)),
+        secret_env: s.value(diags, "secret_env", string),
+        auth: s.value(diags, "auth", one_of(&SinkAuth::ALL)),
     };
+    s.finish(diags);
+    match &read.url {
+        None if !sink.body.has_attribute("url") => diags.push(
+            Diagnostic::error(
+                "missing-attribute",
+                read.span,
+                format!("sink `{}` needs `url`", read.name.value),
+            )
+            .with_help("add e.g. `url = \"http://alert-relay:9000/raindrop\"` inside the sink"),
+        ),
+        Some(url) if !url.value.starts_with("http://") => {
+            let help = if url.value.starts_with("https://") {
+                "this runtime sends webhooks over plain HTTP: point the sink at a relay inside your network (an egress proxy or sidecar) that forwards to the HTTPS endpoint"
+            } else {
+                "write an address such as \"http://alert-relay:9000/raindrop\""
+            };
+            diags.push(
+                Diagnostic::error(
+                    "invalid-value",
+                    url.span,
+                    format!(
+                        "sink `{}` has a url that is not `http://…`",
+                        read.name.value
+                    ),
+                )
+                .with_help(help),
+            );
+        }
+        _ => {}
+    }
+    Some(read)
+}
+
+/// `alert "name" { metric, comparison, threshold, window, for, severity }`; `None` (with an
+/// error) without a name.
+fn read_alert(diags: &mut Diagnostics, alert: &Block, header: &ast::Header) -> Option<ast::Alert> {
+    let name = nested_name(diags, alert, "alert \"backlog\"")?;
     let mut a = Reader::nested(&alert.body, header, "alert");
     let read = ast::Alert {
         name,
@@ -123,6 +180,9 @@ fn read_alert(diags: &mut Diagnostics, alert: &Block, header: &ast::Header) -> O
         metric: a.value(diags, "metric", one_of(&AlertMetric::ALL)),
         threshold: a.value(diags, "threshold", float_in(0.0, f64::MAX)),
         window: a.value(diags, "window", duration),
+        comparison: a.value(diags, "comparison", one_of(&Comparison::ALL)),
+        pending_for: a.value(diags, "for", duration),
+        severity: a.value(diags, "severity", one_of(&Severity::ALL)),
     };
     a.finish(diags);
     for (key, example, missing) in [
