@@ -182,8 +182,8 @@ fn env_extractors() -> TokenStream {
         }
 
         impl ::raindrop::__private::FromEvent<Env> for Env {
-            fn from_event(_: &::raindrop::event::Event, env: &Env) -> Self {
-                ::core::clone::Clone::clone(env)
+            fn from_event(_: &::raindrop::observer::Observed, env: &Env) -> ::core::option::Option<Self> {
+                ::core::option::Option::Some(::core::clone::Clone::clone(env))
             }
         }
     }

@@ -39,6 +39,7 @@ pub mod prelude {
     pub use crate::consumer::{Message, MessageBatch};
     pub use crate::cron::ScheduledEvent;
     pub use crate::event::Event;
+    pub use crate::observer::{AlertState, Observed};
     pub use crate::service::Service;
     pub use crate::task::{Job, JobContext, TaskError};
     pub use crate::{observer, service, task};

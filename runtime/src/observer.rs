@@ -14,6 +14,17 @@ use crate::event::{Event, EventKind};
 use crate::job::{Timestamp, now};
 use crate::store::{RetentionPolicy, Store};
 
+/// What a monitor hands its handler: a lifecycle event of a job, or an alert that started or
+/// stopped firing. An `#[observer]` function that takes `Observed` receives both; one that
+/// takes [`Event`] receives the events only, one that takes [`AlertState`] the alerts only.
+#[derive(Debug, Clone)]
+pub enum Observed {
+    /// A job's lifecycle event.
+    Event(Event),
+    /// An alert rule that started firing (`firing`) or resolved.
+    Alert(AlertState),
+}
+
 /// Receives lifecycle events and alerts of the queues an observer monitors.
 #[async_trait]
 pub trait ObserverHandler: Send + Sync + 'static {

@@ -11,7 +11,7 @@ use crate::engine::{Engine, EngineBuilder};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::kv::KvCache;
-use crate::observer::ObserverHandler;
+use crate::observer::{Observed, ObserverHandler};
 use crate::queue::Queue;
 use crate::secret::Secret;
 use crate::service::Service;
@@ -235,20 +235,39 @@ impl<E> FromSchedule<E> for ScheduledEvent {
     }
 }
 
-/// An argument of an observer handler.
+/// An argument of an observer handler; `None` when the handler does not take what was
+/// observed (a handler of `Event`s is not called for an alert).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be an argument of an observer handler",
     label = "not an extractor",
-    note = "observer handlers take `Event` and `Env`"
+    note = "observer handlers take `Event`, `AlertState`, `Observed` and `Env`"
 )]
 pub trait FromEvent<E>: Sized {
     /// Extracts the argument.
-    fn from_event(event: &Event, env: &E) -> Self;
+    fn from_event(observed: &Observed, env: &E) -> Option<Self>;
 }
 
 impl<E> FromEvent<E> for Event {
-    fn from_event(event: &Event, _env: &E) -> Self {
-        event.clone()
+    fn from_event(observed: &Observed, _env: &E) -> Option<Self> {
+        match observed {
+            Observed::Event(event) => Some(event.clone()),
+            Observed::Alert(_) => None,
+        }
+    }
+}
+
+impl<E> FromEvent<E> for crate::observer::AlertState {
+    fn from_event(observed: &Observed, _env: &E) -> Option<Self> {
+        match observed {
+            Observed::Alert(alert) => Some(alert.clone()),
+            Observed::Event(_) => None,
+        }
+    }
+}
+
+impl<E> FromEvent<E> for Observed {
+    fn from_event(observed: &Observed, _env: &E) -> Option<Self> {
+        Some(observed.clone())
     }
 }
 
@@ -362,11 +381,12 @@ where
     }))
 }
 
-/// An observer handler from the generated adapter closure.
+/// An observer handler from the generated adapter closure, which it calls with each event and
+/// each alert (the closure skips what its function does not take).
 pub fn observer_handler<E, F, Fut>(env: E, f: F) -> Arc<dyn ObserverHandler>
 where
     E: Bindings,
-    F: Fn(Event, E) -> Fut + Send + Sync + 'static,
+    F: Fn(Observed, E) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     struct FnObserver<F, E>(F, E);
@@ -375,13 +395,87 @@ where
     impl<F, Fut, E> ObserverHandler for FnObserver<F, E>
     where
         E: Bindings,
-        F: Fn(Event, E) -> Fut + Send + Sync + 'static,
+        F: Fn(Observed, E) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         async fn on_event(&self, event: &Event) {
-            (self.0)(event.clone(), self.1.clone()).await;
+            (self.0)(Observed::Event(event.clone()), self.1.clone()).await;
+        }
+
+        async fn on_alert(&self, alert: &crate::observer::AlertState) {
+            (self.0)(Observed::Alert(alert.clone()), self.1.clone()).await;
         }
     }
 
     Arc::new(FnObserver(f, env))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::observer::AlertState;
+
+    #[derive(Clone)]
+    struct NoEnv;
+
+    impl Bindings for NoEnv {
+        fn bind(_: &Runtime<'_>) -> Result<Self> {
+            Ok(NoEnv)
+        }
+    }
+
+    fn alert() -> AlertState {
+        serde_json::from_value(serde_json::json!({
+            "observer": "o", "name": "backlog", "queue": "q", "metric": "queue_depth",
+            "value": 5.0, "threshold": 1.0, "firing": true, "since": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    /// What a generated adapter of a function taking `T` passes on: the observed things `T`
+    /// extracts, nothing else.
+    async fn seen<T: FromEvent<NoEnv> + Send + 'static>(name: fn(&T) -> String) -> Vec<String> {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let handler = observer_handler(NoEnv, move |observed: Observed, env: NoEnv| {
+            let sink = sink.clone();
+            async move {
+                let Some(value) = T::from_event(&observed, &env) else {
+                    return;
+                };
+                sink.lock().unwrap().push(name(&value));
+            }
+        });
+        let event = Event {
+            seq: 1,
+            at: crate::job::now(),
+            kind: crate::event::EventKind::Enqueued,
+            job: crate::job::JobId::new(),
+            queue: "q".into(),
+            state: crate::job::JobState::Queued,
+            attempt: 0,
+            detail: None,
+        };
+        handler.on_event(&event).await;
+        handler.on_alert(&alert()).await;
+        let got = got.lock().unwrap().clone();
+        got
+    }
+
+    #[tokio::test]
+    async fn observer_functions_get_events_alerts_or_both_as_their_argument_says() {
+        assert_eq!(
+            seen::<Event>(|e| e.kind.as_str().to_owned()).await,
+            ["enqueued"]
+        );
+        assert_eq!(seen::<AlertState>(|a| a.name.clone()).await, ["backlog"]);
+        let both = seen::<Observed>(|o| match o {
+            Observed::Event(_) => "event".into(),
+            Observed::Alert(_) => "alert".into(),
+        })
+        .await;
+        assert_eq!(both, ["event", "alert"]);
+    }
 }

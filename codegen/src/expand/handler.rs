@@ -359,12 +359,12 @@ fn expand(function: &syn::ItemFn, block: &str, role: Role) -> TokenStream {
         }
         Role::Monitor => {
             let extract = args.iter().zip(&names).map(|(ty, name)| {
-                quote_spanned!(ty.span()=> let #name = <#ty as ::raindrop::__private::FromEvent<crate::Env>>::from_event(&event, &env);)
+                quote_spanned!(ty.span()=> let ::core::option::Option::Some(#name) = <#ty as ::raindrop::__private::FromEvent<crate::Env>>::from_event(&observed, &env) else { return };)
             });
             quote! {
                 impl ::raindrop::__private::BoundObserver<crate::Env> for #glue::observers::#marker {
                     fn handler(env: crate::Env) -> ::std::sync::Arc<dyn ::raindrop::observer::ObserverHandler> {
-                        ::raindrop::__private::observer_handler(env, |event: ::raindrop::event::Event, env: crate::Env| async move {
+                        ::raindrop::__private::observer_handler(env, |observed: ::raindrop::observer::Observed, env: crate::Env| async move {
                             #(#extract)*
                             #function_name(#(#names),*).await
                         })

@@ -26,8 +26,15 @@ async fn every_night(event: ScheduledEvent, _env: Env) -> Result<(), std::io::Er
 }
 
 #[raindrop::observer]
-async fn monitor(event: Event, _env: Env) {
-    let _ = event.kind;
+async fn monitor(observed: Observed, _env: Env) {
+    match observed {
+        Observed::Event(event) => {
+            let _ = event.kind;
+        }
+        Observed::Alert(alert) => {
+            let _: (bool, &str) = (alert.firing, &alert.name);
+        }
+    }
 }
 
 #[raindrop::observer]
