@@ -460,8 +460,9 @@ mod tests {
         };
         handler.on_event(&event).await;
         handler.on_alert(&alert()).await;
-        let got = got.lock().unwrap().clone();
-        got
+        let mut out = Vec::new();
+        out.extend(got.lock().unwrap().iter().cloned());
+        out
     }
 
     #[tokio::test]
