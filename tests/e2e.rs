@@ -521,3 +521,98 @@ fn a_process_that_cannot_bind_its_operations_listener_says_so_and_fails() {
     );
     drop(taken);
 }
+
+/// The `raindrop` binary of the workspace, built beside this test's.
+fn raindrop_cli() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    dir.join(format!("raindrop{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// Runs `raindrop ARGS --url base` (output not a terminal: JSON), with its exit status.
+fn cli(base: &str, args: &[&str]) -> (i32, Value, String) {
+    let out = std::process::Command::new(raindrop_cli())
+        .args(args)
+        .args(["--url", base])
+        .output()
+        .expect("run the raindrop CLI (built by `cargo test --workspace`)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), value, stderr)
+}
+
+#[tokio::test]
+async fn the_cli_submits_follows_lists_and_retries_jobs_of_a_running_application() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let base = app.base.clone();
+    let (code, submitted, err) = cli(
+        &base,
+        &[
+            "submit",
+            "job_queue",
+            r#"{"type": "report", "title": "t", "values": [1, 2]}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    let job = app.finished(&id).await;
+    assert_eq!(job["state"], "succeeded");
+    let (code, shown, _) = cli(&base, &["jobs", "show", &id]);
+    assert_eq!((code, shown["state"].as_str()), (0, Some("succeeded")));
+    assert_eq!(shown["kind"], "report");
+    let (code, listed, _) = cli(
+        &base,
+        &[
+            "jobs",
+            "list",
+            "--queue",
+            "job_queue",
+            "--state",
+            "succeeded",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == id.as_str())
+    );
+    let (code, queues, _) = cli(&base, &["queues"]);
+    assert_eq!(code, 0);
+    assert_eq!(queues[0]["name"], "job_queue");
+
+    // A dead letter, retried from the CLI.
+    let (_, flaky, _) = cli(
+        &base,
+        &[
+            "submit",
+            "job_queue",
+            r#"{"type": "flaky", "fail_times": 3}"#,
+        ],
+    );
+    let flaky = flaky["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.finished(&flaky).await["state"], "dead");
+    let (code, letters, _) = cli(&base, &["dead-letters", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(letters["jobs"][0]["id"], flaky.as_str());
+    let (code, _, err) = cli(&base, &["jobs", "retry", &flaky]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(app.finished(&flaky).await["state"], "succeeded");
+
+    // Exit statuses a script can use: 3 not found, 1 refused, 2 unreachable.
+    let (code, _, err) = cli(
+        &base,
+        &["jobs", "show", "01890a5d-ac96-774b-bcce-b302099a8057"],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("404 not_found"), "{err}");
+    let (code, _, err) = cli(&base, &["submit", "job_queue", r#"{"type": "teleport"}"#]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("validation_failed"), "{err}");
+    let (code, _, _) = cli("http://127.0.0.1:9", &["queues"]);
+    assert_eq!(code, 2);
+}

@@ -5,6 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod client;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use raindrop_codegen::diagnostic::JsonDiagnostic;
 use raindrop_codegen::name::Name;
@@ -103,6 +105,35 @@ enum Command {
         #[command(flatten)]
         dependency: DependencyArgs,
     },
+    /// The jobs of a running application, over its job API (`--url`, key from
+    /// `RAINDROP_API_KEY`): list, show, cancel, retry.
+    Jobs {
+        #[command(subcommand)]
+        command: client::Jobs,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
+    /// The queues of a running application with their counts; `pause NAME`, `resume NAME`.
+    Queues {
+        #[command(subcommand)]
+        command: Option<client::Queues>,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
+    /// The dead letters of a running application: list, retry, purge.
+    DeadLetters {
+        #[command(subcommand)]
+        command: client::DeadLetters,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
+    /// Submits a job to QUEUE of a running application; PAYLOAD is JSON.
+    Submit {
+        queue: String,
+        payload: String,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
     /// Raindrop's words: `raindrop build validate|generate|init`.
     #[command(subcommand)]
     Build(BuildCommand),
@@ -185,6 +216,23 @@ fn main() -> ExitCode {
             })
         }
         Command::Fmt { path, check } => fmt(path.as_deref(), check),
+        Command::Jobs {
+            command,
+            connection,
+        } => return client::run(&connection, client::Call::Jobs(command)),
+        Command::Queues {
+            command,
+            connection,
+        } => return client::run(&connection, client::Call::Queues(command)),
+        Command::DeadLetters {
+            command,
+            connection,
+        } => return client::run(&connection, client::Call::DeadLetters(command)),
+        Command::Submit {
+            queue,
+            payload,
+            connection,
+        } => return client::run(&connection, client::Call::Submit { queue, payload }),
         Command::Graph { path } => with_application(path.as_deref(), style, |_, app| {
             Ok(raindrop_codegen::graph::mermaid(app))
         }),
