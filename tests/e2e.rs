@@ -584,6 +584,22 @@ async fn the_cli_submits_follows_lists_and_retries_jobs_of_a_running_application
     let (code, queues, _) = cli(&base, &["queues"]);
     assert_eq!(code, 0);
     assert_eq!(queues[0]["name"], "job_queue");
+    // What `raindrop top` shows beside the queues: the worker pools of every process.
+    let pools: Value = app
+        .http
+        .get(format!("{base}/v1/workers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pool = &pools[0];
+    assert_eq!(
+        (&pool["task"], &pool["queue"]),
+        (&json!("job_worker"), &json!("job_queue"))
+    );
+    assert_eq!(pool["concurrency"], 4);
 
     // A dead letter, retried from the CLI.
     let (_, flaky, _) = cli(

@@ -87,14 +87,48 @@ pub(crate) enum Exit {
     NotFound = 3,
 }
 
+impl Connection {
+    /// The job API's address: `--url`, else `$RAINDROP_URL`, else the default.
+    pub(crate) fn base(&self) -> String {
+        let base = self
+            .url
+            .clone()
+            .or_else(|| std::env::var("RAINDROP_URL").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        base.trim_end_matches('/').to_owned()
+    }
+}
+
+/// `GET base + path` as JSON, with the API key from `RAINDROP_API_KEY`; a refusal or an
+/// unreachable API as a message.
+pub(crate) fn get_json(base: &str, path: &str) -> Result<Value, String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut request = client.get(format!("{base}{path}"));
+    if let Ok(key) = std::env::var("RAINDROP_API_KEY") {
+        request = request.bearer_auth(key);
+    }
+    let response = request
+        .send()
+        .map_err(|e| format!("cannot reach {base}: {e}"))?;
+    let status = response.status();
+    let value: Value = response.json().map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{} {}",
+            status.as_u16(),
+            value["code"].as_str().unwrap_or("error")
+        ))
+    }
+}
+
 /// Runs `call` against the API `connection` names; the API key comes from `RAINDROP_API_KEY`.
 pub(crate) fn run(connection: &Connection, call: Call) -> ExitCode {
-    let base = connection
-        .url
-        .clone()
-        .or_else(|| std::env::var("RAINDROP_URL").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8080".into());
-    let base = base.trim_end_matches('/').to_owned();
+    let base = connection.base();
     let table = !connection.json && std::io::stdout().is_terminal();
     let exit = match request(&base, call) {
         Ok((value, view)) => {
@@ -147,7 +181,7 @@ impl View {
                     &["ID", "QUEUE", "KIND", "STATE", "ATTEMPT", "CREATED"],
                     &rows,
                 );
-                if let Some(next) = value["next"].as_str() {
+                if let Some(next) = value["next_cursor"].as_str() {
                     out.push_str(&format!("more after {next}\n"));
                 }
                 out

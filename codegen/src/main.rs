@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod client;
+mod top;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use raindrop_codegen::diagnostic::JsonDiagnostic;
@@ -127,6 +128,14 @@ enum Command {
         #[command(flatten)]
         connection: client::Connection,
     },
+    /// A live terminal view of a running application's queues and worker pools.
+    Top {
+        /// How often to read the job API, e.g. `1s`, `500ms`.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        #[command(flatten)]
+        connection: client::Connection,
+    },
     /// Submits a job to QUEUE of a running application; PAYLOAD is JSON.
     Submit {
         queue: String,
@@ -233,6 +242,10 @@ fn main() -> ExitCode {
             payload,
             connection,
         } => return client::run(&connection, client::Call::Submit { queue, payload }),
+        Command::Top {
+            interval,
+            connection,
+        } => return top::run(&connection.base(), interval),
         Command::Graph { path } => with_application(path.as_deref(), style, |_, app| {
             Ok(raindrop_codegen::graph::mermaid(app))
         }),

@@ -143,6 +143,7 @@ fn guarded_routes(id: &str) -> Vec<(Method, String, Option<Value>)> {
         (Method::GET, format!("/v1/jobs/{id}/events"), None),
         (Method::POST, format!("/v1/jobs/{id}/cancel"), None),
         (Method::GET, "/v1/queues".into(), None),
+        (Method::GET, "/v1/workers".into(), None),
         (Method::POST, "/v1/queues/jobs/pause".into(), None),
         (Method::POST, "/v1/queues/jobs/resume".into(), None),
         (Method::GET, "/v1/dead-letters".into(), None),

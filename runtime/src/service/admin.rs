@@ -134,6 +134,50 @@ pub(crate) struct DeadLetterPage {
     next_cursor: Option<JobId>,
 }
 
+/// A worker pool that announced itself in the last few seconds.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WorkerPool {
+    /// The worker's name (process and pool).
+    worker: String,
+    task: String,
+    queue: String,
+    /// Jobs it may run at once.
+    concurrency: usize,
+    /// Jobs it runs now.
+    busy: usize,
+    #[schema(value_type = String, format = DateTime)]
+    started_at: crate::job::Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    seen_at: crate::job::Timestamp,
+}
+
+/// The worker pools pulling the queues this service serves, from every process sharing the
+/// store.
+#[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = Vec<WorkerPool>)))]
+pub(crate) async fn workers(
+    Extract(state): Extract<State>,
+    caller: Caller,
+) -> Result<axum::Json<Vec<WorkerPool>>, ApiError> {
+    caller.require(Scope::Read)?;
+    let store = state.control.engine().store();
+    let mut pools: Vec<WorkerPool> = crate::registry::workers(store, now())
+        .await?
+        .into_iter()
+        .filter(|pool| state.control.serves(&pool.queue))
+        .map(|pool| WorkerPool {
+            worker: pool.worker,
+            task: pool.task,
+            queue: pool.queue,
+            concurrency: pool.concurrency,
+            busy: pool.busy,
+            started_at: pool.started_at,
+            seen_at: pool.seen_at,
+        })
+        .collect();
+    pools.sort_by(|a, b| (&a.queue, &a.worker).cmp(&(&b.queue, &b.worker)));
+    Ok(axum::Json(pools))
+}
+
 /// Jobs that ran out of attempts or failed for good, newest first.
 #[utoipa::path(get, path = "/v1/dead-letters", params(DeadLetterQuery), responses((status = 200, body = DeadLetterPage), (status = 404, description = "No queue of that name is served here", body = super::ErrorBody)))]
 pub(crate) async fn dead_letters(

@@ -284,6 +284,7 @@ impl Service {
             .route("/v1/jobs/{id}/events", get(streams::events))
             .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
             .route("/v1/queues", get(admin::queues))
+            .route("/v1/workers", get(admin::workers))
             .route("/v1/queues/{name}/pause", post(admin::pause))
             .route("/v1/queues/{name}/resume", post(admin::resume))
             .route(
@@ -574,6 +575,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         streams::events,
         jobs::cancel,
         admin::queues,
+        admin::workers,
         admin::pause,
         admin::resume,
         admin::dead_letters,
