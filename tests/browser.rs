@@ -114,6 +114,11 @@ async fn the_dashboard_in_a_browser_matches_the_api_and_retries_a_dead_letter() 
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("overview matches the API"));
+    assert!(stdout.contains("no page is wider than 375px"), "{stdout}");
+    assert!(
+        stdout.contains("dark mode follows prefers-color-scheme"),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!(
         "dead letter {flaky} retried by a click and succeeded"
     )));

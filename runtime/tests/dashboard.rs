@@ -301,6 +301,12 @@ async fn dead_letters_are_retried_and_purged_with_a_confirmation() {
     let (status, page) = browser.get("/dashboard/dead-letters").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(&first.to_string()) && page.contains("boom"));
+    // Grouped by their error: one group of two.
+    assert!(page.contains("By error"), "{page}");
+    assert!(
+        page.contains("<td>boom</td><td>2</td>"),
+        "the group and its count: {page}"
+    );
     let token = browser.token();
     let (status, _, _) = browser
         .post(

@@ -44,6 +44,22 @@ try {
   await page.goto(`${base}/dashboard`);
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot: ${shot}`);
+
+  // A phone's width: no page scrolls sideways (wide tables scroll inside themselves).
+  await page.setViewportSize({ width: 375, height: 800 });
+  for (const path of ['/dashboard', '/dashboard/jobs', '/dashboard/dead-letters', `/dashboard/jobs/${id}`, '/dashboard/workers']) {
+    await page.goto(`${base}${path}`);
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    if (width > 375) throw new Error(`${path} is ${width}px wide at 375px`);
+  }
+  console.log('no page is wider than 375px');
+
+  // Dark mode follows the system's setting.
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.goto(`${base}/dashboard`);
+  const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  if (background !== 'rgb(13, 17, 23)') throw new Error(`dark mode background is ${background}`);
+  console.log('dark mode follows prefers-color-scheme');
 } finally {
   await browser.close();
 }
