@@ -60,6 +60,9 @@ try {
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   if (background !== 'rgb(13, 17, 23)') throw new Error(`dark mode background is ${background}`);
   console.log('dark mode follows prefers-color-scheme');
+  const phone = shot.replace(/\.png$/, '-dark-phone.png');
+  await page.screenshot({ path: phone, fullPage: true });
+  console.log(`screenshot: ${phone}`);
 } finally {
   await browser.close();
 }
