@@ -168,7 +168,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server (install the `redis-server` package)");
-        let server = Self { child, port };
+        let mut server = Self { child, port };
         server.wait_ready();
         server
     }
@@ -178,10 +178,13 @@ impl Server {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         // A process we start has no readiness signal but its port: poll it, bounded.
         let deadline = Instant::now() + Duration::from_secs(20);
         while ping(&self.url()).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("redis-server on {} exited at start: {status}", self.port);
+            }
             assert!(
                 Instant::now() < deadline,
                 "redis-server on {} did not start",
@@ -207,6 +210,18 @@ impl Drop for Server {
     }
 }
 
+/// A free port for a cluster node: its bus listens on the port + 10,000, so that one must be
+/// free too and the port at most 55,535 (an ephemeral port may be higher, and a node on it
+/// never starts).
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55_535 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A three-master Redis Cluster on loopback, torn down on drop.
 #[derive(Debug)]
 pub struct Cluster {
@@ -220,7 +235,7 @@ impl Cluster {
     /// `redis-cli --cluster create`.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("cluster dir");
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
         let servers: Vec<Server> = ports
             .iter()
             .map(|port| {
