@@ -95,6 +95,11 @@ impl Prefix {
         self.keys().len()
     }
 
+    /// The keys that carry this prefix.
+    pub fn key_names(&self) -> std::collections::BTreeSet<String> {
+        self.keys().into_iter().map(|(_, key)| key).collect()
+    }
+
     fn keys(&self) -> Vec<(String, String)> {
         let mut keys = Vec::new();
         for node in &self.nodes {
