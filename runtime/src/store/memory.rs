@@ -11,9 +11,8 @@ use tokio::sync::Notify;
 use super::transition::{self, Emitted};
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStore,
-    Leadership,
-    KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered, Retention,
-    RetentionPolicy, StateCounts,
+    KvEntry, KvKey, KvPage, KvStore, Leadership, LeaseStatus, Page, Purged, QueueControl,
+    Recovered, Retention, RetentionPolicy, StateCounts,
 };
 use super::{ClaimLimits, fair};
 use crate::error::{Error, Result};

@@ -1237,47 +1237,102 @@ pub async fn a_lease_has_one_holder_at_a_time(store: S) {
             winners.push(holder);
         }
     }
-    assert_eq!(winners.len(), 1, "exactly one contender takes the lease: {winners:?}");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one contender takes the lease: {winners:?}"
+    );
     let leader = &winners[0];
     for i in 0..8 {
         let other = format!("observer-{i}");
         if &other != leader {
             assert!(
-                !store.try_lead("monitor", &other, LEAD_TTL, t(12)).await.unwrap(),
+                !store
+                    .try_lead("monitor", &other, LEAD_TTL, t(12))
+                    .await
+                    .unwrap(),
                 "{other} cannot take the lease while {leader}'s runs"
             );
         }
     }
     assert!(
-        store.try_lead("other-lease", "observer-x", LEAD_TTL, t(12)).await.unwrap(),
+        store
+            .try_lead("other-lease", "observer-x", LEAD_TTL, t(12))
+            .await
+            .unwrap(),
         "leases are per name"
     );
 }
 
 pub async fn the_holder_renews_its_lease(store: S) {
-    assert!(store.try_lead("monitor", "a", LEAD_TTL, t(0)).await.unwrap());
-    // Renewed at 2 s, the lease runs to 5 s: past the first lease's end, b still cannot take it.
-    assert!(store.try_lead("monitor", "a", LEAD_TTL, t(2)).await.unwrap(), "the holder renews");
     assert!(
-        !store.try_lead("monitor", "b", LEAD_TTL, t(4)).await.unwrap(),
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(0))
+            .await
+            .unwrap()
+    );
+    // Renewed at 2 s, the lease runs to 5 s: past the first lease's end, b still cannot take it.
+    assert!(
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(2))
+            .await
+            .unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        !store
+            .try_lead("monitor", "b", LEAD_TTL, t(4))
+            .await
+            .unwrap(),
         "a renewed lease runs from its renewal"
     );
-    assert!(store.try_lead("monitor", "a", LEAD_TTL, t(4)).await.unwrap());
-    assert!(!store.try_lead("monitor", "b", LEAD_TTL, t(6)).await.unwrap());
+    assert!(
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(4))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lead("monitor", "b", LEAD_TTL, t(6))
+            .await
+            .unwrap()
+    );
 }
 
 pub async fn a_lapsed_lease_is_taken_over(store: S) {
-    assert!(store.try_lead("monitor", "a", LEAD_TTL, t(0)).await.unwrap());
-    assert!(!store.try_lead("monitor", "b", LEAD_TTL, t(2)).await.unwrap());
     assert!(
-        store.try_lead("monitor", "b", LEAD_TTL, t(3)).await.unwrap(),
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lead("monitor", "b", LEAD_TTL, t(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .try_lead("monitor", "b", LEAD_TTL, t(3))
+            .await
+            .unwrap(),
         "the lease ends at its ttl and b takes it"
     );
     assert!(
-        !store.try_lead("monitor", "a", LEAD_TTL, t(4)).await.unwrap(),
+        !store
+            .try_lead("monitor", "a", LEAD_TTL, t(4))
+            .await
+            .unwrap(),
         "the old holder has lost it"
     );
-    assert!(store.try_lead("monitor", "b", LEAD_TTL, t(5)).await.unwrap());
+    assert!(
+        store
+            .try_lead("monitor", "b", LEAD_TTL, t(5))
+            .await
+            .unwrap()
+    );
 }
 
 pub async fn concurrent_claimers_never_get_the_same_job(store: S) {

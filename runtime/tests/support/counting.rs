@@ -13,9 +13,9 @@ use raindrop::error::{Result, StoreErrorKind};
 use raindrop::event::{Event, EventKind};
 use raindrop::job::{Job, JobError, JobId, NewJob, Payload, Progress, Timestamp};
 use raindrop::store::{
-    AfterFailure, CancelOutcome, ClaimLimits, CronTicks, DeadLetters, Enqueued, EventLog, Leadership,
-    JobFilter, JobStore, KvEntry, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl,
-    RateLimits, Recovered, Retention, RetentionPolicy, StateCounts, Store, rate,
+    AfterFailure, CancelOutcome, ClaimLimits, CronTicks, DeadLetters, Enqueued, EventLog,
+    JobFilter, JobStore, KvEntry, KvPage, KvStore, Leadership, LeaseStatus, Page, Purged,
+    QueueControl, RateLimits, Recovered, Retention, RetentionPolicy, StateCounts, Store, rate,
 };
 
 /// Counts `events_after` calls on the store inside.

@@ -11,9 +11,7 @@ use super::conn::store_err;
 use super::{RedisStore, SWEEP};
 use crate::error::Result;
 use crate::job::{JobError, Timestamp};
-use crate::store::{
-    CronTicks, Leadership, Purged, Recovered, Retention, RetentionPolicy, before,
-};
+use crate::store::{CronTicks, Leadership, Purged, Recovered, Retention, RetentionPolicy, before};
 
 /// How long a claimed cron tick is remembered.
 const TICK_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -215,7 +213,11 @@ impl Leadership for RedisStore {
             .arg(holder)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
             .arg(self.shared.lease_clock(now));
-        let held: u8 = self.shared.redis.invoke("take the lead", &invocation).await?;
+        let held: u8 = self
+            .shared
+            .redis
+            .invoke("take the lead", &invocation)
+            .await?;
         Ok(held == 1)
     }
 }
