@@ -1,7 +1,7 @@
 //! The monitor: recovery of lapsed leases, retention clean-up, queue metrics, alert rules, and
 //! lifecycle events delivered to user handlers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +115,61 @@ impl Window {
     }
 }
 
+/// How many ticks a monitor's lead on a queue's gauges outlives its last renewal: a process
+/// that stops renewing (killed, or cut off from the store) hands the gauges over within this.
+const LEAD_TICKS: u32 = 3;
+
+/// This process's name as a lease holder: unique per process, shared by its monitors (they
+/// publish to the same recorder, so any of them may publish what another in the process leads).
+fn holder() -> &'static str {
+    static HOLDER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOLDER.get_or_init(|| format!("{}/{}", std::process::id(), uuid::Uuid::now_v7()))
+}
+
+/// The lease whose holder publishes `queue`'s gauges.
+fn gauge_lease(queue: &str) -> String {
+    format!("queue-gauges:{queue}")
+}
+
+/// The queues whose gauges this monitor has published since it last led them.
+#[derive(Default)]
+struct Published(BTreeSet<String>);
+
+impl Published {
+    /// Publishes `queue`'s gauges when this process leads them; when it has lost the lead,
+    /// sets what it had published to 0 once, so that `sum` and `max` across processes stay right.
+    async fn publish(
+        &mut self,
+        store: &Arc<dyn Store>,
+        config: &MonitorConfig,
+        queue: &str,
+        counts: &crate::store::StateCounts,
+        age: f64,
+        at: Timestamp,
+    ) {
+        let ttl = config.tick.saturating_mul(LEAD_TICKS);
+        let leads = match store.try_lead(&gauge_lease(queue), holder(), ttl, at).await {
+            Ok(leads) => leads,
+            Err(err) => {
+                tracing::warn!(observer = %config.name, queue, error = %err, "renewing the lead on the queue gauges failed");
+                false
+            }
+        };
+        if leads {
+            self.0.insert(queue.to_owned());
+        } else if !self.0.remove(queue) {
+            return;
+        }
+        for state in crate::job::JobState::ALL {
+            let value = if leads { counts.get(state) as f64 } else { 0.0 };
+            metrics::gauge!("raindrop_queue_jobs", "queue" => queue.to_owned(), "state" => state.as_str())
+                .set(value);
+        }
+        metrics::gauge!("raindrop_queue_oldest_ready_age_seconds", "queue" => queue.to_owned())
+            .set(if leads { age } else { 0.0 });
+    }
+}
+
 /// Runs the monitor until `stop`.
 pub(crate) async fn run(
     store: Arc<dyn Store>,
@@ -139,6 +194,7 @@ pub(crate) async fn run(
         .max()
         .unwrap_or_default();
     let mut last_retention: Option<std::time::Instant> = None;
+    let mut published = Published::default();
     loop {
         let at = now();
         recover(&store, &config).await;
@@ -181,6 +237,7 @@ pub(crate) async fn run(
             &store,
             &config,
             &window,
+            &mut published,
             &alerts,
             handler.as_ref(),
             &sinks,
@@ -257,11 +314,13 @@ async fn retain(store: &Arc<dyn Store>, config: &MonitorConfig, at: Timestamp) {
     }
 }
 
-/// Publishes queue gauges and evaluates alert rules.
+/// Publishes queue gauges (while this process leads them) and evaluates alert rules.
+#[allow(clippy::too_many_arguments)]
 async fn measure(
     store: &Arc<dyn Store>,
     config: &MonitorConfig,
     window: &Window,
+    published: &mut Published,
     alerts: &Alerts,
     handler: Option<&Arc<dyn ObserverHandler>>,
     sinks: &crate::sink::Sinks,
@@ -291,14 +350,11 @@ async fn measure(
     };
     for queue in &config.queues {
         let queue_counts = counts.get(queue).cloned().unwrap_or_default();
-        for state in crate::job::JobState::ALL {
-            metrics::gauge!("raindrop_queue_jobs", "queue" => queue.clone(), "state" => state.as_str())
-                .set(queue_counts.get(state) as f64);
-        }
         let oldest = store.oldest_ready(queue, at).await.ok().flatten();
         let age = oldest.map_or(0.0, |t| (at - t).to_std().unwrap_or_default().as_secs_f64());
-        metrics::gauge!("raindrop_queue_oldest_ready_age_seconds", "queue" => queue.clone())
-            .set(age);
+        published
+            .publish(store, config, queue, &queue_counts, age, at)
+            .await;
 
         for rule in &config.alerts {
             let since = crate::store::before(at, rule.window.get());

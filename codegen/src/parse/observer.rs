@@ -146,22 +146,17 @@ fn read_sink(diags: &mut Diagnostics, sink: &Block, header: &ast::Header) -> Opt
             )
             .with_help("add e.g. `url = \"http://alert-relay:9000/raindrop\"` inside the sink"),
         ),
-        Some(url) if !url.value.starts_with("http://") => {
-            let help = if url.value.starts_with("https://") {
-                "this runtime sends webhooks over plain HTTP: point the sink at a relay inside your network (an egress proxy or sidecar) that forwards to the HTTPS endpoint"
-            } else {
-                "write an address such as \"http://alert-relay:9000/raindrop\""
-            };
+        Some(url) if !(url.value.starts_with("http://") || url.value.starts_with("https://")) => {
             diags.push(
                 Diagnostic::error(
                     "invalid-value",
                     url.span,
                     format!(
-                        "sink `{}` has a url that is not `http://…`",
+                        "sink `{}` has a url that is not `http://…` or `https://…`",
                         read.name.value
                     ),
                 )
-                .with_help(help),
+                .with_help("write an address such as \"https://hooks.slack.com/services/…\""),
             );
         }
         _ => {}

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use super::transition::{self, Emitted};
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStore,
-    KvEntry, KvKey, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl, Recovered, Retention,
-    RetentionPolicy, StateCounts,
+    KvEntry, KvKey, KvPage, KvStore, Leadership, LeaseStatus, Page, Purged, QueueControl,
+    Recovered, Retention, RetentionPolicy, StateCounts,
 };
 use super::{ClaimLimits, fair};
 use crate::error::{Error, Result};
@@ -69,6 +69,8 @@ struct Inner {
     events: VecDeque<Event>,
     next_event: u64,
     ticks: HashMap<(String, Timestamp), Timestamp>,
+    /// Named leases: their holder and when their lease ends.
+    leads: HashMap<String, (String, Timestamp)>,
 }
 
 impl Default for MemoryStore {
@@ -786,6 +788,30 @@ impl CronTicks for MemoryStore {
             return Ok(false);
         }
         inner.ticks.insert(key, now);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl Leadership for MemoryStore {
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut inner = self.lock();
+        if let Some((current, until)) = inner.leads.get(name)
+            && current != holder
+            && *until > now
+        {
+            return Ok(false);
+        }
+        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        inner
+            .leads
+            .insert(name.to_owned(), (holder.to_owned(), until));
         Ok(true)
     }
 }

@@ -540,6 +540,23 @@ pub trait CronTicks: Send + Sync + 'static {
     async fn claim_tick(&self, task: &str, tick: Timestamp, now: Timestamp) -> Result<bool>;
 }
 
+/// Named leases held by one process at a time, across every process sharing the store: the
+/// monitor's leadership, so that one observer process of an application publishes the queue
+/// gauges.
+#[async_trait]
+pub trait Leadership: Send + Sync + 'static {
+    /// Takes the lease `name` for `holder` until `now + ttl` when it is free or its holder's
+    /// lease has passed, or renews it when `holder` holds it, in one atomic step; true when
+    /// `holder` holds it afterwards, false while another holder's lease runs.
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<bool>;
+}
+
 /// Removing what has outlived its retention.
 #[async_trait]
 pub trait Retention: Send + Sync + 'static {
@@ -569,12 +586,28 @@ pub trait RateLimits: Send + Sync + 'static {
 
 /// A store with every ability.
 pub trait Store:
-    JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention + RateLimits
+    JobStore
+    + DeadLetters
+    + QueueControl
+    + KvStore
+    + EventLog
+    + CronTicks
+    + Leadership
+    + Retention
+    + RateLimits
 {
 }
 
 impl<
-    T: JobStore + DeadLetters + QueueControl + KvStore + EventLog + CronTicks + Retention + RateLimits,
+    T: JobStore
+        + DeadLetters
+        + QueueControl
+        + KvStore
+        + EventLog
+        + CronTicks
+        + Leadership
+        + Retention
+        + RateLimits,
 > Store for T
 {
 }

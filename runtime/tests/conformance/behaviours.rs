@@ -1215,6 +1215,126 @@ pub async fn cron_tick_is_claimed_once(store: S) {
     );
 }
 
+const LEAD_TTL: Duration = Duration::from_secs(3);
+
+pub async fn a_lease_has_one_holder_at_a_time(store: S) {
+    let holders = (0..8).map(|i| format!("observer-{i}"));
+    let mut handles = Vec::new();
+    for holder in holders {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let held = store
+                .try_lead("monitor", &holder, LEAD_TTL, t(10))
+                .await
+                .unwrap();
+            (holder, held)
+        }));
+    }
+    let mut winners = Vec::new();
+    for handle in handles {
+        let (holder, held) = handle.await.unwrap();
+        if held {
+            winners.push(holder);
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one contender takes the lease: {winners:?}"
+    );
+    let leader = &winners[0];
+    for i in 0..8 {
+        let other = format!("observer-{i}");
+        if &other != leader {
+            assert!(
+                !store
+                    .try_lead("monitor", &other, LEAD_TTL, t(12))
+                    .await
+                    .unwrap(),
+                "{other} cannot take the lease while {leader}'s runs"
+            );
+        }
+    }
+    assert!(
+        store
+            .try_lead("other-lease", "observer-x", LEAD_TTL, t(12))
+            .await
+            .unwrap(),
+        "leases are per name"
+    );
+}
+
+pub async fn the_holder_renews_its_lease(store: S) {
+    assert!(
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(0))
+            .await
+            .unwrap()
+    );
+    // Renewed at 2 s, the lease runs to 5 s: past the first lease's end, b still cannot take it.
+    assert!(
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(2))
+            .await
+            .unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        !store
+            .try_lead("monitor", "b", LEAD_TTL, t(4))
+            .await
+            .unwrap(),
+        "a renewed lease runs from its renewal"
+    );
+    assert!(
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(4))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lead("monitor", "b", LEAD_TTL, t(6))
+            .await
+            .unwrap()
+    );
+}
+
+pub async fn a_lapsed_lease_is_taken_over(store: S) {
+    assert!(
+        store
+            .try_lead("monitor", "a", LEAD_TTL, t(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .try_lead("monitor", "b", LEAD_TTL, t(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .try_lead("monitor", "b", LEAD_TTL, t(3))
+            .await
+            .unwrap(),
+        "the lease ends at its ttl and b takes it"
+    );
+    assert!(
+        !store
+            .try_lead("monitor", "a", LEAD_TTL, t(4))
+            .await
+            .unwrap(),
+        "the old holder has lost it"
+    );
+    assert!(
+        store
+            .try_lead("monitor", "b", LEAD_TTL, t(5))
+            .await
+            .unwrap()
+    );
+}
+
 pub async fn concurrent_claimers_never_get_the_same_job(store: S) {
     let jobs: Vec<NewJob> = (0..400).map(|i| new_job("q", i)).collect();
     store.enqueue(jobs, t(0)).await.unwrap();

@@ -14,8 +14,8 @@ use raindrop::event::{Event, EventKind};
 use raindrop::job::{Job, JobError, JobId, NewJob, Payload, Progress, Timestamp};
 use raindrop::store::{
     AfterFailure, CancelOutcome, ClaimLimits, CronTicks, DeadLetters, Enqueued, EventLog,
-    JobFilter, JobStore, KvEntry, KvPage, KvStore, LeaseStatus, Page, Purged, QueueControl,
-    RateLimits, Recovered, Retention, RetentionPolicy, StateCounts, Store, rate,
+    JobFilter, JobStore, KvEntry, KvPage, KvStore, Leadership, LeaseStatus, Page, Purged,
+    QueueControl, RateLimits, Recovered, Retention, RetentionPolicy, StateCounts, Store, rate,
 };
 
 /// Counts `events_after` calls on the store inside.
@@ -227,6 +227,19 @@ impl EventLog for CountingStore {
 impl CronTicks for CountingStore {
     async fn claim_tick(&self, task: &str, tick: Timestamp, now: Timestamp) -> Result<bool> {
         self.inner.claim_tick(task, tick, now).await
+    }
+}
+
+#[async_trait]
+impl Leadership for CountingStore {
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<bool> {
+        self.inner.try_lead(name, holder, ttl, now).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! Key naming. Every key starts with the prefix `P` (`raindrop` unless the URL says
 //! `?prefix=`). All keys of a queue share the hash tag `{queue}`, all keys of a key/value
-//! namespace the tag `{ns}`, and a rate-limit bucket is a tag of its own, so each script touches
+//! namespace the tag `{ns}`, and a rate-limit bucket and a named lease are each a tag of their own, so each script touches
 //! one slot and Redis Cluster works. What spans queues (the queue list, where each job lives)
 //! has no tag and is only ever read or written by plain commands, never inside a script.
 //!
@@ -250,6 +250,11 @@ impl Keys {
     /// The marker of cron task `task`'s tick at `tick_ms`.
     pub(super) fn cron_tick(&self, task: &str, tick_ms: i64) -> String {
         self.global(&format!("cron:{task}:{tick_ms}"))
+    }
+
+    /// The named lease `name` (the monitor's leadership): a hash tag of its own.
+    pub(super) fn lead(&self, name: &str) -> String {
+        self.global(&format!("lead:{{{name}}}"))
     }
 
     /// The rate-limit bucket `key`.

@@ -29,6 +29,7 @@
 //! | `P:kv:{ns}:e:KEY` (hash), `P:kv:{ns}:keys`, `P:kv:{ns}:exp` (zsets), `P:kv:namespaces` (set) | key/value entries |
 //! | `P:cron:TASK:TICK` (string, expires) | a claimed cron tick |
 //! | `P:rate:{KEY}` (string, expires) | a rate-limit bucket's next arrival time |
+//! | `P:lead:{NAME}` (hash `holder`, `until` ms; expires) | a named lease and its holder: the monitor's leadership |
 //! | `P:wake` (pub/sub channel) | enqueues publish the queue's name |
 //!
 //! This module holds the store handle and how it is opened. Beside it:
@@ -45,7 +46,7 @@
 //! - `queues`: which queues exist, where each job lives, pausing; `wake`: waking idle workers;
 //! - the operations by area: `jobs` (enqueue and the transitions, with `claim`, what a claim
 //!   takes, and `completions`, which finishes jobs in batches), `listing` (listings and
-//!   counts), `events`, `kv`, `upkeep` (promotion, recovery, retention, cron ticks) and `rate`.
+//!   counts), `events`, `kv`, `upkeep` (promotion, recovery, retention, cron ticks, leases) and `rate`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

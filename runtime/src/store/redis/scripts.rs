@@ -3,7 +3,8 @@
 //!
 //! A queue script is built from a prelude that names the queue's keys (`keys.rs`) and the
 //! fields of a job's hash (`codec.rs`), then `lua/common.lua`, then the script's own file. A
-//! key/value script gets the prelude of the entry fields; the rate-limit script stands alone.
+//! key/value script gets the prelude of the entry fields; the rate-limit and leadership scripts
+//! stand alone.
 
 use redis::{Script, ScriptInvocation, ToRedisArgs};
 
@@ -34,6 +35,7 @@ pub(super) struct Scripts {
     pub(super) kv_list: Script,
     pub(super) kv_purge: Script,
     pub(super) rate: Script,
+    pub(super) lead: Script,
     pub(super) unclaimed: Script,
     pub(super) index_tenants: Script,
 }
@@ -65,12 +67,13 @@ impl Scripts {
             kv_list: kv(include_str!("lua/kv_list.lua")),
             kv_purge: kv(include_str!("lua/kv_purge.lua")),
             rate: Script::new(include_str!("lua/rate.lua")),
+            lead: Script::new(include_str!("lua/lead.lua")),
             unclaimed: queue(include_str!("lua/unclaimed.lua")),
             index_tenants: queue(include_str!("lua/index_tenants.lua")),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 22] {
+    pub(super) fn all(&self) -> [&Script; 23] {
         [
             &self.lost,
             &self.enqueue,
@@ -92,6 +95,7 @@ impl Scripts {
             &self.kv_list,
             &self.kv_purge,
             &self.rate,
+            &self.lead,
             &self.unclaimed,
             &self.index_tenants,
         ]

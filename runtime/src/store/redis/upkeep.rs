@@ -11,7 +11,7 @@ use super::conn::store_err;
 use super::{RedisStore, SWEEP};
 use crate::error::Result;
 use crate::job::{JobError, Timestamp};
-use crate::store::{CronTicks, Purged, Recovered, Retention, RetentionPolicy, before};
+use crate::store::{CronTicks, Leadership, Purged, Recovered, Retention, RetentionPolicy, before};
 
 /// How long a claimed cron tick is remembered.
 const TICK_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -196,6 +196,29 @@ impl CronTicks for RedisStore {
             )
             .await?;
         Ok(claimed.is_some())
+    }
+}
+
+#[async_trait]
+impl Leadership for RedisStore {
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut invocation = self.shared.scripts.lead.key(self.shared.keys.lead(name));
+        invocation
+            .arg(holder)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(self.shared.lease_clock(now));
+        let held: u8 = self
+            .shared
+            .redis
+            .invoke("take the lead", &invocation)
+            .await?;
+        Ok(held == 1)
     }
 }
 

@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS cron_ticks (
     claimed_at INTEGER NOT NULL,
     PRIMARY KEY (task, tick)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leads (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// Opens a connection to `path` with the pragmas every connection of the store uses.

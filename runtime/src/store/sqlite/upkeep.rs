@@ -12,7 +12,7 @@ use super::rows::ms;
 use crate::error::Result;
 use crate::job::Timestamp;
 use crate::store::transition;
-use crate::store::{CronTicks, Purged, Retention, RetentionPolicy};
+use crate::store::{CronTicks, Leadership, Purged, Retention, RetentionPolicy};
 
 #[async_trait]
 impl CronTicks for SqliteStore {
@@ -24,6 +24,30 @@ impl CronTicks for SqliteStore {
             )
             .await?;
         Ok(inserted == 1)
+    }
+}
+
+#[async_trait]
+impl Leadership for SqliteStore {
+    async fn try_lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let until = ms(now).saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        // In the writer: taking and renewing are one statement, so two processes never both
+        // hold the lease.
+        let held = self
+            .execute(
+                "INSERT INTO leads (name, holder, until) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                 WHERE leads.holder = excluded.holder OR leads.until <= ?4",
+                (name.to_owned(), holder.to_owned(), until, ms(now)),
+            )
+            .await?;
+        Ok(held == 1)
     }
 }
 
