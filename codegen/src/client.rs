@@ -326,9 +326,6 @@ fn request(base: &str, call: Call) -> Answer {
             (Method::POST, path("/v1/jobs"), Some(body), View::Job)
         }
     };
-    // reqwest's rustls takes the process's provider: `ring`, installed once (an error means
-    // one already is).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()

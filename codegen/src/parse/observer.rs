@@ -146,17 +146,22 @@ fn read_sink(diags: &mut Diagnostics, sink: &Block, header: &ast::Header) -> Opt
             )
             .with_help("add e.g. `url = \"http://alert-relay:9000/raindrop\"` inside the sink"),
         ),
-        Some(url) if !(url.value.starts_with("http://") || url.value.starts_with("https://")) => {
+        Some(url) if !url.value.starts_with("http://") => {
+            let help = if url.value.starts_with("https://") {
+                "this runtime sends webhooks over plain HTTP: point the sink at a relay inside your network (an egress proxy or sidecar) that forwards to the HTTPS endpoint"
+            } else {
+                "write an address such as \"http://alert-relay:9000/raindrop\""
+            };
             diags.push(
                 Diagnostic::error(
                     "invalid-value",
                     url.span,
                     format!(
-                        "sink `{}` has a url that is not `http://…` or `https://…`",
+                        "sink `{}` has a url that is not `http://…`",
                         read.name.value
                     ),
                 )
-                .with_help("write an address such as \"https://hooks.slack.com/services/…\""),
+                .with_help(help),
             );
         }
         _ => {}
