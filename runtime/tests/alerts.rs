@@ -147,6 +147,119 @@ async fn workers_alive_below_one_fires_when_nobody_pulls_the_queue() {
     watching.shutdown().await;
 }
 
+/// A monitor alone (no workers) with `rule` on queue "jobs", reporting to the returned channel.
+fn monitor_with(rule: &str) -> (Engine, mpsc::UnboundedReceiver<String>) {
+    let manifest = format!(
+        "application \"t\" {{\n  queue \"jobs\" {{}}\n  task \"worker\" {{}}\n  observer \"monitor\" {{\n{rule}\n  }}\n}}"
+    );
+    let (sender, alerts) = mpsc::unbounded_channel();
+    let engine = Engine::builder(app(&manifest))
+        .store(memory())
+        .settings(observer_only())
+        .task("worker", succeed())
+        .observer("monitor", Collect(sender))
+        .build()
+        .unwrap();
+    (engine, alerts)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_rate_alert_fires_when_attempts_are_retried() {
+    use raindrop::job::{JobError, NewJob, Payload};
+    use raindrop::store::AfterFailure;
+    let (engine, mut alerts) = monitor_with(
+        "    alert \"retries\" {\n      metric    = \"retry_rate\"\n      threshold = 0\n      window    = \"1m\"\n    }",
+    );
+    let store = engine.store().clone();
+    let running = engine.start().await.unwrap();
+    // A job that succeeds at once is no retry.
+    store
+        .enqueue(vec![NewJob::new("jobs", "k", Payload::null())], now())
+        .await
+        .unwrap();
+    let job = store
+        .claim("jobs", "w", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .complete(job.id, job.lease_token().unwrap(), Payload::null(), now())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(alerts.try_recv().is_err(), "fired without a retry");
+
+    let mut retried = NewJob::new("jobs", "k", Payload::null());
+    retried.max_attempts = 3;
+    store.enqueue(vec![retried], now()).await.unwrap();
+    let job = store
+        .claim("jobs", "w", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap()
+        .remove(0);
+    let later = now() + chrono::Duration::hours(1);
+    store
+        .fail(
+            job.id,
+            job.lease_token().unwrap(),
+            JobError::new("flaky"),
+            AfterFailure::Retry { at: later },
+            now(),
+        )
+        .await
+        .unwrap();
+    let fired = tokio::time::timeout(Duration::from_secs(10), alerts.recv())
+        .await
+        .expect("a retry raises the rate above 0");
+    assert_eq!(fired.as_deref(), Some("retries firing"));
+    let value = engine.alerts().firing()[0].value;
+    assert!(
+        (value - 1.0 / 60.0).abs() < 1e-9,
+        "one retry in a minute: {value}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_p99_alert_fires_when_an_attempt_started_long_after_it_was_due() {
+    use raindrop::job::{NewJob, Payload};
+    let (engine, mut alerts) = monitor_with(
+        "    alert \"slow-start\" {\n      metric    = \"wait_p99\"\n      threshold = 60\n      window    = \"5m\"\n    }",
+    );
+    let store = engine.store().clone();
+    let running = engine.start().await.unwrap();
+    // Started as soon as it was due: no alert.
+    store
+        .enqueue(vec![NewJob::new("jobs", "k", Payload::null())], now())
+        .await
+        .unwrap();
+    store
+        .claim("jobs", "w", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        alerts.try_recv().is_err(),
+        "fired for a job that did not wait"
+    );
+
+    // Due two hours ago, started now.
+    let mut late = NewJob::new("jobs", "k", Payload::null());
+    late.run_at = Some(now() - chrono::Duration::hours(2));
+    store.enqueue(vec![late], now()).await.unwrap();
+    store
+        .claim("jobs", "w", 1, Duration::from_secs(60), now())
+        .await
+        .unwrap();
+    let fired = tokio::time::timeout(Duration::from_secs(10), alerts.recv())
+        .await
+        .expect("a two-hour wait is over a minute");
+    assert_eq!(fired.as_deref(), Some("slow-start firing"));
+    let value = engine.alerts().firing()[0].value;
+    assert!(value >= 7_199.0, "the p99 wait is the late job's: {value}");
+    running.shutdown().await;
+}
+
 /// One request the receiver got: its path, signature header and JSON body.
 type Received = (String, Option<String>, serde_json::Value);
 
