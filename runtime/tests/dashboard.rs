@@ -324,6 +324,10 @@ async fn dead_letters_are_retried_and_purged_with_a_confirmation() {
         page.contains("attempt 1 failed: boom") && page.contains("enqueued"),
         "the job's history: {page}"
     );
+    assert!(
+        page.contains(r#"class="timeline""#) && page.contains(r#"class="failed""#),
+        "the attempt drawn on the timeline: {page}"
+    );
     let (status, _, body) = browser
         .post("/dashboard/dead-letters/purge", &format!("csrf={token}"))
         .await;

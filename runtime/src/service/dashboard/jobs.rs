@@ -170,6 +170,10 @@ pub(super) async fn job(
                     }
                 }
             }
+            @if !job.attempts.is_empty() {
+                h2 { "Timeline" }
+                (waterfall(&job, crate::job::now()))
+            }
             h2 { "History" }
             ol { @for (at, what) in history(&job) { li { (utc(at)) " — " (what) } } }
             h2 { "Attempts" }
@@ -224,6 +228,48 @@ fn summary(job: &Job) -> Markup {
     }
 }
 
+/// Each attempt as a row of a waterfall over the job's life (from its creation to its end, or
+/// `now`): grey while it waited (from the job's due time or the previous attempt's end), then
+/// its run — green when it succeeded, red when it failed, blue while it runs. Each bar's title
+/// says what it was and how long, for readers without a mouse too (SVG `<title>`).
+fn waterfall(job: &Job, now: Timestamp) -> Markup {
+    let end = job.finished_at.unwrap_or(now).max(job.created_at);
+    let span = millis(end - job.created_at).max(1.0);
+    let x = |t: Timestamp| (millis(t - job.created_at).max(0.0) / span * 100.0).min(100.0);
+    let row = 8.0;
+    let height = row * job.attempts.len() as f64;
+    // Each attempt waited from the job's due time (the first) or the previous one's end.
+    let waited_from: Vec<Timestamp> = std::iter::once(job.run_at.max(job.created_at))
+        .chain(job.attempts.iter().map(|a| a.finished_at.unwrap_or(now)))
+        .collect();
+    html! {
+        svg.timeline width="100%" height=(format!("{}", height * 3.0)) viewBox=(format!("0 0 100 {height}"))
+            preserveAspectRatio="none" role="img"
+            aria-label=(format!("{} attempts over {}", job.attempts.len(), duration(Some(span)))) {
+            @for (i, attempt) in job.attempts.iter().enumerate() {
+                @let y = i as f64 * row + 1.0;
+                @let start = attempt.started_at;
+                @let waited_from = waited_from[i];
+                @let finish = attempt.finished_at.unwrap_or(now);
+                @let (class, color, outcome) = match (&attempt.error, attempt.finished_at) {
+                    (Some(e), _) => ("failed", "#cf222e", format!("failed: {}", e.message)),
+                    (None, Some(_)) => ("ran", "#1a7f37", "succeeded".to_owned()),
+                    (None, None) => ("running", "#0969da", "running".to_owned()),
+                };
+                @if start > waited_from {
+                    rect.waited x=(format!("{:.2}", x(waited_from))) y=(y) width=(format!("{:.2}", (x(start) - x(waited_from)).max(0.3))) height=(row - 2.0) fill="#afb8c1" {
+                        title { "attempt " (attempt.number) " waited " (duration(Some(millis(start - waited_from)))) }
+                    }
+                }
+                rect class=(class) x=(format!("{:.2}", x(start))) y=(y) width=(format!("{:.2}", (x(finish) - x(start)).max(0.3))) height=(row - 2.0) fill=(color) {
+                    title { "attempt " (attempt.number) " on " (attempt.worker) ": " (outcome) " after " (duration(Some(millis(finish - start)))) }
+                }
+            }
+        }
+        p.axis { span { (utc(job.created_at)) } span { "waited · ran · failed" } span { (utc(end)) } }
+    }
+}
+
 /// The job's life as its record tells it: enqueued, each attempt's start and end, how it ended.
 fn history(job: &Job) -> Vec<(Timestamp, String)> {
     let mut lines = vec![(
@@ -257,4 +303,56 @@ fn history(job: &Job) -> Vec<(Timestamp, String)> {
     }
     lines.sort_by_key(|(at, _)| *at);
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{Attempt, JobError, NewJob, Payload};
+
+    #[test]
+    fn the_timeline_draws_each_attempt_after_its_wait() {
+        let t = |secs: i64| chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+        let mut job = Job::from_new(NewJob::new("q", "k", Payload::null()), t(0));
+        job.attempts = vec![
+            Attempt {
+                number: 1,
+                worker: "w".into(),
+                started_at: t(10),
+                finished_at: Some(t(20)),
+                error: Some(JobError::new("boom")),
+            },
+            Attempt {
+                number: 2,
+                worker: "w".into(),
+                started_at: t(60),
+                finished_at: Some(t(100)),
+                error: None,
+            },
+        ];
+        job.finished_at = Some(t(100));
+        let svg = waterfall(&job, t(500)).into_string();
+        // Over 100 s: the first waited 0–10 and failed 10–20, the second waited 20–60 and ran
+        // 60–100.
+        assert!(
+            svg.contains(r#"class="waited" x="0.00" y="1" width="10.00""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"class="failed" x="10.00" y="1" width="10.00""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"class="waited" x="20.00" y="9" width="40.00""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"class="ran" x="60.00" y="9" width="40.00""#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("attempt 1 on w: failed: boom after 10.0 s"),
+            "{svg}"
+        );
+    }
 }
