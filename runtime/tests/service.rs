@@ -1206,3 +1206,19 @@ async fn a_jobs_kind_comes_from_its_payload_field_when_the_service_says_so() {
         assert_eq!(kind_of(json!({ "payload": payload })).await, "jobs");
     }
 }
+
+#[tokio::test]
+async fn a_tenant_key_does_not_see_the_deployments_worker_pools() {
+    let router = router("");
+    for key in [ACME, READER] {
+        let (status, _, error) = call(&router, Method::GET, "/v1/workers", Some(key), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("`admin`"),
+            "{error}"
+        );
+    }
+    let (status, _, pools) = call(&router, Method::GET, "/v1/workers", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK, "{pools}");
+    assert!(pools.is_array());
+}

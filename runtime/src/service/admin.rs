@@ -152,13 +152,14 @@ pub(crate) struct WorkerPool {
 }
 
 /// The worker pools pulling the queues this service serves, from every process sharing the
-/// store.
-#[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = Vec<WorkerPool>)))]
+/// store. They are the deployment's, not a tenant's (their names carry hosts and process ids):
+/// only admin keys see them.
+#[utoipa::path(get, path = "/v1/workers", responses((status = 200, body = Vec<WorkerPool>), (status = 403, description = "The key lacks the `admin` scope", body = super::ErrorBody)))]
 pub(crate) async fn workers(
     Extract(state): Extract<State>,
     caller: Caller,
 ) -> Result<axum::Json<Vec<WorkerPool>>, ApiError> {
-    caller.require(Scope::Read)?;
+    caller.require(Scope::Admin)?;
     let store = state.control.engine().store();
     let mut pools: Vec<WorkerPool> = crate::registry::workers(store, now())
         .await?
