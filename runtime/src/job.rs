@@ -165,7 +165,12 @@ impl Payload {
 
     /// Serializes `value`.
     pub fn from_value<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Self> {
-        Ok(Self(serde_json::to_string(value)?.into()))
+        let json = serde_json::to_string(value)?;
+        // Handlers without a result return `()`: its `null` is shared, not allocated per job.
+        if json == "null" {
+            return Ok(Self::null());
+        }
+        Ok(Self(json.into()))
     }
 
     /// A JSON value the parser already checked.
@@ -175,7 +180,9 @@ impl Payload {
 
     /// `null`.
     pub fn null() -> Self {
-        Self(Arc::from("null"))
+        static NULL: std::sync::LazyLock<Payload> =
+            std::sync::LazyLock::new(|| Payload(Arc::from("null")));
+        NULL.clone()
     }
 
     /// Text already known to be valid JSON (read back from a store that only holds valid JSON).

@@ -61,7 +61,7 @@ struct Shared {
     work: Work,
     config: WorkerConfig,
     worker: String,
-    in_flight: Mutex<HashMap<JobId, InFlight>>,
+    in_flight: Mutex<HashMap<JobId, InFlight, foldhash::fast::RandomState>>,
     meters: Meters,
     /// Signalled when a job of this pool ends (with a running limit per tenant): a claim that
     /// came back empty because a tenant was at its limit may now get one.
@@ -220,7 +220,7 @@ pub(crate) async fn run(
         meters: Meters::new(&config),
         config,
         worker,
-        in_flight: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(HashMap::default()),
         finished: Notify::new(),
         reporting: Arc::new(Semaphore::new(capacity)),
         concurrency: std::sync::atomic::AtomicUsize::new(slots),
@@ -374,12 +374,14 @@ fn start(
             for (job, permit) in claimed.into_iter().zip(held) {
                 let (shared, hard_stop, handler) =
                     (shared.clone(), hard_stop.clone(), handler.clone());
-                jobs.spawn(async move {
+                // Boxed: the attempt's future is kilobytes, which the task would otherwise
+                // copy several times on its way in and out of the scheduler.
+                jobs.spawn(Box::pin(async move {
                     execute(&shared, &handler, job, hard_stop, permit).await;
                     if shared.config.limits.running_per_tenant.is_some() {
                         shared.finished.notify_one();
                     }
-                });
+                }));
             }
         }
         Work::Batches { handler, .. } => {

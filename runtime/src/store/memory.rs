@@ -41,36 +41,58 @@ fn idempotency_key(queue: &str, tenant: Option<&String>, key: &str) -> Idempoten
 /// Ready-queue order: highest priority, then earliest run time, then insertion order.
 type ReadyKey = (Reverse<i32>, Timestamp, u64);
 
+/// A `HashMap` with a fast hasher: the store's keys are its own (ids it made, queue and tenant
+/// names the application served), and SipHash was a tenth of the engine's work per job.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    jobs: BTreeMap<JobId, Job>,
-    insertion: HashMap<JobId, u64>,
+    /// Every job, looked up by id on each transition.
+    jobs: FastMap<JobId, Job>,
+    /// The ids of `jobs` in order, for listings.
+    ids: BTreeSet<JobId>,
+    insertion: FastMap<JobId, u64>,
     next_insertion: u64,
-    /// Queued jobs per queue, then per tenant ("" for none).
-    ready: HashMap<String, BTreeMap<String, BTreeMap<ReadyKey, JobId>>>,
-    delayed: BTreeMap<(Timestamp, u64), JobId>,
-    running: HashSet<JobId>,
-    /// Running jobs per queue and tenant, for jobs with a tenant.
-    running_per_tenant: HashMap<(String, String), u32>,
+    /// Where each job is filed for its state, and the counts.
+    idx: Indexes,
     /// When each queue's tenants were last served ("" for jobs without one), and the next turn.
     turns: HashMap<(String, String), u64>,
     next_turn: u64,
-    /// Jobs per queue and state, kept as jobs move so counting is free.
-    counts: HashMap<String, StateCounts>,
     /// Idempotency keys per queue and tenant.
     idempotency: HashMap<IdempotencyKey, JobId>,
     /// Each tenant's jobs, for its listings.
     by_tenant: HashMap<String, BTreeSet<JobId>>,
-    /// Jobs per queue, tenant and state: a tenant's counts and its quota of waiting jobs.
-    counts_per_tenant: HashMap<(String, String), StateCounts>,
     paused: HashSet<String>,
     next_token: u64,
     kv: HashMap<String, BTreeMap<String, KvEntry>>,
-    events: VecDeque<Event>,
-    next_event: u64,
+    feed: Feed,
     ticks: HashMap<(String, Timestamp), Timestamp>,
     /// Named leases: their holder and when their lease ends.
     leads: HashMap<String, (String, Timestamp)>,
+}
+
+/// The indexes a job is filed under for its state, kept as jobs move so claiming and counting
+/// read no job they do not return.
+#[derive(Debug, Default)]
+struct Indexes {
+    /// Queued jobs per queue, then per tenant ("" for none).
+    ready: FastMap<String, BTreeMap<String, BTreeMap<ReadyKey, JobId>>>,
+    delayed: BTreeMap<(Timestamp, u64), JobId>,
+    running: FastSet<JobId>,
+    /// Running jobs per queue and tenant, for jobs with a tenant.
+    running_per_tenant: HashMap<(String, String), u32>,
+    /// Jobs per queue and state, kept as jobs move so counting is free.
+    counts: FastMap<String, StateCounts>,
+    /// Jobs per queue, tenant and state: a tenant's counts and its quota of waiting jobs.
+    counts_per_tenant: HashMap<(String, String), StateCounts>,
+}
+
+/// The lifecycle events kept, oldest first.
+#[derive(Debug, Default)]
+struct Feed {
+    events: VecDeque<Event>,
+    next_event: u64,
 }
 
 impl Default for MemoryStore {
@@ -97,33 +119,30 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Records `kind` for the job `id`.
+    /// Records `kind` for `job`.
     fn emit(
         &self,
-        inner: &mut Inner,
-        id: JobId,
+        feed: &mut Feed,
+        job: &Job,
         kind: EventKind,
         detail: Option<String>,
         now: Timestamp,
     ) {
-        let Some(job) = inner.jobs.get(&id) else {
-            return;
-        };
-        inner.next_event += 1;
+        feed.next_event += 1;
         let event = Event {
-            seq: inner.next_event,
+            seq: feed.next_event,
             at: now,
             kind,
-            job: id,
+            job: job.id,
             queue: job.queue.clone(),
             state: job.state,
             attempt: job.attempt,
             detail,
         };
-        if inner.events.len() == MAX_EVENTS {
-            inner.events.pop_front();
+        if feed.events.len() == MAX_EVENTS {
+            feed.events.pop_front();
         }
-        inner.events.push_back(event);
+        feed.events.push_back(event);
         self.notify.notify_waiters();
     }
 }
@@ -141,13 +160,9 @@ fn ready_slice(
         .collect()
 }
 
-impl Inner {
-    /// Files a job under the index its state calls for.
-    fn index(&mut self, id: JobId) {
-        let Some(job) = self.jobs.get(&id) else {
-            return;
-        };
-        let order = self.insertion.get(&id).copied().unwrap_or_default();
+impl Indexes {
+    /// Files `job` (inserted `order`th) under the index its state calls for.
+    fn add(&mut self, job: &Job, order: u64) {
         if let Some(tenant) = &job.tenant {
             self.counts_per_tenant
                 .entry((job.queue.clone(), tenant.clone()))
@@ -165,18 +180,22 @@ impl Inner {
         match job.state {
             JobState::Queued => {
                 let key = (Reverse(job.priority), job.run_at, order);
-                self.ready
-                    .entry(job.queue.clone())
-                    .or_default()
-                    .entry(job.tenant.clone().unwrap_or_default())
-                    .or_default()
-                    .insert(key, id);
+                let groups = match self.ready.get_mut(&job.queue) {
+                    Some(groups) => groups,
+                    None => self.ready.entry(job.queue.clone()).or_default(),
+                };
+                let tenant = job.tenant.as_deref().unwrap_or_default();
+                let ready = match groups.get_mut(tenant) {
+                    Some(ready) => ready,
+                    None => groups.entry(tenant.to_owned()).or_default(),
+                };
+                ready.insert(key, job.id);
             }
             JobState::Scheduled | JobState::Retrying => {
-                self.delayed.insert((job.run_at, order), id);
+                self.delayed.insert((job.run_at, order), job.id);
             }
             JobState::Running => {
-                self.running.insert(id);
+                self.running.insert(job.id);
                 if let Some(tenant) = &job.tenant {
                     *self
                         .running_per_tenant
@@ -188,21 +207,9 @@ impl Inner {
         }
     }
 
-    /// Removes a job from every index.
-    fn unindex(&mut self, id: JobId) {
-        let Some(job) = self.jobs.get(&id) else {
-            return;
-        };
-        let before = (job.state, job.run_at);
-        self.unindex_as(id, before);
-    }
-
-    /// Removes a job from the index it had when its state and run time were `before`.
-    fn unindex_as(&mut self, id: JobId, (state, run_at): (JobState, Timestamp)) {
-        let Some(job) = self.jobs.get(&id) else {
-            return;
-        };
-        let order = self.insertion.get(&id).copied().unwrap_or_default();
+    /// Takes `job` (inserted `order`th) out of the index it had when its state and run time
+    /// were `before`.
+    fn remove(&mut self, job: &Job, order: u64, (state, run_at): (JobState, Timestamp)) {
         if let Some(counts) = self.counts.get_mut(&job.queue) {
             counts.remove(state, 1);
         }
@@ -231,7 +238,7 @@ impl Inner {
                 self.delayed.remove(&(run_at, order));
             }
             JobState::Running => {
-                self.running.remove(&id);
+                self.running.remove(&job.id);
                 if let Some(tenant) = &job.tenant {
                     let key = (job.queue.clone(), tenant.clone());
                     if let Some(n) = self.running_per_tenant.get_mut(&key) {
@@ -245,10 +252,33 @@ impl Inner {
             _ => {}
         }
     }
+}
+
+impl Inner {
+    /// The order job `id` was inserted in (the last tie-break of the ready order).
+    fn order(&self, id: JobId) -> u64 {
+        self.insertion.get(&id).copied().unwrap_or_default()
+    }
+
+    /// Files job `id` under the index its state calls for.
+    fn index(&mut self, id: JobId) {
+        let order = self.order(id);
+        if let Some(job) = self.jobs.get(&id) {
+            self.idx.add(job, order);
+        }
+    }
+
+    /// Removes job `id` from every index.
+    fn unindex(&mut self, id: JobId) {
+        let order = self.order(id);
+        if let Some(job) = self.jobs.get(&id) {
+            self.idx.remove(job, order, (job.state, job.run_at));
+        }
+    }
 
     /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
     fn choose(&mut self, queue: &str, limit: usize, limits: ClaimLimits) -> Vec<JobId> {
-        let Some(ready) = self.ready.get(queue) else {
+        let Some(ready) = self.idx.ready.get(queue) else {
             return Vec::new();
         };
         let fetch = fair::fetch_size(ready.len(), limit);
@@ -258,7 +288,7 @@ impl Inner {
             let key = (queue.to_owned(), tenant.clone());
             let room = match limits.running_per_tenant {
                 Some(max) if !tenant.is_empty() => {
-                    let running = self.running_per_tenant.get(&key).copied().unwrap_or(0);
+                    let running = self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
                     max.saturating_sub(running) as usize
                 }
                 _ => usize::MAX,
@@ -294,7 +324,7 @@ impl Inner {
     /// Moves due delayed jobs to the ready index; returns how many.
     fn promote(&mut self, now: Timestamp) -> u64 {
         let mut due = Vec::new();
-        while let Some(entry) = self.delayed.first_entry() {
+        while let Some(entry) = self.idx.delayed.first_entry() {
             if entry.key().0 > now {
                 break;
             }
@@ -326,6 +356,7 @@ impl Inner {
         self.unindex(id);
         self.insertion.remove(&id);
         let job = self.jobs.remove(&id)?;
+        self.ids.remove(&id);
         if let Some(tenant) = &job.tenant
             && let Some(ids) = self.by_tenant.get_mut(tenant)
         {
@@ -352,14 +383,15 @@ impl MemoryStore {
         now: Timestamp,
         transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)>,
     ) -> Result<T> {
+        let order = inner.order(id);
         let job = inner.jobs.get_mut(&id).ok_or(Error::NotFound(id))?;
         let before = (job.state, job.run_at);
         // Transitions check before they change anything, so a refusal leaves the job as it was.
         let (value, emitted) = transition(job)?;
-        inner.unindex_as(id, before);
-        inner.index(id);
+        inner.idx.remove(job, order, before);
+        inner.idx.add(job, order);
         for (kind, detail) in emitted {
-            self.emit(inner, id, kind, detail, now);
+            self.emit(&mut inner.feed, job, kind, detail, now);
         }
         Ok(value)
     }
@@ -368,7 +400,8 @@ impl MemoryStore {
 #[async_trait]
 impl JobStore for MemoryStore {
     async fn enqueue(&self, jobs: Vec<NewJob>, now: Timestamp) -> Result<Vec<Enqueued>> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         // Each job's duplicate, if it has one; then the quotas of those that would be added,
         // checked before anything is.
         let existing: Vec<Option<JobId>> = jobs.iter().map(|new| inner.existing(new)).collect();
@@ -376,6 +409,7 @@ impl JobStore for MemoryStore {
         for ((queue, tenant), (adding, max)) in super::quota_demands(adding.map(|(new, _)| new)) {
             let key = (queue.to_owned(), tenant.to_owned());
             let waiting = inner
+                .idx
                 .counts_per_tenant
                 .get(&key)
                 .map_or(0, StateCounts::waiting);
@@ -404,9 +438,10 @@ impl JobStore for MemoryStore {
             inner.next_insertion += 1;
             let order = inner.next_insertion;
             inner.insertion.insert(id, order);
-            inner.jobs.insert(id, job);
-            inner.index(id);
-            self.emit(&mut inner, id, EventKind::Enqueued, None, now);
+            inner.idx.add(&job, order);
+            inner.ids.insert(id);
+            let job = inner.jobs.entry(id).or_insert(job);
+            self.emit(&mut inner.feed, job, EventKind::Enqueued, None, now);
             outcomes.push(Enqueued::New(id));
         }
         Ok(outcomes)
@@ -504,6 +539,7 @@ impl JobStore for MemoryStore {
     async fn recover(&self, now: Timestamp) -> Result<Vec<Recovered>> {
         let mut inner = self.lock();
         let lapsed: Vec<JobId> = inner
+            .idx
             .running
             .iter()
             .copied()
@@ -543,10 +579,11 @@ impl JobStore for MemoryStore {
     async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>> {
         let inner = self.lock();
         Ok(inner
-            .jobs
+            .ids
             .range(from..)
+            .filter_map(|id| inner.jobs.get(id))
             .take(limit)
-            .map(|(_, job)| job.clone())
+            .cloned()
             .collect())
     }
 
@@ -565,7 +602,13 @@ impl JobStore for MemoryStore {
                 Some(ids) => Box::new(ids.range(range).rev().filter_map(|id| inner.jobs.get(id))),
                 None => Box::new(std::iter::empty()),
             },
-            None => Box::new(inner.jobs.range(range).rev().map(|(_, job)| job)),
+            None => Box::new(
+                inner
+                    .ids
+                    .range(range)
+                    .rev()
+                    .filter_map(|id| inner.jobs.get(id)),
+            ),
         };
         let mut items: Vec<Job> = jobs
             .filter(|job| filter.matches(job))
@@ -584,6 +627,7 @@ impl JobStore for MemoryStore {
     async fn counts(&self) -> Result<BTreeMap<String, StateCounts>> {
         let inner = self.lock();
         Ok(inner
+            .idx
             .counts
             .iter()
             .map(|(queue, counts)| (queue.clone(), counts.clone()))
@@ -594,6 +638,7 @@ impl JobStore for MemoryStore {
         let key = (queue.to_owned(), tenant.to_owned());
         Ok(self
             .lock()
+            .idx
             .counts_per_tenant
             .get(&key)
             .map_or(0, StateCounts::waiting))
@@ -603,6 +648,7 @@ impl JobStore for MemoryStore {
         let key = (queue.to_owned(), tenant.to_owned());
         Ok(self
             .lock()
+            .idx
             .counts_per_tenant
             .get(&key)
             .cloned()
@@ -612,12 +658,14 @@ impl JobStore for MemoryStore {
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
         let inner = self.lock();
         let ready = inner
+            .idx
             .ready
             .get(queue)
             .into_iter()
             .flat_map(BTreeMap::values)
             .flat_map(|r| r.keys().map(|(_, at, _)| *at));
         let due = inner
+            .idx
             .delayed
             .iter()
             .take_while(|((at, _), _)| *at <= now)
@@ -741,8 +789,9 @@ impl KvStore for MemoryStore {
 impl EventLog for MemoryStore {
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let inner = self.lock();
-        let start = inner.events.partition_point(|e| e.seq <= after);
+        let start = inner.feed.events.partition_point(|e| e.seq <= after);
         Ok(inner
+            .feed
             .events
             .iter()
             .skip(start)
@@ -752,7 +801,7 @@ impl EventLog for MemoryStore {
     }
 
     async fn last_event_seq(&self) -> Result<u64> {
-        Ok(self.lock().next_event)
+        Ok(self.lock().feed.next_event)
     }
 
     async fn count_events(
@@ -763,6 +812,7 @@ impl EventLog for MemoryStore {
         let inner = self.lock();
         let mut counts = BTreeMap::new();
         for event in inner
+            .feed
             .events
             .iter()
             .rev()
@@ -846,11 +896,11 @@ impl Retention for MemoryStore {
             purged.kv_entries += (before - ns.len()) as u64;
         }
         let horizon = transition::before(now, events);
-        let before = inner.events.len();
-        while inner.events.front().is_some_and(|e| e.at < horizon) {
-            inner.events.pop_front();
+        let before = inner.feed.events.len();
+        while inner.feed.events.front().is_some_and(|e| e.at < horizon) {
+            inner.feed.events.pop_front();
         }
-        purged.events = (before - inner.events.len()) as u64;
+        purged.events = (before - inner.feed.events.len()) as u64;
         inner.ticks.retain(|_, claimed| *claimed >= horizon);
         Ok(purged)
     }

@@ -16,6 +16,10 @@ local expires = int(clock + tonumber(ARGV[4]))
 -- milliseconds × 1024: a job whose record was restored from an older snapshot never hands out
 -- a token a worker from before the restore may still hold.
 local token_floor = clock * 1024
+-- Numbers as text, formatted once per call: a job's attempt and token were parsed and printed
+-- per job, and printing a number is a tenth of a claim's cost in Redis.
+local floor_text = int(token_floor)
+local next_attempt = {}
 local max_running = tonumber(ARGV[5]) or 0
 promote(now, 1000)
 if redis.call('EXISTS', PAUSED) == 1 then return {} end
@@ -29,18 +33,28 @@ local function take(id)
   local record = redis.call('HGETALL', key)
   -- An id whose record is gone (removed by hand) is dropped.
   if #record == 0 then return end
-  local attempt, token, started, tenant = 0, 0, false, false
+  local attempt, token, started, tenant = '0', false, false, false
   for i = 1, #record, 2 do
     local name = record[i]
-    if name == F_ATTEMPT then attempt = tonumber(record[i + 1])
-    elseif name == F_TOKEN then token = tonumber(record[i + 1])
+    if name == F_ATTEMPT then attempt = record[i + 1]
+    elseif name == F_TOKEN then token = record[i + 1]
     elseif name == F_STARTED_AT then started = true
     elseif name == F_TENANT then tenant = record[i + 1]
     end
   end
   if tenant and tenant ~= '' then zrem_later(tenant_state('queued', tenant), id) end
-  attempt = tostring(attempt + 1)
-  token = int(math.max(token + 1, token_floor))
+  local following = next_attempt[attempt]
+  if not following then
+    following = tostring(tonumber(attempt) + 1)
+    next_attempt[attempt] = following
+  end
+  attempt = following
+  -- A job claimed before holds a token; the next is one more unless the floor is higher.
+  if token and tonumber(token) + 1 > token_floor then
+    token = int(tonumber(token) + 1)
+  else
+    token = floor_text
+  end
   if started then
     redis.call('HSET', key, F_STATE, 'running', F_ATTEMPT, attempt, F_TOKEN, token,
       F_WORKER, worker, F_ATTEMPT_STARTED_AT, now, F_LEASE_EXPIRES, expires)
