@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::consumer::{BatchHandler, Decision, Message, MessageBatch};
 use crate::error::Error;
-use crate::job::{Job, JobError, JobId, Payload, now};
+use crate::job::{Job, JobError, JobId, Payload, Timestamp, now};
 use crate::retry::RetryPolicy;
 use crate::store::{AfterFailure, ClaimLimits, LeaseStatus, Store};
 use crate::task::{Handler, JobContext, Retry};
@@ -296,6 +296,7 @@ async fn claim_loop(
             () = shutdown.cancelled() => break,
         };
         let (held, limit) = free_slots(&shared.work, &permits, first);
+        let claimed_at = now();
         let claimed = match shared
             .store
             .claim_with(
@@ -304,7 +305,7 @@ async fn claim_loop(
                 limit,
                 shared.config.lease,
                 shared.config.limits,
-                now(),
+                claimed_at,
             )
             .await
         {
@@ -334,7 +335,7 @@ async fn claim_loop(
             continue;
         }
         idle = Duration::from_millis(5);
-        start(&mut jobs, &shared, &hard_stop, claimed, held);
+        start(&mut jobs, &shared, &hard_stop, claimed, claimed_at, held);
     }
     jobs
 }
@@ -360,12 +361,14 @@ fn free_slots(
     }
 }
 
-/// Starts the `claimed` jobs in `jobs`, each holding one of `held` (a batch holds them all).
+/// Starts the `claimed` jobs (claimed at `claimed_at`) in `jobs`, each holding one of `held`
+/// (a batch holds them all).
 fn start(
     jobs: &mut tokio::task::JoinSet<()>,
     shared: &Arc<Shared>,
     hard_stop: &CancellationToken,
     claimed: Vec<Job>,
+    claimed_at: Timestamp,
     mut held: Vec<OwnedSemaphorePermit>,
 ) {
     match shared.work.clone() {
@@ -377,7 +380,7 @@ fn start(
                 // Boxed: the attempt's future is kilobytes, which the task would otherwise
                 // copy several times on its way in and out of the scheduler.
                 jobs.spawn(Box::pin(async move {
-                    execute(&shared, &handler, job, hard_stop, permit).await;
+                    execute(&shared, &handler, job, claimed_at, hard_stop, permit).await;
                     if shared.config.limits.running_per_tenant.is_some() {
                         shared.finished.notify_one();
                     }
@@ -397,11 +400,12 @@ fn start(
     }
 }
 
-/// Runs one attempt of `job` and records its outcome.
+/// Runs one attempt of `job`, claimed at `claimed_at`, and records its outcome.
 async fn execute(
     shared: &Arc<Shared>,
     handler: &Arc<dyn Handler>,
     job: Job,
+    claimed_at: Timestamp,
     hard_stop: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) {
@@ -414,8 +418,9 @@ async fn execute(
     let timeout = job.timeout.unwrap_or(shared.config.timeout);
     shared.meters.started.increment(1);
     shared.meters.busy.increment(1.0);
+    // Waited until claimed: the clock is read once per claim, not per job.
     shared.meters.wait.record(
-        (now() - job.run_at)
+        (claimed_at - job.run_at)
             .to_std()
             .unwrap_or_default()
             .as_secs_f64(),

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use raindrop::job::{JobState, NewJob, Payload, now};
-use raindrop::store::JobFilter;
 use raindrop::store::sqlite::SqliteStore;
+use raindrop::store::{JobFilter, JobStore};
 
 #[tokio::test]
 async fn reopening_the_file_keeps_jobs_leases_kv_and_events() {
@@ -135,4 +135,32 @@ async fn an_enqueue_whose_caller_gave_up_is_not_committed_later() {
         store.get(abandoned_id).await.unwrap().is_none(),
         "the abandoned submission was stored after its caller was told it failed"
     );
+}
+
+/// A worker process sharing the file with a producer process hears of its enqueue at once,
+/// not at its next poll (up to `idle_poll`, 250 ms by default): the two handles here have
+/// connections of their own, as two processes would.
+#[tokio::test]
+async fn a_commit_by_another_process_wakes_the_queues_idle_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let producer = SqliteStore::open(&path).await.unwrap();
+    let workers = SqliteStore::open(&path).await.unwrap();
+    let wake = workers
+        .queue_wake("jobs")
+        .expect("an SQLite store wakes idle workers when another process commits");
+    let woken = wake.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+
+    producer
+        .enqueue(
+            vec![NewJob::new("jobs", "job", Payload::from_value(&1).unwrap())],
+            now(),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .expect("the other handle's enqueue woke the idle workers");
 }

@@ -143,7 +143,6 @@ impl MemoryStore {
             feed.events.pop_front();
         }
         feed.events.push_back(event);
-        self.notify.notify_waiters();
     }
 }
 
@@ -375,8 +374,22 @@ impl Inner {
 
 impl MemoryStore {
     /// Applies a transition to job `id`: takes it out of its index, changes it, files it again
-    /// and emits what the transition says, all under one lock.
+    /// and emits what the transition says, all under one lock; then wakes the feed's readers.
     fn apply<T>(
+        &self,
+        inner: &mut Inner,
+        id: JobId,
+        now: Timestamp,
+        transition: impl FnOnce(&mut Job) -> Result<(T, Emitted)>,
+    ) -> Result<T> {
+        let value = self.apply_quietly(inner, id, now, transition)?;
+        self.notify.notify_waiters();
+        Ok(value)
+    }
+
+    /// [`Self::apply`] without waking the feed's readers: for operations on many jobs, which
+    /// wake them once.
+    fn apply_quietly<T>(
         &self,
         inner: &mut Inner,
         id: JobId,
@@ -444,6 +457,7 @@ impl JobStore for MemoryStore {
             self.emit(&mut inner.feed, job, EventKind::Enqueued, None, now);
             outcomes.push(Enqueued::New(id));
         }
+        self.notify.notify_waiters();
         Ok(outcomes)
     }
 
@@ -467,11 +481,14 @@ impl JobStore for MemoryStore {
         for id in chosen {
             inner.next_token += 1;
             let token = inner.next_token;
-            let job = self.apply(&mut inner, id, now, |job| {
+            let job = self.apply_quietly(&mut inner, id, now, |job| {
                 let emitted = transition::claim(job, worker, token, expires_at, now);
                 Ok((job.clone(), emitted))
             })?;
             claimed.push(job);
+        }
+        if !claimed.is_empty() {
+            self.notify.notify_waiters();
         }
         Ok(claimed)
     }

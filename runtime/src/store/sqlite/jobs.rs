@@ -308,6 +308,11 @@ impl JobStore for SqliteStore {
             .await
     }
 
+    /// Woken when another process commits to the file (`wake.rs`).
+    fn queue_wake(&self, queue: &str) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(self.wakes.of(queue))
+    }
+
     async fn oldest_ready(&self, queue: &str, now: Timestamp) -> Result<Option<Timestamp>> {
         let queue = queue.to_owned();
         self.read(move |conn| {

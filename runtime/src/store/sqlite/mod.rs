@@ -38,6 +38,7 @@ mod rows;
 mod schema;
 mod transitions;
 mod upkeep;
+mod wake;
 mod writer;
 
 /// The SQLite store.
@@ -50,6 +51,10 @@ pub struct SqliteStore {
     buckets: LocalBuckets,
     /// Dropped with the store, which stops the checkpointer.
     _stop_checkpoints: mpsc::Sender<()>,
+    /// What wakes when another process commits.
+    wakes: Arc<wake::Wakes>,
+    /// Dropped with the store, which stops the commit watcher.
+    _stop_watching: mpsc::Sender<()>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -99,13 +104,18 @@ impl SqliteStore {
         })?;
         let sender = writer::start(conn, path.display().to_string())?;
         let stop_checkpoints = checkpoint::start(path.clone())?;
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let wakes = Arc::new(wake::Wakes::default());
+        let stop_watching = wake::start(path.clone(), wakes.clone(), notify.clone())?;
         Ok(Self {
             path,
             _stop_checkpoints: stop_checkpoints,
             writer: Mutex::new(sender),
             readers: Arc::new(Mutex::new(Vec::new())),
-            notify: Arc::new(tokio::sync::Notify::new()),
+            notify,
             buckets: LocalBuckets::default(),
+            wakes,
+            _stop_watching: stop_watching,
         })
     }
 
