@@ -296,6 +296,14 @@ async fn claim_loop(
             () = shutdown.cancelled() => break,
         };
         let (held, limit) = free_slots(&shared.work, &permits, first);
+        // Listening before the claim: a job enqueued (or a tenant's slot freed) while the claim
+        // is on its way wakes the pool if the claim comes back empty, instead of waiting for
+        // the next poll.
+        let woken = wake.notified();
+        let finished = shared.finished.notified();
+        tokio::pin!(woken, finished);
+        woken.as_mut().enable();
+        finished.as_mut().enable();
         let claimed_at = now();
         let claimed = match shared
             .store
@@ -326,8 +334,8 @@ async fn claim_loop(
         if claimed.is_empty() {
             drop(held);
             tokio::select! {
-                () = wake.notified() => {}
-                () = shared.finished.notified() => {}
+                () = woken => {}
+                () = finished => {}
                 () = tokio::time::sleep(idle) => {}
                 () = shutdown.cancelled() => break,
             }

@@ -1073,3 +1073,71 @@ async fn a_retry_after_past_the_calendars_end_waits_until_its_end() {
     wait(&mut events, id, EventKind::Succeeded).await;
     running.shutdown().await;
 }
+
+/// A job sent while both claims of the pool are on their way back (empty) starts as soon as
+/// they are back, not at the pool's next poll: the pool listens for sends before it claims.
+/// Time is paused, so a poll shows as virtual time passing before the job starts.
+#[tokio::test(start_paused = true)]
+async fn a_job_sent_while_the_pools_claims_are_out_starts_without_waiting_for_a_poll() {
+    let store = support::counting::CountingStore::new(memory());
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let finish_first = Arc::new(tokio::sync::Notify::new());
+    let finish = finish_first.clone();
+    let engine = Engine::builder(app(BASIC))
+        .store(store.clone())
+        .settings(Settings {
+            roles: Roles {
+                observer: false,
+                ..Roles::ALL
+            },
+            idle_poll: Duration::from_secs(3600),
+            ..settings()
+        })
+        .task(
+            "worker",
+            handler_fn(move |ctx: JobContext| {
+                let (started_tx, finish) = (started_tx.clone(), finish.clone());
+                async move {
+                    let n: u64 = ctx.payload()?;
+                    let _ = started_tx.send((n, tokio::time::Instant::now()));
+                    if n == 0 {
+                        finish.notified().await;
+                    }
+                    Ok::<_, TaskError>(())
+                }
+            }),
+        )
+        .build()
+        .unwrap();
+    let queue = engine.queue("jobs").unwrap();
+    queue.send(&0).await.unwrap();
+    let running = engine.start().await.unwrap();
+    let first = tokio::time::timeout(WAIT, started.recv()).await.unwrap();
+    assert_eq!(first.map(|(n, _)| n), Some(0));
+
+    // One claimer's claim takes every free slot; the other claims once job 0 frees its slot.
+    // Hold both claims, empty, on their way back.
+    store.hold_claims(2);
+    tokio::time::timeout(WAIT, store.claims_held(1))
+        .await
+        .expect("a claimer claimed");
+    finish_first.notify_one();
+    tokio::time::timeout(WAIT, store.claims_held(2))
+        .await
+        .expect("the other claimer claimed");
+
+    let sent_at = tokio::time::Instant::now();
+    queue.send(&1).await.unwrap();
+    store.release_claims();
+    let (n, started_at) = tokio::time::timeout(WAIT, started.recv())
+        .await
+        .expect("the job started")
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        started_at - sent_at,
+        Duration::ZERO,
+        "the pool slept before claiming the job it was told of"
+    );
+    running.shutdown().await;
+}

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,11 +18,17 @@ use raindrop::store::{
     QueueControl, RateLimits, Recovered, Retention, RetentionPolicy, StateCounts, Store, rate,
 };
 
-/// Counts `events_after` calls on the store inside.
+/// Counts `events_after` calls on the store inside, and can hold claims on their way back.
 pub struct CountingStore {
     inner: Arc<dyn Store>,
     feed_reads: AtomicU64,
     feed_down: AtomicBool,
+    /// Claims still to hold once the store inside has answered them.
+    to_hold: AtomicUsize,
+    /// Claims held now.
+    held: AtomicUsize,
+    held_changed: tokio::sync::Notify,
+    released: tokio::sync::watch::Sender<bool>,
 }
 
 impl CountingStore {
@@ -31,7 +37,36 @@ impl CountingStore {
             inner,
             feed_reads: AtomicU64::new(0),
             feed_down: AtomicBool::new(false),
+            to_hold: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
+            held_changed: tokio::sync::Notify::new(),
+            released: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Holds the next `n` claims, answered by the store inside, until [`Self::release_claims`]:
+    /// what was enqueued meanwhile comes after their answer.
+    pub fn hold_claims(&self, n: usize) {
+        self.released.send_replace(false);
+        self.to_hold.store(n, Ordering::SeqCst);
+    }
+
+    /// Waits until `n` claims are held.
+    pub async fn claims_held(&self, n: usize) {
+        loop {
+            let changed = self.held_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.held.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Lets the held claims answer.
+    pub fn release_claims(&self) {
+        self.released.send_replace(true);
     }
 
     /// Reads of the event feed (`events_after`) so far, failed ones included.
@@ -59,9 +94,22 @@ impl JobStore for CountingStore {
         limits: ClaimLimits,
         now: Timestamp,
     ) -> Result<Vec<Job>> {
-        self.inner
+        let claimed = self
+            .inner
             .claim_with(queue, worker, limit, lease, limits, now)
-            .await
+            .await;
+        let hold = self
+            .to_hold
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hold {
+            let mut released = self.released.subscribe();
+            self.held.fetch_add(1, Ordering::SeqCst);
+            self.held_changed.notify_waiters();
+            let _ = released.wait_for(|released| *released).await;
+            self.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        claimed
     }
     async fn heartbeat(
         &self,
