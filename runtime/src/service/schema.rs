@@ -121,7 +121,8 @@ impl PayloadSchema {
 /// Types `POST /v1/jobs` (and each job of a batch) in `doc` by queue: the `SubmitJob` schema
 /// becomes a `oneOf` of one submission per typed queue (`SubmitJob_QUEUE`, its `queue` fixed
 /// to that name and its `payload` the queue's schema) and, when some served queues are untyped,
-/// `SubmitUntypedJob` for those. Nothing changes when no served queue is typed.
+/// `SubmitUntypedJob` for those; with one queue served, and typed, `SubmitJob` is that queue's
+/// submission. Nothing changes when no served queue is typed.
 pub(crate) fn type_submissions(
     doc: &mut utoipa::openapi::OpenApi,
     served: &[String],
@@ -149,6 +150,7 @@ pub(crate) fn type_submissions(
     };
     let mut one_of = OneOfBuilder::new();
     let mut untyped = Vec::new();
+    let mut alternatives = Vec::new();
     for queue in served {
         let Some(schema) = schemas.get(queue) else {
             untyped.push(queue);
@@ -158,7 +160,7 @@ pub(crate) fn type_submissions(
             components.schemas.insert(name.clone(), component.clone());
         }
         let mut submission = generic.clone();
-        submission.title = Some(format!("A job for queue `{queue}`"));
+        submission.description = Some(format!("A job for queue `{queue}`."));
         submission
             .properties
             .insert("queue".into(), queue_field(&[queue]).into());
@@ -169,7 +171,16 @@ pub(crate) fn type_submissions(
         if served.len() > 1 {
             submission.required.push("queue".into());
         }
-        let name = format!("SubmitJob_{queue}");
+        alternatives.push((format!("SubmitJob_{queue}"), submission));
+    }
+    // One queue, typed: `SubmitJob` is its submission (generated clients name it so).
+    if let ([(_, only)], true) = (alternatives.as_slice(), untyped.is_empty()) {
+        components
+            .schemas
+            .insert("SubmitJob".into(), only.clone().into());
+        return;
+    }
+    for (name, submission) in alternatives {
         components.schemas.insert(name.clone(), submission.into());
         one_of = one_of.item(Ref::from_schema_name(name));
     }
