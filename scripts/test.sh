@@ -24,6 +24,10 @@ fi
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   echo "test.sh: no Chromium: the dashboard's browser test skips (install chromium, and node for its driver)"
 fi
+codegen_venv="${RAINDROP_CODEGEN_VENV:-$HOME/.cache/raindrop-ci/venv-codegen}"
+if [ ! -x "$codegen_venv/bin/openapi-python-client" ]; then
+  echo "test.sh: no openapi-python-client in $codegen_venv: the generated-client test skips (.ci/run installs it there)"
+fi
 
 cargo test --workspace --locked "$@"
 # OpenTelemetry is a feature; its test runs with it on.

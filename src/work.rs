@@ -6,11 +6,13 @@ use std::time::Duration;
 use raindrop::service::{FieldError, validate_as};
 use raindrop::task::{Job, JobContext, TaskError};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-/// A job submitted to `job_queue`: `{"type": "report", ...}` and so on. The HTTP API checks
-/// submissions with [`validate`], so a malformed one is refused with field-level errors before it
-/// is queued.
-#[derive(Debug, Deserialize)]
+/// A job submitted to `job_queue`: `{"type": "report", ...}` and so on. Its schema
+/// (`ToSchema`) is in the API's document, one class per kind of work for generated clients, and
+/// the API checks submissions against it (then with [`validate`]), so a malformed one is refused
+/// with field-level errors before it is queued.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Work {
     Report(ReportJob),
@@ -20,7 +22,7 @@ pub(crate) enum Work {
 }
 
 /// Summary statistics over submitted values.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReportJob {
     /// What the report is about.
@@ -30,7 +32,7 @@ pub(crate) struct ReportJob {
 }
 
 /// A message written to the outbox directory (`RAINDROP_OUTBOX`, default `.raindrop/outbox`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NotifyJob {
     to: String,
@@ -40,7 +42,7 @@ pub(crate) struct NotifyJob {
 
 /// Fails (or panics) on its first `fail_times` runs, then succeeds: shows retries with backoff,
 /// dead letters, and a retry from the dead letters succeeding.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FlakyJob {
     /// Runs that fail before one succeeds.
@@ -52,7 +54,7 @@ pub(crate) struct FlakyJob {
 
 /// Works for `ms` milliseconds in ten steps, reporting progress and stopping early when
 /// cancelled.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SleepJob {
     ms: u64,

@@ -632,3 +632,50 @@ async fn the_cli_submits_follows_lists_and_retries_jobs_of_a_running_application
     let (code, _, _) = cli("http://127.0.0.1:9", &["queues"]);
     assert_eq!(code, 2);
 }
+
+#[tokio::test]
+async fn the_api_document_types_the_four_kinds_of_work_and_submissions_are_checked_against_it() {
+    let dir = scratch();
+    let app = App::start(dir.path());
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["SubmitJob"]["properties"]["payload"]["$ref"], "#/components/schemas/Work",
+        "{schemas}"
+    );
+    let mut kinds: Vec<&str> = schemas["Work"]["oneOf"]
+        .as_array()
+        .expect("Work is a oneOf")
+        .iter()
+        .map(|v| v["properties"]["type"]["enum"][0].as_str().unwrap_or(""))
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["flaky", "notify", "report", "sleep"]);
+
+    let (status, body) = app
+        .post(
+            "/v1/jobs",
+            json!({ "payload": { "type": "sleep", "ms": "long" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("validation_failed"))
+    );
+    assert_eq!(
+        body["details"]["fields"][0]["field"], "payload.ms",
+        "{body}"
+    );
+    let (_, body) = app
+        .post("/v1/jobs", json!({ "payload": { "type": "teleport" } }))
+        .await;
+    assert_eq!(body["details"]["fields"][0]["field"], "payload.type");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"report\""),
+        "{body}"
+    );
+}

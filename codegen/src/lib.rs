@@ -26,6 +26,8 @@
 
 pub mod ast;
 pub mod diagnostic;
+#[cfg(feature = "cli")]
+pub mod emit;
 pub mod format;
 pub mod generate;
 pub mod graph;

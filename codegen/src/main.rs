@@ -46,6 +46,13 @@ enum Format {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InspectFormat {
+    Text,
+    Json,
+    Hcl,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a manifest and report every problem (exit 0 clean, 1 errors, 2 unreadable).
@@ -62,9 +69,13 @@ enum Command {
         /// The manifest, or a directory holding `raindrop.manifest` (default: `$RAINDROP_MANIFEST`,
         /// else the nearest `raindrop.manifest` here or above).
         path: Option<PathBuf>,
-        /// Print JSON instead of text.
-        #[arg(long)]
+        /// Print JSON instead of text (the same as `--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// `text`; `json`, the model; `hcl`, a manifest with every default written out, which
+        /// compiles to the same application.
+        #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
+        format: InspectFormat,
     },
     /// Print the Rust bindings generated from the manifest.
     Generate {
@@ -207,15 +218,16 @@ fn main() -> ExitCode {
         | Command::Build(BuildCommand::Validate { path, format }) => {
             validate(path.as_deref(), format, style)
         }
-        Command::Inspect { path, json } => with_application(path.as_deref(), style, |_, app| {
-            if json {
-                serde_json::to_string_pretty(app)
+        Command::Inspect { path, json, format } => {
+            let format = if json { InspectFormat::Json } else { format };
+            with_application(path.as_deref(), style, |_, app| match format {
+                InspectFormat::Json => serde_json::to_string_pretty(app)
                     .map(|s| s + "\n")
-                    .map_err(|e| e.to_string())
-            } else {
-                Ok(describe(app))
-            }
-        }),
+                    .map_err(|e| e.to_string()),
+                InspectFormat::Hcl => Ok(raindrop_codegen::emit::to_hcl(app)),
+                InspectFormat::Text => Ok(describe(app)),
+            })
+        }
         Command::Generate { path } | Command::Build(BuildCommand::Generate { path }) => {
             with_application(path.as_deref(), style, |source, app| {
                 Ok(raindrop_codegen::generate::application_source(

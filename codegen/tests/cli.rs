@@ -174,6 +174,27 @@ fn inspect_text_shows_defaults_and_wiring() {
 }
 
 #[test]
+fn inspect_format_hcl_prints_a_manifest_that_validates_again() {
+    let out = raindrop(
+        &["inspect", "--format", "hcl", &ui("valid/seed.manifest")],
+        Path::new("."),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert_eq!(
+        printed,
+        std::fs::read_to_string(ui("valid/seed.inspect.hcl")).expect("snapshot")
+    );
+    let dir = scratch("inspect-hcl");
+    std::fs::write(dir.join("raindrop.manifest"), &printed).expect("write");
+    let again = raindrop(&["validate"], &dir);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let json = raindrop(&["inspect", "--format", "json"], &dir);
+    let app: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(app["queues"][0]["consumer"]["name"], "job_worker");
+}
+
+#[test]
 fn commands_that_need_a_valid_manifest_exit_one_on_errors() {
     for command in ["inspect", "generate", "graph"] {
         let out = raindrop(

@@ -7,6 +7,10 @@
 //! And `raindrop fmt` on each of them (`fmt::…`): formatting twice changes nothing, only
 //! whitespace changes (comments and values are kept), and the formatted manifest compiles to
 //! the same application, or fails with the same errors.
+//!
+//! And `raindrop inspect --format hcl` on each valid one (`inspect_hcl::…`): the printed
+//! manifest compiles, without errors, to the same application; the seed's is a snapshot
+//! (`seed.inspect.hcl`).
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +31,12 @@ fn main() {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let formatted = path.clone();
+            if dir == "valid" {
+                let printed = path.clone();
+                trials.push(Trial::test(format!("inspect_hcl::{stem}"), move || {
+                    check_inspect_hcl(&printed)
+                }));
+            }
             trials.push(Trial::test(format!("{dir}::{stem}"), move || check(&path)));
             trials.push(Trial::test(format!("fmt::{dir}::{stem}"), move || {
                 check_fmt(&formatted)
@@ -120,6 +130,51 @@ fn check_fmt(path: &Path) -> Result<(), Failed> {
     };
     if before.application != after.application || codes(&before) != codes(&after) {
         return Err(format!("the formatted manifest compiles differently:\n{formatted}").into());
+    }
+    Ok(())
+}
+
+/// The normalized model printed as HCL compiles back to itself, with no more kinds of warning
+/// than the manifest it came from (deprecated spellings and left-out defaults may drop some).
+fn check_inspect_hcl(path: &Path) -> Result<(), Failed> {
+    let source = source(path)?;
+    let compiled = compile(&source);
+    let app = compiled
+        .application
+        .as_ref()
+        .ok_or("expected a valid manifest")?;
+    let printed = raindrop_codegen::emit::to_hcl(app);
+    let again = compile(&SourceFile::new("inspect.hcl".to_owned(), printed.clone()));
+    if again.has_errors() {
+        return Err(format!(
+            "the printed manifest does not compile:\n{printed}\n{}",
+            again.render(
+                &SourceFile::new("inspect.hcl".to_owned(), printed.clone()),
+                Style::Plain
+            )
+        )
+        .into());
+    }
+    if again.application.as_ref() != Some(app) {
+        return Err(
+            format!("the printed manifest compiles to another application:\n{printed}").into(),
+        );
+    }
+    let codes = |c: &raindrop_codegen::Compiled| {
+        c.diagnostics
+            .iter()
+            .map(|d| d.code)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let new: Vec<_> = codes(&again)
+        .difference(&codes(&compiled))
+        .copied()
+        .collect();
+    if !new.is_empty() {
+        return Err(format!("the printed manifest adds warnings {new:?}:\n{printed}").into());
+    }
+    if path.file_stem().is_some_and(|s| s == "seed") {
+        return compare(&path.with_extension("inspect.hcl"), &printed);
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ use crate::observer::{Alerts, ObserverHandler};
 use crate::plan::PoolKind;
 use crate::queue::Queue;
 use crate::secret::Secret;
+use crate::service::PayloadSchema;
 use crate::store::{Store, StoreUrl};
 use crate::task::Handler;
 use crate::worker::Work;
@@ -63,6 +64,7 @@ pub struct EngineBuilder {
     consumers: HashMap<String, Factory<dyn BatchHandler>>,
     settings: Settings,
     secrets: HashMap<String, Secret>,
+    payload_schemas: HashMap<String, PayloadSchema>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -157,6 +159,21 @@ impl EngineBuilder {
         self
     }
 
+    /// Declares the JSON schema of `queue`'s payloads (`#[task]` does this for a handler taking
+    /// `Job<T>` with `T: utoipa::ToSchema`): a service serving the queue documents it and, unless
+    /// told not to ([`Service::check_payload_schemas`](crate::service::Service::check_payload_schemas)),
+    /// refuses submissions that do not match it.
+    #[must_use]
+    pub fn payload_schema(mut self, queue: &str, schema: PayloadSchema) -> Self {
+        self.payload_schemas.insert(queue.to_owned(), schema);
+        self
+    }
+
+    /// The application being built.
+    pub(crate) fn application(&self) -> &Application {
+        &self.app
+    }
+
     /// Replaces the settings.
     #[must_use]
     pub fn settings(mut self, settings: Settings) -> Self {
@@ -213,6 +230,7 @@ impl EngineBuilder {
                 alerts: Arc::new(Alerts::default()),
                 settings: self.settings,
                 secrets: self.secrets,
+                payload_schemas: self.payload_schemas,
             }),
         })
     }
@@ -241,6 +259,7 @@ struct Inner {
     alerts: Arc<Alerts>,
     settings: Settings,
     secrets: HashMap<String, Secret>,
+    payload_schemas: HashMap<String, PayloadSchema>,
 }
 
 /// A running or runnable application. Cheap to clone.
@@ -270,12 +289,18 @@ impl Engine {
             consumers: HashMap::new(),
             settings: Settings::default(),
             secrets: HashMap::new(),
+            payload_schemas: HashMap::new(),
         }
     }
 
     /// The application.
     pub fn app(&self) -> &Application {
         &self.inner.app
+    }
+
+    /// The JSON schema of `queue`'s payloads, if one was declared.
+    pub fn payload_schema(&self, queue: &str) -> Option<&PayloadSchema> {
+        self.inner.payload_schemas.get(queue)
     }
 
     /// The store.

@@ -14,7 +14,7 @@ use crate::kv::KvCache;
 use crate::observer::{Observed, ObserverHandler};
 use crate::queue::Queue;
 use crate::secret::Secret;
-use crate::service::Service;
+use crate::service::{PayloadSchema, Service};
 use crate::task::{Handler, JobContext, TaskError};
 
 pub use crate::app::{Launch, main};
@@ -92,6 +92,11 @@ fn bound<E: Bindings>(engine: &Engine) -> E {
 pub trait BoundTask<E> {
     /// Makes the handler.
     fn handler(env: E) -> Arc<dyn Handler>;
+
+    /// The JSON schema of the payload its `Job<T>` argument takes, when `T` has one.
+    fn payload_schema() -> Option<PayloadSchema> {
+        None
+    }
 }
 
 /// A cron task's handler, implemented by `#[task]`.
@@ -117,12 +122,56 @@ pub trait BoundService<E> {
     fn configure(env: E, service: Service) -> Service;
 }
 
-/// Registers the worker task `name`'s handler.
+/// Registers the worker task `name`'s handler, and its payload's schema for the queue it pulls.
 pub fn task<M: BoundTask<E>, E: Bindings>(builder: EngineBuilder, name: &str) -> EngineBuilder {
+    let queue = builder
+        .application()
+        .tasks
+        .iter()
+        .find_map(|t| match &t.role {
+            raindrop_codegen::model::TaskRole::Worker { queue, .. } if t.name.as_str() == name => {
+                Some(queue.to_string())
+            }
+            _ => None,
+        });
+    let builder = match (queue, M::payload_schema()) {
+        (Some(queue), Some(schema)) => builder.payload_schema(&queue, schema),
+        _ => builder,
+    };
     builder.task_factory(
         name,
         Arc::new(|engine: &Engine| M::handler(bound::<E>(engine))),
     )
+}
+
+/// Probes, at compile time, whether a task handler's argument is `Job<T>` with a `T` that
+/// describes its JSON schema (autoref specialization, like [`Probe`]): `#[task]` asks each
+/// argument, and a payload type without a schema stays untyped.
+#[derive(Debug)]
+pub struct SchemaProbe<A>(pub PhantomData<A>);
+
+/// The argument is `Job<T>` with `T: utoipa::ToSchema`.
+pub trait HasPayloadSchema {
+    /// `T`'s schema.
+    fn payload_schema(&self) -> Option<PayloadSchema>;
+}
+
+/// Any other argument.
+pub trait NoPayloadSchema {
+    /// None.
+    fn payload_schema(&self) -> Option<PayloadSchema>;
+}
+
+impl<T: utoipa::ToSchema> HasPayloadSchema for SchemaProbe<crate::task::Job<T>> {
+    fn payload_schema(&self) -> Option<PayloadSchema> {
+        Some(PayloadSchema::of::<T>())
+    }
+}
+
+impl<A> NoPayloadSchema for &SchemaProbe<A> {
+    fn payload_schema(&self) -> Option<PayloadSchema> {
+        None
+    }
 }
 
 /// Registers the cron task `name`'s handler.

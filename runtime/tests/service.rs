@@ -1222,3 +1222,118 @@ async fn a_tenant_key_does_not_see_the_deployments_worker_pools() {
     assert_eq!(status, StatusCode::OK, "{pools}");
     assert!(pools.is_array());
 }
+
+/// A payload type with a schema, as a handler of `Job<Resize>` would take it.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Resize {
+    url: String,
+    width: u32,
+}
+
+/// `two_queues`, with `small` typed by `Resize` through the builder.
+fn typed_queues(check: bool) -> axum::Router {
+    let app = app(r#"application "t" {
+  service "api" {}
+  queue "small" {}
+  queue "big" {}
+  task "worker" { queue = "small" }
+}"#);
+    let engine = Engine::builder(app)
+        .store(memory())
+        .task("worker", succeed())
+        .payload_schema("small", raindrop::service::PayloadSchema::of::<Resize>())
+        .build()
+        .unwrap();
+    Service::new(engine, "api")
+        .unwrap()
+        .check_payload_schemas(check)
+        .router()
+}
+
+#[tokio::test]
+async fn the_document_carries_each_typed_queues_payload_schema() {
+    let router = typed_queues(true);
+    let (status, _, doc) = call(&router, Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let schemas = &doc["components"]["schemas"];
+    let variants: Vec<&str> = schemas["SubmitJob"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["$ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            "#/components/schemas/SubmitJob_small",
+            "#/components/schemas/SubmitUntypedJob"
+        ],
+        "{schemas}"
+    );
+    let small = &schemas["SubmitJob_small"];
+    assert_eq!(small["properties"]["queue"]["enum"], json!(["small"]));
+    assert_eq!(
+        small["properties"]["payload"]["$ref"],
+        "#/components/schemas/Resize"
+    );
+    assert_eq!(
+        schemas["SubmitUntypedJob"]["properties"]["queue"]["enum"],
+        json!(["big"])
+    );
+    assert_eq!(
+        schemas["Resize"]["properties"]["width"]["type"], "integer",
+        "{schemas}"
+    );
+    // The batch's jobs are the same submissions.
+    assert_eq!(
+        schemas["SubmitBatch"]["properties"]["jobs"]["items"]["$ref"],
+        "#/components/schemas/SubmitJob"
+    );
+}
+
+#[tokio::test]
+async fn a_submission_to_a_typed_queue_is_checked_against_its_schema_unless_turned_off() {
+    let router = typed_queues(true);
+    let submit = |router: &axum::Router, body: Value| {
+        let router = router.clone();
+        async move { call(&router, Method::POST, "/v1/jobs", None, Some(body)).await }
+    };
+    let bad = json!({ "queue": "small", "payload": { "url": "u", "width": "wide" } });
+    let (status, _, body) = submit(&router, bad.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], "validation_failed");
+    assert_eq!(body["details"]["fields"][0]["field"], "payload.width");
+    assert!(
+        body["message"].as_str().unwrap().contains("payload.width"),
+        "{body}"
+    );
+    let (status, _, body) = submit(
+        &router,
+        json!({ "queue": "small", "payload": { "url": "u" } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["details"]["fields"][0]["field"], "payload.width");
+    // In a batch, the job's index names it.
+    let (status, _, body) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs/batch",
+        None,
+        Some(json!({ "jobs": [bad.clone()] })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        body["details"]["fields"][0]["field"], "jobs[0].payload.width",
+        "{body}"
+    );
+    let good = json!({ "queue": "small", "payload": { "url": "u", "width": 3 } });
+    assert_eq!(submit(&router, good).await.0, StatusCode::ACCEPTED);
+    let untyped = json!({ "queue": "big", "payload": { "anything": [1] } });
+    assert_eq!(submit(&router, untyped).await.0, StatusCode::ACCEPTED);
+
+    let unchecked = typed_queues(false);
+    assert_eq!(submit(&unchecked, bad).await.0, StatusCode::ACCEPTED);
+}

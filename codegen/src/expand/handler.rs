@@ -330,6 +330,10 @@ fn expand(function: &syn::ItemFn, block: &str, role: Role) -> TokenStream {
                 quote_spanned!(ty.span()=> let #name = <#ty as ::raindrop::__private::FromJob<crate::Env>>::from_job(&ctx, &env)?;)
             });
             let call = quote_spanned!(output_span=> ::raindrop::__private::IntoTaskResult::into_task_result(#function_name(#(#names),*).await));
+            // Each argument is asked for a payload schema; only `Job<T>` with a schema answers.
+            let schemas = args.iter().map(|ty| {
+                quote!(.or_else(|| (&::raindrop::__private::SchemaProbe::<#ty>(::core::marker::PhantomData)).payload_schema()))
+            });
             quote! {
                 impl ::raindrop::__private::BoundTask<crate::Env> for #glue::tasks::#marker {
                     fn handler(env: crate::Env) -> ::std::sync::Arc<dyn ::raindrop::task::Handler> {
@@ -337,6 +341,12 @@ fn expand(function: &syn::ItemFn, block: &str, role: Role) -> TokenStream {
                             #(#extract)*
                             #call
                         })
+                    }
+
+                    fn payload_schema() -> ::core::option::Option<::raindrop::service::PayloadSchema> {
+                        #[allow(unused_imports)]
+                        use ::raindrop::__private::{HasPayloadSchema as _, NoPayloadSchema as _};
+                        ::core::option::Option::None #(#schemas)*
                     }
                 }
             }

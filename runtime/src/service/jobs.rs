@@ -175,6 +175,19 @@ fn prepare(
             return Err(errors);
         }
     }
+    if state.check_schemas
+        && let Some(schema) = state.schemas.get(&queue)
+    {
+        schema.check(&job.payload).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|e| FieldError {
+                    field: field(&e.field),
+                    message: e.message,
+                })
+                .collect::<Vec<_>>()
+        })?;
+    }
     if let Some(validator) = state.validators.get(&queue) {
         validator(&job.payload).map_err(|errors| {
             errors

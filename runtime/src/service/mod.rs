@@ -26,11 +26,13 @@ mod dashboard;
 mod error;
 mod failures;
 mod jobs;
+mod schema;
 mod streams;
 
 pub use auth::{ApiKeys, Caller, Scope};
 pub use dashboard::SessionLifetime;
 pub use error::{ApiError, ErrorBody, ErrorCode, FieldError};
+pub use schema::PayloadSchema;
 
 /// Checks a job's payload (as submitted, JSON text) beyond its syntax; returns field-level
 /// errors, with fields named from the body's root (`payload.values[1]`).
@@ -64,6 +66,10 @@ pub(crate) struct Shared {
     pub(crate) control: Control,
     pub(crate) max_body: usize,
     pub(crate) validators: HashMap<String, Validator>,
+    /// The payload schemas of the typed queues served.
+    pub(crate) schemas: std::collections::BTreeMap<String, PayloadSchema>,
+    /// Whether submissions are checked against them.
+    pub(crate) check_schemas: bool,
     /// Per queue, the payload field a submission without a `kind` takes its kind from.
     pub(crate) kind_fields: HashMap<String, String>,
     /// Producers of the queues served, made once.
@@ -175,6 +181,11 @@ impl Service {
                 )
             })
             .collect();
+        let schemas = block
+            .queues
+            .iter()
+            .filter_map(|q| Some((q.to_string(), engine.payload_schema(q.as_str())?.clone())))
+            .collect();
         let served = block.queues.iter().map(ToString::to_string).collect();
         let behind_proxy = block.behind_proxy;
         let shared = Shared {
@@ -184,6 +195,8 @@ impl Service {
             ceilings,
             max_body: usize::try_from(block.max_body.bytes()).unwrap_or(usize::MAX),
             validators: HashMap::new(),
+            schemas,
+            check_schemas: true,
             kind_fields: HashMap::new(),
             metrics: prometheus(),
             hub: crate::feed::EventHub::new(engine.store().clone()),
@@ -250,6 +263,28 @@ impl Service {
     #[must_use]
     pub fn validate(mut self, queue: &str, validator: Validator) -> Self {
         self.shared.validators.insert(queue.to_owned(), validator);
+        self
+    }
+
+    /// Declares (or replaces) the JSON schema of `queue`'s payloads: the document shows it and,
+    /// unless [`check_payload_schemas`](Self::check_payload_schemas) turns checks off,
+    /// submissions that do not match it are refused with 400 `validation_failed`. `#[task]`
+    /// declares it for a handler taking `Job<T>` with `T: utoipa::ToSchema`; a queue this
+    /// service does not serve is ignored.
+    #[must_use]
+    pub fn payload_schema(mut self, queue: &str, schema: PayloadSchema) -> Self {
+        if self.shared.control.serves(queue) {
+            self.shared.schemas.insert(queue.to_owned(), schema);
+        }
+        self
+    }
+
+    /// Whether submissions to typed queues are checked against their payload schemas (default:
+    /// yes). Off, the document still shows the schemas, and only [`validate`](Self::validate)
+    /// hooks check payloads.
+    #[must_use]
+    pub fn check_payload_schemas(mut self, check: bool) -> Self {
+        self.shared.check_schemas = check;
         self
     }
 
@@ -599,6 +634,7 @@ pub(crate) fn document(state: &Shared) -> utoipa::openapi::OpenApi {
         limits: state.guard.keys.is_some() || state.guard.limit.is_some() || state.quota.is_some(),
     }
     .modify(&mut doc);
+    schema::type_submissions(&mut doc, state.control.served(), &state.schemas);
     doc
 }
 
