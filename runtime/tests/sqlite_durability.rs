@@ -164,3 +164,29 @@ async fn a_commit_by_another_process_wakes_the_queues_idle_workers() {
         .await
         .expect("the other handle's enqueue woke the idle workers");
 }
+
+/// A writer that never pauses (a bulk enqueue) leaves SQLite no moment to start its WAL over:
+/// without a checkpoint that waits for one, the WAL grew by every byte written (2.6 GB while
+/// 10,000,000 jobs were queued). With it, the WAL stays near its 64 MiB limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_never_pauses_does_not_grow_the_wal_without_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let wal = dir.path().join("busy.db-wal");
+    let payload = Payload::from_value(&"x".repeat(4096)).unwrap();
+    let mut largest = 0;
+    // 320 MiB of payloads, in batches of 1 MiB, without a pause.
+    for _ in 0..320 {
+        let batch = (0..256)
+            .map(|_| NewJob::new("jobs", "job", payload.clone()))
+            .collect();
+        store.enqueue(batch, now()).await.unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    assert!(
+        largest < 192 << 20,
+        "the WAL reached {} MiB while 320 MiB were written",
+        largest >> 20
+    );
+}
