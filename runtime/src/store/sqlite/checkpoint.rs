@@ -2,18 +2,20 @@
 //! that no committing connection has to (see `schema::open_connection`).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use super::schema::open_connection;
 use crate::error::{Error, Result, StoreErrorKind};
 
-/// Starts the checkpointer on `path`; it stops when the returned sender is dropped.
-pub(super) fn start(path: PathBuf) -> Result<mpsc::Sender<()>> {
+/// Starts the checkpointer on `path`; it sets `wal_oversized` for the writer when the WAL is
+/// past its limit, and stops when the returned sender is dropped.
+pub(super) fn start(path: PathBuf, wal_oversized: Arc<AtomicBool>) -> Result<mpsc::Sender<()>> {
     let (stop_checkpoints, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("raindrop-sqlite-checkpoint".into())
-        .spawn(move || checkpoints(&path, &stopped))
+        .spawn(move || checkpoints(&path, &stopped, &wal_oversized))
         .map_err(|e| {
             Error::store(
                 "open",
@@ -27,7 +29,7 @@ pub(super) fn start(path: PathBuf) -> Result<mpsc::Sender<()>> {
 /// How often the WAL is checkpointed.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
-/// The WAL's size past which a checkpoint waits for its turn and starts the WAL over.
+/// The WAL's size past which the writer empties it between two batches.
 const WAL_LIMIT: u64 = 64 << 20;
 
 /// Copies the WAL back into the database file every [`CHECKPOINT_EVERY`] (a passive
@@ -35,11 +37,9 @@ const WAL_LIMIT: u64 = 64 << 20;
 /// the store is dropped. SQLite starts the WAL over only when a write begins with all of it
 /// copied back, which a writer that never pauses (a bulk enqueue, a busy queue) does not
 /// leave room for: the WAL then grows without end (2.6 GB while 10,000,000 jobs were queued),
-/// and every read searches a larger index of it. Past [`WAL_LIMIT`] the checkpoint is a
-/// truncating one: it waits for the writer's current commit and the readers' snapshots (a
-/// stall of the writer while the WAL is copied back, once per `WAL_LIMIT` written), then
-/// empties the WAL.
-fn checkpoints(path: &Path, stop: &mpsc::Receiver<()>) {
+/// and every read searches a larger index of it. Past [`WAL_LIMIT`] this tells the writer,
+/// which empties it between two batches (`writer.rs`).
+fn checkpoints(path: &Path, stop: &mpsc::Receiver<()>, wal_oversized: &AtomicBool) {
     let conn = match open_connection(path) {
         Ok(conn) => conn,
         Err(err) => {
@@ -47,20 +47,13 @@ fn checkpoints(path: &Path, stop: &mpsc::Receiver<()>) {
             return;
         }
     };
-    // A truncating checkpoint holds off new commits while it waits for readers: bound that
-    // wait, and try again at the next round rather than stall the writer.
-    if let Err(err) = conn.busy_timeout(Duration::from_millis(200)) {
-        tracing::warn!(path = %path.display(), error = %err, "cannot bound the checkpointer's wait for locks");
-    }
     let wal = wal_path(path);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let oversized = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT);
-        let mode = if oversized { "TRUNCATE" } else { "PASSIVE" };
-        let pragma = format!("PRAGMA wal_checkpoint({mode})");
-        if let Err(err) = conn.query_row(&pragma, [], |_| Ok(())) {
-            tracing::warn!(path = %path.display(), error = %err, mode, "checkpointing the WAL failed; retrying");
-        } else if oversized {
-            tracing::debug!(path = %path.display(), "the WAL was over its limit: checkpointed and emptied");
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(path = %path.display(), error = %err, "checkpointing the WAL failed; retrying");
+        }
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT) {
+            wal_oversized.store(true, Ordering::Relaxed);
         }
     }
 }

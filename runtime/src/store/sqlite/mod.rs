@@ -102,8 +102,9 @@ impl SqliteStore {
                 format!("cannot open {}: {e}", path.display()),
             )
         })?;
-        let sender = writer::start(conn, path.display().to_string())?;
-        let stop_checkpoints = checkpoint::start(path.clone())?;
+        let wal_oversized = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = writer::start(conn, path.display().to_string(), wal_oversized.clone())?;
+        let stop_checkpoints = checkpoint::start(path.clone(), wal_oversized)?;
         let notify = Arc::new(tokio::sync::Notify::new());
         let wakes = Arc::new(wake::Wakes::default());
         let stop_watching = wake::start(path.clone(), wakes.clone(), notify.clone())?;

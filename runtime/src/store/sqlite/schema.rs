@@ -94,10 +94,13 @@ CREATE TABLE IF NOT EXISTS leads (
 ) WITHOUT ROWID;
 "#;
 
+/// How long a connection waits for another's lock before it hears the database is busy.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens a connection to `path` with the pragmas every connection of the store uses.
 pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // Savepoints' statement journals stay in memory (a temp file per savepoint costs a write).
     // No connection checkpoints the WAL when it commits (that stalls the writer: a 33 ms p99 on
     // submissions); a thread of its own does, without blocking anyone (see `checkpoint.rs`).

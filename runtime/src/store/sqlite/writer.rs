@@ -1,7 +1,8 @@
 //! The writer: one thread that owns the write connection and commits whatever operations are
 //! waiting as one transaction (group commit). Callers hear back only after the commit.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -21,11 +22,15 @@ pub(super) type Op = Box<dyn FnOnce(&Connection, &mut Counts) -> (bool, Done) + 
 
 /// Starts the writer thread on `conn`; `name` (the database) labels its log lines. It stops
 /// when the returned sender is dropped.
-pub(super) fn start(conn: Connection, name: String) -> Result<mpsc::Sender<Op>> {
+pub(super) fn start(
+    conn: Connection,
+    name: String,
+    wal_oversized: Arc<AtomicBool>,
+) -> Result<mpsc::Sender<Op>> {
     let (sender, receiver) = mpsc::channel::<Op>();
     std::thread::Builder::new()
         .name("raindrop-sqlite-writer".into())
-        .spawn(move || write_loop(&conn, &receiver, &name))
+        .spawn(move || write_loop(&conn, &receiver, &name, &wal_oversized))
         .map_err(|e| {
             Error::store(
                 "open",
@@ -121,8 +126,14 @@ impl SqliteStore {
     }
 }
 
-/// The writer thread: takes what is waiting, commits it as one transaction, answers.
-fn write_loop(conn: &Connection, receiver: &mpsc::Receiver<Op>, name: &str) {
+/// The writer thread: takes what is waiting, commits it as one transaction, answers; between
+/// batches, empties the WAL when the checkpointer finds it over its limit (`checkpoint.rs`).
+fn write_loop(
+    conn: &Connection,
+    receiver: &mpsc::Receiver<Op>,
+    name: &str,
+    wal_oversized: &AtomicBool,
+) {
     let run = |sql: &str| {
         conn.prepare_cached(sql)
             .and_then(|mut stmt| stmt.execute([]))
@@ -175,6 +186,31 @@ fn write_loop(conn: &Connection, receiver: &mpsc::Receiver<Op>, name: &str) {
         }
         for finish in done {
             finish(commit.clone());
+        }
+        if wal_oversized.swap(false, Ordering::Relaxed) {
+            truncate_wal(conn, name);
+        }
+    }
+}
+
+/// Checkpoints the whole WAL and empties it, from the writer between two batches: a writer that
+/// never pauses leaves SQLite no moment to start the WAL over itself, and the checkpointer,
+/// another connection, would have to catch one. Waits at most 200 ms for readers still on the
+/// WAL (then the next round tries again).
+fn truncate_wal(conn: &Connection, name: &str) {
+    let _ = conn.busy_timeout(Duration::from_millis(200));
+    let checkpointed = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
+    let _ = conn.busy_timeout(super::schema::BUSY_TIMEOUT);
+    match checkpointed {
+        Ok(0) => tracing::debug!(database = name, "the WAL was over its limit: emptied"),
+        Ok(_) => tracing::debug!(
+            database = name,
+            "the WAL is over its limit, and readers kept it"
+        ),
+        Err(err) => {
+            tracing::warn!(database = name, error = %err, "emptying the WAL failed; retrying later")
         }
     }
 }
@@ -254,7 +290,7 @@ mod tests {
             sender.send(op).unwrap();
         }
         drop(sender);
-        write_loop(&conn, &receiver, "test");
+        write_loop(&conn, &receiver, "test", &AtomicBool::new(false));
         drop(outcomes);
         let stored = conn
             .prepare("SELECT key FROM kv ORDER BY key")
