@@ -48,10 +48,10 @@ type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Every job, looked up by id on each transition.
-    jobs: FastMap<JobId, Job>,
-    /// The ids of `jobs` in order, for listings.
-    ids: BTreeSet<JobId>,
+    /// Every job, in id order. (A hash map by id beside the ordered ids cost 4% fewer
+    /// instructions per job, but moved every job at each of its resizes, under the lock
+    /// producers and workers share: live throughput fell by a fifth.)
+    jobs: BTreeMap<JobId, Job>,
     insertion: FastMap<JobId, u64>,
     next_insertion: u64,
     /// Where each job is filed for its state, and the counts.
@@ -355,7 +355,6 @@ impl Inner {
         self.unindex(id);
         self.insertion.remove(&id);
         let job = self.jobs.remove(&id)?;
-        self.ids.remove(&id);
         if let Some(tenant) = &job.tenant
             && let Some(ids) = self.by_tenant.get_mut(tenant)
         {
@@ -452,7 +451,6 @@ impl JobStore for MemoryStore {
             let order = inner.next_insertion;
             inner.insertion.insert(id, order);
             inner.idx.add(&job, order);
-            inner.ids.insert(id);
             let job = inner.jobs.entry(id).or_insert(job);
             self.emit(&mut inner.feed, job, EventKind::Enqueued, None, now);
             outcomes.push(Enqueued::New(id));
@@ -596,11 +594,10 @@ impl JobStore for MemoryStore {
     async fn jobs_from(&self, from: JobId, limit: usize) -> Result<Vec<Job>> {
         let inner = self.lock();
         Ok(inner
-            .ids
+            .jobs
             .range(from..)
-            .filter_map(|id| inner.jobs.get(id))
             .take(limit)
-            .cloned()
+            .map(|(_, job)| job.clone())
             .collect())
     }
 
@@ -619,13 +616,7 @@ impl JobStore for MemoryStore {
                 Some(ids) => Box::new(ids.range(range).rev().filter_map(|id| inner.jobs.get(id))),
                 None => Box::new(std::iter::empty()),
             },
-            None => Box::new(
-                inner
-                    .ids
-                    .range(range)
-                    .rev()
-                    .filter_map(|id| inner.jobs.get(id)),
-            ),
+            None => Box::new(inner.jobs.range(range).rev().map(|(_, job)| job)),
         };
         let mut items: Vec<Job> = jobs
             .filter(|job| filter.matches(job))
