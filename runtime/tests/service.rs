@@ -1337,3 +1337,29 @@ async fn a_submission_to_a_typed_queue_is_checked_against_its_schema_unless_turn
     let unchecked = typed_queues(false);
     assert_eq!(submit(&unchecked, bad).await.0, StatusCode::ACCEPTED);
 }
+
+/// A delay past the calendar's end waits until its end, and that end is a time every client
+/// can read: RFC 3339 has four-digit years (schemathesis found `+262142-12-31T…` in a listing).
+#[tokio::test]
+async fn a_job_delayed_past_the_calendars_end_is_listed_with_a_readable_run_at() {
+    let (router, _store) = two_queues();
+    let (status, _, body) = call(
+        &router,
+        Method::POST,
+        "/v1/jobs",
+        None,
+        Some(json!({ "queue": "big", "payload": 1, "delay_ms": u64::MAX })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    for path in [format!("/v1/jobs/{id}"), "/v1/jobs".to_owned()] {
+        let (status, _, body) = call(&router, Method::GET, &path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let job = body.get("jobs").map_or(&body, |jobs| &jobs[0]);
+        let run_at = job["run_at"].as_str().unwrap();
+        let parsed = chrono::DateTime::parse_from_rfc3339(run_at)
+            .unwrap_or_else(|e| panic!("{path}: run_at {run_at} is not RFC 3339: {e}"));
+        assert_eq!(parsed.format("%Y").to_string(), "9999", "{path}: {run_at}");
+    }
+}

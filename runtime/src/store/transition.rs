@@ -10,12 +10,21 @@ use crate::job::{Attempt, Job, JobError, JobState, Lease, Payload, Progress, Tim
 /// Events a transition emits, in order, with their detail.
 pub(crate) type Emitted = Vec<(EventKind, Option<String>)>;
 
-/// `now + duration`, saturating.
+/// The last instant a timestamp may be: the end of year 9999, the last RFC 3339 (four-digit
+/// years) can write. chrono's own end (year 262142) would reach clients as text they cannot
+/// parse.
+pub(crate) fn end_of_time() -> Timestamp {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|day| day.and_hms_milli_opt(23, 59, 59, 999))
+        .map_or(chrono::DateTime::<chrono::Utc>::MAX_UTC, |t| t.and_utc())
+}
+
+/// `now + duration`, saturating at [`end_of_time`].
 pub(crate) fn after(now: Timestamp, duration: std::time::Duration) -> Timestamp {
     chrono::Duration::from_std(duration)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        .map_or_else(end_of_time, |t| t.min(end_of_time()))
 }
 
 /// `now - duration`, saturating.
