@@ -176,6 +176,53 @@ pub struct Queue {
     pub max_message_size: ByteSize,
     /// Who pulls jobs from this queue.
     pub consumer: Option<Consumer>,
+    /// At most this many jobs start per period, across every process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// At most this many jobs run at once, per key or for the whole queue, across every process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<ConcurrencyLimit>,
+    /// Snoozes a job may take (`TaskError::snooze`) before its next snooze fails the attempt.
+    #[serde(default = "default_max_snoozes")]
+    pub max_snoozes: u32,
+}
+
+/// The `max_snoozes` of a queue that does not set it.
+pub const DEFAULT_MAX_SNOOZES: u32 = 100;
+
+fn default_max_snoozes() -> u32 {
+    DEFAULT_MAX_SNOOZES
+}
+
+/// `rate_limit { jobs per burst }`: a token bucket shared by every process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Jobs that may start per `per`.
+    pub jobs: u32,
+    /// The period.
+    pub per: Duration,
+    /// Jobs that may start at once after a quiet spell (default: `jobs`).
+    pub burst: u32,
+}
+
+/// `concurrency_limit { max key }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcurrencyLimit {
+    /// Most jobs running at once (per key, with a key).
+    pub max: u32,
+    /// What jobs are counted by; `None` counts the whole queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<LimitKey>,
+}
+
+/// Where a job's limit key comes from: `"header.NAME"` or `"payload.FIELD"` (a top-level field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", content = "name", rename_all = "snake_case")]
+pub enum LimitKey {
+    /// A header's value.
+    Header(String),
+    /// A top-level payload field: a string as it is, any other JSON value as JSON text.
+    Payload(String),
 }
 
 /// Exponential backoff between attempts: `initial * multiplier^(attempt-1)`, capped at `max`,

@@ -271,6 +271,9 @@ fn queue(q: &ast::Queue) -> Option<model::Queue> {
             .as_ref()
             .map_or(defaults::MAX_MESSAGE_SIZE, |v| v.value),
         consumer: None,
+        rate_limit: None,
+        concurrency_limit: None,
+        max_snoozes: model::DEFAULT_MAX_SNOOZES,
     })
 }
 
