@@ -159,8 +159,9 @@ pub async fn fire(
                 if attempt >= config.max_attempts || retry == Retry::Never || stop.is_cancelled() {
                     break Err(error);
                 }
+                // A cron run has no job to snooze: a snooze is a retry after its delay.
                 let delay = match retry {
-                    Retry::After(delay) => delay,
+                    Retry::After(delay) | Retry::Snooze(delay) => delay,
                     _ => policy.delay(attempt),
                 };
                 tokio::select! {

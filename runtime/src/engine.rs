@@ -337,7 +337,8 @@ impl Engine {
             queue.max_attempts,
             queue.max_message_size.bytes(),
             wake,
-        ))
+        )
+        .with_limit_key(queue.concurrency_limit.as_ref().and_then(|c| c.key.clone())))
     }
 
     /// The kv_cache `name`.

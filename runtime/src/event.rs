@@ -28,6 +28,8 @@ pub enum EventKind {
     Recovered,
     /// Back in its queue from the dead letters, or released by a worker shutting down.
     Requeued,
+    /// Its handler asked to run it again later, without spending an attempt.
+    Snoozed,
 }
 
 impl EventKind {
@@ -44,6 +46,7 @@ impl EventKind {
             EventKind::Cancelled => "cancelled",
             EventKind::Recovered => "recovered",
             EventKind::Requeued => "requeued",
+            EventKind::Snoozed => "snoozed",
         }
     }
 
@@ -61,6 +64,7 @@ impl EventKind {
             Cancelled,
             Recovered,
             Requeued,
+            Snoozed,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

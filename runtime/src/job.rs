@@ -262,6 +262,9 @@ pub struct NewJob {
     /// same step as it adds the job; over it, the enqueue adds nothing and fails with
     /// [`Error::QuotaQueued`](crate::Error::QuotaQueued).
     pub max_waiting: Option<u64>,
+    /// In a queue with a keyed `concurrency_limit`, the key it is counted under (its tenant's
+    /// jobs with the same key share the limit; `""` for jobs without the key).
+    pub limit_key: Option<String>,
 }
 
 impl NewJob {
@@ -281,6 +284,7 @@ impl NewJob {
             tenant: None,
             headers: BTreeMap::new(),
             max_waiting: None,
+            limit_key: None,
         }
     }
 }
@@ -389,6 +393,17 @@ pub struct Job {
     pub attempts: Vec<Attempt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// The key its queue's `concurrency_limit` counts it under.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limit_key: Option<String>,
+    /// Times its handler snoozed it (`TaskError::snooze`): each put it back without spending an
+    /// attempt.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub snoozes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Job {
@@ -422,6 +437,8 @@ impl Job {
             error: None,
             attempts: Vec::new(),
             lease: None,
+            limit_key: new.limit_key,
+            snoozes: 0,
         }
     }
 

@@ -110,6 +110,13 @@ pub const METRICS: &[Metric] = &[
         "Failed job attempts after which the job waits for another attempt.",
     ),
     metric(
+        "raindrop_jobs_snoozed_total",
+        Kind::Counter,
+        COUNT,
+        QT,
+        "Job attempts whose handler snoozed the job: it runs again later, the attempt unspent.",
+    ),
+    metric(
         "raindrop_jobs_timed_out_total",
         Kind::Counter,
         COUNT,

@@ -133,6 +133,7 @@ fn worker_config(
         idle_poll: settings.idle_poll,
         grace: settings.grace,
         limits: claim_limits(app, queue.as_str()),
+        max_snoozes: policy.max_snoozes,
         autoscale: None,
     })
 }
@@ -241,10 +242,22 @@ pub(crate) struct Ceiling {
     pub(crate) timeout: Option<std::time::Duration>,
 }
 
-/// What claims on `queue` observe: the strictest running-jobs quota of the services that
-/// accept jobs for it (a quota belongs to a service; its tenants' jobs land in these queues).
+/// What claims on `queue` observe: the queue's own `concurrency_limit` and `rate_limit`, and the
+/// strictest running-jobs quota of the services that accept jobs for it (a quota belongs to a
+/// service; its tenants' jobs land in these queues).
 fn claim_limits(app: &Application, queue: &str) -> ClaimLimits {
+    let policy = app.queues.iter().find(|q| q.name.as_str() == queue);
+    let concurrency = policy.and_then(|q| q.concurrency_limit.as_ref());
     ClaimLimits {
+        running: concurrency.filter(|c| c.key.is_none()).map(|c| c.max),
+        running_per_key: concurrency.filter(|c| c.key.is_some()).map(|c| c.max),
+        rate: policy
+            .and_then(|q| q.rate_limit)
+            .map(|r| crate::store::rate::Limit {
+                requests: r.jobs,
+                per: r.per.get(),
+                burst: r.burst,
+            }),
         running_per_tenant: app
             .services
             .iter()

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, Result};
 use crate::job::{JobId, NewJob, Payload, Timestamp, now};
 use crate::store::{Enqueued, Store};
+use raindrop_codegen::model::LimitKey;
 
 /// Options for one job; unset fields take the queue's defaults.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +46,12 @@ pub struct Queue {
     max_attempts: u32,
     max_message_size: u64,
     wake: Arc<Notify>,
+    /// Where a job's limit key comes from, in a queue with a keyed `concurrency_limit`.
+    limit_key: Option<LimitKey>,
 }
+
+/// The longest limit key kept: a longer one counts by its first this many bytes.
+pub const MAX_LIMIT_KEY: usize = 128;
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,7 +75,14 @@ impl Queue {
             max_attempts,
             max_message_size,
             wake,
+            limit_key: None,
         }
+    }
+
+    /// The queue with its jobs counted by `key` under its concurrency limit.
+    pub(crate) fn with_limit_key(mut self, key: Option<LimitKey>) -> Self {
+        self.limit_key = key;
+        self
     }
 
     /// The queue's name.
@@ -141,6 +154,10 @@ impl Queue {
             .at
             .map(|run_at| run_at.max(at))
             .or_else(|| options.delay.map(|d| crate::store::after(at, d)));
+        let limit_key = self
+            .limit_key
+            .as_ref()
+            .map(|from| limit_key(from, &payload, &options.headers));
         Ok(NewJob {
             id: JobId::new(),
             queue: self.name.to_string(),
@@ -154,6 +171,34 @@ impl Queue {
             tenant: options.tenant,
             headers: options.headers,
             max_waiting: options.max_waiting,
+            limit_key,
         })
     }
+}
+
+/// The limit key of a job with `payload` and `headers`, taken from where `from` says: `""`
+/// when it is not there, JSON text for a payload field that is not a string, cut to
+/// [`MAX_LIMIT_KEY`] bytes (at a character boundary).
+fn limit_key(from: &LimitKey, payload: &Payload, headers: &BTreeMap<String, String>) -> String {
+    let mut key = match from {
+        LimitKey::Header(name) => headers.get(name).cloned().unwrap_or_default(),
+        LimitKey::Payload(field) => {
+            match serde_json::from_str::<serde_json::Value>(payload.as_str()) {
+                Ok(serde_json::Value::Object(mut fields)) => match fields.remove(field) {
+                    Some(serde_json::Value::String(s)) => s,
+                    Some(serde_json::Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                },
+                _ => String::new(),
+            }
+        }
+    };
+    if key.len() > MAX_LIMIT_KEY {
+        let mut cut = MAX_LIMIT_KEY;
+        while !key.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        key.truncate(cut);
+    }
+    key
 }

@@ -120,6 +120,11 @@ pub enum Retry {
     After(Duration),
     /// Do not retry: the job becomes a dead letter now.
     Never,
+    /// Run again after this long without spending an attempt (a snooze): for a job that finds
+    /// it cannot go on yet (a resource busy, a window not open). Snoozes count toward the
+    /// queue's `max_snoozes`; past it, the snooze fails the attempt and the job retries after
+    /// the delay. A queue consumer's snooze is a retry after the delay.
+    Snooze(Duration),
 }
 
 /// A handler's failure: the error, and whether to retry.
@@ -143,6 +148,15 @@ impl TaskError {
         error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         Self::with(Retry::After(delay), error)
+    }
+
+    /// Run the job again after `delay`, without spending an attempt ([`Retry::Snooze`]); the
+    /// snooze is recorded in its history as a `snoozed` event.
+    pub fn snooze(delay: Duration) -> Self {
+        Self {
+            retry: Retry::Snooze(delay),
+            error: JobError::new(format!("snoozed for {}", crate::worker::humanize(delay))),
+        }
     }
 
     /// Do not retry: dead-letter the job now (e.g. its input can never work).

@@ -39,8 +39,11 @@ pub(crate) struct WorkerConfig {
     pub(crate) idle_poll: Duration,
     /// How long in-flight jobs may finish after shutdown starts before they are released.
     pub(crate) grace: Duration,
-    /// What claims observe beyond their batch size (tenants' running-jobs quota).
+    /// What claims observe beyond their batch size (tenants' running-jobs quota, the queue's
+    /// concurrency and rate limits).
     pub(crate) limits: ClaimLimits,
+    /// Snoozes a job may take; the next one fails its attempt.
+    pub(crate) max_snoozes: u32,
     /// Concurrency that follows the backlog (`concurrency` is then where it starts).
     pub(crate) autoscale: Option<Autoscale>,
 }
@@ -63,8 +66,8 @@ struct Shared {
     worker: String,
     in_flight: Mutex<HashMap<JobId, InFlight, foldhash::fast::RandomState>>,
     meters: Meters,
-    /// Signalled when a job of this pool ends (with a running limit per tenant): a claim that
-    /// came back empty because a tenant was at its limit may now get one.
+    /// Signalled when a job of this pool ends (with a running limit): a claim that came back
+    /// empty because a tenant or a key was at its limit may now get one.
     finished: Notify,
     /// Outcomes on their way to the store, at most `concurrency`: a job's slot is free once
     /// its outcome is sent, and while the store falls behind (or refuses them) the pool stops
@@ -80,6 +83,7 @@ struct Meters {
     succeeded: metrics::Counter,
     failed: metrics::Counter,
     retried: metrics::Counter,
+    snoozed: metrics::Counter,
     timed_out: metrics::Counter,
     lease_lost: metrics::Counter,
     dead_lettered: metrics::Counter,
@@ -104,6 +108,7 @@ impl Meters {
             succeeded: metrics::counter!("raindrop_jobs_succeeded_total", &labels),
             failed: metrics::counter!("raindrop_jobs_failed_total", &labels),
             retried: metrics::counter!("raindrop_jobs_retried_total", &labels),
+            snoozed: metrics::counter!("raindrop_jobs_snoozed_total", &labels),
             timed_out: metrics::counter!("raindrop_jobs_timed_out_total", &labels),
             lease_lost: metrics::counter!("raindrop_jobs_lease_lost_total", &labels),
             dead_lettered: metrics::counter!(
@@ -197,6 +202,8 @@ fn forget(shared: &Shared, id: JobId, token: u64) {
 enum Outcome {
     Succeeded(Payload),
     Failed(Retry, JobError),
+    /// The handler asked to run again after this long, without spending the attempt.
+    Snoozed(Duration),
     /// Cancelled in the store, or its lease was lost: someone else owns the job now.
     Abandoned,
     /// Shutdown ran out of grace: give the job back without counting the attempt.
@@ -339,13 +346,41 @@ async fn claim_loop(
                 () = tokio::time::sleep(idle) => {}
                 () = shutdown.cancelled() => break,
             }
-            idle = (idle * 2).min(shared.config.idle_poll);
+            idle = (idle * 2).min(longest_idle(&shared.config));
             continue;
         }
         idle = Duration::from_millis(5);
         start(&mut jobs, &shared, &hard_stop, claimed, claimed_at, held);
     }
     jobs
+}
+
+/// The longest wait between two claims that come back empty. A job enqueued in this process
+/// (or, on stores that tell, in any) wakes the pool sooner; what no store tells is a slot freed
+/// or a token refilled elsewhere: a limited queue looks again after a running job could have
+/// ended elsewhere (100 ms) or once its bucket of starts refilled, whichever is sooner.
+fn longest_idle(config: &WorkerConfig) -> Duration {
+    let mut longest = config.idle_poll;
+    if config.limits.running.is_some()
+        || config.limits.running_per_key.is_some()
+        || config.limits.running_per_tenant.is_some()
+    {
+        longest = longest.min(Duration::from_millis(100));
+    }
+    if let Some(rate) = config.limits.rate {
+        let refill = rate.per.saturating_mul(rate.burst.max(1)) / rate.requests.max(1);
+        longest = longest.min(refill.max(Duration::from_millis(5)));
+    }
+    longest
+}
+
+/// Whether a pool's claims can come back short because of a running limit, so a job that
+/// ends should wake its claim loop.
+fn limits_running(config: &WorkerConfig) -> bool {
+    let limits = &config.limits;
+    limits.running_per_tenant.is_some()
+        || limits.running.is_some()
+        || limits.running_per_key.is_some()
 }
 
 /// The permits the next claim may fill, starting with `first`, and how many jobs to claim:
@@ -389,7 +424,7 @@ fn start(
                 // copy several times on its way in and out of the scheduler.
                 jobs.spawn(Box::pin(async move {
                     execute(&shared, &handler, job, claimed_at, hard_stop, permit).await;
-                    if shared.config.limits.running_per_tenant.is_some() {
+                    if limits_running(&shared.config) {
                         shared.finished.notify_one();
                     }
                 }));
@@ -400,7 +435,7 @@ fn start(
             jobs.spawn(async move {
                 execute_batch(&shared, &handler, claimed, hard_stop).await;
                 drop(held);
-                if shared.config.limits.running_per_tenant.is_some() {
+                if limits_running(&shared.config) {
                     shared.finished.notify_one();
                 }
             });
@@ -436,6 +471,7 @@ async fn execute(
     let span = job_span(&job);
     let attempt = job.attempt;
     let max_attempts = job.max_attempts;
+    let snoozes = job.snoozes;
     let started = std::time::Instant::now();
     let ctx = JobContext::new(Arc::new(job), token, shared.store.clone(), cancel.clone());
     // Polled in place: dropping it stops the handler; a panic becomes the attempt's error.
@@ -444,10 +480,13 @@ async fn execute(
     let outcome = tokio::select! {
         result = &mut run => match result {
             Ok(Ok(payload)) => Outcome::Succeeded(payload),
-            Ok(Err(error)) => {
-                let (retry, error) = error.into_parts();
-                Outcome::Failed(retry, error)
-            }
+            Ok(Err(error)) => match error.into_parts() {
+                (Retry::Snooze(delay), _) if snoozes < shared.config.max_snoozes => Outcome::Snoozed(delay),
+                (Retry::Snooze(delay), _) => Outcome::Failed(Retry::After(delay), JobError::new(format!(
+                    "snoozed {snoozes} times, the most its queue allows (max_snoozes = {})", shared.config.max_snoozes
+                ))),
+                (retry, error) => Outcome::Failed(retry, error),
+            },
             Err(panic) => Outcome::Failed(Retry::Backoff, JobError::new(format!("the handler panicked: {panic}"))),
         },
         () = tokio::time::sleep(timeout) => {
@@ -518,6 +557,10 @@ fn observe(shared: &Shared, outcome: &Outcome, elapsed: Duration, attempt: u32) 
             shared.meters.failed.increment(1);
             shared.meters.duration.record(elapsed.as_secs_f64());
             tracing::warn!(error = %error.message, attempt, "job attempt failed");
+        }
+        Outcome::Snoozed(delay) => {
+            shared.meters.snoozed.increment(1);
+            tracing::debug!(snooze_ms = delay.as_millis() as u64, "job snoozed");
         }
         Outcome::Abandoned => tracing::info!("job cancelled or its lease lost; outcome discarded"),
         Outcome::Release => tracing::info!("job released for another worker"),
@@ -611,8 +654,10 @@ async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: O
             Outcome::Failed(retry, error) => {
                 let then = match retry {
                     Retry::Never => AfterFailure::Dead,
-                    // Saturating: a delay past the calendar's end waits until its end.
-                    Retry::After(delay) => AfterFailure::Retry {
+                    // Saturating: a delay past the calendar's end waits until its end. (A
+                    // snooze that reaches here is a consumer's or one past `max_snoozes`:
+                    // another attempt after its delay.)
+                    Retry::After(delay) | Retry::Snooze(delay) => AfterFailure::Retry {
                         at: crate::store::after(at, *delay),
                     },
                     Retry::Backoff => AfterFailure::Retry {
@@ -622,6 +667,13 @@ async fn report(shared: &Shared, id: JobId, token: u64, attempt: u32, outcome: O
                 shared.store.fail(id, token, error.clone(), then, at).await
             }
             Outcome::Release => shared.store.release(id, token, at).await,
+            Outcome::Snoozed(delay) => {
+                let detail = format!("for {}", humanize(*delay));
+                shared
+                    .store
+                    .snooze(id, token, crate::store::after(at, *delay), &detail, at)
+                    .await
+            }
             Outcome::Abandoned => return false,
         };
         match result {
@@ -757,7 +809,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
-fn humanize(duration: Duration) -> String {
+pub(crate) fn humanize(duration: Duration) -> String {
     if duration.as_secs() >= 1 && duration.subsec_millis() == 0 {
         format!("{}s", duration.as_secs())
     } else {

@@ -99,6 +99,11 @@ behaviours!(
     a_finished_jobs_status_expires_after_the_cache_ttl,
     counts_stay_true_through_every_kind_of_transition,
     rate_limits_refill_and_keep_keys_apart,
+    a_queues_concurrency_limit_holds_whatever_ends_its_jobs,
+    a_keys_concurrency_limit_holds_without_holding_up_other_keys,
+    a_tenants_keys_share_its_running_limit_and_its_turns,
+    a_rate_limited_queue_starts_no_more_than_its_bucket_holds,
+    a_snoozed_job_runs_later_without_spending_an_attempt,
 );
 
 /// Which store a trial runs against.

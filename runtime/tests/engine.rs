@@ -208,6 +208,46 @@ async fn an_abort_dead_letters_at_once_and_retry_after_waits() {
 }
 
 #[tokio::test]
+async fn a_snoozing_handler_runs_again_later_on_the_same_attempt() {
+    let engine = builder(BASIC)
+        .task(
+            "worker",
+            handler_fn(|ctx: JobContext| async move {
+                if ctx.job().snoozes < 2 {
+                    return Err(TaskError::snooze(Duration::from_millis(150)));
+                }
+                Ok::<_, TaskError>(ctx.attempt())
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&()).await.unwrap();
+    let first = wait(&mut events, id, EventKind::Snoozed).await;
+    assert_eq!(first.detail.as_deref(), Some("for 150ms"));
+    wait(&mut events, id, EventKind::Snoozed).await;
+    wait(&mut events, id, EventKind::Succeeded).await;
+    let job = engine.store().get(id).await.unwrap().unwrap();
+    assert_eq!(job.snoozes, 2);
+    assert_eq!(
+        job.attempt, 1,
+        "snoozes spend no attempt (the queue allows 3)"
+    );
+    assert_eq!(job.result.unwrap().as_str(), "1");
+    let started: Vec<_> = job.attempts.iter().map(|a| a.started_at).collect();
+    assert_eq!(started.len(), 1);
+    let waited = started[0] - job.created_at;
+    assert!(
+        waited.num_milliseconds() >= 300,
+        "two snoozes of 150 ms, started after {waited}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_timeout_fails_the_attempt_and_fires_the_cancellation_token() {
     let seen: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
     let slot = seen.clone();

@@ -11,12 +11,25 @@
 
 use std::collections::VecDeque;
 
+/// What groups of one tenant share: its turn and its running-jobs allowance. In a queue without
+/// a keyed concurrency limit each tenant's jobs form one group, so a share has one group; with
+/// one, each of the tenant's keys is a group, and the tenant still takes turns as one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Share {
+    /// When the tenant was last served, as a turn number; 0 if never (or not lately).
+    pub turn: u64,
+    /// How many more of its jobs may start in this claim.
+    pub room: usize,
+}
+
 /// One group's candidates for a claim.
 #[derive(Debug)]
 pub(crate) struct Group<T> {
-    /// When the group was last served, as a turn number; 0 if never (or not lately).
+    /// Its tenant's [`Share`].
+    pub share: usize,
+    /// When the group itself was last served: the order of a tenant's groups (its keys).
     pub turn: u64,
-    /// How many more jobs the group may start in this claim (its running-jobs allowance).
+    /// How many more jobs the group may start in this claim (its key's running allowance).
     pub room: usize,
     /// Its next ready jobs, best first, with their priorities: the first few, not all of them
     /// (see [`fetch_size`]).
@@ -25,6 +38,21 @@ pub(crate) struct Group<T> {
     pub fetched: usize,
     /// Whether the store may hold more of its ready jobs than were fetched.
     pub more: bool,
+}
+
+/// The group name of a job of `tenant` (`""` for none) under `limit_key`: the tenant's own
+/// name without a key, else the tenant and the key joined by a unit separator, which no tenant
+/// name holds (see [`tenant_of`]).
+pub(crate) fn group_name(tenant: &str, limit_key: Option<&str>) -> String {
+    match limit_key {
+        None => tenant.to_owned(),
+        Some(key) => format!("{tenant}\u{1f}{key}"),
+    }
+}
+
+/// The tenant of group `name` (see [`group_name`]).
+pub(crate) fn tenant_of(name: &str) -> &str {
+    name.split_once('\u{1f}').map_or(name, |(tenant, _)| tenant)
 }
 
 /// How many ready jobs to fetch at a time for each of `groups` groups in a claim of `limit`:
@@ -38,13 +66,15 @@ pub(crate) fn fetch_size(groups: usize, limit: usize) -> usize {
     }
 }
 
-/// Takes up to `limit` jobs from `groups` by the rule above, in the order they were chosen.
-/// Every pick gives its group the turn `*next` and advances it; ties between groups with the
-/// same priority and turn go to the one listed first. When a group whose store holds more runs
-/// out of fetched jobs, `refill` fetches its next ones (it appends to `ready`, advances
-/// `fetched` and sets `more`).
+/// Takes up to `limit` jobs from `groups` by the rule above, in the order they were chosen:
+/// the highest priority; then the share (tenant) served longest ago; then, among its groups,
+/// the one served longest ago. Every pick gives its group and its share the turn `*next` and
+/// advances it; remaining ties go to the group listed first. When a group whose store holds
+/// more runs out of fetched jobs, `refill` fetches its next ones (it appends to `ready`,
+/// advances `fetched` and sets `more`).
 pub(crate) fn pick<T, E>(
     groups: &mut [Group<T>],
+    shares: &mut [Share],
     limit: usize,
     next: &mut u64,
     mut refill: impl FnMut(usize, &mut Group<T>) -> Result<(), E>,
@@ -54,19 +84,27 @@ pub(crate) fn pick<T, E>(
         let best = groups
             .iter()
             .enumerate()
-            .filter(|(_, g)| g.room > 0)
-            .filter_map(|(i, g)| g.ready.front().map(|(priority, _)| (i, *priority, g.turn)))
-            .min_by_key(|&(i, priority, turn)| (std::cmp::Reverse(priority), turn, i));
-        let Some((i, _, _)) = best else { break };
+            .filter(|(_, g)| g.room > 0 && shares[g.share].room > 0)
+            .filter_map(|(i, g)| {
+                let share = shares[g.share].turn;
+                g.ready
+                    .front()
+                    .map(|(priority, _)| (i, std::cmp::Reverse(*priority), share, g.turn))
+            })
+            .min_by_key(|&(i, priority, share, turn)| (priority, share, turn, i));
+        let Some((i, _, _, _)) = best else { break };
         let group = &mut groups[i];
         let Some((_, job)) = group.ready.pop_front() else {
             break;
         };
+        let share = &mut shares[group.share];
+        share.room -= 1;
+        share.turn = *next;
         group.room -= 1;
         group.turn = *next;
         *next += 1;
         picked.push(job);
-        if group.ready.is_empty() && group.more && group.room > 0 {
+        if group.ready.is_empty() && group.more && group.room > 0 && share.room > 0 {
             refill(i, group)?;
         }
     }
@@ -79,6 +117,7 @@ mod tests {
 
     fn group(turn: u64, room: usize, jobs: &[(i32, &'static str)]) -> Group<&'static str> {
         Group {
+            share: usize::MAX,
             turn,
             room,
             ready: jobs.iter().copied().collect(),
@@ -87,13 +126,30 @@ mod tests {
         }
     }
 
-    /// `pick` with nothing more to fetch.
+    /// One share per group, with the group's turn and an unlimited room, unless the group
+    /// names a share already.
+    fn shares_of(groups: &mut [Group<&'static str>]) -> Vec<Share> {
+        let mut shares = Vec::new();
+        for g in groups.iter_mut() {
+            if g.share == usize::MAX {
+                g.share = shares.len();
+                shares.push(Share {
+                    turn: g.turn,
+                    room: usize::MAX,
+                });
+            }
+        }
+        shares
+    }
+
+    /// `pick` with nothing more to fetch, each group its own share.
     fn pick_all(
         groups: &mut [Group<&'static str>],
         limit: usize,
         next: &mut u64,
     ) -> Vec<&'static str> {
-        pick(groups, limit, next, |_, _| Ok::<_, ()>(())).unwrap()
+        let mut shares = shares_of(groups);
+        pick(groups, &mut shares, limit, next, |_, _| Ok::<_, ()>(())).unwrap()
     }
 
     #[test]
@@ -101,6 +157,7 @@ mod tests {
         let store: Vec<(i32, &str)> = vec![(0, "a1"), (0, "a2"), (0, "a3"), (0, "a4")];
         let mut groups = [
             Group {
+                share: usize::MAX,
                 turn: 0,
                 room: usize::MAX,
                 ready: store[..1].iter().copied().collect(),
@@ -109,9 +166,10 @@ mod tests {
             },
             group(0, usize::MAX, &[(0, "b1")]),
         ];
+        let mut shares = shares_of(&mut groups);
         let mut next = 1;
         let mut fetches = 0;
-        let picked = pick(&mut groups, 5, &mut next, |_, g| {
+        let picked = pick(&mut groups, &mut shares, 5, &mut next, |_, g| {
             fetches += 1;
             let chunk = &store[g.fetched..(g.fetched + 2).min(store.len())];
             g.ready.extend(chunk.iter().copied());
@@ -177,5 +235,67 @@ mod tests {
         let mut next = 1;
         assert_eq!(pick_all(&mut groups, 10, &mut next), ["a", "a", "b", "b"]);
         assert_eq!(groups[0].room, 0);
+    }
+
+    #[test]
+    fn a_tenants_keys_take_one_turn_between_them() {
+        // Tenant A has two keys, tenant B one: A's keys share A's turns, so B is served as
+        // often as A, and A's keys alternate.
+        let mut groups = [
+            group(0, usize::MAX, &[(0, "a1"); 4]),
+            group(0, usize::MAX, &[(0, "a2"); 4]),
+            group(0, usize::MAX, &[(0, "b"); 4]),
+        ];
+        groups[0].share = 0;
+        groups[1].share = 0;
+        groups[2].share = 1;
+        let mut shares = [
+            Share {
+                turn: 0,
+                room: usize::MAX,
+            },
+            Share {
+                turn: 0,
+                room: usize::MAX,
+            },
+        ];
+        let mut next = 1;
+        let picked = pick(&mut groups, &mut shares, 6, &mut next, |_, _| {
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(picked, ["a1", "b", "a2", "b", "a1", "b"]);
+    }
+
+    #[test]
+    fn a_key_at_its_limit_is_passed_over_and_its_tenants_room_is_shared() {
+        let mut groups = [
+            group(0, 0, &[(9, "full")]),
+            group(0, 5, &[(0, "k1"); 5]),
+            group(0, 5, &[(0, "k2"); 5]),
+        ];
+        for g in &mut groups {
+            g.share = 0;
+        }
+        let mut shares = [Share { turn: 0, room: 3 }];
+        let mut next = 1;
+        let picked = pick(&mut groups, &mut shares, 10, &mut next, |_, _| {
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            picked,
+            ["k1", "k2", "k1"],
+            "three, the tenant's room, none of the full key"
+        );
+        assert_eq!(shares[0].room, 0);
+    }
+
+    #[test]
+    fn group_names_carry_their_tenant() {
+        assert_eq!(group_name("acme", None), "acme");
+        assert_eq!(tenant_of(&group_name("acme", Some("customer 42"))), "acme");
+        assert_eq!(tenant_of(&group_name("", Some("k"))), "");
+        assert_ne!(group_name("acme", Some("")), group_name("acme", None));
     }
 }

@@ -70,18 +70,26 @@ struct Inner {
     ticks: HashMap<(String, Timestamp), Timestamp>,
     /// Named leases: their holder and when their lease ends.
     leads: HashMap<String, (String, Timestamp)>,
+    /// Each rate-limited queue's bucket of job starts: its next token's theoretical arrival,
+    /// in µs.
+    start_buckets: HashMap<String, i64>,
 }
 
 /// The indexes a job is filed under for its state, kept as jobs move so claiming and counting
 /// read no job they do not return.
 #[derive(Debug, Default)]
 struct Indexes {
-    /// Queued jobs per queue, then per tenant ("" for none).
+    /// Queued jobs per queue, then per group: a tenant ("" for none), or a tenant's limit key
+    /// (see [`fair::group_name`]).
     ready: FastMap<String, BTreeMap<String, BTreeMap<ReadyKey, JobId>>>,
     delayed: BTreeMap<(Timestamp, u64), JobId>,
     running: FastSet<JobId>,
     /// Running jobs per queue and tenant, for jobs with a tenant.
     running_per_tenant: HashMap<(String, String), u32>,
+    /// Running jobs per queue and group, for jobs with a limit key.
+    running_per_key: HashMap<(String, String), u32>,
+    /// Running jobs per queue.
+    running_per_queue: FastMap<String, u32>,
     /// Jobs per queue and state, kept as jobs move so counting is free.
     counts: FastMap<String, StateCounts>,
     /// Jobs per queue, tenant and state: a tenant's counts and its quota of waiting jobs.
@@ -184,9 +192,14 @@ impl Indexes {
                     None => self.ready.entry(job.queue.clone()).or_default(),
                 };
                 let tenant = job.tenant.as_deref().unwrap_or_default();
-                let ready = match groups.get_mut(tenant) {
-                    Some(ready) => ready,
-                    None => groups.entry(tenant.to_owned()).or_default(),
+                let ready = match &job.limit_key {
+                    None => match groups.get_mut(tenant) {
+                        Some(ready) => ready,
+                        None => groups.entry(tenant.to_owned()).or_default(),
+                    },
+                    Some(key) => groups
+                        .entry(fair::group_name(tenant, Some(key)))
+                        .or_default(),
                 };
                 ready.insert(key, job.id);
             }
@@ -195,10 +208,24 @@ impl Indexes {
             }
             JobState::Running => {
                 self.running.insert(job.id);
+                match self.running_per_queue.get_mut(&job.queue) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.running_per_queue.insert(job.queue.clone(), 1);
+                    }
+                }
                 if let Some(tenant) = &job.tenant {
                     *self
                         .running_per_tenant
                         .entry((job.queue.clone(), tenant.clone()))
+                        .or_default() += 1;
+                }
+                if let Some(key) = &job.limit_key {
+                    let group =
+                        fair::group_name(job.tenant.as_deref().unwrap_or_default(), Some(key));
+                    *self
+                        .running_per_key
+                        .entry((job.queue.clone(), group))
                         .or_default() += 1;
                 }
             }
@@ -224,12 +251,20 @@ impl Indexes {
         match state {
             JobState::Queued => {
                 let tenant = job.tenant.as_deref().unwrap_or_default();
+                let keyed;
+                let group = match &job.limit_key {
+                    None => tenant,
+                    Some(key) => {
+                        keyed = fair::group_name(tenant, Some(key));
+                        keyed.as_str()
+                    }
+                };
                 if let Some(groups) = self.ready.get_mut(&job.queue)
-                    && let Some(ready) = groups.get_mut(tenant)
+                    && let Some(ready) = groups.get_mut(group)
                 {
                     ready.remove(&(Reverse(job.priority), run_at, order));
                     if ready.is_empty() {
-                        groups.remove(tenant);
+                        groups.remove(group);
                     }
                 }
             }
@@ -238,17 +273,32 @@ impl Indexes {
             }
             JobState::Running => {
                 self.running.remove(&job.id);
+                if let Some(n) = self.running_per_queue.get_mut(&job.queue) {
+                    *n = n.saturating_sub(1);
+                }
                 if let Some(tenant) = &job.tenant {
-                    let key = (job.queue.clone(), tenant.clone());
-                    if let Some(n) = self.running_per_tenant.get_mut(&key) {
-                        *n -= 1;
-                        if *n == 0 {
-                            self.running_per_tenant.remove(&key);
-                        }
-                    }
+                    decrement(
+                        &mut self.running_per_tenant,
+                        (job.queue.clone(), tenant.clone()),
+                    );
+                }
+                if let Some(key) = &job.limit_key {
+                    let group =
+                        fair::group_name(job.tenant.as_deref().unwrap_or_default(), Some(key));
+                    decrement(&mut self.running_per_key, (job.queue.clone(), group));
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// One less at `key`, which leaves `counts` at zero.
+fn decrement(counts: &mut HashMap<(String, String), u32>, key: (String, String)) {
+    if let Some(n) = counts.get_mut(&key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&key);
         }
     }
 }
@@ -275,30 +325,63 @@ impl Inner {
         }
     }
 
-    /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
+    /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]),
+    /// within `limits`.
     fn choose(&mut self, queue: &str, limit: usize, limits: ClaimLimits) -> Vec<JobId> {
         let Some(ready) = self.idx.ready.get(queue) else {
             return Vec::new();
         };
+        let running = self.idx.running_per_queue.get(queue).copied().unwrap_or(0);
+        let limit = limit.min(super::room(limits.running, u64::from(running)));
+        if limit == 0 {
+            return Vec::new();
+        }
         let fetch = fair::fetch_size(ready.len(), limit);
         let mut names = Vec::with_capacity(ready.len());
         let mut groups = Vec::with_capacity(ready.len());
-        for (tenant, jobs) in ready {
-            let key = (queue.to_owned(), tenant.clone());
-            let room = match limits.running_per_tenant {
-                Some(max) if !tenant.is_empty() => {
-                    let running = self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
+        let mut shares: Vec<fair::Share> = Vec::new();
+        let mut tenants: Vec<(String, String)> = Vec::new();
+        let mut share_of: HashMap<&str, usize> = HashMap::new();
+        for (name, jobs) in ready {
+            let tenant = fair::tenant_of(name);
+            let share = *share_of.entry(tenant).or_insert_with(|| {
+                let key = (queue.to_owned(), tenant.to_owned());
+                let room = match limits.running_per_tenant {
+                    Some(max) if !tenant.is_empty() => {
+                        let running = self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
+                        max.saturating_sub(running) as usize
+                    }
+                    _ => usize::MAX,
+                };
+                shares.push(fair::Share {
+                    turn: self.turns.get(&key).copied().unwrap_or(0),
+                    room,
+                });
+                tenants.push(key);
+                shares.len() - 1
+            });
+            let key = (queue.to_owned(), name.clone());
+            let keyed = name.len() != tenant.len();
+            let room = match limits.running_per_key {
+                Some(max) if keyed => {
+                    let running = self.idx.running_per_key.get(&key).copied().unwrap_or(0);
                     max.saturating_sub(running) as usize
                 }
                 _ => usize::MAX,
             };
-            let count = fetch.min(room);
+            let room_now = room.min(shares[share].room);
+            let count = fetch.min(room_now);
             groups.push(fair::Group {
-                turn: self.turns.get(&key).copied().unwrap_or(0),
+                share,
+                turn: if keyed {
+                    self.turns.get(&key).copied().unwrap_or(0)
+                } else {
+                    shares[share].turn
+                },
                 room,
                 ready: ready_slice(jobs, 0, count),
                 fetched: count.min(jobs.len()),
-                more: jobs.len() > count && room > 0,
+                more: jobs.len() > count && room_now > 0,
             });
             names.push(key);
         }
@@ -311,10 +394,20 @@ impl Inner {
             group.more = jobs.len() > group.fetched;
             Ok::<_, std::convert::Infallible>(())
         };
-        let Ok(chosen) = fair::pick(&mut groups, limit, &mut self.next_turn, refill);
+        let Ok(chosen) = fair::pick(&mut groups, &mut shares, limit, &mut self.next_turn, refill);
         if names.len() > 1 {
-            for (key, group) in names.into_iter().zip(groups) {
-                self.turns.insert(key, group.turn);
+            for (key, share) in tenants.into_iter().zip(&shares) {
+                self.turns.insert(key, share.turn);
+            }
+            for (key, group) in names.into_iter().zip(&groups) {
+                if key.1.len() != fair::tenant_of(&key.1).len() {
+                    // A key's turn is kept while it has jobs waiting (keys come and go).
+                    if group.ready.is_empty() && !group.more {
+                        self.turns.remove(&key);
+                    } else {
+                        self.turns.insert(key, group.turn);
+                    }
+                }
             }
         }
         chosen
@@ -473,7 +566,22 @@ impl JobStore for MemoryStore {
         if inner.paused.contains(queue) {
             return Ok(Vec::new());
         }
+        let bucket = limits.rate.map(|rate| {
+            let tat = inner.start_buckets.get(queue).copied();
+            (
+                rate,
+                tat,
+                super::rate::available(tat, super::rate::micros_of(now), &rate),
+            )
+        });
+        let limit = bucket.map_or(limit, |(_, _, tokens)| limit.min(tokens));
         let chosen = inner.choose(queue, limit, limits);
+        if let Some((rate, tat, _)) = bucket
+            && !chosen.is_empty()
+        {
+            let spent = super::rate::spend(tat, super::rate::micros_of(now), chosen.len(), &rate);
+            inner.start_buckets.insert(queue.to_owned(), spent);
+        }
         let expires_at = transition::after(now, lease);
         let mut claimed = Vec::with_capacity(chosen.len());
         for id in chosen {
@@ -543,6 +651,20 @@ impl JobStore for MemoryStore {
         let mut inner = self.lock();
         self.apply(&mut inner, id, now, |job| {
             Ok(((), transition::release(job, token, now)?))
+        })
+    }
+
+    async fn snooze(
+        &self,
+        id: JobId,
+        token: u64,
+        until: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut inner = self.lock();
+        self.apply(&mut inner, id, now, |job| {
+            Ok(((), transition::snooze(job, token, until, detail, now)?))
         })
     }
 

@@ -305,12 +305,36 @@ pub struct StatusCache {
     pub ttl: Option<Duration>,
 }
 
-/// What a claim observes beyond its batch size.
+/// What a claim observes beyond its batch size: limits that hold across every process sharing
+/// the store, because the store checks them in the step that takes the jobs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClaimLimits {
     /// Most jobs of one queue a tenant may have running at once (jobs without a tenant are not
     /// limited).
     pub running_per_tenant: Option<u32>,
+    /// Most jobs of the queue running at once (`concurrency_limit` without a key).
+    pub running: Option<u32>,
+    /// Most jobs running at once per limit key of a tenant ([`NewJob::limit_key`]; jobs
+    /// without one share the key `""`): `concurrency_limit` with a key.
+    pub running_per_key: Option<u32>,
+    /// Most jobs of the queue started per period (`rate_limit`): a token bucket in the store,
+    /// one token per job started.
+    pub rate: Option<rate::Limit>,
+}
+
+impl ClaimLimits {
+    /// Whether any limit beyond a tenant's applies.
+    pub fn limits_flow(&self) -> bool {
+        self.running.is_some() || self.running_per_key.is_some() || self.rate.is_some()
+    }
+}
+
+/// How many more jobs may start under a cap of `max` with `running` running (`usize::MAX`
+/// without a cap).
+pub(crate) fn room(max: Option<u32>, running: u64) -> usize {
+    max.map_or(usize::MAX, |max| {
+        usize::try_from(u64::from(max).saturating_sub(running)).unwrap_or(usize::MAX)
+    })
 }
 
 /// The core of a store: jobs and their transitions.
@@ -387,6 +411,18 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Puts a running job back in its queue without counting the attempt (worker shutdown).
     async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()>;
+
+    /// Puts a running job back in its queue without counting the attempt, not to run before
+    /// `until`, counting a snooze ([`Job::snoozes`]) and recording a `snoozed` event with
+    /// `detail`.
+    async fn snooze(
+        &self,
+        id: JobId,
+        token: u64,
+        until: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()>;
 
     /// Cancels a waiting or running job.
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome>;

@@ -74,6 +74,29 @@ pub(crate) fn gcra(tat_us: Option<i64>, now_us: i64, limit: &Limit) -> (Decision
     (decision, Some(next))
 }
 
+/// How many tokens (up to `burst`) the bucket of a key whose theoretical arrival time is
+/// `tat_us` holds at `now_us`: how many jobs a claim may start at once.
+pub(crate) fn available(tat_us: Option<i64>, now_us: i64, limit: &Limit) -> usize {
+    let interval = limit.interval_us();
+    let burst = i64::from(limit.burst.max(1));
+    let tat = tat_us.unwrap_or(now_us).max(now_us);
+    let free = now_us
+        .saturating_add(burst.saturating_mul(interval))
+        .saturating_sub(tat)
+        / interval;
+    usize::try_from(free.clamp(0, burst)).unwrap_or(0)
+}
+
+/// The theoretical arrival time after `n` tokens were taken at `now_us` (no more than
+/// [`available`] said).
+pub(crate) fn spend(tat_us: Option<i64>, now_us: i64, n: usize, limit: &Limit) -> i64 {
+    let n = i64::try_from(n).unwrap_or(i64::MAX);
+    tat_us
+        .unwrap_or(now_us)
+        .max(now_us)
+        .saturating_add(n.saturating_mul(limit.interval_us()))
+}
+
 pub(crate) fn micros_of(at: Timestamp) -> i64 {
     at.timestamp_micros()
 }
@@ -114,6 +137,23 @@ mod tests {
             per: Duration::from_secs(1),
             burst: 3,
         }
+    }
+
+    #[test]
+    fn a_claim_takes_what_the_bucket_holds_and_it_refills_at_the_rate() {
+        let limit = limit();
+        assert_eq!(available(None, 0, &limit), 3, "a new bucket is full");
+        let tat = spend(None, 0, 2, &limit);
+        assert_eq!(available(Some(tat), 0, &limit), 1);
+        let tat = spend(Some(tat), 0, 1, &limit);
+        assert_eq!(available(Some(tat), 0, &limit), 0);
+        assert_eq!(available(Some(tat), SECOND / 10 - 1, &limit), 0);
+        assert_eq!(available(Some(tat), SECOND / 10, &limit), 1);
+        assert_eq!(
+            available(Some(tat), 10 * SECOND, &limit),
+            3,
+            "never more than a burst"
+        );
     }
 
     #[test]

@@ -176,6 +176,28 @@ pub(crate) fn release(job: &mut Job, token: u64, now: Timestamp) -> Result<Emitt
     )])
 }
 
+/// Puts the running job back without counting the attempt, not before `until`, one snooze more.
+pub(crate) fn snooze(
+    job: &mut Job,
+    token: u64,
+    until: Timestamp,
+    detail: &str,
+    now: Timestamp,
+) -> Result<Emitted> {
+    check_lease(job, token)?;
+    job.attempts.pop();
+    job.attempt = job.attempt.saturating_sub(1);
+    if job.attempt == 0 {
+        job.started_at = None;
+    }
+    job.lease = None;
+    job.snoozes = job.snoozes.saturating_add(1);
+    job.run_at = until.max(now);
+    job.state = JobState::Queued;
+    job.state = waiting_state(job, now);
+    Ok(vec![(EventKind::Snoozed, Some(detail.to_owned()))])
+}
+
 /// Cancels a waiting or running job.
 pub(crate) fn cancel(job: &mut Job, now: Timestamp) -> (CancelOutcome, Emitted) {
     let outcome = match job.state {
@@ -231,6 +253,7 @@ pub(crate) fn retry_dead(job: &mut Job, now: Timestamp) -> Result<Emitted> {
         });
     }
     job.attempt = 0;
+    job.snoozes = 0;
     job.finished_at = None;
     job.run_at = now;
     job.state = JobState::Queued;

@@ -1920,6 +1920,7 @@ pub async fn a_tenant_at_its_running_limit_waits(store: S) {
     use raindrop::store::ClaimLimits;
     let limits = ClaimLimits {
         running_per_tenant: Some(2),
+        ..ClaimLimits::default()
     };
     let claim = |store: S, now: Timestamp| async move {
         store
@@ -2295,4 +2296,279 @@ pub async fn a_tenants_listing_and_count_cover_its_jobs_in_every_state(store: S)
             .items
             .is_empty()
     );
+}
+
+/// A job of `tenant` counted under limit key `key` by a queue's keyed concurrency limit.
+fn keyed_job(tenant: Option<&str>, key: Option<&str>, n: u32) -> NewJob {
+    let mut job = tenant_job("q", tenant, n);
+    job.limit_key = key.map(str::to_owned);
+    job
+}
+
+/// Ends `job` (claimed, running) one of the ways a running job stops, by `way`: 0 succeeds,
+/// 1 fails for a retry now, 2 fails for good, 3 is cancelled, 4 is released, 5 is snoozed.
+async fn end_running(store: &S, job: &raindrop::job::Job, way: usize, now: Timestamp) {
+    let token = job.lease_token().unwrap();
+    let error = || JobError::new("boom");
+    match way {
+        0 => store.complete(job.id, token, Payload::null(), now).await,
+        1 => {
+            let then = AfterFailure::Retry { at: now };
+            store.fail(job.id, token, error(), then, now).await
+        }
+        2 => {
+            store
+                .fail(job.id, token, error(), AfterFailure::Dead, now)
+                .await
+        }
+        3 => store.cancel(job.id, now).await.map(drop),
+        4 => store.release(job.id, token, now).await,
+        _ => store.snooze(job.id, token, now, "for 0s", now).await,
+    }
+    .unwrap();
+}
+
+pub async fn a_queues_concurrency_limit_holds_whatever_ends_its_jobs(store: S) {
+    use raindrop::store::ClaimLimits;
+    let limits = ClaimLimits {
+        running: Some(3),
+        ..ClaimLimits::default()
+    };
+    let jobs = (0..20).map(|i| tenant_job("q", None, i)).collect();
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let claim = |now| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_with("q", "w", 10, LEASE, limits, now)
+                .await
+                .unwrap()
+        }
+    };
+    let mut running = claim(t(1)).await;
+    assert_eq!(running.len(), 3, "three at most");
+    assert!(claim(t(1)).await.is_empty(), "the queue is at its limit");
+    // Each way a running job stops frees its place, and only its own.
+    for way in 0..6 {
+        let job = running.remove(0);
+        end_running(&store, &job, way, t(2)).await;
+        let next = claim(t(2)).await;
+        assert_eq!(next.len(), 1, "way {way} freed one place");
+        running.extend(next);
+        assert!(claim(t(2)).await.is_empty(), "way {way} freed no more");
+    }
+    // A lapsed lease taken back frees its place too.
+    let recovered = store.recover(t(100)).await.unwrap();
+    assert_eq!(recovered.len(), 3);
+    assert_eq!(claim(t(100)).await.len(), 3);
+    assert_eq!(store.counts().await.unwrap()["q"].running, 3);
+}
+
+pub async fn a_keys_concurrency_limit_holds_without_holding_up_other_keys(store: S) {
+    use raindrop::store::ClaimLimits;
+    let limits = ClaimLimits {
+        running_per_key: Some(2),
+        ..ClaimLimits::default()
+    };
+    // Key k1 has a backlog ahead of everyone; k2, the same key of another tenant and a job
+    // without a key (which counts under the key "" of its tenant) come after it.
+    let mut jobs: Vec<NewJob> = (0..50)
+        .map(|i| keyed_job(Some("a"), Some("k1"), i))
+        .collect();
+    jobs.extend((100..103).map(|i| keyed_job(Some("a"), Some("k2"), i)));
+    jobs.push(keyed_job(Some("b"), Some("k1"), 200));
+    jobs.push(keyed_job(None, Some("k1"), 300));
+    jobs.push(keyed_job(Some("a"), Some(""), 400));
+    jobs.push(keyed_job(Some("a"), None, 500));
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let claim = |now| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_with("q", "w", 100, LEASE, limits, now)
+                .await
+                .unwrap()
+        }
+    };
+    let first = claim(t(1)).await;
+    let mut got: Vec<u64> = first.iter().map(n).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [0, 1, 100, 101, 200, 300, 400, 500],
+        "two of each key of each tenant; the job with no key is not limited"
+    );
+    let k1: Vec<_> = first.iter().filter(|j| n(j) < 50).collect();
+    assert_eq!(
+        k1[0].limit_key.as_deref(),
+        Some("k1"),
+        "the key is kept with the job"
+    );
+    assert!(claim(t(1)).await.is_empty(), "every key is at its limit");
+    // Each way a job of k1 stops frees one place for k1.
+    let mut running: Vec<_> = first.into_iter().filter(|j| n(j) < 50).collect();
+    for way in 0..6 {
+        let job = running.remove(0);
+        end_running(&store, &job, way, t(2)).await;
+        let next = claim(t(2)).await;
+        assert_eq!(next.len(), 1, "way {way} freed one place");
+        assert_eq!(next[0].limit_key.as_deref(), Some("k1"));
+        assert_eq!(next[0].tenant.as_deref(), Some("a"));
+        running.extend(next);
+    }
+    store.recover(t(100)).await.unwrap();
+    let again = claim(t(100)).await;
+    let per_key = again.iter().fold(BTreeMap::new(), |mut m, j| {
+        *m.entry((j.tenant.clone(), j.limit_key.clone()))
+            .or_insert(0) += 1;
+        m
+    });
+    assert!(per_key.values().all(|&count| count <= 2), "{per_key:?}");
+}
+
+pub async fn a_tenants_keys_share_its_running_limit_and_its_turns(store: S) {
+    use raindrop::store::ClaimLimits;
+    let limits = ClaimLimits {
+        running_per_tenant: Some(3),
+        running_per_key: Some(10),
+        ..ClaimLimits::default()
+    };
+    // Tenant a spreads its jobs over many keys; b has one key. a's keys take turns as one
+    // tenant, so b is served as often as a, and a never runs more than three.
+    let mut jobs: Vec<NewJob> = (0..40)
+        .map(|i| keyed_job(Some("a"), Some(&format!("k{i}")), i))
+        .collect();
+    jobs.extend((100..140).map(|i| keyed_job(Some("b"), Some("only"), i)));
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let first = store
+        .claim_with("q", "w", 6, LEASE, limits, t(1))
+        .await
+        .unwrap();
+    let tenants: Vec<_> = first.iter().map(|j| j.tenant.clone().unwrap()).collect();
+    assert_eq!(
+        tenants.iter().filter(|t| *t == "a").count(),
+        3,
+        "{tenants:?}"
+    );
+    assert_eq!(
+        tenants.iter().filter(|t| *t == "b").count(),
+        3,
+        "{tenants:?}"
+    );
+}
+
+pub async fn a_rate_limited_queue_starts_no_more_than_its_bucket_holds(store: S) {
+    use raindrop::store::ClaimLimits;
+    use raindrop::store::rate::Limit;
+    let limits = ClaimLimits {
+        rate: Some(Limit {
+            requests: 10,
+            per: Duration::from_secs(1),
+            burst: 5,
+        }),
+        ..ClaimLimits::default()
+    };
+    let jobs = (0..100).map(|i| tenant_job("q", None, i)).collect();
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let ms = |ms: i64| t(10) + chrono::Duration::milliseconds(ms);
+    let claim = |now| {
+        let store = store.clone();
+        async move {
+            store
+                .claim_with("q", "w", 100, LEASE, limits, now)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(claim(ms(0)).await, 5, "a burst");
+    assert_eq!(claim(ms(0)).await, 0, "then the bucket is empty");
+    assert_eq!(claim(ms(99)).await, 0, "a token comes every 100 ms");
+    assert_eq!(claim(ms(100)).await, 1);
+    assert_eq!(claim(ms(350)).await, 2);
+    assert_eq!(claim(ms(10_000)).await, 5, "never more than a burst");
+    // Another claimer of the same queue draws from the same bucket.
+    let other = store
+        .claim_with("q", "other", 100, LEASE, limits, ms(10_000))
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+    // An empty queue spends no tokens.
+    let drained = store
+        .claim("q", "w", 1000, LEASE, ms(20_000))
+        .await
+        .unwrap();
+    assert_eq!(drained.len(), 100 - 13);
+    assert_eq!(claim(ms(30_000)).await, 0);
+    let jobs = (0..10).map(|i| tenant_job("q", None, i)).collect();
+    store.enqueue(jobs, ms(30_000)).await.unwrap();
+    assert_eq!(claim(ms(30_000)).await, 5);
+}
+
+pub async fn a_snoozed_job_runs_later_without_spending_an_attempt(store: S) {
+    let id = enqueue(&store, new_job("q", 1), t(0)).await;
+    let job = store
+        .claim("q", "w", 1, LEASE, t(1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(job.attempt, 1);
+    let token = job.lease_token().unwrap();
+    let stale = store.snooze(id, token + 1, t(11), "for 10s", t(1)).await;
+    assert!(matches!(stale, Err(Error::LeaseLost(_))), "{stale:?}");
+    store
+        .snooze(id, token, t(11), "for 10s", t(1))
+        .await
+        .unwrap();
+    let snoozed = store.get(id).await.unwrap().unwrap();
+    assert_eq!(snoozed.state, JobState::Scheduled);
+    assert_eq!(snoozed.attempt, 0, "the attempt is not spent");
+    assert!(snoozed.attempts.is_empty());
+    assert_eq!(snoozed.snoozes, 1);
+    assert_eq!(snoozed.run_at, t(11));
+    assert!(
+        store
+            .claim("q", "w", 1, LEASE, t(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim("q", "w", 1, LEASE, t(11))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.attempt, 1);
+    assert_eq!(again.snoozes, 1);
+    store
+        .snooze(id, again.lease_token().unwrap(), t(11), "for 0s", t(11))
+        .await
+        .unwrap();
+    assert_eq!(store.get(id).await.unwrap().unwrap().snoozes, 2);
+    let events = store.events_after(0, 100).await.unwrap();
+    let snoozes: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Snoozed)
+        .map(|e| (e.job, e.detail.clone()))
+        .collect();
+    assert_eq!(
+        snoozes,
+        [
+            (id, Some("for 10s".to_owned())),
+            (id, Some("for 0s".to_owned()))
+        ]
+    );
+    // A retried dead letter starts its snoozes over with its attempts.
+    let job = store
+        .claim("q", "w", 1, LEASE, t(12))
+        .await
+        .unwrap()
+        .remove(0);
+    let token = job.lease_token().unwrap();
+    store
+        .fail(id, token, JobError::new("boom"), AfterFailure::Dead, t(12))
+        .await
+        .unwrap();
+    store.retry_dead(id, t(13)).await.unwrap();
+    assert_eq!(store.get(id).await.unwrap().unwrap().snoozes, 0);
 }

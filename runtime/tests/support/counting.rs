@@ -144,6 +144,17 @@ impl JobStore for CountingStore {
     async fn release(&self, id: JobId, token: u64, now: Timestamp) -> Result<()> {
         self.inner.release(id, token, now).await
     }
+
+    async fn snooze(
+        &self,
+        id: JobId,
+        token: u64,
+        until: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        self.inner.snooze(id, token, until, detail, now).await
+    }
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome> {
         self.inner.cancel(id, now).await
     }

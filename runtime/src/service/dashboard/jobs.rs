@@ -153,6 +153,7 @@ pub(super) async fn job(
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     let job = state.control.find_job(&caller.view(), id).await?;
+    let waiting = why_waiting(state.control.engine(), &job).await;
     let may_submit = caller.has(Scope::Submit);
     Ok(page(
         &format!("Job {id}"),
@@ -160,6 +161,7 @@ pub(super) async fn job(
         logout.as_ref(),
         html! {
             (summary(&job))
+            @if let Some(why) = waiting { p.waiting { (why) } }
             @if may_submit {
                 p {
                     @if !job.state.is_finished() {
@@ -203,6 +205,72 @@ pub(super) async fn job(
     ))
 }
 
+/// Running jobs read at most to tell whether a queued job's key is at its limit.
+const RUNNING_LOOKED_AT: usize = 500;
+
+/// Why a queued job of a queue with limits may be waiting, in words: its key (or its queue) at
+/// its concurrency limit, read from the running jobs now, or the queue's rate limit.
+async fn why_waiting(engine: &crate::engine::Engine, job: &Job) -> Option<String> {
+    if job.state != JobState::Queued {
+        return None;
+    }
+    let queue = engine
+        .app()
+        .queues
+        .iter()
+        .find(|q| q.name.as_str() == job.queue)?;
+    let store = engine.store();
+    if let Some(limit) = &queue.concurrency_limit {
+        let filter = JobFilter {
+            queues: vec![job.queue.clone()],
+            states: vec![JobState::Running],
+            kind: None,
+            tenant: if limit.key.is_some() {
+                job.tenant.clone()
+            } else {
+                None
+            },
+        };
+        let running = store
+            .list(&filter, None, RUNNING_LOOKED_AT)
+            .await
+            .ok()?
+            .items;
+        match (&limit.key, &job.limit_key) {
+            (Some(_), Some(key)) => {
+                let same = running
+                    .iter()
+                    .filter(|r| r.limit_key.as_ref() == Some(key))
+                    .count();
+                if same >= limit.max as usize {
+                    let shown = if key.is_empty() {
+                        "(none)"
+                    } else {
+                        key.as_str()
+                    };
+                    return Some(format!(
+                        "waiting: key {shown} at its limit of {} running",
+                        limit.max
+                    ));
+                }
+            }
+            (None, _) if running.len() >= limit.max as usize => {
+                return Some(format!(
+                    "waiting: the queue at its limit of {} running",
+                    limit.max
+                ));
+            }
+            _ => {}
+        }
+    }
+    queue.rate_limit.map(|rate| {
+        format!(
+            "the queue starts at most {} jobs per {} (bursts of {})",
+            rate.jobs, rate.per, rate.burst
+        )
+    })
+}
+
 /// The table at the top of a job's page: where it is, how far it got, when.
 fn summary(job: &Job) -> Markup {
     html! {
@@ -211,8 +279,10 @@ fn summary(job: &Job) -> Markup {
             tr { th { "kind" } td { (job.kind) } }
             tr { th { "state" } td.state style=(format!("color:{}", state_color(job.state))) { (job.state) } }
             @if let Some(tenant) = &job.tenant { tr { th { "tenant" } td { (tenant) } } }
+            @if let Some(key) = &job.limit_key { tr { th { "limit key" } td { (key) } } }
             tr { th { "priority" } td { (job.priority) } }
             tr { th { "attempt" } td { (job.attempt) " of " (job.max_attempts) } }
+            @if job.snoozes > 0 { tr { th { "snoozed" } td { (job.snoozes) " times" } } }
             @if let Some(progress) = &job.progress {
                 tr { th { "progress" } td {
                     progress max="100" value=(progress.percent) { (progress.percent) "%" }

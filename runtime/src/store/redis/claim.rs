@@ -154,6 +154,11 @@ impl RedisStore {
         let worker = serde_json::to_string(worker)?;
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX / 4);
         let max_running = limits.running_per_tenant.unwrap_or(0);
+        let max_in_queue = limits.running.unwrap_or(0);
+        let max_per_key = limits.running_per_key.unwrap_or(0);
+        let (interval_us, burst) = limits
+            .rate
+            .map_or((0, 0), |rate| (rate.interval_us(), rate.burst.max(1)));
         let clock = self.shared.lease_clock(now);
         let value: Value = match self
             .shared
@@ -161,7 +166,18 @@ impl RedisStore {
                 "claim",
                 &self.shared.scripts.claim,
                 queue,
-                &[&ms(now), &worker, &limit, &lease_ms, &max_running, &clock],
+                &[
+                    &ms(now),
+                    &worker,
+                    &limit,
+                    &lease_ms,
+                    &max_running,
+                    &clock,
+                    &max_in_queue,
+                    &max_per_key,
+                    &interval_us,
+                    &burst,
+                ],
             )
             .await
         {

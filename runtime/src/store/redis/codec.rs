@@ -83,6 +83,10 @@ fields! {
         LEASE_EXPIRES = "le",
         /// The fencing token of its latest lease; each claim adds 1.
         TOKEN = "tk",
+        /// The key its queue's concurrency limit counts it under; absent: none.
+        LIMIT_KEY = "lk",
+        /// How often it was snoozed; absent: never.
+        SNOOZES = "sn",
     }
 }
 
@@ -234,6 +238,8 @@ pub(super) fn decode_job(
         error: json(&fields, field::ERROR)?,
         attempts,
         lease,
+        limit_key: fields.remove(field::LIMIT_KEY),
+        snoozes: parsed(&fields, field::SNOOZES)?.unwrap_or(0),
     })
 }
 

@@ -21,14 +21,14 @@ use crate::store::{
     LeaseStatus, Page, Recovered, StateCounts,
 };
 
-/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 11 per job.
+/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 12 per job.
 fn enqueue_args(
     now_ms: i64,
     channel: &str,
     queue: &str,
     jobs: &[(usize, NewJob)],
 ) -> Result<Vec<String>> {
-    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 11);
+    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 12);
     args.push(now_ms.to_string());
     args.push(channel.to_owned());
     args.push(queue.to_owned());
@@ -52,6 +52,12 @@ fn enqueue_args(
             serde_json::to_string(&job.headers)?
         });
         args.push(job.max_waiting.map(|m| m.to_string()).unwrap_or_default());
+        // '' for none; a key is written after '=' (it may be empty).
+        args.push(
+            job.limit_key
+                .as_ref()
+                .map_or_else(String::new, |k| format!("={k}")),
+        );
     }
     Ok(args)
 }
@@ -336,6 +342,26 @@ impl JobStore for RedisStore {
                 &self.shared.scripts.release,
                 id,
                 &[&id.to_string(), &token, &ms(now)],
+            )
+            .await?;
+        self.wake_queue(&queue);
+        answer_to_result(id, &answer)
+    }
+
+    async fn snooze(
+        &self,
+        id: JobId,
+        token: u64,
+        until: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (queue, answer) = self
+            .transition(
+                "snooze",
+                &self.shared.scripts.release,
+                id,
+                &[&id.to_string(), &token, &ms(now), &ms(until), &detail],
             )
             .await?;
         self.wake_queue(&queue);

@@ -12,9 +12,10 @@
 //! |---|---|
 //! | `P:{q}:j:ID` (hash) | the job: its fields are the table in `codec.rs` |
 //! | `P:{q}:ready` (zset) | queued jobs without a tenant by priority, then run time, then id |
-//! | `P:{q}:rt:TENANT` (zset) | a tenant's queued jobs, in the same order |
-//! | `P:{q}:tenants` (set) | tenants with queued jobs, for fair claiming |
-//! | `P:{q}:turns`, `P:{q}:running` (hashes) | when each tenant was last served; its running jobs |
+//! | `P:{q}:rt:GROUP` (zset) | a group's queued jobs, in the same order: a group is a tenant, or a tenant's limit key (`TENANT` `\x1f` `KEY`) |
+//! | `P:{q}:tenants` (set) | groups with queued jobs, for fair claiming |
+//! | `P:{q}:turns`, `P:{q}:running` (hashes) | when each tenant and keyed group was last served; their running jobs |
+//! | `P:{q}:start-bucket` (string) | a rate-limited queue's bucket of starts: its next token's arrival in µs (in the past: the bucket is full) |
 //! | `P:{q}:delayed` (zset) | scheduled and retrying jobs by run time |
 //! | `P:{q}:leases` (zset) | running jobs by lease expiry: recovery, listings and counts; while any run, a keeper member scored +inf keeps it a skip list |
 //! | `P:{q}:running-count` (string) | how many jobs run; differing from `leases`, a running job lost its lease entry |

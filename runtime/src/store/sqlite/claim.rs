@@ -10,7 +10,7 @@ use super::rows::{job_columns, job_from_row, load_many};
 use super::transitions::promote_due;
 use crate::error::{Error, Result};
 use crate::job::{Job, Timestamp};
-use crate::store::{ClaimLimits, fair};
+use crate::store::{ClaimLimits, fair, rate, room};
 
 /// The tenants ("" for jobs without one) with queued jobs in `queue`: one index seek each.
 const READY_TENANTS: &str = "WITH RECURSIVE g(t) AS (
@@ -21,22 +21,41 @@ const READY_TENANTS: &str = "WITH RECURSIVE g(t) AS (
     FROM g WHERE g.t IS NOT NULL
 ) SELECT t FROM g WHERE t IS NOT NULL";
 
-/// A tenant's ready jobs ("" for jobs without one), best first: priority and row, read from the
-/// claim index alone.
+/// The limit keys of a tenant's ready jobs ("" for jobs without a tenant), one index seek
+/// each; jobs without a key are not among them (see [`UNKEYED_READY`]).
+const READY_KEYS: &str = "WITH RECURSIVE g(k) AS (
+    SELECT min(limit_key) FROM jobs WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2
+    UNION ALL
+    SELECT (SELECT min(limit_key) FROM jobs
+            WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 AND limit_key > g.k)
+    FROM g WHERE g.k IS NOT NULL
+) SELECT k FROM g WHERE k IS NOT NULL";
+/// Whether a tenant has ready jobs without a limit key.
+const UNKEYED_READY: &str = "SELECT 1 FROM jobs \
+     WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 AND limit_key IS NULL LIMIT 1";
+/// A group's ready jobs (a tenant's, "" for jobs without one, under one limit key or none),
+/// best first: priority and row, read from the claim index alone.
 const READY_JOBS: &str = "SELECT priority, seq FROM jobs \
-     WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 \
-     ORDER BY priority DESC, run_at, seq LIMIT ?3 OFFSET ?4";
+     WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 AND limit_key IS ?3 \
+     ORDER BY priority DESC, run_at, seq LIMIT ?4 OFFSET ?5";
 const LOAD_ROW: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE seq = ?1");
-/// A tenant's first ready jobs, whole: a claim's answer when only one tenant has jobs waiting.
+/// A group's first ready jobs, whole: a claim's answer when only one group has jobs waiting.
 const READY_ROWS: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 \
-     ORDER BY priority DESC, run_at, seq LIMIT ?3"
+     AND limit_key IS ?3 ORDER BY priority DESC, run_at, seq LIMIT ?4"
 );
+/// Running jobs of a queue, of a tenant in it, of one of its tenant's keys.
+const RUNNING: &str = "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'";
+const RUNNING_OF_TENANT: &str = "SELECT count(*) FROM jobs \
+     WHERE queue = ?1 AND state = 'running' AND coalesce(tenant, '') = ?2";
+const RUNNING_OF_KEY: &str = "SELECT count(*) FROM jobs \
+     WHERE queue = ?1 AND state = 'running' AND coalesce(tenant, '') = ?2 AND limit_key = ?3";
 
 /// The jobs a claim of up to `limit` on `queue` takes, in order: none while the queue is paused;
-/// due scheduled and retrying jobs count as ready.
+/// due scheduled and retrying jobs count as ready. A rate-limited queue starts no more jobs
+/// than its bucket holds, and takes one token per job.
 pub(super) fn ready(
     conn: &Connection,
     counts: &mut Counts,
@@ -53,82 +72,167 @@ pub(super) fn ready(
         return Ok(Vec::new());
     }
     promote_due(conn, counts, Some(queue), now)?;
-    choose(conn, queue, limit, limits)
+    let mut limit = limit;
+    if limits.running.is_some() {
+        let running: i64 = conn
+            .prepare_cached(RUNNING)?
+            .query_row([queue], |row| row.get(0))?;
+        limit = limit.min(room(limits.running, running.max(0) as u64));
+    }
+    let Some(rate) = limits.rate else {
+        return choose(conn, queue, limit, limits);
+    };
+    let now_us = rate::micros_of(now);
+    let tat: Option<i64> = conn
+        .prepare_cached("SELECT tat FROM start_buckets WHERE queue = ?1")?
+        .query_row([queue], |row| row.get(0))
+        .optional()?;
+    let jobs = choose(
+        conn,
+        queue,
+        limit.min(rate::available(tat, now_us, &rate)),
+        limits,
+    )?;
+    if !jobs.is_empty() {
+        conn.prepare_cached(
+            "INSERT INTO start_buckets (queue, tat) VALUES (?1, ?2) \
+             ON CONFLICT (queue) DO UPDATE SET tat = excluded.tat",
+        )?
+        .execute(params![queue, rate::spend(tat, now_us, jobs.len(), &rate)])?;
+    }
+    Ok(jobs)
 }
 
-/// How many more jobs of `queue` `tenant` may start under `limits` (jobs without a tenant are
-/// not limited).
-fn room(conn: &Connection, queue: &str, tenant: &str, limits: ClaimLimits) -> Result<usize> {
-    let Some(max) = limits.running_per_tenant.filter(|_| !tenant.is_empty()) else {
-        return Ok(usize::MAX);
-    };
-    let running: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running' AND coalesce(tenant, '') = ?2",
-        )?
-        .query_row(params![queue, tenant], |row| row.get(0))?;
-    Ok((max as usize).saturating_sub(running.max(0) as usize))
+/// Counts with `sql` (which binds `queue` and the rest of `params`).
+fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(sql)?
+        .query_row(params, |row| row.get(0))?;
+    Ok(n.max(0) as u64)
+}
+
+/// A group of a claim: its tenant ("" for none) and its limit key.
+struct Named {
+    tenant: String,
+    key: Option<String>,
 }
 
 /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
 fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> Result<Vec<Job>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let tenants = conn
         .prepare_cached(READY_TENANTS)?
         .query_map([queue], |row| row.get::<_, String>(0))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut named = Vec::with_capacity(tenants.len());
+    for tenant in &tenants {
+        let unkeyed = conn
+            .prepare_cached(UNKEYED_READY)?
+            .exists(params![queue, tenant])?;
+        if unkeyed {
+            named.push(Named {
+                tenant: tenant.clone(),
+                key: None,
+            });
+        }
+        let keys = conn
+            .prepare_cached(READY_KEYS)?
+            .query_map(params![queue, tenant], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        named.extend(keys.into_iter().map(|key| Named {
+            tenant: tenant.clone(),
+            key: Some(key),
+        }));
+    }
+    // The room of each tenant, then of each group.
+    let mut shares = Vec::with_capacity(tenants.len());
+    for tenant in &tenants {
+        let room = match limits.running_per_tenant {
+            Some(max) if !tenant.is_empty() => room(
+                Some(max),
+                count(conn, RUNNING_OF_TENANT, params![queue, tenant])?,
+            ),
+            _ => usize::MAX,
+        };
+        shares.push(room);
+    }
+    let share_of = |tenant: &str| tenants.iter().position(|t| t == tenant).unwrap_or(0);
+    let mut rooms = Vec::with_capacity(named.len());
+    for group in &named {
+        let room = match (&group.key, limits.running_per_key) {
+            (Some(key), Some(max)) => room(
+                Some(max),
+                count(conn, RUNNING_OF_KEY, params![queue, group.tenant, key])?,
+            ),
+            _ => usize::MAX,
+        };
+        rooms.push(room.min(shares[share_of(&group.tenant)]));
+    }
 
-    if let [tenant] = &tenants[..] {
+    if let ([group], [room]) = (&named[..], &rooms[..]) {
         // One group: no turns to take, its first jobs are the answer.
-        let room = room(conn, queue, tenant, limits)?;
         return load_many(
             conn,
             READY_ROWS,
-            params![queue, tenant, limit.min(room) as i64],
+            params![queue, group.tenant, group.key, limit.min(*room) as i64],
         );
     }
-    let (turns, mut next) = if tenants.len() > 1 {
-        load_turns(conn, queue)?
-    } else {
-        (HashMap::new(), 1)
-    };
-    let fetch = fair::fetch_size(tenants.len(), limit);
-    // The next `count` ready jobs of `tenant` after the first `offset`.
-    let ready_jobs = |tenant: &str, count: usize, offset: usize| -> Result<Vec<(i32, i64)>> {
+    let (turns, mut next) = load_turns(conn, queue)?;
+    let fetch = fair::fetch_size(named.len(), limit);
+    // The next `count` ready jobs of group `group` after the first `offset`.
+    let ready_jobs = |group: &Named, count: usize, offset: usize| -> Result<Vec<(i32, i64)>> {
         Ok(conn
             .prepare_cached(READY_JOBS)?
-            .query_map(params![queue, tenant, count as i64, offset as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?
+            .query_map(
+                params![queue, group.tenant, group.key, count as i64, offset as i64],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?
             .collect::<rusqlite::Result<Vec<_>>>()?)
     };
-    let mut groups = Vec::with_capacity(tenants.len());
-    for tenant in &tenants {
-        let room = room(conn, queue, tenant, limits)?;
+    let mut shares: Vec<fair::Share> = tenants
+        .iter()
+        .zip(shares)
+        .map(|(tenant, room)| fair::Share {
+            turn: turns.get(tenant).copied().unwrap_or(0),
+            room,
+        })
+        .collect();
+    let mut groups = Vec::with_capacity(named.len());
+    for (group, &room) in named.iter().zip(&rooms) {
+        let share = share_of(&group.tenant);
         let count = fetch.min(room);
         let ready = if room == 0 {
             Vec::new()
         } else {
-            ready_jobs(tenant, count, 0)?
+            ready_jobs(group, count, 0)?
+        };
+        let turn = match &group.key {
+            Some(key) => turns
+                .get(&fair::group_name(&group.tenant, Some(key)))
+                .copied()
+                .unwrap_or(0),
+            None => shares[share].turn,
         };
         groups.push(fair::Group {
-            turn: turns.get(tenant).copied().unwrap_or(0),
+            share,
+            turn,
             room,
             fetched: ready.len(),
             more: ready.len() == count && room > 0,
             ready: ready.into(),
         });
     }
-    let chosen = fair::pick(&mut groups, limit, &mut next, |i, group| {
+    let chosen = fair::pick(&mut groups, &mut shares, limit, &mut next, |i, group| {
         let count = fetch.min(group.room);
-        let more = ready_jobs(&tenants[i], count, group.fetched)?;
+        let more = ready_jobs(&named[i], count, group.fetched)?;
         group.fetched += more.len();
         group.more = more.len() == count;
         group.ready.extend(more);
         Ok::<_, Error>(())
     })?;
-    if tenants.len() > 1 {
-        save_turns(conn, queue, &tenants, &groups, &turns)?;
-    }
+    save_turns(conn, queue, &tenants, &shares, &named, &groups, &turns)?;
     let mut stmt = conn.prepare_cached(LOAD_ROW)?;
     let mut jobs = Vec::with_capacity(chosen.len());
     for seq in chosen {
@@ -153,21 +257,36 @@ fn load_turns(conn: &Connection, queue: &str) -> Result<(HashMap<String, u64>, u
     Ok((turns, next))
 }
 
-/// Stores the turns of `queue`'s tenants that changed from `before`.
+/// Stores the turns of `queue`'s tenants and keys that changed from `before`; a key whose
+/// jobs all started gives its turn up (keys come and go: their turns are not kept forever).
 fn save_turns<T>(
     conn: &Connection,
     queue: &str,
     tenants: &[String],
+    shares: &[fair::Share],
+    named: &[Named],
     groups: &[fair::Group<T>],
     before: &HashMap<String, u64>,
 ) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
+    let mut upsert = conn.prepare_cached(
         "INSERT INTO turns (queue, tenant, turn) VALUES (?1, ?2, ?3) \
          ON CONFLICT (queue, tenant) DO UPDATE SET turn = excluded.turn",
     )?;
-    for (tenant, group) in tenants.iter().zip(groups) {
-        if before.get(tenant) != Some(&group.turn) {
-            stmt.execute(params![queue, tenant, group.turn as i64])?;
+    for (tenant, share) in tenants.iter().zip(shares) {
+        if before.get(tenant) != Some(&share.turn) {
+            upsert.execute(params![queue, tenant, share.turn as i64])?;
+        }
+    }
+    for (group, state) in named.iter().zip(groups) {
+        let Some(key) = &group.key else { continue };
+        let name = fair::group_name(&group.tenant, Some(key));
+        if state.ready.is_empty() && !state.more {
+            if before.contains_key(&name) {
+                conn.prepare_cached("DELETE FROM turns WHERE queue = ?1 AND tenant = ?2")?
+                    .execute(params![queue, name])?;
+            }
+        } else if before.get(&name) != Some(&state.turn) {
+            upsert.execute(params![queue, name, state.turn as i64])?;
         }
     }
     Ok(())
@@ -189,14 +308,20 @@ mod tests {
     #[test]
     fn claiming_seeks_the_claim_index_and_never_scans_the_jobs() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::super::schema::SCHEMA).unwrap();
+        super::super::schema::create(&conn).unwrap();
         let tenants = plan(
             &conn,
             &READY_TENANTS.replace("?1", "?1 AND ?2 = ?2 AND ?3 = ?3"),
         );
-        let candidates = plan(&conn, &READY_JOBS.replace("OFFSET ?4", "OFFSET 0"));
-        let rows = plan(&conn, READY_ROWS);
-        for plan in [&tenants, &candidates, &rows] {
+        let keys = plan(&conn, &READY_KEYS.replace("?1", "?1 AND ?3 = ?3"));
+        let unkeyed = plan(&conn, &UNKEYED_READY.replace("?1", "?1 AND ?3 = ?3"));
+        let candidates = plan(
+            &conn,
+            &READY_JOBS.replace("LIMIT ?4 OFFSET ?5", "LIMIT 10 OFFSET 0"),
+        );
+        let rows = plan(&conn, &READY_ROWS.replace("LIMIT ?4", "LIMIT 10"));
+        let running = plan(&conn, &RUNNING_OF_KEY.replace("?1", "?1 AND ?3 = ?3"));
+        for plan in [&tenants, &keys, &unkeyed, &candidates, &rows, &running] {
             assert!(plan.contains("jobs_claim"), "{plan}");
             assert!(!plan.contains("SCAN jobs"), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");

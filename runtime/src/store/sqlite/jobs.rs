@@ -171,6 +171,21 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn snooze(
+        &self,
+        id: JobId,
+        token: u64,
+        until: Timestamp,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let detail = detail.to_owned();
+        self.apply(id, now, move |job| {
+            Ok(((), transition::snooze(job, token, until, &detail, now)?))
+        })
+        .await
+    }
+
     async fn cancel(&self, id: JobId, now: Timestamp) -> Result<CancelOutcome> {
         self.apply(id, now, move |job| Ok(transition::cancel(job, now)))
             .await

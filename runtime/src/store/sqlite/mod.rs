@@ -89,7 +89,7 @@ impl SqliteStore {
             let conn = schema::open_connection(&opened)?;
             // The writer's connection commits: its setting is the one that counts.
             conn.pragma_update(None, "synchronous", durability.synchronous())?;
-            conn.execute_batch(schema::SCHEMA)?;
+            schema::create(&conn)?;
             counts::build_counts(&conn)?;
             Ok(conn)
         })

@@ -14,8 +14,9 @@ use crate::job::{Job, JobId, Payload, Timestamp};
 macro_rules! job_columns {
     () => {
         "id, queue, kind, payload, priority, run_at, attempt, max_attempts, timeout_ms, \
-         idempotency_key, tenant, headers, state, created_at, started_at, finished_at, progress, \
-         result, error, attempts, lease_worker, lease_expires_at, lease_token"
+         idempotency_key, tenant, headers, limit_key, state, created_at, snoozes, started_at, \
+         finished_at, progress, result, error, attempts, lease_worker, lease_expires_at, \
+         lease_token"
     };
 }
 pub(super) use job_columns;
@@ -27,7 +28,7 @@ const INSERT_JOB: &str = concat!(
     "INSERT INTO jobs (",
     job_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23) ON CONFLICT (id) DO NOTHING"
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25) ON CONFLICT (id) DO NOTHING"
 );
 
 /// A time as stored: milliseconds since the epoch.
@@ -75,17 +76,19 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RawJob> {
         idempotency_key: row.get(9)?,
         tenant: row.get(10)?,
         headers: row.get(11)?,
-        state: row.get(12)?,
-        created_at: row.get(13)?,
-        started_at: row.get(14)?,
-        finished_at: row.get(15)?,
-        progress: row.get(16)?,
-        result: row.get(17)?,
-        error: row.get(18)?,
-        attempts: row.get(19)?,
-        lease_worker: row.get(20)?,
-        lease_expires_at: row.get(21)?,
-        lease_token: row.get(22)?,
+        limit_key: row.get(12)?,
+        state: row.get(13)?,
+        created_at: row.get(14)?,
+        snoozes: row.get(15)?,
+        started_at: row.get(16)?,
+        finished_at: row.get(17)?,
+        progress: row.get(18)?,
+        result: row.get(19)?,
+        error: row.get(20)?,
+        attempts: row.get(21)?,
+        lease_worker: row.get(22)?,
+        lease_expires_at: row.get(23)?,
+        lease_token: row.get(24)?,
     })
 }
 
@@ -103,8 +106,10 @@ pub(super) struct RawJob {
     idempotency_key: Option<String>,
     tenant: Option<String>,
     headers: Option<String>,
+    limit_key: Option<String>,
     state: String,
     created_at: i64,
+    snoozes: u32,
     started_at: Option<i64>,
     finished_at: Option<i64>,
     progress: Option<String>,
@@ -168,6 +173,8 @@ impl RawJob {
             error: self.error.as_deref().map(from_json).transpose()?,
             attempts: from_json(&self.attempts)?,
             lease,
+            limit_key: self.limit_key,
+            snoozes: self.snoozes,
         })
     }
 }
@@ -221,8 +228,10 @@ pub(super) fn insert(conn: &Connection, job: &Job) -> Result<bool> {
         job.idempotency_key,
         job.tenant,
         headers_json(job)?,
+        job.limit_key,
         job.state.as_str(),
         ms(job.created_at),
+        job.snoozes,
     ];
     let inserted = conn.prepare_cached(INSERT_JOB)?.execute(params_from_iter(
         fixed.iter().chain(&Changing::of(job)?.values()),
@@ -233,14 +242,20 @@ pub(super) fn insert(conn: &Connection, job: &Job) -> Result<bool> {
 /// Writes back what transitions change.
 pub(super) fn save(conn: &Connection, job: &Job) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE jobs SET run_at = ?2, attempt = ?3, state = ?4, started_at = ?5, finished_at = ?6, progress = ?7, \
-         result = ?8, error = ?9, attempts = ?10, lease_worker = ?11, lease_expires_at = ?12, lease_token = ?13 \
-         WHERE id = ?1",
+        "UPDATE jobs SET run_at = ?2, attempt = ?3, state = ?4, snoozes = ?5, started_at = ?6, \
+         finished_at = ?7, progress = ?8, result = ?9, error = ?10, attempts = ?11, \
+         lease_worker = ?12, lease_expires_at = ?13, lease_token = ?14 WHERE id = ?1",
     )?
     .execute(params_from_iter(
-        params![&id_bytes(job.id)[..], ms(job.run_at), job.attempt, job.state.as_str()]
-            .iter()
-            .chain(&Changing::of(job)?.values()),
+        params![
+            &id_bytes(job.id)[..],
+            ms(job.run_at),
+            job.attempt,
+            job.state.as_str(),
+            job.snoozes
+        ]
+        .iter()
+        .chain(&Changing::of(job)?.values()),
     ))?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use crate::error::Result;
 
 /// The tables and indexes, run on every open.
-pub(super) const SCHEMA: &str = r#"
+const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     headers TEXT,
     state TEXT NOT NULL,
     created_at INTEGER NOT NULL,
+    limit_key TEXT,
+    snoozes INTEGER NOT NULL DEFAULT 0,
     started_at INTEGER,
     finished_at INTEGER,
     progress TEXT,
@@ -41,7 +43,6 @@ CREATE TABLE IF NOT EXISTS jobs (
 DROP INDEX IF EXISTS jobs_idempotency;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_per_tenant ON jobs (queue, coalesce(tenant, ''), idempotency_key) WHERE idempotency_key IS NOT NULL;
 DROP INDEX IF EXISTS jobs_ready;
-CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, state, coalesce(tenant, ''), priority DESC, run_at, seq);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (run_at) WHERE state IN ('scheduled', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
@@ -92,7 +93,44 @@ CREATE TABLE IF NOT EXISTS leads (
     holder TEXT NOT NULL,
     until INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS start_buckets (
+    queue TEXT PRIMARY KEY,
+    tat INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;
+
+/// Columns added since the first layout, with their definitions: added to a file that lacks
+/// them (in place, without rewriting rows) before [`INDEXES`] are built.
+const ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("limit_key", "TEXT"),
+    ("snoozes", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Indexes over columns of [`ADDED_COLUMNS`]. The claim index groups a queue's ready jobs by
+/// tenant, then by limit key (jobs without one first), each group best first. It replaced
+/// `jobs_claim`, which had no key: a file from before rebuilds it once, when first opened.
+const INDEXES: &str = r#"
+DROP INDEX IF EXISTS jobs_claim;
+CREATE INDEX IF NOT EXISTS jobs_claim_by_key ON jobs (queue, state, coalesce(tenant, ''), limit_key, priority DESC, run_at, seq);
+"#;
+
+/// Lays out the database: [`SCHEMA`], then the columns and indexes added since.
+pub(super) fn create(conn: &Connection) -> Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    let present = conn
+        .prepare("SELECT name FROM pragma_table_info('jobs')")?
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (column, definition) in ADDED_COLUMNS {
+        if !present.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE jobs ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    conn.execute_batch(INDEXES)?;
+    Ok(())
+}
 
 /// How long a connection waits for another's lock before it hears the database is busy.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

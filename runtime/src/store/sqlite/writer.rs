@@ -283,7 +283,7 @@ mod tests {
         ops: impl FnOnce(&mpsc::Sender<(&'static str, bool)>) -> Vec<Op>,
     ) -> (Vec<(&'static str, bool)>, Vec<String>) {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(super::super::schema::SCHEMA).unwrap();
+        super::super::schema::create(&conn).unwrap();
         let (outcomes, answers) = mpsc::channel();
         let (sender, receiver) = mpsc::channel();
         for op in ops(&outcomes) {

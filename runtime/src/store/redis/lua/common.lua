@@ -5,10 +5,12 @@
 -- script runs on a single slot and Redis Cluster works. The prelude names the queue's fixed
 -- keys, which come in KEYS (`keys.rs` has the table): READY, DELAYED, LEASES, EVENTS, IDEM,
 -- PAUSED, FAILURES, the id set of each state but running (STATE[state]), the finished jobs by
--- time (FINISHED[state]), JOB (a job's hash is JOB followed by the job id), TENANTS (tenants
--- with queued jobs, a set), TURNS (when each tenant was last served, a hash, '' for jobs
--- without one), RUNNING (running jobs per tenant, a hash), TENANT_READY (a tenant's queued jobs
--- are TENANT_READY followed by the tenant; jobs without one wait in READY) and RUNNING_COUNT.
+-- time (FINISHED[state]), JOB (a job's hash is JOB followed by the job id), TENANTS (groups
+-- with queued jobs, a set: a group is a tenant, or a tenant's limit key, see `group_of`), TURNS
+-- (when each tenant and each keyed group was last served, a hash, '' for jobs without a
+-- tenant), RUNNING (running jobs per tenant and per keyed group, a hash), TENANT_READY (a
+-- group's queued jobs are TENANT_READY followed by the group; jobs of no group wait in READY),
+-- RUNNING_COUNT and START_BUCKET (a rate-limited queue's next token's arrival time, in µs).
 -- It also names the fields of a job's hash, F_STATE = 's' and so on (`codec.rs` has the table).
 --
 -- Running jobs are the members of LEASES (scored by lease expiry); RUNNING_COUNT counts them
@@ -59,9 +61,16 @@ local function waiting_state(run_at, now, retrying)
   return 'queued'
 end
 
--- The ready set of `tenant` (false or '' for none).
-local function ready_key(tenant)
-  if tenant and tenant ~= '' then return TENANT_READY .. tenant end
+-- The group of a job of `tenant` (false or '' for none) with limit key `lk` (false for none):
+-- the tenant itself, or the tenant and the key joined by a unit separator (`fair.rs`).
+local function group_of(tenant, lk)
+  if lk then return (tenant or '') .. '\31' .. lk end
+  return tenant or ''
+end
+
+-- The ready set of `group` ('' for jobs of no tenant and no key).
+local function ready_key(group)
+  if group ~= '' then return TENANT_READY .. group end
   return READY
 end
 
@@ -71,19 +80,22 @@ local function tenant_state(state, tenant)
   return TENANT_STATE .. state .. ':' .. tenant
 end
 
--- Files job `id` (of `tenant`, false or '' for none) under the indexes of `state`.
-local function index(id, state, priority, run_at, lease_expires, now, tenant)
+-- Files job `id` (of `tenant`, false or '' for none, under limit key `lk`, false for none)
+-- under the indexes of `state`.
+local function index(id, state, priority, run_at, lease_expires, now, tenant, lk)
   if state ~= 'running' then redis.call('ZADD', STATE[state], '0', id) end
   if tenant and tenant ~= '' then redis.call('ZADD', tenant_state(state, tenant), '0', id) end
   if state == 'queued' then
-    redis.call('ZADD', ready_key(tenant), ready_score(priority, run_at), id)
-    if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
+    local group = group_of(tenant, lk)
+    redis.call('ZADD', ready_key(group), ready_score(priority, run_at), id)
+    if group ~= '' then redis.call('SADD', TENANTS, group) end
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZADD', DELAYED, run_at, id)
   elseif state == 'running' then
     redis.call('ZADD', LEASES, '+inf', LEASE_KEEPER, lease_expires, id)
     redis.call('INCR', RUNNING_COUNT)
     if tenant and tenant ~= '' then redis.call('HINCRBY', RUNNING, tenant, 1) end
+    if lk then redis.call('HINCRBY', RUNNING, group_of(tenant, lk), 1) end
   else
     redis.call('ZADD', FINISHED[state], now, id)
   end
@@ -153,39 +165,45 @@ local function flush_later()
 end
 
 -- `index`, with its sorted-set writes gathered until `flush_later`.
-local function index_later(id, state, priority, run_at, lease_expires, now, tenant)
+local function index_later(id, state, priority, run_at, lease_expires, now, tenant, lk)
   -- '0', not 0: a number would be formatted as text for every member.
   if state ~= 'running' then zadd_later(STATE[state], '0', id) end
   if tenant and tenant ~= '' then zadd_later(tenant_state(state, tenant), '0', id) end
   if state == 'queued' then
-    zadd_later(ready_key(tenant), ready_score(priority, run_at), id)
-    if tenant and tenant ~= '' then redis.call('SADD', TENANTS, tenant) end
+    local group = group_of(tenant, lk)
+    zadd_later(ready_key(group), ready_score(priority, run_at), id)
+    if group ~= '' then redis.call('SADD', TENANTS, group) end
   elseif state == 'scheduled' or state == 'retrying' then
     zadd_later(DELAYED, run_at, id)
   elseif state == 'running' then
     zadd_later(LEASES, lease_expires, id)
     later_running = later_running + 1
     if tenant and tenant ~= '' then redis.call('HINCRBY', RUNNING, tenant, 1) end
+    if lk then redis.call('HINCRBY', RUNNING, group_of(tenant, lk), 1) end
   else
     zadd_later(FINISHED[state], now, id)
   end
 end
 
--- Takes job `id` (of `tenant`) out of the indexes of `state`. A tenant's empty ready set
--- leaves TENANTS at its next claim.
-local function unindex(id, state, tenant)
+-- One running job less for `field` of RUNNING.
+local function running_less(field)
+  if redis.call('HINCRBY', RUNNING, field, -1) <= 0 then redis.call('HDEL', RUNNING, field) end
+end
+
+-- Takes job `id` (of `tenant`, under limit key `lk`) out of the indexes of `state`. A group's
+-- empty ready set leaves TENANTS at its next claim.
+local function unindex(id, state, tenant, lk)
   if state ~= 'running' then redis.call('ZREM', STATE[state], id) end
   if tenant and tenant ~= '' then redis.call('ZREM', tenant_state(state, tenant), id) end
   if state == 'queued' then
-    redis.call('ZREM', ready_key(tenant), id)
+    redis.call('ZREM', ready_key(group_of(tenant, lk)), id)
   elseif state == 'scheduled' or state == 'retrying' then
     redis.call('ZREM', DELAYED, id)
   elseif state == 'running' then
     redis.call('ZREM', LEASES, id)
     if redis.call('DECR', RUNNING_COUNT) == 0 then none_running() end
-    if tenant and tenant ~= '' and redis.call('HINCRBY', RUNNING, tenant, -1) <= 0 then
-      redis.call('HDEL', RUNNING, tenant)
-    end
+    if tenant and tenant ~= '' then running_less(tenant) end
+    if lk then running_less(group_of(tenant, lk)) end
   else
     redis.call('ZREM', FINISHED[state], id)
   end
@@ -215,13 +233,13 @@ local function promote(now, max)
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, max)
   for _, id in ipairs(due) do
     local key = JOB .. id
-    local f = redis.call('HMGET', key, F_STATE, F_PRIORITY, F_RUN_AT, F_TENANT)
+    local f = redis.call('HMGET', key, F_STATE, F_PRIORITY, F_RUN_AT, F_TENANT, F_LIMIT_KEY)
     redis.call('ZREM', DELAYED, id)
     if f[1] then
       if f[1] ~= 'running' then redis.call('ZREM', STATE[f[1]], id) end
       if f[4] then redis.call('ZREM', tenant_state(f[1], f[4]), id) end
       redis.call('HSET', key, F_STATE, 'queued')
-      index(id, 'queued', f[2], f[3], nil, now, f[4])
+      index(id, 'queued', f[2], f[3], nil, now, f[4], f[5])
     end
   end
   return #due
@@ -244,8 +262,8 @@ end
 -- Removes job `id`: its hash, its indexes and its idempotency key.
 local function remove_job(id)
   local key = JOB .. id
-  local f = redis.call('HMGET', key, F_STATE, F_IDEMPOTENCY_KEY, F_TENANT)
-  if f[1] then unindex(id, f[1], f[3]) end
+  local f = redis.call('HMGET', key, F_STATE, F_IDEMPOTENCY_KEY, F_TENANT, F_LIMIT_KEY)
+  if f[1] then unindex(id, f[1], f[3], f[4]) end
   if f[2] then
     local field = idem_field(f[3] or '', f[2])
     if redis.call('HGET', IDEM, field) == id then redis.call('HDEL', IDEM, field) end

@@ -1,7 +1,7 @@
 -- Adds jobs; a job whose idempotency key exists on this queue for its tenant is not added.
--- ARGV: now, wake channel ('' for none), queue name, then 11 fields per job: id, kind, payload, priority,
+-- ARGV: now, wake channel ('' for none), queue name, then 12 fields per job: id, kind, payload, priority,
 -- run_at, max_attempts, timeout_ms (''), idempotency key (''), tenant (''), headers JSON (''),
--- the tenant's quota of waiting jobs ('' for none).
+-- the tenant's quota of waiting jobs ('' for none), the limit key after '=' ('' for none).
 -- Returns, per job, 1 and its id when added, 0 and the existing id when not; or, adding
 -- nothing, -1 and "WAITING MAX" when a tenant would have more jobs waiting than its quota.
 local now, channel, queue = ARGV[1], ARGV[2], ARGV[3]
@@ -16,7 +16,7 @@ end
 
 -- Quotas first: nothing is written if any tenant would go over its own.
 local adding, quota = {}, {}
-for i = 4, #ARGV, 11 do
+for i = 4, #ARGV, 12 do
   local tenant, max = ARGV[i + 8], ARGV[i + 10]
   if tenant ~= '' and max ~= '' and not existing_of(ARGV[i], ARGV[i + 7], tenant) then
     adding[tenant] = (adding[tenant] or 0) + 1
@@ -31,9 +31,11 @@ for tenant, n in pairs(adding) do
 end
 
 local out, ready = {}, 0
-for i = 4, #ARGV, 11 do
+for i = 4, #ARGV, 12 do
   local id, kind, payload, priority, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local max_attempts, timeout, idem, tenant, headers = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+  local lk = false
+  if ARGV[i + 11] ~= '' then lk = string.sub(ARGV[i + 11], 2) end
   local existing = existing_of(id, idem, tenant)
   if existing then
     out[#out + 1] = 0
@@ -50,8 +52,9 @@ for i = 4, #ARGV, 11 do
     end
     if tenant ~= '' then fields[#fields + 1] = F_TENANT; fields[#fields + 1] = tenant end
     if headers ~= '' then fields[#fields + 1] = F_HEADERS; fields[#fields + 1] = headers end
+    if lk then fields[#fields + 1] = F_LIMIT_KEY; fields[#fields + 1] = lk end
     redis.call('HSET', JOB .. id, unpack(fields))
-    index_later(id, state, priority, run_at, nil, now, tenant)
+    index_later(id, state, priority, run_at, nil, now, tenant, lk)
     emit_later(id, 'enqueued', state, 0, now)
     if state == 'queued' then ready = ready + 1 end
     out[#out + 1] = 1

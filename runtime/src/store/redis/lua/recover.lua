@@ -8,22 +8,22 @@ local lapsed = redis.call('ZRANGEBYSCORE', LEASES, '-inf', int(lease_clock(ARGV[
 local out = {}
 for _, id in ipairs(lapsed) do
   local key = JOB .. id
-  local f = redis.call('HMGET', key, F_STATE, F_ATTEMPT, F_MAX_ATTEMPTS, F_PRIORITY, F_TENANT)
+  local f = redis.call('HMGET', key, F_STATE, F_ATTEMPT, F_MAX_ATTEMPTS, F_PRIORITY, F_TENANT, F_LIMIT_KEY)
   if f[1] == 'running' then
     close_attempt(key, err, now)
     redis.call('HSET', key, F_ERROR, err)
     redis.call('HDEL', key, F_LEASE_EXPIRES)
-    unindex(id, 'running', f[5])
+    unindex(id, 'running', f[5], f[6])
     if tonumber(f[2]) >= tonumber(f[3]) then
       redis.call('HSET', key, F_STATE, 'dead', F_FINISHED_AT, now)
-      index(id, 'dead', nil, nil, nil, now, f[5])
+      index(id, 'dead', nil, nil, nil, now, f[5], f[6])
       emit_later(id, 'recovered', 'dead', f[2], now)
       emit_later(id, 'dead_lettered', 'dead', f[2], now, 'out of attempts after its lease expired')
       out[#out + 1] = id
       out[#out + 1] = 'dead'
     else
       redis.call('HSET', key, F_STATE, 'queued', F_RUN_AT, now)
-      index(id, 'queued', f[4], now, nil, now, f[5])
+      index(id, 'queued', f[4], now, nil, now, f[5], f[6])
       emit_later(id, 'recovered', 'queued', f[2], now)
       out[#out + 1] = id
       out[#out + 1] = 'queued'
