@@ -178,7 +178,7 @@ pub struct Queue {
     pub consumer: Option<Consumer>,
     /// At most this many jobs start per period, across every process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<QueueRateLimit>,
     /// At most this many jobs run at once, per key or for the whole queue, across every process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency_limit: Option<ConcurrencyLimit>,
@@ -194,9 +194,9 @@ fn default_max_snoozes() -> u32 {
     DEFAULT_MAX_SNOOZES
 }
 
-/// `rate_limit { jobs per burst }`: a token bucket shared by every process.
+/// A queue's `rate_limit { jobs per burst }`: a token bucket of starts shared by every process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RateLimit {
+pub struct QueueRateLimit {
     /// Jobs that may start per `per`.
     pub jobs: u32,
     /// The period.
