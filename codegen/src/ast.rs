@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use crate::model::{
-    AlertMetric, AuthMode, BucketAction, Comparison, Domain, Severity, SinkAuth, SinkFormat,
-    Visibility,
+    AlertMetric, AuthMode, BucketAction, Comparison, Domain, LimitKey, Severity, SinkAuth,
+    SinkFormat, Visibility,
 };
 use crate::source::{Span, Spanned};
 use crate::value::{ByteSize, CronSchedule, Duration};
@@ -107,6 +107,28 @@ pub struct Queue {
     pub visibility_timeout: Option<Spanned<Duration>>,
     pub retention: Option<Retention>,
     pub max_message_size: Option<Spanned<ByteSize>>,
+    pub rate_limit: Option<QueueRateLimit>,
+    pub concurrency_limit: Option<ConcurrencyLimit>,
+    pub max_snoozes: Option<Spanned<u32>>,
+}
+
+/// A queue's `rate_limit { jobs per burst }` (a service's is [`RateLimit`]).
+#[derive(Debug, Clone, Default)]
+pub struct QueueRateLimit {
+    /// The `rate_limit` keyword.
+    pub span: Span,
+    pub jobs: Option<Spanned<u32>>,
+    pub per: Option<Spanned<Duration>>,
+    pub burst: Option<Spanned<u32>>,
+}
+
+/// A queue's `concurrency_limit { max key }`.
+#[derive(Debug, Clone, Default)]
+pub struct ConcurrencyLimit {
+    /// The `concurrency_limit` keyword.
+    pub span: Span,
+    pub max: Option<Spanned<u32>>,
+    pub key: Option<Spanned<LimitKey>>,
 }
 
 /// `backoff { initial max multiplier jitter }`.

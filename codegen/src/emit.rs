@@ -10,8 +10,8 @@ use hcl::format::Format;
 use hcl::{Block, Body, Expression};
 
 use crate::model::{
-    Alert, Application, Auth, Domain, KvCache, Observer, ObserverRole, Queue, Service, Sink,
-    SinkAuth, SinkFormat, Task, TaskRole, Visibility,
+    Alert, Application, Auth, Domain, KvCache, LimitKey, Observer, ObserverRole, Queue, Service,
+    Sink, SinkAuth, SinkFormat, Task, TaskRole, Visibility,
 };
 use crate::name::Name;
 
@@ -136,11 +136,12 @@ fn service(s: &Service, status_cache: Option<&Name>) -> Block {
 }
 
 fn queue(q: &Queue) -> Block {
-    Block::builder("queue")
+    let mut b = Block::builder("queue")
         .add_label(q.name.as_str())
         .add_attribute(("max_attempts", q.max_attempts))
         .add_attribute(("visibility_timeout", q.visibility_timeout.to_string()))
         .add_attribute(("max_message_size", q.max_message_size.to_string()))
+        .add_attribute(("max_snoozes", q.max_snoozes))
         .add_block(
             Block::builder("backoff")
                 .add_attribute(("initial", q.backoff.initial.to_string()))
@@ -155,8 +156,28 @@ fn queue(q: &Queue) -> Block {
                 .add_attribute(("failed", q.retention.failed.to_string()))
                 .add_attribute(("dead", q.retention.dead.to_string()))
                 .build(),
-        )
-        .build()
+        );
+    if let Some(rate) = &q.rate_limit {
+        b = b.add_block(
+            Block::builder("rate_limit")
+                .add_attribute(("jobs", rate.jobs))
+                .add_attribute(("per", rate.per.to_string()))
+                .add_attribute(("burst", rate.burst))
+                .build(),
+        );
+    }
+    if let Some(limit) = &q.concurrency_limit {
+        let mut c = Block::builder("concurrency_limit").add_attribute(("max", limit.max));
+        if let Some(key) = &limit.key {
+            let key = match key {
+                LimitKey::Header(name) => format!("header.{name}"),
+                LimitKey::Payload(field) => format!("payload.{field}"),
+            };
+            c = c.add_attribute(("key", key));
+        }
+        b = b.add_block(c.build());
+    }
+    b.build()
 }
 
 fn task(t: &Task) -> Block {
@@ -319,6 +340,7 @@ mod tests {
             "status_cache = \"status\"",
             "queues = [\"jobs\"]",
             "multiplier = 2",
+            "max_snoozes = 100",
         ] {
             assert!(hcl.contains(line), "`{line}` missing from:\n{hcl}");
         }
@@ -337,10 +359,36 @@ mod tests {
                  }
                  queue "jobs" {
                    backoff { jitter = 0.35 }
+                   max_snoozes = 0
+                   rate_limit {
+                     jobs = 10
+                     per  = "1m 30s"
+                   }
+                   concurrency_limit {
+                     max = 2
+                     key = "header.X-Customer_id"
+                   }
+                 }
+                 queue "calls" {
+                   rate_limit {
+                     jobs  = 3
+                     per   = "1500us"
+                     burst = 1
+                   }
+                   concurrency_limit { max = 1 }
+                 }
+                 queue "events" {
+                   concurrency_limit {
+                     max = 4
+                     key = "payload.account id"
+                   }
                  }
                  task "worker" {
+                   queue = "jobs"
                    autoscale { max = 40 }
                  }
+                 task "caller" { queue = "calls" }
+                 task "handler" { queue = "events" }
                  task "nightly" { cron = "0 2 * * *" }
                  observer "monitor" {
                    alert "backlog" {

@@ -181,6 +181,10 @@ fn queues(
         .filter_map(|q| {
             let queue = queue(q)?;
             let consumer = consumers.get(&queue.name).map(|(c, _)| c.clone());
+            if let Some((Consumer::Observer(observer), observer_span)) = consumers.get(&queue.name)
+            {
+                limits_on_observer_queue(q, observer, *observer_span, diags);
+            }
             // Only worth saying once the manifest is otherwise right: before that, a missing
             // consumer is usually the echo of an error.
             if consumer.is_none() && !diags.has_errors() {
@@ -192,6 +196,40 @@ fn queues(
             Some(model::Queue { consumer, ..queue })
         })
         .collect()
+}
+
+/// A queue an observer consumes takes no `rate_limit` or `concurrency_limit`: the runtime
+/// applies them when a worker task claims a job, and an observer claims none that way.
+fn limits_on_observer_queue(
+    q: &ast::Queue,
+    observer: &Name,
+    observer_span: Span,
+    diags: &mut Diagnostics,
+) {
+    let limits = [
+        ("rate_limit", q.rate_limit.as_ref().map(|r| r.span)),
+        (
+            "concurrency_limit",
+            q.concurrency_limit.as_ref().map(|c| c.span),
+        ),
+    ];
+    for (key, span) in limits {
+        let Some(span) = span else { continue };
+        diags.push(
+            Diagnostic::error(
+                "conflicting-settings",
+                span,
+                format!(
+                    "`{key}` on queue `{}`, which observer `{observer}` consumes: limits apply to worker tasks only",
+                    q.header.name.value
+                ),
+            )
+            .with_related(observer_span, "consumes the queue")
+            .with_help(format!(
+                "remove `{key}`, or pull the queue with a worker `task` instead of the observer"
+            )),
+        );
+    }
 }
 
 fn kv_caches(app: &ast::Application) -> Vec<model::KvCache> {
@@ -271,9 +309,25 @@ fn queue(q: &ast::Queue) -> Option<model::Queue> {
             .as_ref()
             .map_or(defaults::MAX_MESSAGE_SIZE, |v| v.value),
         consumer: None,
-        rate_limit: None,
-        concurrency_limit: None,
-        max_snoozes: model::DEFAULT_MAX_SNOOZES,
+        // Without `jobs` or `per` (or `max`) the block is already reported.
+        rate_limit: q.rate_limit.as_ref().and_then(|r| {
+            let jobs = r.jobs.as_ref()?.value;
+            Some(model::QueueRateLimit {
+                jobs,
+                per: r.per.as_ref()?.value,
+                burst: r.burst.as_ref().map_or(jobs, |v| v.value),
+            })
+        }),
+        concurrency_limit: q.concurrency_limit.as_ref().and_then(|c| {
+            Some(model::ConcurrencyLimit {
+                max: c.max.as_ref()?.value,
+                key: c.key.as_ref().map(|k| k.value.clone()),
+            })
+        }),
+        max_snoozes: q
+            .max_snoozes
+            .as_ref()
+            .map_or(model::DEFAULT_MAX_SNOOZES, |v| v.value),
     })
 }
 

@@ -92,6 +92,14 @@ fn quoted_number(expr: &Expression) -> Option<String> {
 pub(super) fn int_at_least(
     min: u32,
 ) -> impl FnOnce(&mut Diagnostics, &Expression, &str) -> Option<u32> {
+    int_in(min, u32::MAX)
+}
+
+/// A whole number from `min` to `max`.
+pub(super) fn int_in(
+    min: u32,
+    max: u32,
+) -> impl FnOnce(&mut Diagnostics, &Expression, &str) -> Option<u32> {
     move |diags, expr, key| {
         let Some(n) = number(expr) else {
             let quoted = quoted_number(expr).filter(|n| n.parse::<u32>().is_ok());
@@ -125,12 +133,16 @@ pub(super) fn int_at_least(
             );
             return None;
         }
-        if n > f64::from(u32::MAX) {
-            diags.push(Diagnostic::error(
+        if n > f64::from(max) {
+            let mut d = Diagnostic::error(
                 "out-of-range",
                 span(expr),
-                format!("`{key}` must be at most {}, found {n}", u32::MAX),
-            ));
+                format!("`{key}` must be at most {max}, found {n}"),
+            );
+            if max < u32::MAX {
+                d = d.with_label(format!("must be {max} or less"));
+            }
+            diags.push(d);
             return None;
         }
         // In range and whole: the cast is exact.
@@ -230,6 +242,35 @@ pub(super) fn duration(diags: &mut Diagnostics, expr: &Expression, key: &str) ->
             );
             None
         }
+    }
+}
+
+/// A duration from `min` to `max`, both written as the message says them (`"1ms"`, `"1d"`).
+pub(super) fn duration_in(
+    (min, min_text): (Duration, &'static str),
+    (max, max_text): (Duration, &'static str),
+) -> impl FnOnce(&mut Diagnostics, &Expression, &str) -> Option<Duration> {
+    move |diags, expr, key| {
+        let d = duration(diags, expr, key)?;
+        let bound = if d < min {
+            Some(format!("at least \"{min_text}\""))
+        } else if d > max {
+            Some(format!("at most \"{max_text}\""))
+        } else {
+            None
+        };
+        if let Some(bound) = bound {
+            diags.push(
+                Diagnostic::error(
+                    "out-of-range",
+                    span(expr),
+                    format!("`{key}` must be {bound}, found \"{d}\""),
+                )
+                .with_label(format!("must be from \"{min_text}\" to \"{max_text}\"")),
+            );
+            return None;
+        }
+        Some(d)
     }
 }
 

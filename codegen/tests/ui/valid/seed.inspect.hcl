@@ -19,6 +19,7 @@ application "background_processor" {
     max_attempts = 5
     visibility_timeout = "30s"
     max_message_size = "128KiB"
+    max_snoozes = 100
 
     backoff {
       initial = "1s"
