@@ -88,8 +88,6 @@ struct Indexes {
     running_per_tenant: HashMap<(String, String), u32>,
     /// Running jobs per queue and group, for jobs with a limit key.
     running_per_key: HashMap<(String, String), u32>,
-    /// Running jobs per queue.
-    running_per_queue: FastMap<String, u32>,
     /// Jobs per queue and state, kept as jobs move so counting is free.
     counts: FastMap<String, StateCounts>,
     /// Jobs per queue, tenant and state: a tenant's counts and its quota of waiting jobs.
@@ -208,12 +206,6 @@ impl Indexes {
             }
             JobState::Running => {
                 self.running.insert(job.id);
-                match self.running_per_queue.get_mut(&job.queue) {
-                    Some(n) => *n += 1,
-                    None => {
-                        self.running_per_queue.insert(job.queue.clone(), 1);
-                    }
-                }
                 if let Some(tenant) = &job.tenant {
                     *self
                         .running_per_tenant
@@ -273,9 +265,6 @@ impl Indexes {
             }
             JobState::Running => {
                 self.running.remove(&job.id);
-                if let Some(n) = self.running_per_queue.get_mut(&job.queue) {
-                    *n = n.saturating_sub(1);
-                }
                 if let Some(tenant) = &job.tenant {
                     decrement(
                         &mut self.running_per_tenant,
@@ -331,63 +320,88 @@ impl Inner {
         let Some(ready) = self.idx.ready.get(queue) else {
             return Vec::new();
         };
-        let running = self.idx.running_per_queue.get(queue).copied().unwrap_or(0);
-        let limit = limit.min(super::room(limits.running, u64::from(running)));
+        let limit = match limits.running {
+            Some(_) => {
+                let running = self.idx.counts.get(queue).map_or(0, |c| c.running);
+                limit.min(super::room(limits.running, running))
+            }
+            None => limit,
+        };
         if limit == 0 {
             return Vec::new();
         }
-        let fetch = fair::fetch_size(ready.len(), limit);
-        let mut names = Vec::with_capacity(ready.len());
-        let mut groups = Vec::with_capacity(ready.len());
-        let mut shares: Vec<fair::Share> = Vec::new();
-        let mut tenants: Vec<(String, String)> = Vec::new();
-        let mut share_of: HashMap<&str, usize> = HashMap::new();
-        for (name, jobs) in ready {
-            let tenant = fair::tenant_of(name);
-            let share = *share_of.entry(tenant).or_insert_with(|| {
-                let key = (queue.to_owned(), tenant.to_owned());
-                let room = match limits.running_per_tenant {
-                    Some(max) if !tenant.is_empty() => {
-                        let running = self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
-                        max.saturating_sub(running) as usize
-                    }
-                    _ => usize::MAX,
-                };
-                shares.push(fair::Share {
-                    turn: self.turns.get(&key).copied().unwrap_or(0),
-                    room,
-                });
-                tenants.push(key);
-                shares.len() - 1
-            });
-            let key = (queue.to_owned(), name.clone());
-            let keyed = name.len() != tenant.len();
-            let room = match limits.running_per_key {
-                Some(max) if keyed => {
-                    let running = self.idx.running_per_key.get(&key).copied().unwrap_or(0);
+        if let Some((name, jobs)) = ready.first_key_value()
+            && ready.len() == 1
+            && !name.contains('\u{1f}')
+        {
+            // One tenant (or none) without keys: no turns to take, its first jobs are the answer.
+            let room = match limits.running_per_tenant {
+                Some(max) if !name.is_empty() => {
+                    let key = (queue.to_owned(), name.clone());
+                    let running = self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
                     max.saturating_sub(running) as usize
                 }
                 _ => usize::MAX,
+            };
+            return jobs.values().take(limit.min(room)).copied().collect();
+        }
+        let fetch = fair::fetch_size(ready.len(), limit);
+        let mut names: Vec<&str> = Vec::with_capacity(ready.len());
+        let mut groups = Vec::with_capacity(ready.len());
+        let mut shares: Vec<fair::Share> = Vec::new();
+        let mut tenants: Vec<(String, String)> = Vec::new();
+        let mut share_of: FastMap<&str, usize> = FastMap::default();
+        for (name, jobs) in ready {
+            let tenant = fair::tenant_of(name);
+            let share = match share_of.get(tenant) {
+                Some(&share) => share,
+                None => {
+                    let key = (queue.to_owned(), tenant.to_owned());
+                    let room = match limits.running_per_tenant {
+                        Some(max) if !tenant.is_empty() => {
+                            let running =
+                                self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
+                            max.saturating_sub(running) as usize
+                        }
+                        _ => usize::MAX,
+                    };
+                    shares.push(fair::Share {
+                        turn: self.turns.get(&key).copied().unwrap_or(0),
+                        room,
+                    });
+                    tenants.push(key);
+                    share_of.insert(tenant, shares.len() - 1);
+                    shares.len() - 1
+                }
+            };
+            let (room, turn) = if name.len() == tenant.len() {
+                (usize::MAX, shares[share].turn)
+            } else {
+                let key = (queue.to_owned(), name.clone());
+                let room = match limits.running_per_key {
+                    Some(max) => {
+                        let running = self.idx.running_per_key.get(&key).copied().unwrap_or(0);
+                        max.saturating_sub(running) as usize
+                    }
+                    None => usize::MAX,
+                };
+                (room, self.turns.get(&key).copied().unwrap_or(0))
             };
             let room_now = room.min(shares[share].room);
             let count = fetch.min(room_now);
             groups.push(fair::Group {
                 share,
-                turn: if keyed {
-                    self.turns.get(&key).copied().unwrap_or(0)
-                } else {
-                    shares[share].turn
-                },
+                turn,
                 room,
                 ready: ready_slice(jobs, 0, count),
                 fetched: count.min(jobs.len()),
                 more: jobs.len() > count && room_now > 0,
             });
-            names.push(key);
+            names.push(name);
         }
         self.next_turn = self.next_turn.max(1);
         let refill = |i: usize, group: &mut fair::Group<JobId>| {
-            let jobs = &ready[&names[i].1];
+            let jobs = &ready[names[i]];
             let count = fetch.min(group.room);
             group.ready.extend(ready_slice(jobs, group.fetched, count));
             group.fetched = (group.fetched + count).min(jobs.len());
@@ -399,9 +413,10 @@ impl Inner {
             for (key, share) in tenants.into_iter().zip(&shares) {
                 self.turns.insert(key, share.turn);
             }
-            for (key, group) in names.into_iter().zip(&groups) {
-                if key.1.len() != fair::tenant_of(&key.1).len() {
+            for (name, group) in names.into_iter().zip(&groups) {
+                if name.len() != fair::tenant_of(name).len() {
                     // A key's turn is kept while it has jobs waiting (keys come and go).
+                    let key = (queue.to_owned(), name.to_owned());
                     if group.ready.is_empty() && !group.more {
                         self.turns.remove(&key);
                     } else {

@@ -111,29 +111,40 @@ fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<
     Ok(n.max(0) as u64)
 }
 
-/// A group of a claim: its tenant ("" for none) and its limit key.
+/// A group of a claim: its tenant ("" for none), where that tenant is in the claim's list of
+/// tenants, and its limit key.
 struct Named {
     tenant: String,
+    share: usize,
     key: Option<String>,
 }
 
-/// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
-fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> Result<Vec<Job>> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let tenants = conn
-        .prepare_cached(READY_TENANTS)?
-        .query_map([queue], |row| row.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+/// The groups of `tenants`' ready jobs: with `keys`, each tenant's jobs without a limit key
+/// (if it has any) and each of its keys; without, one group per tenant of its jobs without a
+/// key (a queue without a keyed limit, whose jobs have none).
+fn named_groups(
+    conn: &Connection,
+    queue: &str,
+    tenants: &[String],
+    keys: bool,
+) -> Result<Vec<Named>> {
     let mut named = Vec::with_capacity(tenants.len());
-    for tenant in &tenants {
+    for (share, tenant) in tenants.iter().enumerate() {
+        if !keys {
+            named.push(Named {
+                tenant: tenant.clone(),
+                share,
+                key: None,
+            });
+            continue;
+        }
         let unkeyed = conn
             .prepare_cached(UNKEYED_READY)?
             .exists(params![queue, tenant])?;
         if unkeyed {
             named.push(Named {
                 tenant: tenant.clone(),
+                share,
                 key: None,
             });
         }
@@ -143,11 +154,31 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
             .collect::<rusqlite::Result<Vec<_>>>()?;
         named.extend(keys.into_iter().map(|key| Named {
             tenant: tenant.clone(),
+            share,
             key: Some(key),
         }));
     }
-    // The room of each tenant, then of each group.
-    let mut shares = Vec::with_capacity(tenants.len());
+    Ok(named)
+}
+
+/// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]).
+///
+/// A queue without a keyed limit looks at each tenant's jobs without a key, one index seek per
+/// tenant as before keys existed. If a tenant's ready jobs all have keys (sent while the queue
+/// had a keyed limit that has since been removed), the claim looks again, key by key.
+fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> Result<Vec<Job>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let tenants = conn
+        .prepare_cached(READY_TENANTS)?
+        .query_map([queue], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if tenants.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The room of each tenant.
+    let mut tenant_rooms = Vec::with_capacity(tenants.len());
     for tenant in &tenants {
         let room = match limits.running_per_tenant {
             Some(max) if !tenant.is_empty() => room(
@@ -156,89 +187,100 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
             ),
             _ => usize::MAX,
         };
-        shares.push(room);
+        tenant_rooms.push(room);
     }
-    let share_of = |tenant: &str| tenants.iter().position(|t| t == tenant).unwrap_or(0);
-    let mut rooms = Vec::with_capacity(named.len());
-    for group in &named {
-        let room = match (&group.key, limits.running_per_key) {
-            (Some(key), Some(max)) => room(
-                Some(max),
-                count(conn, RUNNING_OF_KEY, params![queue, group.tenant, key])?,
-            ),
-            _ => usize::MAX,
+    let mut keys = limits.running_per_key.is_some();
+    loop {
+        let named = named_groups(conn, queue, &tenants, keys)?;
+        let mut rooms = Vec::with_capacity(named.len());
+        for group in &named {
+            let room = match (&group.key, limits.running_per_key) {
+                (Some(key), Some(max)) => room(
+                    Some(max),
+                    count(conn, RUNNING_OF_KEY, params![queue, group.tenant, key])?,
+                ),
+                _ => usize::MAX,
+            };
+            rooms.push(room.min(tenant_rooms[group.share]));
+        }
+        if let ([group], [room]) = (&named[..], &rooms[..]) {
+            // One group: no turns to take, its first jobs are the answer.
+            let jobs = load_many(
+                conn,
+                READY_ROWS,
+                params![queue, group.tenant, group.key, limit.min(*room) as i64],
+            )?;
+            if jobs.is_empty() && *room > 0 && !keys {
+                keys = true;
+                continue;
+            }
+            return Ok(jobs);
+        }
+        let fetch = fair::fetch_size(named.len(), limit);
+        // The next `count` ready jobs of group `group` after the first `offset`.
+        let ready_jobs = |group: &Named, count: usize, offset: usize| -> Result<Vec<(i32, i64)>> {
+            Ok(conn
+                .prepare_cached(READY_JOBS)?
+                .query_map(
+                    params![queue, group.tenant, group.key, count as i64, offset as i64],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
         };
-        rooms.push(room.min(shares[share_of(&group.tenant)]));
+        let (turns, mut next) = load_turns(conn, queue)?;
+        let mut shares: Vec<fair::Share> = tenants
+            .iter()
+            .zip(&tenant_rooms)
+            .map(|(tenant, &room)| fair::Share {
+                turn: turns.get(tenant).copied().unwrap_or(0),
+                room,
+            })
+            .collect();
+        let mut groups = Vec::with_capacity(named.len());
+        for (group, &room) in named.iter().zip(&rooms) {
+            let share = group.share;
+            let count = fetch.min(room);
+            let ready = if room == 0 {
+                Vec::new()
+            } else {
+                ready_jobs(group, count, 0)?
+            };
+            let turn = match &group.key {
+                Some(key) => turns
+                    .get(&fair::group_name(&group.tenant, Some(key)))
+                    .copied()
+                    .unwrap_or(0),
+                None => shares[share].turn,
+            };
+            groups.push(fair::Group {
+                share,
+                turn,
+                room,
+                fetched: ready.len(),
+                more: ready.len() == count && room > 0,
+                ready: ready.into(),
+            });
+        }
+        if !keys && groups.iter().any(|g| g.fetched == 0 && g.room > 0) {
+            keys = true;
+            continue;
+        }
+        let chosen = fair::pick(&mut groups, &mut shares, limit, &mut next, |i, group| {
+            let count = fetch.min(group.room);
+            let more = ready_jobs(&named[i], count, group.fetched)?;
+            group.fetched += more.len();
+            group.more = more.len() == count;
+            group.ready.extend(more);
+            Ok::<_, Error>(())
+        })?;
+        save_turns(conn, queue, &tenants, &shares, &named, &groups, &turns)?;
+        let mut stmt = conn.prepare_cached(LOAD_ROW)?;
+        let mut jobs = Vec::with_capacity(chosen.len());
+        for seq in chosen {
+            jobs.push(stmt.query_row([seq], job_from_row)?.into_job()?);
+        }
+        return Ok(jobs);
     }
-
-    if let ([group], [room]) = (&named[..], &rooms[..]) {
-        // One group: no turns to take, its first jobs are the answer.
-        return load_many(
-            conn,
-            READY_ROWS,
-            params![queue, group.tenant, group.key, limit.min(*room) as i64],
-        );
-    }
-    let (turns, mut next) = load_turns(conn, queue)?;
-    let fetch = fair::fetch_size(named.len(), limit);
-    // The next `count` ready jobs of group `group` after the first `offset`.
-    let ready_jobs = |group: &Named, count: usize, offset: usize| -> Result<Vec<(i32, i64)>> {
-        Ok(conn
-            .prepare_cached(READY_JOBS)?
-            .query_map(
-                params![queue, group.tenant, group.key, count as i64, offset as i64],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?)
-    };
-    let mut shares: Vec<fair::Share> = tenants
-        .iter()
-        .zip(shares)
-        .map(|(tenant, room)| fair::Share {
-            turn: turns.get(tenant).copied().unwrap_or(0),
-            room,
-        })
-        .collect();
-    let mut groups = Vec::with_capacity(named.len());
-    for (group, &room) in named.iter().zip(&rooms) {
-        let share = share_of(&group.tenant);
-        let count = fetch.min(room);
-        let ready = if room == 0 {
-            Vec::new()
-        } else {
-            ready_jobs(group, count, 0)?
-        };
-        let turn = match &group.key {
-            Some(key) => turns
-                .get(&fair::group_name(&group.tenant, Some(key)))
-                .copied()
-                .unwrap_or(0),
-            None => shares[share].turn,
-        };
-        groups.push(fair::Group {
-            share,
-            turn,
-            room,
-            fetched: ready.len(),
-            more: ready.len() == count && room > 0,
-            ready: ready.into(),
-        });
-    }
-    let chosen = fair::pick(&mut groups, &mut shares, limit, &mut next, |i, group| {
-        let count = fetch.min(group.room);
-        let more = ready_jobs(&named[i], count, group.fetched)?;
-        group.fetched += more.len();
-        group.more = more.len() == count;
-        group.ready.extend(more);
-        Ok::<_, Error>(())
-    })?;
-    save_turns(conn, queue, &tenants, &shares, &named, &groups, &turns)?;
-    let mut stmt = conn.prepare_cached(LOAD_ROW)?;
-    let mut jobs = Vec::with_capacity(chosen.len());
-    for seq in chosen {
-        jobs.push(stmt.query_row([seq], job_from_row)?.into_job()?);
-    }
-    Ok(jobs)
 }
 
 /// The turn each tenant of `queue` last had, and the next turn to give.
