@@ -338,7 +338,8 @@ impl Engine {
             queue.max_message_size.bytes(),
             wake,
         )
-        .with_limit_key(queue.concurrency_limit.as_ref().and_then(|c| c.key.clone())))
+        .with_limit_key(queue.concurrency_limit.as_ref().and_then(|c| c.key.clone()))
+        .with_unique(queue.unique.clone()))
     }
 
     /// The kv_cache `name`.

@@ -265,6 +265,40 @@ pub struct NewJob {
     /// In a queue with a keyed `concurrency_limit`, the key it is counted under (its tenant's
     /// jobs with the same key share the limit; `""` for jobs without the key).
     pub limit_key: Option<String>,
+    /// While a job of its queue and tenant with the same unique key is in one of the rule's
+    /// states, or finished within its window, this job is that one: the enqueue adds nothing
+    /// and answers the existing job's id (as for an idempotency key).
+    pub unique: Option<UniqueRule>,
+}
+
+/// What makes a new job the duplicate of an existing one ([`NewJob::unique`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UniqueRule {
+    /// The key: jobs of one queue and tenant with the same key are one while the rule holds.
+    pub key: String,
+    /// The states in which an existing job with the key makes the new one its duplicate.
+    pub states: Vec<JobState>,
+    /// A finished job with the key makes the new one its duplicate for this long after it
+    /// finished.
+    pub window: Duration,
+}
+
+impl UniqueRule {
+    /// Whether `existing` (a job with the key) makes a job sent at `now` its duplicate.
+    pub fn holds(&self, existing: &Job, now: Timestamp) -> bool {
+        self.holds_for(existing.state, existing.finished_at, now)
+    }
+
+    /// [`holds`](Self::holds) for a job in `state` that finished at `finished_at`.
+    pub fn holds_for(
+        &self,
+        state: JobState,
+        finished_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> bool {
+        self.states.contains(&state)
+            || finished_at.is_some_and(|at| crate::store::after(at, self.window) > now)
+    }
 }
 
 impl NewJob {
@@ -285,6 +319,7 @@ impl NewJob {
             headers: BTreeMap::new(),
             max_waiting: None,
             limit_key: None,
+            unique: None,
         }
     }
 }
@@ -396,6 +431,9 @@ pub struct Job {
     /// The key its queue's `concurrency_limit` counts it under.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub limit_key: Option<String>,
+    /// The key its queue's `unique` rule (or its sender) gave it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unique_key: Option<String>,
     /// Times its handler snoozed it (`TaskError::snooze`): each put it back without spending an
     /// attempt.
     #[serde(skip_serializing_if = "is_zero", default)]
@@ -438,6 +476,7 @@ impl Job {
             attempts: Vec::new(),
             lease: None,
             limit_key: new.limit_key,
+            unique_key: new.unique.map(|u| u.key),
             snoozes: 0,
         }
     }

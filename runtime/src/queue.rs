@@ -8,9 +8,9 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::job::{JobId, NewJob, Payload, Timestamp, now};
+use crate::job::{JobId, JobState, NewJob, Payload, Timestamp, UniqueRule, now};
 use crate::store::{Enqueued, Store};
-use raindrop_codegen::model::LimitKey;
+use raindrop_codegen::model::{LimitKey, Unique, UniqueBy, UniqueState};
 
 /// Options for one job; unset fields take the queue's defaults.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +36,10 @@ pub struct SendOptions {
     /// With a tenant: the most of its jobs that may wait in this queue, this one included
     /// (see [`NewJob::max_waiting`]).
     pub max_waiting: Option<u64>,
+    /// This job's unique key, instead of the one the queue's `unique` rule makes: while a job of
+    /// its tenant with the same key is in one of the rule's states (without a rule: waiting or
+    /// running), or finished within its window, this one is that job (see [`NewJob::unique`]).
+    pub unique_key: Option<String>,
 }
 
 /// A queue's producer: `send` and `send_batch`. Cheap to clone.
@@ -48,6 +52,8 @@ pub struct Queue {
     wake: Arc<Notify>,
     /// Where a job's limit key comes from, in a queue with a keyed `concurrency_limit`.
     limit_key: Option<LimitKey>,
+    /// The queue's `unique` rule.
+    unique: Option<Unique>,
 }
 
 /// The longest limit key kept: a longer one counts by its first this many bytes.
@@ -76,7 +82,14 @@ impl Queue {
             max_message_size,
             wake,
             limit_key: None,
+            unique: None,
         }
+    }
+
+    /// The queue with its `unique` rule.
+    pub(crate) fn with_unique(mut self, unique: Option<Unique>) -> Self {
+        self.unique = unique;
+        self
     }
 
     /// The queue with its jobs counted by `key` under its concurrency limit.
@@ -135,6 +148,7 @@ impl Queue {
         let size = payload.len()
             + options.kind.as_ref().map_or(self.name.len(), String::len)
             + options.idempotency_key.as_ref().map_or(0, String::len)
+            + options.unique_key.as_ref().map_or(0, String::len)
             + options
                 .headers
                 .iter()
@@ -158,10 +172,18 @@ impl Queue {
             .limit_key
             .as_ref()
             .map(|from| limit_key(from, &payload, &options.headers));
+        let kind = options.kind.unwrap_or_else(|| self.name.to_string());
+        let unique = unique_rule(
+            self.unique.as_ref(),
+            options.unique_key,
+            &kind,
+            &payload,
+            &options.headers,
+        );
         Ok(NewJob {
             id: JobId::new(),
             queue: self.name.to_string(),
-            kind: options.kind.unwrap_or_else(|| self.name.to_string()),
+            kind,
             payload,
             priority: options.priority,
             run_at,
@@ -172,8 +194,69 @@ impl Queue {
             headers: options.headers,
             max_waiting: options.max_waiting,
             limit_key,
+            unique,
         })
     }
+}
+
+/// The unique rule of a job of `kind` with `payload` and `headers`, under the queue's rule
+/// `queue` and the sender's own key `given`: none when there is neither; the sender's key
+/// wins over the one the queue's `by` makes (a SHA-256 of its parts, in hex).
+fn unique_rule(
+    queue: Option<&Unique>,
+    given: Option<String>,
+    kind: &str,
+    payload: &Payload,
+    headers: &BTreeMap<String, String>,
+) -> Option<UniqueRule> {
+    use sha2::Digest;
+    if queue.is_none() && given.is_none() {
+        return None;
+    }
+    let states = queue.map_or_else(
+        || vec![UniqueState::Waiting, UniqueState::Running],
+        |q| q.states.clone(),
+    );
+    let states = states
+        .iter()
+        .flat_map(|state| match state {
+            UniqueState::Waiting => {
+                &[JobState::Queued, JobState::Scheduled, JobState::Retrying][..]
+            }
+            UniqueState::Running => &[JobState::Running][..],
+            UniqueState::Succeeded => &[JobState::Succeeded][..],
+            UniqueState::Dead => &[JobState::Dead][..],
+            UniqueState::Cancelled => &[JobState::Cancelled][..],
+        })
+        .copied()
+        .collect();
+    let key = given.unwrap_or_else(|| {
+        let by = queue.map_or(&[][..], |q| &q.by[..]);
+        let mut digest = sha2::Sha256::new();
+        for part in by {
+            // Each part tagged and length-prefixed, so no two sets of parts spell one text.
+            let (tag, text): (&str, std::borrow::Cow<'_, str>) = match part {
+                UniqueBy::Kind => ("k", kind.into()),
+                UniqueBy::Payload => ("p", payload.as_str().into()),
+                UniqueBy::PayloadField(field) => {
+                    let field = LimitKey::Payload(field.clone());
+                    ("f", limit_key(&field, payload, headers).into())
+                }
+                UniqueBy::Header(name) => {
+                    ("h", headers.get(name).map_or("", String::as_str).into())
+                }
+            };
+            digest.update(tag.as_bytes());
+            digest.update((text.len() as u64).to_le_bytes());
+            digest.update(text.as_bytes());
+        }
+        crate::sink::hex(&digest.finalize())
+    });
+    Some(UniqueRule {
+        key,
+        states,
+        window: queue.map_or(Duration::ZERO, |q| q.window.get()),
+    })
 }
 
 /// The limit key of a job with `payload` and `headers`, taken from where `from` says: `""`

@@ -104,6 +104,7 @@ behaviours!(
     a_tenants_keys_share_its_running_limit_and_its_turns,
     a_rate_limited_queue_starts_no_more_than_its_bucket_holds,
     a_snoozed_job_runs_later_without_spending_an_attempt,
+    a_unique_job_is_the_existing_one_while_its_rule_holds,
 );
 
 /// Which store a trial runs against.

@@ -1363,3 +1363,47 @@ async fn a_job_delayed_past_the_calendars_end_is_listed_with_a_readable_run_at()
         assert_eq!(parsed.format("%Y").to_string(), "9999", "{path}: {run_at}");
     }
 }
+
+#[tokio::test]
+async fn a_unique_key_makes_a_resubmission_the_waiting_job_for_its_tenant_only() {
+    let router = router("");
+    let job = json!({
+        "payload": { "report": "q3" },
+        "unique_key": "report-q3",
+        "run_at": "2999-01-01T00:00:00Z",
+    });
+    let post = |key, body| {
+        let router = router.clone();
+        async move { call(&router, Method::POST, "/v1/jobs", Some(key), Some(body)).await }
+    };
+    let (status, _, first) = post(ACME, job.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["duplicate"], false);
+    let mut other = job.clone();
+    other["payload"] = json!({ "report": "another payload, the same key" });
+    let (status, _, again) = post(ACME, other).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(
+        (&again["duplicate"], &again["id"]),
+        (&json!(true), &first["id"])
+    );
+    let (_, _, theirs) = post(GLOBEX, job.clone()).await;
+    assert_eq!(
+        theirs["duplicate"], false,
+        "globex's key is its own: {theirs}"
+    );
+    assert_ne!(theirs["id"], first["id"]);
+    // Cancelled, the job no longer waits: the key is free again.
+    let id = first["id"].as_str().unwrap();
+    let (status, _, _) = call(
+        &router,
+        Method::POST,
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(ACME),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, fresh) = post(ACME, job).await;
+    assert_eq!(fresh["duplicate"], false, "{fresh}");
+}

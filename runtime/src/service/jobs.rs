@@ -47,6 +47,10 @@ pub(crate) struct SubmitJob {
     timeout_ms: Option<u64>,
     /// Jobs with the same key on one queue are one job (the `Idempotency-Key` header wins).
     idempotency_key: Option<String>,
+    /// While a job of this queue and tenant with the same unique key waits or runs (or is in a
+    /// state the queue's `unique` rule names, or finished within its `for`), this submission
+    /// is that job (`duplicate: true`); instead of the key the queue's rule makes.
+    unique_key: Option<String>,
     /// Free-form metadata, e.g. trace context.
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -215,6 +219,7 @@ fn prepare(
         delay: job.delay_ms.map(Duration::from_millis),
         at: job.run_at,
         idempotency_key: idempotency_key.or(job.idempotency_key),
+        unique_key: job.unique_key,
         max_attempts: job.max_attempts,
         timeout: job.timeout_ms.map(Duration::from_millis),
         tenant: caller.tenant.clone(),

@@ -61,6 +61,8 @@ struct Inner {
     next_turn: u64,
     /// Idempotency keys per queue and tenant.
     idempotency: HashMap<IdempotencyKey, JobId>,
+    /// Unique keys per queue and tenant: the latest job sent with each.
+    unique: HashMap<IdempotencyKey, JobId>,
     /// Each tenant's jobs, for its listings.
     by_tenant: HashMap<String, BTreeSet<JobId>>,
     paused: HashSet<String>,
@@ -447,12 +449,24 @@ impl Inner {
         due.len() as u64
     }
 
-    /// The job that `new` would duplicate: one with its idempotency key, or its id.
-    fn existing(&self, new: &NewJob) -> Option<JobId> {
+    /// The job that `new`, sent at `now`, would duplicate: one with its idempotency key, one
+    /// its unique rule holds for, or its id.
+    fn existing(&self, new: &NewJob, now: Timestamp) -> Option<JobId> {
         if let Some(key) = &new.idempotency_key
             && let Some(existing) =
                 self.idempotency
                     .get(&idempotency_key(&new.queue, new.tenant.as_ref(), key))
+        {
+            return Some(*existing);
+        }
+        if let Some(rule) = &new.unique
+            && let Some(existing) =
+                self.unique
+                    .get(&idempotency_key(&new.queue, new.tenant.as_ref(), &rule.key))
+            && self
+                .jobs
+                .get(existing)
+                .is_some_and(|job| rule.holds(job, now))
         {
             return Some(*existing);
         }
@@ -474,6 +488,12 @@ impl Inner {
         if let Some(key) = &job.idempotency_key {
             let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
             self.idempotency.remove(&scoped);
+        }
+        if let Some(key) = &job.unique_key {
+            let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
+            if self.unique.get(&scoped) == Some(&id) {
+                self.unique.remove(&scoped);
+            }
         }
         Some(job)
     }
@@ -524,7 +544,8 @@ impl JobStore for MemoryStore {
         let inner = &mut *guard;
         // Each job's duplicate, if it has one; then the quotas of those that would be added,
         // checked before anything is.
-        let existing: Vec<Option<JobId>> = jobs.iter().map(|new| inner.existing(new)).collect();
+        let existing: Vec<Option<JobId>> =
+            jobs.iter().map(|new| inner.existing(new, now)).collect();
         let adding = jobs.iter().zip(&existing).filter(|(_, e)| e.is_none());
         for ((queue, tenant), (adding, max)) in super::quota_demands(adding.map(|(new, _)| new)) {
             let key = (queue.to_owned(), tenant.to_owned());
@@ -538,7 +559,7 @@ impl JobStore for MemoryStore {
         let mut outcomes = Vec::with_capacity(jobs.len());
         for (new, existing) in jobs.into_iter().zip(existing) {
             // A key twice in one enqueue: the second is the first's duplicate.
-            if let Some(existing) = existing.or_else(|| inner.existing(&new)) {
+            if let Some(existing) = existing.or_else(|| inner.existing(&new, now)) {
                 outcomes.push(Enqueued::Duplicate(existing));
                 continue;
             }
@@ -554,6 +575,10 @@ impl JobStore for MemoryStore {
             if let Some(key) = &job.idempotency_key {
                 let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
                 inner.idempotency.insert(scoped, id);
+            }
+            if let Some(key) = &job.unique_key {
+                let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
+                inner.unique.insert(scoped, id);
             }
             inner.next_insertion += 1;
             let order = inner.next_insertion;

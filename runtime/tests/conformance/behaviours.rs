@@ -2572,3 +2572,129 @@ pub async fn a_snoozed_job_runs_later_without_spending_an_attempt(store: S) {
     store.retry_dead(id, t(13)).await.unwrap();
     assert_eq!(store.get(id).await.unwrap().unwrap().snoozes, 0);
 }
+
+/// A job of `tenant` with unique key `key` under a rule of `states` and `window`.
+fn unique_job(tenant: Option<&str>, key: &str, n: u32, states: &[JobState], window: u64) -> NewJob {
+    let mut job = tenant_job("q", tenant, n);
+    job.unique = Some(raindrop::job::UniqueRule {
+        key: key.into(),
+        states: states.to_vec(),
+        window: Duration::from_secs(window),
+    });
+    job
+}
+
+pub async fn a_unique_job_is_the_existing_one_while_its_rule_holds(store: S) {
+    use JobState::*;
+    let waiting_or_running = [Queued, Scheduled, Retrying, Running];
+    let send = |job: NewJob, now| {
+        let store = store.clone();
+        async move { store.enqueue(vec![job], now).await.unwrap().remove(0) }
+    };
+    let first = send(unique_job(Some("a"), "k", 1, &waiting_or_running, 60), t(0)).await;
+    let Enqueued::New(first) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(
+        store
+            .get(first)
+            .await
+            .unwrap()
+            .unwrap()
+            .unique_key
+            .as_deref(),
+        Some("k")
+    );
+    // While it waits, and while it runs, a job with the key is the first one.
+    let again = send(unique_job(Some("a"), "k", 2, &waiting_or_running, 60), t(1)).await;
+    assert_eq!(again, Enqueued::Duplicate(first));
+    // Another tenant's key, another key, no key: new jobs.
+    for job in [
+        unique_job(Some("b"), "k", 3, &waiting_or_running, 60),
+        unique_job(Some("a"), "other", 4, &waiting_or_running, 60),
+        tenant_job("q", Some("a"), 5),
+    ] {
+        assert!(matches!(send(job, t(1)).await, Enqueued::New(_)));
+    }
+    let claimed = store.claim("q", "w", 10, LEASE, t(2)).await.unwrap();
+    let running = claimed.iter().find(|j| j.id == first).unwrap();
+    let again = send(unique_job(Some("a"), "k", 6, &waiting_or_running, 60), t(2)).await;
+    assert_eq!(again, Enqueued::Duplicate(first));
+    // Finished: still the one for its window (60 s), then a new job takes the key.
+    store
+        .complete(first, running.lease_token().unwrap(), Payload::null(), t(3))
+        .await
+        .unwrap();
+    let again = send(
+        unique_job(Some("a"), "k", 7, &waiting_or_running, 60),
+        t(62),
+    )
+    .await;
+    assert_eq!(again, Enqueued::Duplicate(first));
+    let later = send(
+        unique_job(Some("a"), "k", 8, &waiting_or_running, 60),
+        t(63),
+    )
+    .await;
+    let Enqueued::New(later) = later else {
+        panic!("{later:?}")
+    };
+    let again = send(unique_job(Some("a"), "k", 9, &waiting_or_running, 0), t(64)).await;
+    assert_eq!(
+        again,
+        Enqueued::Duplicate(later),
+        "the newest job holds the key"
+    );
+    // Without a window, a finished job no longer counts; a rule naming `succeeded` keeps it.
+    let job = store.claim("q", "w", 10, LEASE, t(65)).await.unwrap();
+    let job = job.iter().find(|j| j.id == later).unwrap();
+    store
+        .complete(later, job.lease_token().unwrap(), Payload::null(), t(65))
+        .await
+        .unwrap();
+    let kept = send(unique_job(Some("a"), "k", 10, &[Succeeded], 0), t(66)).await;
+    assert_eq!(kept, Enqueued::Duplicate(later));
+    let fresh = send(
+        unique_job(Some("a"), "k", 11, &waiting_or_running, 0),
+        t(66),
+    )
+    .await;
+    assert!(matches!(fresh, Enqueued::New(_)), "{fresh:?}");
+    // Twice in one enqueue: the second is the first.
+    let both = store
+        .enqueue(
+            vec![
+                unique_job(Some("c"), "k", 12, &waiting_or_running, 0),
+                unique_job(Some("c"), "k", 13, &waiting_or_running, 0),
+            ],
+            t(70),
+        )
+        .await
+        .unwrap();
+    assert_eq!(both[1], Enqueued::Duplicate(both[0].id()));
+    // A purged holder frees its key.
+    let Enqueued::New(held) = send(unique_job(Some("d"), "k", 14, &[Succeeded], 0), t(80)).await
+    else {
+        panic!("d's first job is new")
+    };
+    let job = store.claim("q", "w", 100, LEASE, t(81)).await.unwrap();
+    let job = job.iter().find(|j| j.id == held).unwrap();
+    store
+        .complete(held, job.lease_token().unwrap(), Payload::null(), t(81))
+        .await
+        .unwrap();
+    let again = send(unique_job(Some("d"), "k", 15, &[Succeeded], 0), t(82)).await;
+    assert_eq!(again, Enqueued::Duplicate(held));
+    let policy = RetentionPolicy {
+        succeeded: Duration::ZERO,
+        failed: Duration::ZERO,
+        dead: Duration::ZERO,
+    };
+    store
+        .purge_expired(&BTreeMap::new(), policy, Duration::from_secs(3600), t(100))
+        .await
+        .unwrap();
+    assert!(store.get(held).await.unwrap().is_none());
+    let after_purge = send(unique_job(Some("d"), "k", 16, &[Succeeded], 0), t(101)).await;
+    assert!(matches!(after_purge, Enqueued::New(_)), "{after_purge:?}");
+}

@@ -87,6 +87,8 @@ fields! {
         LIMIT_KEY = "lk",
         /// How often it was snoozed; absent: never.
         SNOOZES = "sn",
+        /// Its unique key; absent: none.
+        UNIQUE_KEY = "uk",
     }
 }
 
@@ -239,6 +241,7 @@ pub(super) fn decode_job(
         attempts,
         lease,
         limit_key: fields.remove(field::LIMIT_KEY),
+        unique_key: fields.remove(field::UNIQUE_KEY),
         snoozes: parsed(&fields, field::SNOOZES)?.unwrap_or(0),
     })
 }

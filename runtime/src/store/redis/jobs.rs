@@ -21,14 +21,14 @@ use crate::store::{
     LeaseStatus, Page, Recovered, StateCounts,
 };
 
-/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 12 per job.
+/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 15 per job.
 fn enqueue_args(
     now_ms: i64,
     channel: &str,
     queue: &str,
     jobs: &[(usize, NewJob)],
 ) -> Result<Vec<String>> {
-    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 12);
+    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 15);
     args.push(now_ms.to_string());
     args.push(channel.to_owned());
     args.push(queue.to_owned());
@@ -58,6 +58,20 @@ fn enqueue_args(
                 .as_ref()
                 .map_or_else(String::new, |k| format!("={k}")),
         );
+        match &job.unique {
+            Some(rule) => {
+                args.push(format!("={}", rule.key));
+                let states: Vec<&str> = rule.states.iter().map(|s| s.as_str()).collect();
+                args.push(states.join(","));
+                args.push(
+                    rule.window
+                        .as_millis()
+                        .min(u128::from(u64::MAX >> 12))
+                        .to_string(),
+                );
+            }
+            None => args.extend([String::new(), String::new(), String::new()]),
+        }
     }
     Ok(args)
 }

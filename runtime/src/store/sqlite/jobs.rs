@@ -48,7 +48,7 @@ impl JobStore for SqliteStore {
             // operations of the commit be).
             let mut existing = Vec::with_capacity(jobs.len());
             for new in &jobs {
-                existing.push(idempotent_match(conn, new)?);
+                existing.push(idempotent_match(conn, new, now)?);
             }
             let adding = jobs.iter().zip(&existing).filter(|(_, e)| e.is_none());
             for ((queue, tenant), (adding, max)) in
@@ -62,7 +62,7 @@ impl JobStore for SqliteStore {
                 // A key twice in one enqueue: the second is the first's duplicate.
                 let existing = match existing {
                     Some(id) => Some(id),
-                    None => idempotent_match(conn, &new)?,
+                    None => idempotent_match(conn, &new, now)?,
                 };
                 if let Some(existing) = existing {
                     outcomes.push(Enqueued::Duplicate(existing));
@@ -396,22 +396,43 @@ impl QueueControl for SqliteStore {
     }
 }
 
-/// The job with `new`'s idempotency key on its queue for its tenant, if there is one.
-fn idempotent_match(conn: &rusqlite::Connection, new: &NewJob) -> Result<Option<JobId>> {
-    let Some(key) = &new.idempotency_key else {
-        return Ok(None);
-    };
-    let existing: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT id FROM jobs WHERE queue = ?1 AND coalesce(tenant, '') = ?2 \
-             AND idempotency_key = ?3 AND idempotency_key IS NOT NULL",
-        )?
-        .query_row(
-            params![new.queue, new.tenant.as_deref().unwrap_or(""), key],
-            |row| row.get(0),
-        )
-        .optional()?;
-    existing.map(|id| job_id(&id)).transpose()
+/// The job `new`, sent at `now`, would duplicate: the one with its idempotency key on its
+/// queue for its tenant, else the latest one with its unique key if its rule holds for it.
+fn idempotent_match(
+    conn: &rusqlite::Connection,
+    new: &NewJob,
+    now: Timestamp,
+) -> Result<Option<JobId>> {
+    let tenant = new.tenant.as_deref().unwrap_or("");
+    if let Some(key) = &new.idempotency_key {
+        let existing: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT id FROM jobs WHERE queue = ?1 AND coalesce(tenant, '') = ?2 \
+                 AND idempotency_key = ?3 AND idempotency_key IS NOT NULL",
+            )?
+            .query_row(params![new.queue, tenant, key], |row| row.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            return job_id(&id).map(Some);
+        }
+    }
+    if let Some(rule) = &new.unique {
+        let latest: Option<(Vec<u8>, String, Option<i64>)> = conn
+            .prepare_cached(
+                "SELECT id, state, finished_at FROM jobs WHERE queue = ?1 \
+                 AND coalesce(tenant, '') = ?2 AND unique_key = ?3 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row(params![new.queue, tenant, rule.key], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        if let Some((id, state, finished_at)) = latest
+            && rule.holds_for(state.parse()?, opt_ts(finished_at), now)
+        {
+            return job_id(&id).map(Some);
+        }
+    }
+    Ok(None)
 }
 
 /// How many jobs of `tenant` wait in `queue`, counted up to `up_to` at most: through the

@@ -1,24 +1,42 @@
 -- Adds jobs; a job whose idempotency key exists on this queue for its tenant is not added.
 -- ARGV: now, wake channel ('' for none), queue name, then 12 fields per job: id, kind, payload, priority,
 -- run_at, max_attempts, timeout_ms (''), idempotency key (''), tenant (''), headers JSON (''),
--- the tenant's quota of waiting jobs ('' for none), the limit key after '=' ('' for none).
+-- the tenant's quota of waiting jobs ('' for none), the limit key after '=' ('' for none), the
+-- unique key after '=' ('' for none), the states in which a job with it makes a new one its
+-- duplicate (comma-separated) and how long after it finished it still does (ms).
 -- Returns, per job, 1 and its id when added, 0 and the existing id when not; or, adding
 -- nothing, -1 and "WAITING MAX" when a tenant would have more jobs waiting than its quota.
 local now, channel, queue = ARGV[1], ARGV[2], ARGV[3]
 
--- The job `id` with idempotency key `idem` of `tenant` would duplicate, if any.
-local function existing_of(id, idem, tenant)
+-- The latest job of `tenant` with unique key `uk` (after '=', or ''), if it is still in one of
+-- `states` or finished less than `window` ms ago.
+local function unique_holder(tenant, uk, states, window)
+  if uk == '' then return false end
+  local holder = redis.call('HGET', UNIQUE, idem_field(tenant, string.sub(uk, 2)))
+  if not holder then return false end
+  local f = redis.call('HMGET', JOB .. holder, F_STATE, F_FINISHED_AT)
+  if not f[1] then return false end
+  if string.find(',' .. states .. ',', ',' .. f[1] .. ',', 1, true) then return holder end
+  if f[2] and tonumber(f[2]) + tonumber(window) > tonumber(now) then return holder end
+  return false
+end
+
+-- The job the job at ARGV[i] would duplicate, if any: the one with its idempotency key, the
+-- one its unique rule holds for, or one with its id.
+local function existing_of(i)
+  local id, idem, tenant = ARGV[i], ARGV[i + 7], ARGV[i + 8]
   local existing = false
   if idem ~= '' then existing = redis.call('HGET', IDEM, idem_field(tenant, idem)) end
+  if not existing then existing = unique_holder(tenant, ARGV[i + 12], ARGV[i + 13], ARGV[i + 14]) end
   if not existing and redis.call('EXISTS', JOB .. id) == 1 then existing = id end
   return existing
 end
 
 -- Quotas first: nothing is written if any tenant would go over its own.
 local adding, quota = {}, {}
-for i = 4, #ARGV, 12 do
+for i = 4, #ARGV, 15 do
   local tenant, max = ARGV[i + 8], ARGV[i + 10]
-  if tenant ~= '' and max ~= '' and not existing_of(ARGV[i], ARGV[i + 7], tenant) then
+  if tenant ~= '' and max ~= '' and not existing_of(i) then
     adding[tenant] = (adding[tenant] or 0) + 1
     quota[tenant] = math.min(quota[tenant] or math.huge, tonumber(max))
   end
@@ -31,12 +49,12 @@ for tenant, n in pairs(adding) do
 end
 
 local out, ready = {}, 0
-for i = 4, #ARGV, 12 do
+for i = 4, #ARGV, 15 do
   local id, kind, payload, priority, run_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local max_attempts, timeout, idem, tenant, headers = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
   local lk = false
   if ARGV[i + 11] ~= '' then lk = string.sub(ARGV[i + 11], 2) end
-  local existing = existing_of(id, idem, tenant)
+  local existing = existing_of(i)
   if existing then
     out[#out + 1] = 0
     out[#out + 1] = existing
@@ -53,6 +71,12 @@ for i = 4, #ARGV, 12 do
     if tenant ~= '' then fields[#fields + 1] = F_TENANT; fields[#fields + 1] = tenant end
     if headers ~= '' then fields[#fields + 1] = F_HEADERS; fields[#fields + 1] = headers end
     if lk then fields[#fields + 1] = F_LIMIT_KEY; fields[#fields + 1] = lk end
+    local uk = ARGV[i + 12]
+    if uk ~= '' then
+      uk = string.sub(uk, 2)
+      fields[#fields + 1] = F_UNIQUE_KEY; fields[#fields + 1] = uk
+      redis.call('HSET', UNIQUE, idem_field(tenant, uk), id)
+    end
     redis.call('HSET', JOB .. id, unpack(fields))
     index_later(id, state, priority, run_at, nil, now, tenant, lk)
     emit_later(id, 'enqueued', state, 0, now)
