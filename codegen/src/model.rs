@@ -189,6 +189,35 @@ pub struct Queue {
     /// or finished lately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique: Option<Unique>,
+    /// Jobs sent with the same key within a window collapse into one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce: Option<Debounce>,
+}
+
+/// A queue's `debounce { key window mode max_wait }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debounce {
+    /// Where a job's debounce key comes from (`"header.NAME"` or `"payload.FIELD"`).
+    pub key: LimitKey,
+    /// How long a burst lasts: trailing, the quiet time after the last job before it runs;
+    /// leading, the time after the first during which the others are dropped.
+    pub window: Duration,
+    pub mode: DebounceMode,
+    /// Trailing: the job runs no later than this long after the first of its burst, however
+    /// long the burst goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait: Option<Duration>,
+}
+
+/// `debounce { mode }`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DebounceMode {
+    /// The latest job of a burst runs, once the burst is over.
+    #[default]
+    Trailing,
+    /// The first job of a burst runs at once; the rest are dropped.
+    Leading,
 }
 
 /// A queue's `unique { for states by }`.

@@ -329,6 +329,7 @@ fn queue(q: &ast::Queue) -> Option<model::Queue> {
             .as_ref()
             .map_or(model::DEFAULT_MAX_SNOOZES, |v| v.value),
         unique: None,
+        debounce: None,
     })
 }
 
