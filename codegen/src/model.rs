@@ -185,6 +185,47 @@ pub struct Queue {
     /// Snoozes a job may take (`TaskError::snooze`) before its next snooze fails the attempt.
     #[serde(default = "default_max_snoozes")]
     pub max_snoozes: u32,
+    /// A new job is the existing one while a job with the same key is in one of some states,
+    /// or finished lately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<Unique>,
+}
+
+/// A queue's `unique { for states by }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unique {
+    /// A finished job with the key still makes a new one its duplicate for this long (`for`;
+    /// default 0: only while in `states`).
+    pub window: Duration,
+    /// The states in which a job with the key makes a new one its duplicate (default: waiting
+    /// and running).
+    pub states: Vec<UniqueState>,
+    /// What the key is made of (default: the kind and the whole payload); the tenant always.
+    pub by: Vec<UniqueBy>,
+}
+
+/// A state of `unique { states }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UniqueState {
+    /// Queued, scheduled or retrying.
+    Waiting,
+    Running,
+    Succeeded,
+    /// A dead letter.
+    Dead,
+    Cancelled,
+}
+
+/// A part of a unique key (`unique { by }`): `"kind"`, `"payload"`, `"payload.FIELD"` (a
+/// top-level field) or `"header.NAME"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", content = "name", rename_all = "snake_case")]
+pub enum UniqueBy {
+    Kind,
+    Payload,
+    PayloadField(String),
+    Header(String),
 }
 
 /// The `max_snoozes` of a queue that does not set it.

@@ -328,6 +328,7 @@ fn queue(q: &ast::Queue) -> Option<model::Queue> {
             .max_snoozes
             .as_ref()
             .map_or(model::DEFAULT_MAX_SNOOZES, |v| v.value),
+        unique: None,
     })
 }
 
