@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::model::{
     AlertMetric, AuthMode, BucketAction, Comparison, Domain, LimitKey, Severity, SinkAuth,
-    SinkFormat, Visibility,
+    SinkFormat, UniqueBy, UniqueState, Visibility,
 };
 use crate::source::{Span, Spanned};
 use crate::value::{ByteSize, CronSchedule, Duration};
@@ -110,6 +110,18 @@ pub struct Queue {
     pub rate_limit: Option<QueueRateLimit>,
     pub concurrency_limit: Option<ConcurrencyLimit>,
     pub max_snoozes: Option<Spanned<u32>>,
+    pub unique: Option<Unique>,
+}
+
+/// A queue's `unique { for states by }`; a setting written wrong is `None`, as if left out.
+#[derive(Debug, Clone, Default)]
+pub struct Unique {
+    /// The `unique` keyword.
+    pub span: Span,
+    /// `for`.
+    pub window: Option<Spanned<Duration>>,
+    pub states: Option<Spanned<Vec<UniqueState>>>,
+    pub by: Option<Spanned<Vec<UniqueBy>>>,
 }
 
 /// A queue's `rate_limit { jobs per burst }` (a service's is [`RateLimit`]).

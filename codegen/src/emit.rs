@@ -11,7 +11,7 @@ use hcl::{Block, Body, Expression};
 
 use crate::model::{
     Alert, Application, Auth, Domain, KvCache, LimitKey, Observer, ObserverRole, Queue, Service,
-    Sink, SinkAuth, SinkFormat, Task, TaskRole, Visibility,
+    Sink, SinkAuth, SinkFormat, Task, TaskRole, UniqueBy, UniqueState, Visibility,
 };
 use crate::name::Name;
 
@@ -177,7 +177,38 @@ fn queue(q: &Queue) -> Block {
         }
         b = b.add_block(c.build());
     }
+    if let Some(unique) = &q.unique {
+        let states: Vec<&str> = unique.states.iter().map(|s| unique_state(*s)).collect();
+        let by: Vec<String> = unique
+            .by
+            .iter()
+            .map(|part| match part {
+                UniqueBy::Kind => "kind".to_owned(),
+                UniqueBy::Payload => "payload".to_owned(),
+                UniqueBy::PayloadField(field) => format!("payload.{field}"),
+                UniqueBy::Header(name) => format!("header.{name}"),
+            })
+            .collect();
+        b = b.add_block(
+            Block::builder("unique")
+                .add_attribute(("for", unique.window.to_string()))
+                .add_attribute(("states", Expression::from(states)))
+                .add_attribute(("by", Expression::from(by)))
+                .build(),
+        );
+    }
     b.build()
+}
+
+/// A `unique` state as the manifest spells it.
+fn unique_state(state: UniqueState) -> &'static str {
+    match state {
+        UniqueState::Waiting => "waiting",
+        UniqueState::Running => "running",
+        UniqueState::Succeeded => "succeeded",
+        UniqueState::Dead => "dead",
+        UniqueState::Cancelled => "cancelled",
+    }
 }
 
 fn task(t: &Task) -> Block {
@@ -347,6 +378,28 @@ mod tests {
     }
 
     #[test]
+    fn a_unique_block_prints_its_defaults_and_no_block_prints_nothing() {
+        let (_, hcl) = round_trip(
+            r#"application "demo" {
+                 queue "reports" {
+                   unique {}
+                 }
+                 queue "jobs" {}
+                 task "reporter" { queue = "reports" }
+                 task "worker" { queue = "jobs" }
+               }"#,
+        );
+        for line in [
+            "for = \"0s\"",
+            "states = [\"waiting\", \"running\"]",
+            "by = [\"kind\", \"payload\"]",
+        ] {
+            assert!(hcl.contains(line), "`{line}` missing from:\n{hcl}");
+        }
+        assert_eq!(hcl.matches("unique {").count(), 1, "{hcl}");
+    }
+
+    #[test]
     fn what_it_prints_compiles_to_the_same_application() {
         let (app, hcl) = round_trip(
             r#"application "demo" {
@@ -383,12 +436,24 @@ mod tests {
                      key = "payload.account id"
                    }
                  }
+                 queue "reports" {
+                   unique {}
+                 }
+                 queue "exports" {
+                   unique {
+                     for    = "30d"
+                     states = ["succeeded", "waiting", "dead", "cancelled", "running"]
+                     by     = ["header.X-Tenant_id", "payload.account id", "kind"]
+                   }
+                 }
                  task "worker" {
                    queue = "jobs"
                    autoscale { max = 40 }
                  }
                  task "caller" { queue = "calls" }
                  task "handler" { queue = "events" }
+                 task "reporter" { queue = "reports" }
+                 task "exporter" { queue = "exports" }
                  task "nightly" { cron = "0 2 * * *" }
                  observer "monitor" {
                    alert "backlog" {

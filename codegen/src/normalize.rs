@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use crate::ast;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{self, Auth, AuthMode, Consumer, ObserverRole, TaskRole, Visibility};
+use crate::model::{
+    self, Auth, AuthMode, Consumer, ObserverRole, TaskRole, UniqueBy, UniqueState, Visibility,
+};
 use crate::name::Name;
 use crate::source::Span;
 use crate::value::{ByteSize, Duration};
@@ -63,6 +65,12 @@ pub mod defaults {
     pub const AUTOSCALE_MIN: u32 = 1;
     /// `task.autoscale.target_wait`.
     pub const AUTOSCALE_TARGET_WAIT: Duration = Duration::from_secs(1);
+    /// `queue.unique.for`: only a job in `states` makes a new one its duplicate.
+    pub const UNIQUE_WINDOW: Duration = Duration::from_secs(0);
+    /// `queue.unique.states`.
+    pub const UNIQUE_STATES: [UniqueState; 2] = [UniqueState::Waiting, UniqueState::Running];
+    /// `queue.unique.by`.
+    pub const UNIQUE_BY: [UniqueBy; 2] = [UniqueBy::Kind, UniqueBy::Payload];
 }
 
 fn name(header: &ast::Header) -> Option<Name> {
@@ -328,7 +336,20 @@ fn queue(q: &ast::Queue) -> Option<model::Queue> {
             .max_snoozes
             .as_ref()
             .map_or(model::DEFAULT_MAX_SNOOZES, |v| v.value),
-        unique: None,
+        unique: q.unique.as_ref().map(|u| model::Unique {
+            window: u
+                .window
+                .as_ref()
+                .map_or(defaults::UNIQUE_WINDOW, |v| v.value),
+            states: u
+                .states
+                .as_ref()
+                .map_or_else(|| defaults::UNIQUE_STATES.to_vec(), |v| v.value.clone()),
+            by: u
+                .by
+                .as_ref()
+                .map_or_else(|| defaults::UNIQUE_BY.to_vec(), |v| v.value.clone()),
+        }),
         debounce: None,
     })
 }

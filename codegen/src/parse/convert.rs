@@ -211,23 +211,29 @@ pub(super) fn float_in(
 }
 
 pub(super) fn duration(diags: &mut Diagnostics, expr: &Expression, key: &str) -> Option<Duration> {
+    let d = duration_or_zero(diags, expr, key)?;
+    if d.get().is_zero() {
+        diags.push(
+            Diagnostic::error(
+                "invalid-duration",
+                span(expr),
+                format!("`{key}` must be longer than zero"),
+            )
+            .with_help("write e.g. \"250ms\", \"30s\" or \"5m\""),
+        );
+        return None;
+    }
+    Some(d)
+}
+
+/// A duration that may be zero (`"0s"`).
+fn duration_or_zero(diags: &mut Diagnostics, expr: &Expression, key: &str) -> Option<Duration> {
     if number(expr).is_some() {
         wrong_type(diags, expr, key, "a duration string", "\"30s\"");
         return None;
     }
     let text = string(diags, expr, key)?;
     match text.parse::<Duration>() {
-        Ok(d) if d.get().is_zero() => {
-            diags.push(
-                Diagnostic::error(
-                    "invalid-duration",
-                    span(expr),
-                    format!("`{key}` must be longer than zero"),
-                )
-                .with_help("write e.g. \"250ms\", \"30s\" or \"5m\""),
-            );
-            None
-        }
         Ok(d) => Some(d),
         Err(message) => {
             diags.push(
@@ -245,13 +251,18 @@ pub(super) fn duration(diags: &mut Diagnostics, expr: &Expression, key: &str) ->
     }
 }
 
-/// A duration from `min` to `max`, both written as the message says them (`"1ms"`, `"1d"`).
+/// A duration from `min` to `max`, both written as the message says them (`"1ms"`, `"1d"`);
+/// zero only when `min` is zero.
 pub(super) fn duration_in(
     (min, min_text): (Duration, &'static str),
     (max, max_text): (Duration, &'static str),
 ) -> impl FnOnce(&mut Diagnostics, &Expression, &str) -> Option<Duration> {
     move |diags, expr, key| {
-        let d = duration(diags, expr, key)?;
+        let d = if min.get().is_zero() {
+            duration_or_zero(diags, expr, key)?
+        } else {
+            duration(diags, expr, key)?
+        };
         let bound = if d < min {
             Some(format!("at least \"{min_text}\""))
         } else if d > max {

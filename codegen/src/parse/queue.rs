@@ -1,16 +1,19 @@
 //! `queue "name" { max_attempts, visibility_timeout, max_message_size, max_snoozes, backoff,
-//! retention, rate_limit, concurrency_limit }`.
+//! retention, rate_limit, concurrency_limit, unique }`.
 
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::Block;
 
-use super::convert::{duration, duration_in, float_in, int_at_least, int_in, size, string};
+use super::convert::{
+    duration, duration_in, float_in, int_at_least, int_in, size, string, string_list,
+};
 use super::reader::Reader;
 use super::span;
 use crate::ast;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::LimitKey;
-use crate::suggest::closest;
+use crate::model::{LimitKey, UniqueBy, UniqueState};
+use crate::source::{Span, Spanned};
+use crate::suggest::{closest, did_you_mean};
 use crate::value::Duration;
 
 /// The most snoozes a queue may allow a job.
@@ -23,6 +26,24 @@ const MAX_RATE_PERIOD: (Duration, &str) = (Duration::from_secs(86_400), "1d");
 const MAX_KEY_NAME: usize = 128;
 /// What a `concurrency_limit.key` may be.
 const KEY_HELP: &str = "key names a header (\"header.customer\") or a top-level payload field (\"payload.account_id\")";
+/// `unique.for` may be zero: then only a job in `states` makes a new one its duplicate.
+const NO_UNIQUE_WINDOW: (Duration, &str) = (Duration::from_secs(0), "0s");
+/// The longest `unique.for`.
+const MAX_UNIQUE_WINDOW: (Duration, &str) = (Duration::from_secs(30 * 86_400), "30d");
+/// The states `unique.states` may name, as the manifest spells them.
+const UNIQUE_STATES: [(&str, UniqueState); 5] = [
+    ("waiting", UniqueState::Waiting),
+    ("running", UniqueState::Running),
+    ("succeeded", UniqueState::Succeeded),
+    ("dead", UniqueState::Dead),
+    ("cancelled", UniqueState::Cancelled),
+];
+/// The `states` and `by` of a `unique` block that leaves them out, as the manifest writes them
+/// (the model's are `normalize::defaults`).
+const DEFAULT_UNIQUE_STATES: &str = "[\"waiting\", \"running\"]";
+const DEFAULT_UNIQUE_BY: &str = "[\"kind\", \"payload\"]";
+/// What `unique.by` may list.
+const BY_HELP: &str = "by lists \"kind\", \"payload\" (the whole payload), top-level payload fields (\"payload.account_id\") and headers (\"header.customer\")";
 
 pub(super) fn read_queue(
     diags: &mut Diagnostics,
@@ -62,6 +83,9 @@ pub(super) fn read_queue(
     }
     if let Some(limit) = r.block(diags, "concurrency_limit") {
         queue.concurrency_limit = Some(read_concurrency_limit(diags, limit, &header));
+    }
+    if let Some(unique) = r.block(diags, "unique") {
+        queue.unique = Some(read_unique(diags, unique, &header));
     }
     r.finish(diags);
     queue.header = header;
@@ -146,23 +170,41 @@ fn missing(block: &Block, key: &str) -> bool {
 /// `"header.NAME"` or `"payload.FIELD"`.
 fn limit_key(diags: &mut Diagnostics, expr: &Expression, key: &str) -> Option<LimitKey> {
     let text = string(diags, expr, key)?;
-    let mut invalid = |message: String, label: &str| {
-        diags.push(
-            Diagnostic::error("invalid-value", span(expr), message)
-                .with_label(label)
-                .with_help(KEY_HELP),
-        );
-        None
+    let (message, label) = match header_or_field(&text, key) {
+        Ok(limit_key) => return Some(limit_key),
+        Err(Named::Neither) => (
+            format!("`{text}` is not a valid `{key}`"),
+            "expected \"header.NAME\" or \"payload.FIELD\"".to_owned(),
+        ),
+        Err(Named::Wrongly { message, label }) => (message, label),
+    };
+    diags.push(
+        Diagnostic::error("invalid-value", span(expr), message)
+            .with_label(label)
+            .with_help(KEY_HELP),
+    );
+    None
+}
+
+/// Why a text is no `"header.NAME"` or `"payload.FIELD"`.
+enum Named {
+    /// It starts with neither `header.` nor `payload.`.
+    Neither,
+    /// It names a header or a payload field, wrongly.
+    Wrongly { message: String, label: String },
+}
+
+/// `text` as `"header.NAME"` (NAME of letters, digits, `-` and `_`) or `"payload.FIELD"` (a
+/// top-level field), the name at most [`MAX_KEY_NAME`] bytes; `key` is the setting it is in.
+fn header_or_field(text: &str, key: &str) -> Result<LimitKey, Named> {
+    let wrongly = |message: String, label: &str| Named::Wrongly {
+        message,
+        label: label.to_owned(),
     };
     let (source, name) = match text.split_once('.') {
         Some(("header", name)) => ("header", name),
         Some(("payload", name)) => ("payload", name),
-        _ => {
-            return invalid(
-                format!("`{text}` is not a valid `{key}`"),
-                "expected \"header.NAME\" or \"payload.FIELD\"",
-            );
-        }
+        _ => return Err(Named::Neither),
     };
     let what = if source == "header" {
         "header"
@@ -170,48 +212,215 @@ fn limit_key(diags: &mut Diagnostics, expr: &Expression, key: &str) -> Option<Li
         "payload field"
     };
     if name.is_empty() {
-        return invalid(
+        return Err(wrongly(
             format!("`{text}` names no {what}"),
             if source == "header" {
                 "expected a header name after `header.`"
             } else {
                 "expected a field name after `payload.`"
             },
-        );
+        ));
     }
     if name.len() > MAX_KEY_NAME {
-        return invalid(
+        return Err(wrongly(
             format!(
                 "the {what} name in `{key}` is {} bytes long, more than {MAX_KEY_NAME}",
                 name.len()
             ),
             &format!("at most {MAX_KEY_NAME} bytes after `{source}.`"),
-        );
+        ));
     }
     if source == "header" {
         if !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return invalid(
+            return Err(wrongly(
                 format!("`{name}` is not a header name"),
                 "header names are letters, digits, `-` and `_`",
-            );
+            ));
         }
-        return Some(LimitKey::Header(name.to_owned()));
+        return Ok(LimitKey::Header(name.to_owned()));
     }
     if name.contains('.') {
-        return invalid(
+        return Err(wrongly(
             format!("`{text}` names a nested payload field: only top-level fields are supported"),
             "a nested field",
-        );
+        ));
     }
-    Some(LimitKey::Payload(name.to_owned()))
+    Ok(LimitKey::Payload(name.to_owned()))
+}
+
+/// `unique { for, states, by }`; each has a default.
+fn read_unique(diags: &mut Diagnostics, unique: &Block, header: &ast::Header) -> ast::Unique {
+    let mut u = Reader::nested(&unique.body, header, "unique");
+    let read = ast::Unique {
+        span: span(&unique.ident),
+        window: u.value(
+            diags,
+            "for",
+            duration_in(NO_UNIQUE_WINDOW, MAX_UNIQUE_WINDOW),
+        ),
+        states: u.value(diags, "states", unique_states),
+        by: u.value(diags, "by", unique_by),
+    };
+    u.finish(diags);
+    read
+}
+
+/// The strings of a non-empty list; `None` when an item is no string (reported) or the list is
+/// empty (reported as lacking `what`, with the default `default`).
+fn nonempty_strings(
+    diags: &mut Diagnostics,
+    expr: &Expression,
+    key: &str,
+    (what, default): (&str, &str),
+) -> Option<Vec<Spanned<String>>> {
+    let items = string_list(diags, expr, key)?;
+    if matches!(expr, Expression::Array(array) if array.len() > items.len()) {
+        return None;
+    }
+    if items.is_empty() {
+        diags.push(
+            Diagnostic::error("invalid-value", span(expr), format!("`{key}` is empty"))
+                .with_label(format!("expected at least one {what}"))
+                .with_help(format!("leave `{key}` out for the default, {default}")),
+        );
+        return None;
+    }
+    Some(items)
+}
+
+/// An error at `item`, which is already in the list at `first`.
+fn repeated(diags: &mut Diagnostics, item: &Spanned<String>, first: Span, key: &str) {
+    diags.push(
+        Diagnostic::error(
+            "duplicate-value",
+            item.span,
+            format!("`{}` appears twice in `{key}`", item.value),
+        )
+        .with_related(first, "first here")
+        .with_help("list it once"),
+    );
+}
+
+/// `states = ["waiting", …]`: some of [`UNIQUE_STATES`], each once.
+fn unique_states(
+    diags: &mut Diagnostics,
+    expr: &Expression,
+    key: &str,
+) -> Option<Vec<UniqueState>> {
+    let items = nonempty_strings(diags, expr, key, ("state", DEFAULT_UNIQUE_STATES))?;
+    let mut states: Vec<Spanned<UniqueState>> = Vec::new();
+    let mut valid = true;
+    for item in &items {
+        let Some(&(_, state)) = UNIQUE_STATES.iter().find(|(n, _)| *n == item.value) else {
+            let names = UNIQUE_STATES.iter().map(|(n, _)| *n);
+            let list = names
+                .clone()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            diags.push(
+                Diagnostic::error(
+                    "invalid-value",
+                    item.span,
+                    format!("`{}` is not a valid state in `{key}`", item.value),
+                )
+                .with_label(format!("expected one of {list}"))
+                .with_help_opt(did_you_mean(&item.value, names)),
+            );
+            valid = false;
+            continue;
+        };
+        if let Some(first) = states.iter().find(|s| s.value == state) {
+            repeated(diags, item, first.span, key);
+            valid = false;
+            continue;
+        }
+        states.push(Spanned::new(state, item.span));
+    }
+    valid.then(|| states.into_iter().map(|s| s.value).collect())
+}
+
+/// `by = ["kind", …]`: parts of the key, each once; `payload.FIELD` beside `payload` is a
+/// warning (the whole payload has the field already).
+fn unique_by(diags: &mut Diagnostics, expr: &Expression, key: &str) -> Option<Vec<UniqueBy>> {
+    let items = nonempty_strings(diags, expr, key, ("part", DEFAULT_UNIQUE_BY))?;
+    let mut parts: Vec<Spanned<UniqueBy>> = Vec::new();
+    let mut valid = true;
+    for item in &items {
+        let Some(part) = unique_by_part(diags, item, key) else {
+            valid = false;
+            continue;
+        };
+        if let Some(first) = parts.iter().find(|p| p.value == part) {
+            repeated(diags, item, first.span, key);
+            valid = false;
+            continue;
+        }
+        parts.push(Spanned::new(part, item.span));
+    }
+    if let Some(whole) = parts.iter().find(|p| p.value == UniqueBy::Payload) {
+        for part in &parts {
+            if let UniqueBy::PayloadField(field) = &part.value {
+                diags.push(
+                    Diagnostic::warning(
+                        "redundant-value",
+                        part.span,
+                        format!("`payload.{field}` adds nothing to `{key}`: the whole `payload` is in it"),
+                    )
+                    .with_related(whole.span, "the whole payload")
+                    .with_help(format!(
+                        "remove `payload.{field}`, or `payload` to key by the field alone"
+                    )),
+                );
+            }
+        }
+    }
+    valid.then(|| parts.into_iter().map(|p| p.value).collect())
+}
+
+/// One entry of `by`: `"kind"`, `"payload"`, `"payload.FIELD"` or `"header.NAME"`.
+fn unique_by_part(diags: &mut Diagnostics, item: &Spanned<String>, key: &str) -> Option<UniqueBy> {
+    let text = item.value.as_str();
+    let (message, label, help) = match text {
+        "kind" => return Some(UniqueBy::Kind),
+        "payload" => return Some(UniqueBy::Payload),
+        _ => match header_or_field(text, key) {
+            Ok(LimitKey::Header(name)) => return Some(UniqueBy::Header(name)),
+            Ok(LimitKey::Payload(field)) => return Some(UniqueBy::PayloadField(field)),
+            Err(Named::Neither) => (
+                format!("`{text}` is not a valid part of `{key}`"),
+                "expected \"kind\", \"payload\", \"payload.FIELD\" or \"header.NAME\"".to_owned(),
+                by_suggestion(text),
+            ),
+            Err(Named::Wrongly { message, label }) => (message, label, None),
+        },
+    };
+    diags.push(
+        Diagnostic::error("invalid-value", item.span, message)
+            .with_label(label)
+            .with_help(help.unwrap_or_else(|| BY_HELP.to_owned())),
+    );
+    None
+}
+
+/// What a wrong part of `by` may have meant: `kind` or `payload`, or its name after `header.`
+/// or `payload.` (`"headers.customer"` → `header.customer`).
+fn by_suggestion(text: &str) -> Option<String> {
+    let meant = match text.split_once('.') {
+        None => closest(text, ["kind", "payload"])?.to_owned(),
+        Some((source, name)) => format!("{}.{name}", closest(source, ["header", "payload"])?),
+    };
+    Some(format!("did you mean `{meant}`?"))
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::model::{ConcurrencyLimit, LimitKey};
+    use super::UNIQUE_STATES;
+    use crate::model::{ConcurrencyLimit, LimitKey, Unique, UniqueBy, UniqueState};
+    use crate::value::Duration;
     use crate::{SourceFile, compile};
 
     /// The errors of a manifest whose queue `q` (pulled by a worker) has `settings`, as
@@ -352,6 +561,212 @@ mod tests {
             Err(vec![
                 "out-of-range: `max` must be at least 1, found 0".into()
             ])
+        );
+    }
+
+    /// A manifest whose queue `q` (pulled by a worker) has `unique { settings }`: its unique
+    /// block and warnings, or its errors, each as `code: message`.
+    fn unique(settings: &str) -> Result<(Option<Unique>, Vec<String>), Vec<String>> {
+        let text = format!(
+            "application \"demo\" {{\n  queue \"q\" {{\n    unique {{\n{settings}\n    }}\n  }}\n  task \"worker\" {{}}\n}}\n"
+        );
+        let compiled = compile(&SourceFile::new("raindrop.manifest", text));
+        let messages = |errors: bool| {
+            compiled
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error() == errors)
+                .map(|d| format!("{}: {}", d.code, d.message))
+                .collect::<Vec<_>>()
+        };
+        match &compiled.application {
+            Some(app) => Ok((app.queues[0].unique.clone(), messages(false))),
+            None => Err(messages(true)),
+        }
+    }
+
+    #[test]
+    fn unique_fills_in_its_defaults() {
+        assert_eq!(
+            unique(""),
+            Ok((
+                Some(Unique {
+                    window: Duration::from_secs(0),
+                    states: vec![UniqueState::Waiting, UniqueState::Running],
+                    by: vec![UniqueBy::Kind, UniqueBy::Payload],
+                }),
+                vec![]
+            ))
+        );
+        assert_eq!(compile_queue("").map(|_| ()), Ok(()));
+    }
+
+    #[test]
+    fn unique_reads_every_setting_in_its_order() {
+        assert_eq!(
+            unique(
+                "for = \"10m\"\nstates = [\"dead\", \"succeeded\", \"cancelled\", \"waiting\", \"running\"]\nby = [\"header.X-Tenant_9\", \"payload.account id\", \"kind\"]"
+            ),
+            Ok((
+                Some(Unique {
+                    window: Duration::from_secs(600),
+                    states: vec![
+                        UniqueState::Dead,
+                        UniqueState::Succeeded,
+                        UniqueState::Cancelled,
+                        UniqueState::Waiting,
+                        UniqueState::Running,
+                    ],
+                    by: vec![
+                        UniqueBy::Header("X-Tenant_9".into()),
+                        UniqueBy::PayloadField("account id".into()),
+                        UniqueBy::Kind,
+                    ],
+                }),
+                vec![]
+            ))
+        );
+        for (window, secs) in [("0s", 0), ("30d", 30 * 86_400), ("720h", 30 * 86_400)] {
+            assert_eq!(
+                unique(&format!("for = \"{window}\"")).map(|(u, _)| u.map(|u| u.window)),
+                Ok(Some(Duration::from_secs(secs))),
+                "{window}"
+            );
+        }
+    }
+
+    /// The spelling of each state is the model's JSON one, which the runtime reads.
+    #[test]
+    fn unique_states_are_spelled_as_the_model_serializes_them() {
+        for (name, state) in UNIQUE_STATES {
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(name.into()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_unique_settings_are_refused() {
+        for (settings, errors) in [
+            (
+                "for = \"30d 1s\"",
+                vec!["out-of-range: `for` must be at most \"30d\", found \"30days 1s\""],
+            ),
+            (
+                "for = \"1y\"",
+                vec!["out-of-range: `for` must be at most \"30d\", found \"1year\""],
+            ),
+            (
+                "for = 10",
+                vec!["wrong-type: `for` expects a duration string, found a number"],
+            ),
+            (
+                "states = [\"runing\"]",
+                vec!["invalid-value: `runing` is not a valid state in `states`"],
+            ),
+            ("states = []", vec!["invalid-value: `states` is empty"]),
+            (
+                "states = [\"running\", \"dead\", \"running\"]",
+                vec!["duplicate-value: `running` appears twice in `states`"],
+            ),
+            (
+                "states = \"running\"",
+                vec!["wrong-type: `states` expects a list of strings, found a string"],
+            ),
+            // Reported once: as a wrong type, not also as an empty list.
+            (
+                "states = [1]",
+                vec!["wrong-type: `states` expects a list of strings, found a number"],
+            ),
+            ("by = []", vec!["invalid-value: `by` is empty"]),
+            (
+                "by = [\"body\"]",
+                vec!["invalid-value: `body` is not a valid part of `by`"],
+            ),
+            (
+                "by = [\"payload.a.b\"]",
+                vec![
+                    "invalid-value: `payload.a.b` names a nested payload field: only top-level fields are supported",
+                ],
+            ),
+            (
+                "by = [\"payload.\"]",
+                vec!["invalid-value: `payload.` names no payload field"],
+            ),
+            (
+                "by = [\"header.a b\"]",
+                vec!["invalid-value: `a b` is not a header name"],
+            ),
+            (
+                "by = [\"kind\", \"header.a\", \"kind\", \"header.a\"]",
+                vec![
+                    "duplicate-value: `kind` appears twice in `by`",
+                    "duplicate-value: `header.a` appears twice in `by`",
+                ],
+            ),
+            (
+                "stats = [\"running\"]",
+                vec!["unknown-attribute: unknown attribute `stats` in `unique` of queue `q`"],
+            ),
+        ] {
+            assert_eq!(
+                unique(settings),
+                Err(errors.into_iter().map(str::to_owned).collect()),
+                "{settings}"
+            );
+        }
+        let too_long = "h".repeat(129);
+        assert_eq!(
+            unique(&format!("by = [\"header.{too_long}\"]")),
+            Err(vec![
+                "invalid-value: the header name in `by` is 129 bytes long, more than 128".into()
+            ])
+        );
+        // Header names are case-sensitive: two headers, no repeat.
+        assert!(unique("by = [\"header.Customer\", \"header.customer\"]").is_ok());
+    }
+
+    #[test]
+    fn a_wrong_part_of_by_gets_did_you_mean() {
+        let help = |part: &str| {
+            let text = format!(
+                "application \"demo\" {{\n  queue \"q\" {{\n    unique {{ by = [\"{part}\"] }}\n  }}\n  task \"worker\" {{}}\n}}\n"
+            );
+            compile(&SourceFile::new("raindrop.manifest", text))
+                .diagnostics
+                .first()
+                .and_then(|d| d.help.clone())
+        };
+        assert_eq!(help("knd").as_deref(), Some("did you mean `kind`?"));
+        assert_eq!(help("paylod").as_deref(), Some("did you mean `payload`?"));
+        assert_eq!(
+            help("headers.customer").as_deref(),
+            Some("did you mean `header.customer`?")
+        );
+        assert_eq!(help("body").as_deref(), Some(super::BY_HELP));
+    }
+
+    #[test]
+    fn a_payload_field_beside_the_whole_payload_is_a_warning() {
+        assert_eq!(
+            unique("by = [\"payload.account_id\", \"kind\", \"payload\"]"),
+            Ok((
+                Some(Unique {
+                    window: Duration::from_secs(0),
+                    states: vec![UniqueState::Waiting, UniqueState::Running],
+                    by: vec![
+                        UniqueBy::PayloadField("account_id".into()),
+                        UniqueBy::Kind,
+                        UniqueBy::Payload,
+                    ],
+                }),
+                vec![
+                    "redundant-value: `payload.account_id` adds nothing to `by`: the whole `payload` is in it"
+                        .into()
+                ]
+            ))
         );
     }
 }
