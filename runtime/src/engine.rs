@@ -339,7 +339,8 @@ impl Engine {
             wake,
         )
         .with_limit_key(queue.concurrency_limit.as_ref().and_then(|c| c.key.clone()))
-        .with_unique(queue.unique.clone()))
+        .with_unique(queue.unique.clone())
+        .with_debounce(queue.debounce.clone()))
     }
 
     /// The kv_cache `name`.

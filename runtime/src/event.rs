@@ -30,6 +30,8 @@ pub enum EventKind {
     Requeued,
     /// Its handler asked to run it again later, without spending an attempt.
     Snoozed,
+    /// A later job of its debounce burst replaced its payload; it runs later.
+    Debounced,
 }
 
 impl EventKind {
@@ -47,6 +49,7 @@ impl EventKind {
             EventKind::Recovered => "recovered",
             EventKind::Requeued => "requeued",
             EventKind::Snoozed => "snoozed",
+            EventKind::Debounced => "debounced",
         }
     }
 
@@ -65,6 +68,7 @@ impl EventKind {
             Recovered,
             Requeued,
             Snoozed,
+            Debounced,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -269,6 +269,73 @@ pub struct NewJob {
     /// states, or finished within its window, this job is that one: the enqueue adds nothing
     /// and answers the existing job's id (as for an idempotency key).
     pub unique: Option<UniqueRule>,
+    /// Jobs of its queue and tenant sent with the same debounce key within the rule's window
+    /// collapse into one (see [`DebounceRule`]).
+    pub debounce: Option<DebounceRule>,
+}
+
+/// How jobs sent with the same key in a burst collapse into one ([`NewJob::debounce`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebounceRule {
+    /// The key: jobs of one queue and tenant with the same key collapse.
+    pub key: String,
+    /// Trailing: the quiet time after the latest job of a burst before it runs; leading: the
+    /// time after the first job during which later ones are dropped.
+    pub window: Duration,
+    pub mode: DebounceMode,
+}
+
+/// Which job of a burst runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebounceMode {
+    /// The latest: each job of the burst replaces the waiting job's payload, headers and kind,
+    /// and moves its run time to a window later, but never past `max_wait` after the first.
+    Trailing {
+        /// The longest a burst's job waits after its first submission.
+        max_wait: Option<Duration>,
+    },
+    /// The first, at once; the others within the window are dropped.
+    Leading,
+}
+
+/// What a job sent with a debounce rule does, given the latest job with its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Folding {
+    /// Becomes that job (trailing): its payload replaces the job's, which runs at this time.
+    Into(JobId, Timestamp),
+    /// Is dropped for that job (leading).
+    Dropped(JobId),
+    /// Is a new job, to run no sooner than this.
+    New(Option<Timestamp>),
+}
+
+impl DebounceRule {
+    /// What a job sent at `now` (asking to run at `run_at`) does, when the latest job with its
+    /// key is `holder`: its id, state, and when it was created.
+    pub(crate) fn fold(
+        &self,
+        holder: Option<(JobId, JobState, Timestamp)>,
+        run_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Folding {
+        let after = |at, d| crate::store::after(at, d);
+        match self.mode {
+            DebounceMode::Trailing { max_wait } => {
+                let quiet = after(now, self.window);
+                match holder {
+                    Some((id, JobState::Scheduled, first)) => {
+                        let latest = max_wait.map_or(quiet, |wait| quiet.min(after(first, wait)));
+                        Folding::Into(id, latest.max(now))
+                    }
+                    _ => Folding::New(Some(run_at.map_or(quiet, |at| at.max(quiet)))),
+                }
+            }
+            DebounceMode::Leading => match holder {
+                Some((id, _, first)) if now < after(first, self.window) => Folding::Dropped(id),
+                _ => Folding::New(run_at),
+            },
+        }
+    }
 }
 
 /// What makes a new job the duplicate of an existing one ([`NewJob::unique`]).
@@ -320,6 +387,7 @@ impl NewJob {
             max_waiting: None,
             limit_key: None,
             unique: None,
+            debounce: None,
         }
     }
 }
@@ -434,6 +502,9 @@ pub struct Job {
     /// The key its queue's `unique` rule (or its sender) gave it.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub unique_key: Option<String>,
+    /// The key its queue's `debounce` rule (or its sender) gave it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub debounce_key: Option<String>,
     /// Times its handler snoozed it (`TaskError::snooze`): each put it back without spending an
     /// attempt.
     #[serde(skip_serializing_if = "is_zero", default)]
@@ -477,6 +548,7 @@ impl Job {
             lease: None,
             limit_key: new.limit_key,
             unique_key: new.unique.map(|u| u.key),
+            debounce_key: new.debounce.map(|d| d.key),
             snoozes: 0,
         }
     }

@@ -8,9 +8,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::error::{Error, Result};
-use crate::job::{JobId, JobState, NewJob, Payload, Timestamp, UniqueRule, now};
+use crate::job::{
+    DebounceMode, DebounceRule, JobId, JobState, NewJob, Payload, Timestamp, UniqueRule, now,
+};
 use crate::store::{Enqueued, Store};
-use raindrop_codegen::model::{LimitKey, Unique, UniqueBy, UniqueState};
+use raindrop_codegen::model::{Debounce, LimitKey, Unique, UniqueBy, UniqueState};
 
 /// Options for one job; unset fields take the queue's defaults.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +42,9 @@ pub struct SendOptions {
     /// its tenant with the same key is in one of the rule's states (without a rule: waiting or
     /// running), or finished within its window, this one is that job (see [`NewJob::unique`]).
     pub unique_key: Option<String>,
+    /// In a queue with a `debounce` rule, this job's key instead of the one the rule takes from
+    /// the job (without a rule, sending one is an error).
+    pub debounce_key: Option<String>,
 }
 
 /// A queue's producer: `send` and `send_batch`. Cheap to clone.
@@ -54,6 +59,8 @@ pub struct Queue {
     limit_key: Option<LimitKey>,
     /// The queue's `unique` rule.
     unique: Option<Unique>,
+    /// The queue's `debounce` rule.
+    debounce: Option<Debounce>,
 }
 
 /// The longest limit key kept: a longer one counts by its first this many bytes.
@@ -83,7 +90,14 @@ impl Queue {
             wake,
             limit_key: None,
             unique: None,
+            debounce: None,
         }
+    }
+
+    /// The queue with its `debounce` rule.
+    pub(crate) fn with_debounce(mut self, debounce: Option<Debounce>) -> Self {
+        self.debounce = debounce;
+        self
     }
 
     /// The queue with its `unique` rule.
@@ -149,6 +163,7 @@ impl Queue {
             + options.kind.as_ref().map_or(self.name.len(), String::len)
             + options.idempotency_key.as_ref().map_or(0, String::len)
             + options.unique_key.as_ref().map_or(0, String::len)
+            + options.debounce_key.as_ref().map_or(0, String::len)
             + options
                 .headers
                 .iter()
@@ -172,6 +187,26 @@ impl Queue {
             .limit_key
             .as_ref()
             .map(|from| limit_key(from, &payload, &options.headers));
+        let debounce = match (&self.debounce, options.debounce_key) {
+            (None, Some(_)) => {
+                return Err(Error::Config(format!(
+                    "a debounce key for queue `{}`, which has no debounce rule",
+                    self.name
+                )));
+            }
+            (None, None) => None,
+            (Some(rule), given) => Some(DebounceRule {
+                key: given
+                    .unwrap_or_else(|| self::limit_key(&rule.key, &payload, &options.headers)),
+                window: rule.window.get(),
+                mode: match rule.mode {
+                    raindrop_codegen::model::DebounceMode::Trailing => DebounceMode::Trailing {
+                        max_wait: rule.max_wait.map(|w| w.get()),
+                    },
+                    raindrop_codegen::model::DebounceMode::Leading => DebounceMode::Leading,
+                },
+            }),
+        };
         let kind = options.kind.unwrap_or_else(|| self.name.to_string());
         let unique = unique_rule(
             self.unique.as_ref(),
@@ -195,6 +230,7 @@ impl Queue {
             max_waiting: options.max_waiting,
             limit_key,
             unique,
+            debounce,
         })
     }
 }

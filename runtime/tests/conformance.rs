@@ -105,6 +105,8 @@ behaviours!(
     a_rate_limited_queue_starts_no_more_than_its_bucket_holds,
     a_snoozed_job_runs_later_without_spending_an_attempt,
     a_unique_job_is_the_existing_one_while_its_rule_holds,
+    a_trailing_debounce_runs_the_latest_job_of_a_burst_once_it_is_quiet,
+    a_leading_debounce_runs_the_first_job_and_drops_the_rest_of_its_window,
 );
 
 /// Which store a trial runs against.

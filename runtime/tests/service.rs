@@ -1407,3 +1407,67 @@ async fn a_unique_key_makes_a_resubmission_the_waiting_job_for_its_tenant_only()
     let (_, _, fresh) = post(ACME, job).await;
     assert_eq!(fresh["duplicate"], false, "{fresh}");
 }
+
+#[tokio::test]
+async fn a_debounced_submission_says_which_waiting_job_it_went_into() {
+    let app = app(r#"application "t" {
+  service "api" {}
+  queue "refresh" {
+    debounce {
+      key    = "payload.account"
+      window = "1h"
+    }
+  }
+  queue "plain" {}
+  task "worker" {
+    queue = "refresh"
+  }
+  task "other" {
+    queue = "plain"
+  }
+}"#);
+    let store = memory();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .task("worker", succeed())
+        .task("other", succeed())
+        .build()
+        .unwrap();
+    let router = Service::new(engine, "api").unwrap().router();
+    let post = |body: Value| {
+        let router = router.clone();
+        async move { call(&router, Method::POST, "/v1/jobs", None, Some(body)).await }
+    };
+    let (status, _, first) =
+        post(json!({ "queue": "refresh", "payload": { "account": "acme", "n": 1 } })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(
+        (&first["duplicate"], &first["debounced"]),
+        (&json!(false), &json!(false))
+    );
+    let (_, _, second) =
+        post(json!({ "queue": "refresh", "payload": { "account": "acme", "n": 2 } })).await;
+    assert_eq!(second["id"], first["id"], "{second}");
+    assert_eq!(second["debounced"], true);
+    let (_, _, other) =
+        post(json!({ "queue": "refresh", "payload": { "account": "globex", "n": 3 } })).await;
+    assert_ne!(other["id"], first["id"]);
+    let id: raindrop::job::JobId = first["id"].as_str().unwrap().parse().unwrap();
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!(job.payload.as_str(), r#"{"account":"acme","n":2}"#);
+    // An explicit key joins a burst too; on a queue without a rule it is refused.
+    let (_, _, keyed) =
+        post(json!({ "queue": "refresh", "payload": { "n": 4 }, "debounce_key": "acme" })).await;
+    assert_eq!(
+        (&keyed["id"], &keyed["debounced"]),
+        (&first["id"], &json!(true))
+    );
+    let (status, _, refused) =
+        post(json!({ "queue": "plain", "payload": 1, "debounce_key": "x" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["code"], "validation_failed", "{refused}");
+    assert_eq!(
+        refused["details"]["fields"][0]["field"], "debounce_key",
+        "{refused}"
+    );
+}

@@ -51,6 +51,9 @@ pub(crate) struct SubmitJob {
     /// state the queue's `unique` rule names, or finished within its `for`), this submission
     /// is that job (`duplicate: true`); instead of the key the queue's rule makes.
     unique_key: Option<String>,
+    /// In a queue with a `debounce` rule, the key of this submission's burst instead of the one
+    /// the rule takes from the job.
+    debounce_key: Option<String>,
     /// Free-form metadata, e.g. trace context.
     #[serde(default)]
     headers: BTreeMap<String, String>,
@@ -62,8 +65,13 @@ pub(crate) struct Submitted {
     #[schema(value_type = String, format = Uuid)]
     id: JobId,
     queue: String,
-    /// Whether an earlier job with the same idempotency key was returned instead.
+    /// Whether an earlier job was returned instead: one with the same idempotency key, one the
+    /// queue's `unique` rule (or `unique_key`) makes this one, or the first of a leading
+    /// debounce's burst.
     duplicate: bool,
+    /// Whether the submission went into a waiting job of its trailing debounce's burst (`id`):
+    /// that job runs with this submission's payload, a debounce window from now.
+    debounced: bool,
     /// Where to read its status.
     status_url: String,
     /// Where to follow its events.
@@ -130,6 +138,7 @@ fn submitted(outcome: Enqueued, queue: String) -> Submitted {
         id,
         queue,
         duplicate: matches!(outcome, Enqueued::Duplicate(_)),
+        debounced: matches!(outcome, Enqueued::Debounced(_)),
         status_url: format!("/v1/jobs/{id}"),
         events_url: format!("/v1/jobs/{id}/events"),
     }
@@ -173,6 +182,20 @@ fn prepare(
             }
         },
     };
+    if job.debounce_key.is_some()
+        && state
+            .control
+            .engine()
+            .app()
+            .queues
+            .iter()
+            .any(|q| q.name.as_str() == queue && q.debounce.is_none())
+    {
+        return Err(vec![FieldError {
+            field: field("debounce_key"),
+            message: format!("queue `{queue}` has no `debounce` rule to key"),
+        }]);
+    }
     if let Some(ceiling) = state.ceilings.get(&queue) {
         let errors = beyond_ceiling(*ceiling, &queue, job.max_attempts, job.timeout_ms, &field);
         if !errors.is_empty() {
@@ -220,6 +243,7 @@ fn prepare(
         at: job.run_at,
         idempotency_key: idempotency_key.or(job.idempotency_key),
         unique_key: job.unique_key,
+        debounce_key: job.debounce_key,
         max_attempts: job.max_attempts,
         timeout: job.timeout_ms.map(Duration::from_millis),
         tenant: caller.tenant.clone(),

@@ -17,7 +17,7 @@ use super::{
 use super::{ClaimLimits, fair};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
-use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
+use crate::job::{Folding, Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
 
 /// Events kept at most, oldest dropped first, so a long run cannot grow without bound.
 const MAX_EVENTS: usize = 100_000;
@@ -63,6 +63,8 @@ struct Inner {
     idempotency: HashMap<IdempotencyKey, JobId>,
     /// Unique keys per queue and tenant: the latest job sent with each.
     unique: HashMap<IdempotencyKey, JobId>,
+    /// Debounce keys per queue and tenant: the latest job of each burst.
+    debounce: HashMap<IdempotencyKey, JobId>,
     /// Each tenant's jobs, for its listings.
     by_tenant: HashMap<String, BTreeSet<JobId>>,
     paused: HashSet<String>,
@@ -495,6 +497,12 @@ impl Inner {
                 self.unique.remove(&scoped);
             }
         }
+        if let Some(key) = &job.debounce_key {
+            let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
+            if self.debounce.get(&scoped) == Some(&id) {
+                self.debounce.remove(&scoped);
+            }
+        }
         Some(job)
     }
 }
@@ -557,11 +565,33 @@ impl JobStore for MemoryStore {
             super::within_quota(queue, waiting, adding, max)?;
         }
         let mut outcomes = Vec::with_capacity(jobs.len());
-        for (new, existing) in jobs.into_iter().zip(existing) {
+        for (mut new, existing) in jobs.into_iter().zip(existing) {
             // A key twice in one enqueue: the second is the first's duplicate.
             if let Some(existing) = existing.or_else(|| inner.existing(&new, now)) {
                 outcomes.push(Enqueued::Duplicate(existing));
                 continue;
+            }
+            if let Some(rule) = &new.debounce {
+                let scoped = idempotency_key(&new.queue, new.tenant.as_ref(), &rule.key);
+                let holder = inner
+                    .debounce
+                    .get(&scoped)
+                    .and_then(|id| inner.jobs.get(id))
+                    .map(|job| (job.id, job.state, job.created_at));
+                match rule.fold(holder, new.run_at, now) {
+                    Folding::Dropped(id) => {
+                        outcomes.push(Enqueued::Duplicate(id));
+                        continue;
+                    }
+                    Folding::Into(id, run_at) => {
+                        self.apply_quietly(inner, id, now, |job| {
+                            Ok(((), transition::debounce(job, new, run_at, now)))
+                        })?;
+                        outcomes.push(Enqueued::Debounced(id));
+                        continue;
+                    }
+                    Folding::New(run_at) => new.run_at = run_at,
+                }
             }
             let job = Job::from_new(new, now);
             let id = job.id;
@@ -579,6 +609,10 @@ impl JobStore for MemoryStore {
             if let Some(key) = &job.unique_key {
                 let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
                 inner.unique.insert(scoped, id);
+            }
+            if let Some(key) = &job.debounce_key {
+                let scoped = idempotency_key(&job.queue, job.tenant.as_ref(), key);
+                inner.debounce.insert(scoped, id);
             }
             inner.next_insertion += 1;
             let order = inner.next_insertion;

@@ -38,15 +38,18 @@ pub(crate) use transition::{after, before};
 pub enum Enqueued {
     /// The job was added.
     New(JobId),
-    /// A job with the same idempotency key exists on that queue: this is its id.
+    /// A job with the same idempotency key exists on that queue, or one its unique rule holds
+    /// for, or (leading debounce) one of its burst started it: this is its id.
     Duplicate(JobId),
+    /// A waiting job of its burst took its payload (trailing debounce): this is its id.
+    Debounced(JobId),
 }
 
 impl Enqueued {
     /// The id of the job that holds the work.
     pub fn id(self) -> JobId {
         match self {
-            Enqueued::New(id) | Enqueued::Duplicate(id) => id,
+            Enqueued::New(id) | Enqueued::Duplicate(id) | Enqueued::Debounced(id) => id,
         }
     }
 }

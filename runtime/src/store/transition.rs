@@ -176,6 +176,26 @@ pub(crate) fn release(job: &mut Job, token: u64, now: Timestamp) -> Result<Emitt
     )])
 }
 
+/// Gives the waiting `job` the payload, headers and kind of `new`, a later job of its trailing
+/// debounce burst, to run at `run_at`.
+pub(crate) fn debounce(
+    job: &mut Job,
+    new: crate::job::NewJob,
+    run_at: Timestamp,
+    now: Timestamp,
+) -> Emitted {
+    job.payload = new.payload;
+    job.headers = new.headers;
+    job.kind = new.kind;
+    job.run_at = run_at;
+    job.state = JobState::Queued;
+    job.state = waiting_state(job, now);
+    vec![(
+        EventKind::Debounced,
+        Some(format!("runs at {}", run_at.to_rfc3339())),
+    )]
+}
+
 /// Puts the running job back without counting the attempt, not before `until`, one snooze more.
 pub(crate) fn snooze(
     job: &mut Job,

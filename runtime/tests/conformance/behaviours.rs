@@ -2698,3 +2698,123 @@ pub async fn a_unique_job_is_the_existing_one_while_its_rule_holds(store: S) {
     let after_purge = send(unique_job(Some("d"), "k", 16, &[Succeeded], 0), t(101)).await;
     assert!(matches!(after_purge, Enqueued::New(_)), "{after_purge:?}");
 }
+
+/// A job of `tenant` sent with debounce key `key`, window `window` seconds, in `mode`.
+fn debounced_job(
+    tenant: &str,
+    key: &str,
+    n: u32,
+    window: i64,
+    mode: raindrop::job::DebounceMode,
+) -> NewJob {
+    let mut job = tenant_job("q", Some(tenant), n);
+    job.debounce = Some(raindrop::job::DebounceRule {
+        key: key.into(),
+        window: Duration::from_secs(window as u64),
+        mode,
+    });
+    job
+}
+
+pub async fn a_trailing_debounce_runs_the_latest_job_of_a_burst_once_it_is_quiet(store: S) {
+    use raindrop::job::DebounceMode;
+    let mode = DebounceMode::Trailing {
+        max_wait: Some(Duration::from_secs(5)),
+    };
+    let send = |n: u32, tenant: &'static str, now| {
+        let store = store.clone();
+        async move {
+            let job = debounced_job(tenant, "k", n, 2, mode);
+            store.enqueue(vec![job], now).await.unwrap().remove(0)
+        }
+    };
+    let Enqueued::New(id) = send(1, "a", t(0)).await else {
+        panic!("the first of a burst is new")
+    };
+    let first = store.get(id).await.unwrap().unwrap();
+    assert_eq!((first.state, first.run_at), (JobState::Scheduled, t(2)));
+    assert_eq!(first.debounce_key.as_deref(), Some("k"));
+    // Each later one of the burst replaces its payload and pushes it a window on ...
+    assert_eq!(send(2, "a", t(1)).await, Enqueued::Debounced(id));
+    assert_eq!(store.get(id).await.unwrap().unwrap().run_at, t(3));
+    assert_eq!(send(3, "a", t(2)).await, Enqueued::Debounced(id));
+    // ... but never past max_wait after the first.
+    assert_eq!(send(4, "a", t(4)).await, Enqueued::Debounced(id));
+    let waiting = store.get(id).await.unwrap().unwrap();
+    assert_eq!(waiting.run_at, t(5));
+    assert_eq!(n(&waiting), 4, "the latest payload");
+    // Another tenant's key is its own burst.
+    assert!(matches!(send(9, "b", t(4)).await, Enqueued::New(other) if other != id));
+    assert!(
+        store
+            .claim("q", "w", 10, LEASE, t(4))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let ran = store.claim("q", "w", 10, LEASE, t(5)).await.unwrap();
+    let ran: Vec<_> = ran.iter().filter(|j| j.id == id).collect();
+    assert_eq!(ran.len(), 1);
+    assert_eq!(n(ran[0]), 4);
+    // Once it has started, the next one starts a new burst.
+    let next = send(5, "a", t(5)).await;
+    assert!(
+        matches!(next, Enqueued::New(other) if other != id),
+        "{next:?}"
+    );
+    let debounced = store
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.job == id && e.kind == EventKind::Debounced)
+        .count();
+    assert_eq!(debounced, 3);
+    // Two of one burst in one enqueue: the second goes into the first.
+    let both = store
+        .enqueue(
+            vec![
+                debounced_job("c", "k", 1, 2, mode),
+                debounced_job("c", "k", 2, 2, mode),
+            ],
+            t(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(both[1], Enqueued::Debounced(both[0].id()));
+    let job = store.get(both[0].id()).await.unwrap().unwrap();
+    assert_eq!((n(&job), job.run_at), (2, t(12)));
+    // b's burst, a's second and c's: three jobs wait.
+    assert_eq!(store.counts().await.unwrap()["q"].scheduled, 3);
+}
+
+pub async fn a_leading_debounce_runs_the_first_job_and_drops_the_rest_of_its_window(store: S) {
+    use raindrop::job::DebounceMode;
+    let send = |n: u32, now| {
+        let store = store.clone();
+        async move {
+            let job = debounced_job("a", "k", n, 10, DebounceMode::Leading);
+            store.enqueue(vec![job], now).await.unwrap().remove(0)
+        }
+    };
+    let Enqueued::New(first) = send(1, t(0)).await else {
+        panic!("the first is new")
+    };
+    assert_eq!(
+        store.get(first).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    assert_eq!(send(2, t(5)).await, Enqueued::Duplicate(first));
+    let claimed = store.claim("q", "w", 10, LEASE, t(6)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(n(&claimed[0]), 1, "the first payload runs");
+    assert_eq!(
+        send(3, t(9)).await,
+        Enqueued::Duplicate(first),
+        "running, still its window"
+    );
+    let Enqueued::New(second) = send(4, t(10)).await else {
+        panic!("a window later, a new job")
+    };
+    assert_ne!(second, first);
+}

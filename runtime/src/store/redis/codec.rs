@@ -89,6 +89,8 @@ fields! {
         SNOOZES = "sn",
         /// Its unique key; absent: none.
         UNIQUE_KEY = "uk",
+        /// Its debounce key; absent: none.
+        DEBOUNCE_KEY = "dk",
     }
 }
 
@@ -242,6 +244,7 @@ pub(super) fn decode_job(
         lease,
         limit_key: fields.remove(field::LIMIT_KEY),
         unique_key: fields.remove(field::UNIQUE_KEY),
+        debounce_key: fields.remove(field::DEBOUNCE_KEY),
         snoozes: parsed(&fields, field::SNOOZES)?.unwrap_or(0),
     })
 }

@@ -15,20 +15,20 @@ use super::conn::store_err;
 use super::scripts::{ArgLike, strings};
 use super::{RedisStore, SWEEP};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobError, JobId, NewJob, Payload, Progress, Timestamp};
+use crate::job::{DebounceMode, Job, JobError, JobId, NewJob, Payload, Progress, Timestamp};
 use crate::store::{
     AfterFailure, CancelOutcome, ClaimLimits, DeadLetters, Enqueued, JobFilter, JobStore,
     LeaseStatus, Page, Recovered, StateCounts,
 };
 
-/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 15 per job.
+/// The arguments of `enqueue.lua` for `jobs` of `queue`: 3, then 19 per job.
 fn enqueue_args(
     now_ms: i64,
     channel: &str,
     queue: &str,
     jobs: &[(usize, NewJob)],
 ) -> Result<Vec<String>> {
-    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 15);
+    let mut args: Vec<String> = Vec::with_capacity(3 + jobs.len() * 19);
     args.push(now_ms.to_string());
     args.push(channel.to_owned());
     args.push(queue.to_owned());
@@ -71,6 +71,21 @@ fn enqueue_args(
                 );
             }
             None => args.extend([String::new(), String::new(), String::new()]),
+        }
+        let ms_of = |d: Duration| d.as_millis().min(u128::from(u64::MAX >> 12)).to_string();
+        match &job.debounce {
+            Some(rule) => {
+                args.push(format!("={}", rule.key));
+                args.push(ms_of(rule.window));
+                match rule.mode {
+                    DebounceMode::Trailing { max_wait } => {
+                        args.push("trailing".into());
+                        args.push(max_wait.map(ms_of).unwrap_or_default());
+                    }
+                    DebounceMode::Leading => args.extend(["leading".into(), String::new()]),
+                }
+            }
+            None => args.extend([String::new(), String::new(), String::new(), String::new()]),
         }
     }
     Ok(args)
@@ -195,7 +210,11 @@ impl RedisStore {
                     if existing != job.id {
                         unused.push(job.id.to_string());
                     }
-                    Enqueued::Duplicate(existing)
+                    if added == 2 {
+                        Enqueued::Debounced(existing)
+                    } else {
+                        Enqueued::Duplicate(existing)
+                    }
                 });
             }
         }

@@ -13,7 +13,7 @@ use super::rows::{JOB_COLUMNS, id_bytes, insert, job_id, load, load_many, ms, op
 use super::{SqliteStore, claim, transitions};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
-use crate::job::{Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
+use crate::job::{Folding, Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
 use crate::store::transition::{self, Emitted};
 use crate::store::{
     AfterFailure, CancelOutcome, ClaimLimits, DeadLetters, Enqueued, JobFilter, JobStore,
@@ -58,7 +58,7 @@ impl JobStore for SqliteStore {
                 crate::store::within_quota(queue, waiting, adding, max)?;
             }
             let mut outcomes = Vec::with_capacity(jobs.len());
-            for (new, existing) in jobs.into_iter().zip(existing) {
+            for (mut new, existing) in jobs.into_iter().zip(existing) {
                 // A key twice in one enqueue: the second is the first's duplicate.
                 let existing = match existing {
                     Some(id) => Some(id),
@@ -67,6 +67,24 @@ impl JobStore for SqliteStore {
                 if let Some(existing) = existing {
                     outcomes.push(Enqueued::Duplicate(existing));
                     continue;
+                }
+                if let Some(rule) = &new.debounce {
+                    match rule.fold(debounce_holder(conn, &new, &rule.key)?, new.run_at, now) {
+                        Folding::Dropped(id) => {
+                            outcomes.push(Enqueued::Duplicate(id));
+                            continue;
+                        }
+                        Folding::Into(id, run_at) => {
+                            let mut job = load(conn, id)?.ok_or(Error::NotFound(id))?;
+                            let before = job.state;
+                            let emitted = transition::debounce(&mut job, new, run_at, now);
+                            save_input(conn, &job)?;
+                            transitions::record(conn, counts, &job, before, emitted, now)?;
+                            outcomes.push(Enqueued::Debounced(id));
+                            continue;
+                        }
+                        Folding::New(run_at) => new.run_at = run_at,
+                    }
                 }
                 let job = Job::from_new(new, now);
                 if !insert(conn, &job)? {
@@ -394,6 +412,45 @@ impl QueueControl for SqliteStore {
         })
         .await
     }
+}
+
+/// The latest job of `new`'s queue and tenant with debounce key `key`: its id, state and
+/// creation time.
+fn debounce_holder(
+    conn: &rusqlite::Connection,
+    new: &NewJob,
+    key: &str,
+) -> Result<Option<(JobId, JobState, Timestamp)>> {
+    let latest: Option<(Vec<u8>, String, i64)> = conn
+        .prepare_cached(
+            "SELECT id, state, created_at FROM jobs WHERE queue = ?1 \
+             AND coalesce(tenant, '') = ?2 AND debounce_key = ?3 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(
+            params![new.queue, new.tenant.as_deref().unwrap_or(""), key],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    latest
+        .map(|(id, state, created)| Ok((job_id(&id)?, state.parse()?, super::rows::ts(created))))
+        .transpose()
+}
+
+/// Writes back the input of `job` (payload, headers, kind), which a debounce replaced.
+fn save_input(conn: &rusqlite::Connection, job: &Job) -> Result<()> {
+    let headers = if job.headers.is_empty() {
+        None
+    } else {
+        Some(super::rows::to_json(&job.headers)?)
+    };
+    conn.prepare_cached("UPDATE jobs SET payload = ?2, headers = ?3, kind = ?4 WHERE id = ?1")?
+        .execute(params![
+            &id_bytes(job.id)[..],
+            job.payload.as_str(),
+            headers,
+            job.kind
+        ])?;
+    Ok(())
 }
 
 /// The job `new`, sent at `now`, would duplicate: the one with its idempotency key on its

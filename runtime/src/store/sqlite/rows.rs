@@ -14,9 +14,9 @@ use crate::job::{Job, JobId, Payload, Timestamp};
 macro_rules! job_columns {
     () => {
         "id, queue, kind, payload, priority, run_at, attempt, max_attempts, timeout_ms, \
-         idempotency_key, tenant, headers, limit_key, unique_key, state, created_at, snoozes, \
-         started_at, finished_at, progress, result, error, attempts, lease_worker, \
-         lease_expires_at, lease_token"
+         idempotency_key, tenant, headers, limit_key, unique_key, debounce_key, state, \
+         created_at, snoozes, started_at, finished_at, progress, result, error, attempts, \
+         lease_worker, lease_expires_at, lease_token"
     };
 }
 pub(super) use job_columns;
@@ -28,7 +28,7 @@ const INSERT_JOB: &str = concat!(
     "INSERT INTO jobs (",
     job_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ON CONFLICT (id) DO NOTHING"
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) ON CONFLICT (id) DO NOTHING"
 );
 
 /// A time as stored: milliseconds since the epoch.
@@ -78,18 +78,19 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<RawJob> {
         headers: row.get(11)?,
         limit_key: row.get(12)?,
         unique_key: row.get(13)?,
-        state: row.get(14)?,
-        created_at: row.get(15)?,
-        snoozes: row.get(16)?,
-        started_at: row.get(17)?,
-        finished_at: row.get(18)?,
-        progress: row.get(19)?,
-        result: row.get(20)?,
-        error: row.get(21)?,
-        attempts: row.get(22)?,
-        lease_worker: row.get(23)?,
-        lease_expires_at: row.get(24)?,
-        lease_token: row.get(25)?,
+        debounce_key: row.get(14)?,
+        state: row.get(15)?,
+        created_at: row.get(16)?,
+        snoozes: row.get(17)?,
+        started_at: row.get(18)?,
+        finished_at: row.get(19)?,
+        progress: row.get(20)?,
+        result: row.get(21)?,
+        error: row.get(22)?,
+        attempts: row.get(23)?,
+        lease_worker: row.get(24)?,
+        lease_expires_at: row.get(25)?,
+        lease_token: row.get(26)?,
     })
 }
 
@@ -109,6 +110,7 @@ pub(super) struct RawJob {
     headers: Option<String>,
     limit_key: Option<String>,
     unique_key: Option<String>,
+    debounce_key: Option<String>,
     state: String,
     created_at: i64,
     snoozes: u32,
@@ -177,6 +179,7 @@ impl RawJob {
             lease,
             limit_key: self.limit_key,
             unique_key: self.unique_key,
+            debounce_key: self.debounce_key,
             snoozes: self.snoozes,
         })
     }
@@ -233,6 +236,7 @@ pub(super) fn insert(conn: &Connection, job: &Job) -> Result<bool> {
         headers_json(job)?,
         job.limit_key,
         job.unique_key,
+        job.debounce_key,
         job.state.as_str(),
         ms(job.created_at),
         job.snoozes,

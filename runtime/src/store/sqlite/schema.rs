@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     limit_key TEXT,
     snoozes INTEGER NOT NULL DEFAULT 0,
     unique_key TEXT,
+    debounce_key TEXT,
     started_at INTEGER,
     finished_at INTEGER,
     progress TEXT,
@@ -102,20 +103,22 @@ CREATE TABLE IF NOT EXISTS start_buckets (
 
 /// Columns added since the first layout, with their definitions: added to a file that lacks
 /// them (in place, without rewriting rows) before [`INDEXES`] are built.
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str); 4] = [
     ("limit_key", "TEXT"),
     ("snoozes", "INTEGER NOT NULL DEFAULT 0"),
     ("unique_key", "TEXT"),
+    ("debounce_key", "TEXT"),
 ];
 
 /// Indexes over columns of [`ADDED_COLUMNS`]. The claim index groups a queue's ready jobs by
 /// tenant, then by limit key (jobs without one first), each group best first; the unique index
-/// finds the latest job of a queue and tenant with a unique key. It replaced
+/// and the debounce index find the latest job of a queue and tenant with a key. It replaced
 /// `jobs_claim`, which had no key: a file from before rebuilds it once, when first opened.
 const INDEXES: &str = r#"
 DROP INDEX IF EXISTS jobs_claim;
 CREATE INDEX IF NOT EXISTS jobs_claim_by_key ON jobs (queue, state, coalesce(tenant, ''), limit_key, priority DESC, run_at, seq);
 CREATE INDEX IF NOT EXISTS jobs_unique ON jobs (queue, coalesce(tenant, ''), unique_key, seq) WHERE unique_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_debounce ON jobs (queue, coalesce(tenant, ''), debounce_key, seq) WHERE debounce_key IS NOT NULL;
 "#;
 
 /// Lays out the database: [`SCHEMA`], then the columns and indexes added since.

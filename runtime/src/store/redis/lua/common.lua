@@ -262,7 +262,8 @@ end
 -- Removes job `id`: its hash, its indexes and its idempotency key.
 local function remove_job(id)
   local key = JOB .. id
-  local f = redis.call('HMGET', key, F_STATE, F_IDEMPOTENCY_KEY, F_TENANT, F_LIMIT_KEY, F_UNIQUE_KEY)
+  local f = redis.call('HMGET', key, F_STATE, F_IDEMPOTENCY_KEY, F_TENANT, F_LIMIT_KEY, F_UNIQUE_KEY,
+    F_DEBOUNCE_KEY)
   if f[1] then unindex(id, f[1], f[3], f[4]) end
   if f[2] then
     local field = idem_field(f[3] or '', f[2])
@@ -271,6 +272,10 @@ local function remove_job(id)
   if f[5] then
     local field = idem_field(f[3] or '', f[5])
     if redis.call('HGET', UNIQUE, field) == id then redis.call('HDEL', UNIQUE, field) end
+  end
+  if f[6] then
+    local field = idem_field(f[3] or '', f[6])
+    if redis.call('HGET', DEBOUNCE, field) == id then redis.call('HDEL', DEBOUNCE, field) end
   end
   redis.call('DEL', key)
 end
