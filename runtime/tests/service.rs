@@ -1471,3 +1471,57 @@ async fn a_debounced_submission_says_which_waiting_job_it_went_into() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn a_queues_unique_rule_keys_submissions_by_the_fields_it_names() {
+    let app = app(r#"application "t" {
+  service "api" {}
+  queue "reports" {
+    unique {
+      by = ["kind", "payload.report"]
+    }
+  }
+  task "worker" {
+    queue = "reports"
+  }
+}"#);
+    let engine = Engine::builder(app)
+        .store(memory())
+        .task("worker", succeed())
+        .build()
+        .unwrap();
+    let router = Service::new(engine, "api").unwrap().router();
+    let post = |body: Value| {
+        let router = router.clone();
+        async move { call(&router, Method::POST, "/v1/jobs", None, Some(body)).await }
+    };
+    let later = "2999-01-01T00:00:00Z";
+    let (status, _, first) =
+        post(json!({ "payload": { "report": "q3", "by": "ada" }, "run_at": later })).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    // The same report asked by someone else while the first waits: the first job.
+    let (_, _, same) =
+        post(json!({ "payload": { "report": "q3", "by": "grace" }, "run_at": later })).await;
+    assert_eq!(
+        (&same["id"], &same["duplicate"]),
+        (&first["id"], &json!(true))
+    );
+    // Another report, or the same one of another kind: new jobs.
+    let (_, _, other) = post(json!({ "payload": { "report": "q4" }, "run_at": later })).await;
+    assert_eq!(other["duplicate"], false);
+    let (_, _, kind) =
+        post(json!({ "kind": "pdf", "payload": { "report": "q3" }, "run_at": later })).await;
+    assert_eq!(kind["duplicate"], false);
+    let (_, _, status) = call(
+        &router,
+        Method::GET,
+        &format!("/v1/jobs/{}", first["id"].as_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        status["unique_key"].as_str().is_some_and(|k| k.len() == 64),
+        "a SHA-256 in hex: {status}"
+    );
+}

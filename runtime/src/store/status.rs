@@ -37,6 +37,22 @@ pub struct JobStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
+    /// The key its queue's `concurrency_limit` counts it under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_key: Option<String>,
+    /// The key its queue's `unique` rule (or its `unique_key`) gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+    /// The key of its debounce burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debounce_key: Option<String>,
+    /// Times its handler snoozed it (absent: never).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub snoozes: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl JobStatus {
@@ -58,6 +74,10 @@ impl JobStatus {
             run_at: job.run_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
+            limit_key: job.limit_key.clone(),
+            unique_key: job.unique_key.clone(),
+            debounce_key: job.debounce_key.clone(),
+            snoozes: job.snoozes,
         }
     }
 
@@ -119,6 +139,14 @@ struct StatusView<'a> {
     started_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     finished_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unique_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    debounce_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_zero")]
+    snoozes: u32,
 }
 
 impl<'a> StatusView<'a> {
@@ -139,6 +167,10 @@ impl<'a> StatusView<'a> {
             run_at: job.run_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
+            limit_key: job.limit_key.as_deref(),
+            unique_key: job.unique_key.as_deref(),
+            debounce_key: job.debounce_key.as_deref(),
+            snoozes: job.snoozes,
         }
     }
 }
@@ -159,6 +191,10 @@ mod tests {
             message: "x".into(),
         });
         job.result = Some(Payload::from_json(r#"{"a":1}"#).unwrap());
+        job.limit_key = Some("customer 42".into());
+        job.unique_key = Some("u".into());
+        job.debounce_key = Some("d".into());
+        job.snoozes = 3;
         let bytes = serde_json::to_vec(&StatusView::of(&job)).unwrap();
         let read: JobStatus = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(read, JobStatus::of(&job));
