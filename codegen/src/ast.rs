@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use crate::model::{
-    AlertMetric, AuthMode, BucketAction, Comparison, Domain, LimitKey, Severity, SinkAuth,
-    SinkFormat, UniqueBy, UniqueState, Visibility,
+    AlertMetric, AuthMode, BucketAction, Comparison, DebounceMode, Domain, LimitKey, Severity,
+    SinkAuth, SinkFormat, UniqueBy, UniqueState, Visibility,
 };
 use crate::source::{Span, Spanned};
 use crate::value::{ByteSize, CronSchedule, Duration};
@@ -111,6 +111,19 @@ pub struct Queue {
     pub concurrency_limit: Option<ConcurrencyLimit>,
     pub max_snoozes: Option<Spanned<u32>>,
     pub unique: Option<Unique>,
+    pub debounce: Option<Debounce>,
+}
+
+/// A queue's `debounce { key window mode max_wait }`; a setting written wrong is `None`, as if
+/// left out.
+#[derive(Debug, Clone, Default)]
+pub struct Debounce {
+    /// The `debounce` keyword.
+    pub span: Span,
+    pub key: Option<Spanned<LimitKey>>,
+    pub window: Option<Spanned<Duration>>,
+    pub mode: Option<Spanned<DebounceMode>>,
+    pub max_wait: Option<Spanned<Duration>>,
 }
 
 /// A queue's `unique { for states by }`; a setting written wrong is `None`, as if left out.

@@ -10,8 +10,8 @@ use hcl::format::Format;
 use hcl::{Block, Body, Expression};
 
 use crate::model::{
-    Alert, Application, Auth, Domain, KvCache, LimitKey, Observer, ObserverRole, Queue, Service,
-    Sink, SinkAuth, SinkFormat, Task, TaskRole, UniqueBy, UniqueState, Visibility,
+    Alert, Application, Auth, DebounceMode, Domain, KvCache, LimitKey, Observer, ObserverRole,
+    Queue, Service, Sink, SinkAuth, SinkFormat, Task, TaskRole, UniqueBy, UniqueState, Visibility,
 };
 use crate::name::Name;
 
@@ -169,11 +169,7 @@ fn queue(q: &Queue) -> Block {
     if let Some(limit) = &q.concurrency_limit {
         let mut c = Block::builder("concurrency_limit").add_attribute(("max", limit.max));
         if let Some(key) = &limit.key {
-            let key = match key {
-                LimitKey::Header(name) => format!("header.{name}"),
-                LimitKey::Payload(field) => format!("payload.{field}"),
-            };
-            c = c.add_attribute(("key", key));
+            c = c.add_attribute(("key", limit_key(key)));
         }
         b = b.add_block(c.build());
     }
@@ -197,7 +193,29 @@ fn queue(q: &Queue) -> Block {
                 .build(),
         );
     }
+    if let Some(debounce) = &q.debounce {
+        let mode = match debounce.mode {
+            DebounceMode::Trailing => "trailing",
+            DebounceMode::Leading => "leading",
+        };
+        let mut d = Block::builder("debounce")
+            .add_attribute(("key", limit_key(&debounce.key)))
+            .add_attribute(("window", debounce.window.to_string()))
+            .add_attribute(("mode", mode));
+        if let Some(max_wait) = debounce.max_wait {
+            d = d.add_attribute(("max_wait", max_wait.to_string()));
+        }
+        b = b.add_block(d.build());
+    }
     b.build()
+}
+
+/// A `concurrency_limit` or `debounce` key as the manifest spells it.
+fn limit_key(key: &LimitKey) -> String {
+    match key {
+        LimitKey::Header(name) => format!("header.{name}"),
+        LimitKey::Payload(field) => format!("payload.{field}"),
+    }
 }
 
 /// A `unique` state as the manifest spells it.
@@ -400,6 +418,32 @@ mod tests {
     }
 
     #[test]
+    fn a_debounce_block_prints_its_default_mode_and_no_block_prints_nothing() {
+        let (_, hcl) = round_trip(
+            r#"application "demo" {
+                 queue "refresh" {
+                   debounce {
+                     key    = "payload.account"
+                     window = "2s"
+                   }
+                 }
+                 queue "jobs" {}
+                 task "refresher" { queue = "refresh" }
+                 task "worker" { queue = "jobs" }
+               }"#,
+        );
+        for line in [
+            "key = \"payload.account\"",
+            "window = \"2s\"",
+            "mode = \"trailing\"",
+        ] {
+            assert!(hcl.contains(line), "`{line}` missing from:\n{hcl}");
+        }
+        assert!(!hcl.contains("max_wait"), "{hcl}");
+        assert_eq!(hcl.matches("debounce {").count(), 1, "{hcl}");
+    }
+
+    #[test]
     fn what_it_prints_compiles_to_the_same_application() {
         let (app, hcl) = round_trip(
             r#"application "demo" {
@@ -446,6 +490,20 @@ mod tests {
                      by     = ["header.X-Tenant_id", "payload.account id", "kind"]
                    }
                  }
+                 queue "refresh" {
+                   debounce {
+                     key      = "header.X-Account_id"
+                     window   = "1500ms"
+                     max_wait = "1m 30s"
+                   }
+                 }
+                 queue "pings" {
+                   debounce {
+                     key    = "payload.device id"
+                     window = "1d"
+                     mode   = "leading"
+                   }
+                 }
                  task "worker" {
                    queue = "jobs"
                    autoscale { max = 40 }
@@ -454,6 +512,8 @@ mod tests {
                  task "handler" { queue = "events" }
                  task "reporter" { queue = "reports" }
                  task "exporter" { queue = "exports" }
+                 task "refresher" { queue = "refresh" }
+                 task "pinger" { queue = "pings" }
                  task "nightly" { cron = "0 2 * * *" }
                  observer "monitor" {
                    alert "backlog" {

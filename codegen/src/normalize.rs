@@ -7,7 +7,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use crate::ast;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::model::{
-    self, Auth, AuthMode, Consumer, ObserverRole, TaskRole, UniqueBy, UniqueState, Visibility,
+    self, Auth, AuthMode, Consumer, DebounceMode, ObserverRole, TaskRole, UniqueBy, UniqueState,
+    Visibility,
 };
 use crate::name::Name;
 use crate::source::Span;
@@ -71,6 +72,8 @@ pub mod defaults {
     pub const UNIQUE_STATES: [UniqueState; 2] = [UniqueState::Waiting, UniqueState::Running];
     /// `queue.unique.by`.
     pub const UNIQUE_BY: [UniqueBy; 2] = [UniqueBy::Kind, UniqueBy::Payload];
+    /// `queue.debounce.mode`.
+    pub const DEBOUNCE_MODE: DebounceMode = DebounceMode::Trailing;
 }
 
 fn name(header: &ast::Header) -> Option<Name> {
@@ -208,6 +211,7 @@ fn queues(
 
 /// A queue an observer consumes takes no `rate_limit` or `concurrency_limit`: the runtime
 /// applies them when a worker task claims a job, and an observer claims none that way.
+/// (`unique` and `debounce` apply when a job is sent, so any queue may have them.)
 fn limits_on_observer_queue(
     q: &ast::Queue,
     observer: &Name,
@@ -350,7 +354,15 @@ fn queue(q: &ast::Queue) -> Option<model::Queue> {
                 .as_ref()
                 .map_or_else(|| defaults::UNIQUE_BY.to_vec(), |v| v.value.clone()),
         }),
-        debounce: None,
+        // Without `key` or `window` the block is already reported.
+        debounce: q.debounce.as_ref().and_then(|d| {
+            Some(model::Debounce {
+                key: d.key.as_ref()?.value.clone(),
+                window: d.window.as_ref()?.value,
+                mode: d.mode.as_ref().map_or(defaults::DEBOUNCE_MODE, |v| v.value),
+                max_wait: d.max_wait.as_ref().map(|v| v.value),
+            })
+        }),
     })
 }
 

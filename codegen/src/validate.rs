@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::ast;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::SinkFormat;
+use crate::model::{DebounceMode, SinkFormat};
 use crate::name::{Name, check_env_name, rust_ident};
 use crate::source::{Span, Spanned};
 use crate::suggest::did_you_mean;
@@ -403,6 +403,7 @@ fn check_envs(app: &ast::Application, diags: &mut Diagnostics) {
 
 fn check_queues(app: &ast::Application, diags: &mut Diagnostics) {
     for queue in &app.queues {
+        check_debounce(queue, diags);
         let Some(backoff) = &queue.backoff else {
             continue;
         };
@@ -424,6 +425,50 @@ fn check_queues(app: &ast::Application, diags: &mut Diagnostics) {
                 );
             }
         }
+    }
+}
+
+/// A queue's `debounce`: `max_wait` only with a trailing debounce, and no shorter than `window`;
+/// and not beside `unique`.
+fn check_debounce(queue: &ast::Queue, diags: &mut Diagnostics) {
+    let Some(debounce) = &queue.debounce else {
+        return;
+    };
+    let name = &queue.header.name.value;
+    if let Some(unique) = &queue.unique {
+        diags.push(
+            Diagnostic::error(
+                "conflicting-settings",
+                debounce.span,
+                format!("queue `{name}` has both `debounce` and `unique`: a job could be dropped by one and merged by the other"),
+            )
+            .with_related(unique.span, "unique here")
+            .with_help("keep one: `debounce` collapses the jobs sent in a burst, `unique` merges a job into one already there"),
+        );
+    }
+    let Some(max_wait) = &debounce.max_wait else {
+        return;
+    };
+    match (&debounce.mode, &debounce.window) {
+        (Some(mode), _) if mode.value == DebounceMode::Leading => diags.push(
+            Diagnostic::error(
+                "conflicting-settings",
+                max_wait.span,
+                format!("debounce of queue `{name}` is leading: `max_wait` applies to trailing debounce only"),
+            )
+            .with_related(mode.span, "leading here")
+            .with_help("remove `max_wait` (a leading debounce runs the first job of a burst at once), or set `mode = \"trailing\"`"),
+        ),
+        (_, Some(window)) if max_wait.value < window.value => diags.push(
+            Diagnostic::error(
+                "conflicting-settings",
+                max_wait.span,
+                format!("debounce of queue `{name}` has `max_wait` below `window`"),
+            )
+            .with_related(window.span, "window")
+            .with_help("`max_wait` must be at least `window`"),
+        ),
+        _ => {}
     }
 }
 

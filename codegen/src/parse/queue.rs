@@ -1,17 +1,17 @@
 //! `queue "name" { max_attempts, visibility_timeout, max_message_size, max_snoozes, backoff,
-//! retention, rate_limit, concurrency_limit, unique }`.
+//! retention, rate_limit, concurrency_limit, unique, debounce }`.
 
 use hcl_edit::expr::Expression;
 use hcl_edit::structure::Block;
 
 use super::convert::{
-    duration, duration_in, float_in, int_at_least, int_in, size, string, string_list,
+    duration, duration_in, float_in, int_at_least, int_in, one_of, size, string, string_list,
 };
 use super::reader::Reader;
 use super::span;
 use crate::ast;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::model::{LimitKey, UniqueBy, UniqueState};
+use crate::model::{DebounceMode, LimitKey, UniqueBy, UniqueState};
 use crate::source::{Span, Spanned};
 use crate::suggest::{closest, did_you_mean};
 use crate::value::Duration;
@@ -44,6 +44,16 @@ const DEFAULT_UNIQUE_STATES: &str = "[\"waiting\", \"running\"]";
 const DEFAULT_UNIQUE_BY: &str = "[\"kind\", \"payload\"]";
 /// What `unique.by` may list.
 const BY_HELP: &str = "by lists \"kind\", \"payload\" (the whole payload), top-level payload fields (\"payload.account_id\") and headers (\"header.customer\")";
+/// The shortest `debounce.window` and `debounce.max_wait`.
+const MIN_DEBOUNCE: (Duration, &str) = (Duration::from_millis(1), "1ms");
+/// The longest `debounce.window` and `debounce.max_wait`.
+const MAX_DEBOUNCE: (Duration, &str) = (Duration::from_secs(86_400), "1d");
+/// The modes `debounce.mode` may name, as the manifest spells them; the first, the default
+/// (`normalize::defaults::DEBOUNCE_MODE`), is the example a value of the wrong type is shown.
+const DEBOUNCE_MODES: [(&str, DebounceMode); 2] = [
+    ("trailing", DebounceMode::Trailing),
+    ("leading", DebounceMode::Leading),
+];
 
 pub(super) fn read_queue(
     diags: &mut Diagnostics,
@@ -86,6 +96,9 @@ pub(super) fn read_queue(
     }
     if let Some(unique) = r.block(diags, "unique") {
         queue.unique = Some(read_unique(diags, unique, &header));
+    }
+    if let Some(debounce) = r.block(diags, "debounce") {
+        queue.debounce = Some(read_debounce(diags, debounce, &header));
     }
     r.finish(diags);
     queue.header = header;
@@ -268,6 +281,38 @@ fn read_unique(diags: &mut Diagnostics, unique: &Block, header: &ast::Header) ->
     read
 }
 
+/// `debounce { key, window, mode, max_wait }`; `key` and `window` are required. How `mode` and
+/// `max_wait` go together with `window` is checked in `validate`.
+fn read_debounce(diags: &mut Diagnostics, debounce: &Block, header: &ast::Header) -> ast::Debounce {
+    let mut d = Reader::nested(&debounce.body, header, "debounce");
+    let read = ast::Debounce {
+        span: span(&debounce.ident),
+        key: d.value(diags, "key", limit_key),
+        window: d.value(diags, "window", duration_in(MIN_DEBOUNCE, MAX_DEBOUNCE)),
+        mode: d.value(diags, "mode", one_of(&DEBOUNCE_MODES)),
+        max_wait: d.value(diags, "max_wait", duration_in(MIN_DEBOUNCE, MAX_DEBOUNCE)),
+    };
+    d.finish(diags);
+    for (key, example) in [
+        ("key", "key = \"payload.account_id\""),
+        ("window", "window = \"2s\""),
+    ] {
+        if missing(debounce, key) {
+            diags.push(
+                Diagnostic::error(
+                    "missing-attribute",
+                    read.span,
+                    format!("`debounce` of queue `{}` needs `{key}`", header.name.value),
+                )
+                .with_help(format!(
+                    "add e.g. `{example}` inside `debounce`: jobs sent with the same `key` within `window` collapse into one"
+                )),
+            );
+        }
+    }
+    read
+}
+
 /// The strings of a non-empty list; `None` when an item is no string (reported) or the list is
 /// empty (reported as lacking `what`, with the default `default`).
 fn nonempty_strings(
@@ -418,8 +463,10 @@ fn by_suggestion(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::UNIQUE_STATES;
-    use crate::model::{ConcurrencyLimit, LimitKey, Unique, UniqueBy, UniqueState};
+    use super::{DEBOUNCE_MODES, UNIQUE_STATES};
+    use crate::model::{
+        ConcurrencyLimit, Debounce, DebounceMode, LimitKey, Unique, UniqueBy, UniqueState,
+    };
     use crate::value::Duration;
     use crate::{SourceFile, compile};
 
@@ -767,6 +814,170 @@ mod tests {
                         .into()
                 ]
             ))
+        );
+    }
+
+    /// A manifest whose queue `q` (pulled by a worker) has `debounce { settings }`: its debounce
+    /// block, or its errors, each as `code: message`.
+    fn debounce(settings: &str) -> Result<Option<Debounce>, Vec<String>> {
+        let text = format!(
+            "application \"demo\" {{\n  queue \"q\" {{\n    debounce {{\n{settings}\n    }}\n  }}\n  task \"worker\" {{}}\n}}\n"
+        );
+        let compiled = compile(&SourceFile::new("raindrop.manifest", text));
+        match compiled.application {
+            Some(app) => Ok(app.queues[0].debounce.clone()),
+            None => Err(compiled
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .map(|d| format!("{}: {}", d.code, d.message))
+                .collect()),
+        }
+    }
+
+    #[test]
+    fn debounce_reads_every_setting_and_defaults_to_trailing() {
+        assert_eq!(
+            debounce("key = \"payload.account\"\nwindow = \"2s\""),
+            Ok(Some(Debounce {
+                key: LimitKey::Payload("account".into()),
+                window: Duration::from_secs(2),
+                mode: DebounceMode::Trailing,
+                max_wait: None,
+            }))
+        );
+        assert_eq!(
+            debounce(
+                "key = \"header.X-Account_9\"\nwindow = \"1ms\"\nmode = \"trailing\"\nmax_wait = \"1d\""
+            ),
+            Ok(Some(Debounce {
+                key: LimitKey::Header("X-Account_9".into()),
+                window: Duration::from_millis(1),
+                mode: DebounceMode::Trailing,
+                max_wait: Some(Duration::from_secs(86_400)),
+            }))
+        );
+        assert_eq!(
+            debounce("key = \"payload.device id\"\nwindow = \"1d\"\nmode = \"leading\""),
+            Ok(Some(Debounce {
+                key: LimitKey::Payload("device id".into()),
+                window: Duration::from_secs(86_400),
+                mode: DebounceMode::Leading,
+                max_wait: None,
+            }))
+        );
+        // `max_wait` may equal `window`.
+        assert_eq!(
+            debounce("key = \"header.a\"\nwindow = \"30s\"\nmax_wait = \"30s\"")
+                .map(|d| d.and_then(|d| d.max_wait)),
+            Ok(Some(Duration::from_secs(30)))
+        );
+    }
+
+    /// The spelling of each mode is the model's JSON one, which the runtime reads.
+    #[test]
+    fn debounce_modes_are_spelled_as_the_model_serializes_them() {
+        for (name, mode) in DEBOUNCE_MODES {
+            assert_eq!(serde_json::to_value(mode).ok(), Some(name.into()), "{name}");
+        }
+        assert_eq!(
+            DEBOUNCE_MODES[0].1,
+            crate::normalize::defaults::DEBOUNCE_MODE
+        );
+        assert_eq!(DEBOUNCE_MODES[0].1, DebounceMode::default());
+    }
+
+    #[test]
+    fn wrong_debounce_settings_are_refused() {
+        for (settings, errors) in [
+            (
+                "window = \"2s\"",
+                vec!["missing-attribute: `debounce` of queue `q` needs `key`"],
+            ),
+            (
+                "key = \"header.a\"",
+                vec!["missing-attribute: `debounce` of queue `q` needs `window`"],
+            ),
+            (
+                "",
+                vec![
+                    "missing-attribute: `debounce` of queue `q` needs `key`",
+                    "missing-attribute: `debounce` of queue `q` needs `window`",
+                ],
+            ),
+            // Misspelled: reported as unknown, not also as missing.
+            (
+                "key = \"header.a\"\nwindw = \"2s\"",
+                vec!["unknown-attribute: unknown attribute `windw` in `debounce` of queue `q`"],
+            ),
+            // Written but invalid: reported by the value, not as missing.
+            (
+                "key = \"customer\"\nwindow = \"2s\"",
+                vec!["invalid-value: `customer` is not a valid `key`"],
+            ),
+            (
+                "key = \"payload.a.b\"\nwindow = \"2s\"",
+                vec![
+                    "invalid-value: `payload.a.b` names a nested payload field: only top-level fields are supported",
+                ],
+            ),
+            (
+                "key = \"header.a\"\nwindow = \"500us\"",
+                vec!["out-of-range: `window` must be at least \"1ms\", found \"500us\""],
+            ),
+            (
+                "key = \"header.a\"\nwindow = \"25h\"",
+                vec!["out-of-range: `window` must be at most \"1d\", found \"1day 1h\""],
+            ),
+            (
+                "key = \"header.a\"\nwindow = \"0s\"",
+                vec!["invalid-duration: `window` must be longer than zero"],
+            ),
+            (
+                "key = \"header.a\"\nwindow = 2",
+                vec!["wrong-type: `window` expects a duration string, found a number"],
+            ),
+            (
+                "key = \"header.a\"\nwindow = \"2s\"\nmax_wait = \"25h\"",
+                vec!["out-of-range: `max_wait` must be at most \"1d\", found \"1day 1h\""],
+            ),
+            (
+                "key = \"header.a\"\nwindow = \"2s\"\nmode = \"trailng\"",
+                vec!["invalid-value: `trailng` is not a valid `mode`"],
+            ),
+            (
+                "key = \"header.a\"\nwindow = \"2s\"\nmode = \"leading\"\nmax_wait = \"30s\"",
+                vec![
+                    "conflicting-settings: debounce of queue `q` is leading: `max_wait` applies to trailing debounce only",
+                ],
+            ),
+            // Leading: only the mode is reported, not also `max_wait` below `window`.
+            (
+                "key = \"header.a\"\nwindow = \"2s\"\nmode = \"leading\"\nmax_wait = \"1s\"",
+                vec![
+                    "conflicting-settings: debounce of queue `q` is leading: `max_wait` applies to trailing debounce only",
+                ],
+            ),
+            (
+                "key = \"header.a\"\nwindow = \"2s\"\nmax_wait = \"1999ms\"",
+                vec!["conflicting-settings: debounce of queue `q` has `max_wait` below `window`"],
+            ),
+        ] {
+            assert_eq!(
+                debounce(settings),
+                Err(errors.into_iter().map(str::to_owned).collect()),
+                "{settings}"
+            );
+        }
+    }
+
+    #[test]
+    fn debounce_and_unique_on_one_queue_are_refused() {
+        assert_eq!(
+            compile_queue("debounce {\n key = \"header.a\"\n window = \"2s\"\n}\nunique {}"),
+            Err(vec![
+                "conflicting-settings: queue `q` has both `debounce` and `unique`: a job could be dropped by one and merged by the other".into()
+            ])
         );
     }
 }
