@@ -815,3 +815,69 @@ async fn repeated_wrong_dashboard_logins_are_rate_limited() {
     let (status, _, _) = guesser.login(ACME).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "the window has passed");
 }
+
+#[tokio::test]
+async fn a_jobs_page_says_which_limit_holds_it_back() {
+    let app = support::app(
+        r#"application "t" {
+  service "api" {}
+  queue "syncs" {
+    concurrency_limit {
+      max = 1
+      key = "payload.account"
+    }
+  }
+  task "worker" {
+    queue = "syncs"
+  }
+}"#,
+    );
+    let store = memory();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .task("worker", succeed())
+        .build()
+        .unwrap();
+    let queue = engine.queue("syncs").unwrap();
+    let running = queue
+        .send(&serde_json::json!({ "account": "acme" }))
+        .await
+        .unwrap();
+    let held = queue
+        .send(&serde_json::json!({ "account": "acme" }))
+        .await
+        .unwrap();
+    let free = queue
+        .send(&serde_json::json!({ "account": "globex" }))
+        .await
+        .unwrap();
+    let limits = raindrop::store::ClaimLimits {
+        running_per_key: Some(1),
+        ..Default::default()
+    };
+    let claimed = store
+        .claim_with(
+            "syncs",
+            "w",
+            1,
+            std::time::Duration::from_secs(60),
+            limits,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].id, running);
+    let mut browser = Browser::new(Service::new(engine, "api").unwrap().router());
+    let (status, page) = browser.get(&format!("/dashboard/jobs/{held}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("limit key") && page.contains("acme"),
+        "{page}"
+    );
+    assert!(
+        page.contains("waiting: key acme at its limit of 1 running"),
+        "{page}"
+    );
+    let (_, page) = browser.get(&format!("/dashboard/jobs/{free}")).await;
+    assert!(!page.contains("at its limit"), "globex has room: {page}");
+}
