@@ -159,8 +159,9 @@ pub(crate) fn fail(
     }
 }
 
-/// Puts the running job back without counting the attempt.
-pub(crate) fn release(job: &mut Job, token: u64, now: Timestamp) -> Result<Emitted> {
+/// Takes the running `job` (under lease `token`) back to waiting, its open attempt undone, due
+/// at its run time.
+fn unclaim(job: &mut Job, token: u64, now: Timestamp) -> Result<()> {
     check_lease(job, token)?;
     job.attempts.pop();
     job.attempt = job.attempt.saturating_sub(1);
@@ -170,6 +171,12 @@ pub(crate) fn release(job: &mut Job, token: u64, now: Timestamp) -> Result<Emitt
     job.lease = None;
     job.state = JobState::Queued;
     job.state = waiting_state(job, now);
+    Ok(())
+}
+
+/// Puts the running job back without counting the attempt.
+pub(crate) fn release(job: &mut Job, token: u64, now: Timestamp) -> Result<Emitted> {
+    unclaim(job, token, now)?;
     Ok(vec![(
         EventKind::Requeued,
         Some("released by a stopping worker".into()),
@@ -205,16 +212,9 @@ pub(crate) fn snooze(
     now: Timestamp,
 ) -> Result<Emitted> {
     check_lease(job, token)?;
-    job.attempts.pop();
-    job.attempt = job.attempt.saturating_sub(1);
-    if job.attempt == 0 {
-        job.started_at = None;
-    }
-    job.lease = None;
-    job.snoozes = job.snoozes.saturating_add(1);
     job.run_at = until.max(now);
-    job.state = JobState::Queued;
-    job.state = waiting_state(job, now);
+    unclaim(job, token, now)?;
+    job.snoozes = job.snoozes.saturating_add(1);
     Ok(vec![(EventKind::Snoozed, Some(detail.to_owned()))])
 }
 
