@@ -56,6 +56,8 @@ pub struct MonitorConfig {
     pub retention: BTreeMap<String, RetentionPolicy>,
     /// How long events are kept.
     pub event_horizon: Duration,
+    /// What claims of each queue with limits observe: their held jobs are published.
+    pub limits: BTreeMap<String, crate::store::ClaimLimits>,
 }
 
 /// Terminal and retry events in the recent window, and the waits of attempts started in it,
@@ -167,6 +169,20 @@ impl Published {
         }
         metrics::gauge!("raindrop_queue_oldest_ready_age_seconds", "queue" => queue.to_owned())
             .set(if leads { age } else { 0.0 });
+        if let Some(limits) = config.limits.get(queue) {
+            let held = if leads {
+                match store.held_by_limits(queue, *limits, at).await {
+                    Ok(held) => held as f64,
+                    Err(err) => {
+                        tracing::warn!(observer = %config.name, queue, error = %err, "counting the jobs held by limits failed");
+                        return;
+                    }
+                }
+            } else {
+                0.0
+            };
+            metrics::gauge!("raindrop_queue_held_by_limits", "queue" => queue.to_owned()).set(held);
+        }
     }
 }
 

@@ -201,6 +201,13 @@ pub const METRICS: &[Metric] = &[
         "Jobs per queue and state (published by observers).",
     ),
     metric(
+        "raindrop_queue_held_by_limits",
+        Kind::Gauge,
+        COUNT,
+        &["queue"],
+        "Queued jobs a limit holds back: all while the queue is at its concurrency cap or out of rate tokens, else those of tenants and keys at their running limits (published by observers, for queues with limits).",
+    ),
+    metric(
         "raindrop_queue_oldest_ready_age_seconds",
         Kind::Gauge,
         SECONDS,

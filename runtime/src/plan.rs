@@ -178,6 +178,13 @@ fn monitors(app: &Application, settings: &Settings) -> Vec<MonitorConfig> {
                 retention_every: settings.retention_every,
                 retention: retention.clone(),
                 event_horizon: settings.event_horizon,
+                limits: queues
+                    .iter()
+                    .map(|q| (q.to_string(), claim_limits(app, q.as_str())))
+                    .filter(|(_, limits)| {
+                        limits.limits_flow() || limits.running_per_tenant.is_some()
+                    })
+                    .collect(),
             })
         })
         .collect()

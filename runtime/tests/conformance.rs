@@ -107,6 +107,7 @@ behaviours!(
     a_unique_job_is_the_existing_one_while_its_rule_holds,
     a_trailing_debounce_runs_the_latest_job_of_a_burst_once_it_is_quiet,
     a_leading_debounce_runs_the_first_job_and_drops_the_rest_of_its_window,
+    the_jobs_a_limit_holds_back_are_counted,
 );
 
 /// Which store a trial runs against.

@@ -19,16 +19,38 @@ async fn workers_and_monitors_publish_metrics() {
     let snapshotter = recorder.snapshotter();
     metrics::set_global_recorder(recorder).unwrap();
 
-    let app = app(
-        "application \"t\" {\n  service \"api\" {}\n  queue \"jobs\" {}\n  task \"worker\" {}\n  observer \"monitor\" {}\n}\n",
-    );
+    let app = app(r#"application "t" {
+  service "api" {}
+  queue "jobs" {}
+  queue "limited" {
+    concurrency_limit {
+      max = 1
+    }
+  }
+  task "worker" {
+    queue = "jobs"
+  }
+  task "slow" {
+    queue = "limited"
+  }
+  observer "monitor" {}
+}"#);
     let engine = Engine::builder(app)
         .store(memory())
         .settings(Settings {
             observer_tick: Duration::from_millis(20),
             idle_poll: Duration::from_millis(20),
+            grace: Duration::from_millis(100),
             ..Settings::default()
         })
+        // Runs until shutdown releases it: the queue's one place stays taken.
+        .task(
+            "slow",
+            handler_fn(|_ctx: JobContext| async move {
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                Ok::<_, TaskError>(())
+            }),
+        )
         .task(
             "worker",
             handler_fn(|ctx: JobContext| async move {
@@ -57,6 +79,10 @@ async fn workers_and_monitors_publish_metrics() {
         tower::ServiceExt::oneshot(router.clone(), request)
             .await
             .unwrap();
+    }
+    let limited = engine.queue("limited").unwrap();
+    for _ in 0..3 {
+        limited.send(&()).await.unwrap();
     }
     let queue = engine.queue("jobs").unwrap();
     let ok = queue.send(&false).await.unwrap();
@@ -90,31 +116,45 @@ async fn workers_and_monitors_publish_metrics() {
                 }
             }
         }
-        gauges
-            .get(&(
-                "raindrop_queue_jobs".into(),
-                vec![
-                    ("queue".into(), "jobs".into()),
-                    ("state".into(), "dead".into()),
-                ],
-            ))
-            .copied()
+        let gauge = |name: &str, labels: &[(&str, &str)]| {
+            let labels = labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            gauges.get(&(name.to_owned(), labels)).copied()
+        };
+        (
+            gauge(
+                "raindrop_queue_jobs",
+                &[("queue", "jobs"), ("state", "dead")],
+            ),
+            gauge("raindrop_queue_held_by_limits", &[("queue", "limited")]),
+        )
     };
-    // Wait for a monitor pass after both jobs finished, so the gauges include them.
+    // Wait for a monitor pass after both jobs finished, so the gauges include them, and after
+    // the slow queue's first job took its one place: the other two are held back.
     tokio::time::timeout(Duration::from_secs(10), async {
-        while fold() != Some(1.0) {
+        while fold() != (Some(1.0), Some(2.0)) {
             tokio::task::yield_now().await;
         }
     })
     .await
-    .expect("the dead-letter gauge reaches 1");
+    .expect("the dead-letter gauge reaches 1 and two jobs are held");
     running.shutdown().await;
     fold();
     let counter = |name: &str| counters.get(name).copied().unwrap_or_default();
-    assert_eq!(counter("raindrop_jobs_started_total"), 2);
+    assert_eq!(
+        counter("raindrop_jobs_started_total"),
+        3,
+        "the slow queue started one"
+    );
     assert_eq!(counter("raindrop_jobs_succeeded_total"), 1);
     assert_eq!(counter("raindrop_jobs_failed_total"), 1);
-    assert_eq!(samples.get("raindrop_job_duration_seconds"), Some(&2));
+    assert_eq!(
+        samples.get("raindrop_job_duration_seconds"),
+        Some(&2),
+        "the slow job was released, not timed"
+    );
     assert_eq!(counter("raindrop_http_requests_total"), 2);
     assert_eq!(
         samples.get("raindrop_http_request_duration_seconds"),

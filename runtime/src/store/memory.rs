@@ -432,6 +432,43 @@ impl Inner {
         chosen
     }
 
+    /// See [`JobStore::held_by_limits`].
+    fn held(&self, queue: &str, limits: ClaimLimits, now: Timestamp) -> u64 {
+        let Some(ready) = self.idx.ready.get(queue) else {
+            return 0;
+        };
+        let total = ready.values().map(|jobs| jobs.len() as u64).sum();
+        let running = self.idx.counts.get(queue).map_or(0, |c| c.running);
+        let bucket_empty = limits.rate.is_some_and(|rate| {
+            let tat = self.start_buckets.get(queue).copied();
+            super::rate::available(tat, super::rate::micros_of(now), &rate) == 0
+        });
+        if super::room(limits.running, running) == 0 || bucket_empty {
+            return total;
+        }
+        let at_limit = |counts: &HashMap<(String, String), u32>, name: &str, max: Option<u32>| {
+            max.is_some_and(|max| {
+                let key = (queue.to_owned(), name.to_owned());
+                counts.get(&key).copied().unwrap_or(0) >= max
+            })
+        };
+        ready
+            .iter()
+            .filter(|(name, _)| {
+                let tenant = fair::tenant_of(name);
+                let keyed = name.len() != tenant.len();
+                (!tenant.is_empty()
+                    && at_limit(
+                        &self.idx.running_per_tenant,
+                        tenant,
+                        limits.running_per_tenant,
+                    ))
+                    || (keyed && at_limit(&self.idx.running_per_key, name, limits.running_per_key))
+            })
+            .map(|(_, jobs)| jobs.len() as u64)
+            .sum()
+    }
+
     /// Moves due delayed jobs to the ready index; returns how many.
     fn promote(&mut self, now: Timestamp) -> u64 {
         let mut due = Vec::new();
@@ -726,6 +763,15 @@ impl JobStore for MemoryStore {
         self.apply(&mut inner, id, now, |job| {
             Ok(((), transition::release(job, token, now)?))
         })
+    }
+
+    async fn held_by_limits(
+        &self,
+        queue: &str,
+        limits: ClaimLimits,
+        now: Timestamp,
+    ) -> Result<u64> {
+        Ok(self.lock().held(queue, limits, now))
     }
 
     async fn snooze(

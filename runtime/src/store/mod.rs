@@ -489,6 +489,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// at a cost of its jobs at most, not the queue's.
     async fn tenant_counts(&self, queue: &str, tenant: &str) -> Result<StateCounts>;
 
+    /// How many of `queue`'s queued jobs a claim under `limits` at `now` would pass over
+    /// because a limit holds them: all of them while the queue runs its `running` cap or its
+    /// bucket of starts is empty; else those of the tenants and keys at their running limits.
+    /// The cost is one look per group (tenant or key) with jobs waiting, as for a claim.
+    async fn held_by_limits(&self, queue: &str, limits: ClaimLimits, now: Timestamp)
+    -> Result<u64>;
+
     /// Notified when jobs of `queue` may have become ready in another process, so idle workers
     /// wake at once; `None` when the store cannot tell (workers then poll).
     fn queue_wake(&self, queue: &str) -> Option<Arc<tokio::sync::Notify>> {

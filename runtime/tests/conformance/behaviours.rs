@@ -2818,3 +2818,73 @@ pub async fn a_leading_debounce_runs_the_first_job_and_drops_the_rest_of_its_win
     };
     assert_ne!(second, first);
 }
+
+pub async fn the_jobs_a_limit_holds_back_are_counted(store: S) {
+    use raindrop::store::ClaimLimits;
+    use raindrop::store::rate::Limit;
+    let per_key = ClaimLimits {
+        running_per_key: Some(1),
+        ..ClaimLimits::default()
+    };
+    let mut jobs: Vec<NewJob> = (0..4).map(|i| keyed_job(Some("t"), Some("a"), i)).collect();
+    jobs.extend((10..12).map(|i| keyed_job(Some("t"), Some("b"), i)));
+    store.enqueue(jobs, t(0)).await.unwrap();
+    let held = |limits| {
+        let store = store.clone();
+        async move { store.held_by_limits("q", limits, t(1)).await.unwrap() }
+    };
+    assert_eq!(held(per_key).await, 0, "nothing runs: nothing is held");
+    let running = store
+        .claim_with("q", "w", 10, LEASE, per_key, t(1))
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 2);
+    assert_eq!(
+        held(per_key).await,
+        4,
+        "both keys at their limit: 3 of a, 1 of b"
+    );
+    let b = running
+        .iter()
+        .find(|j| j.limit_key.as_deref() == Some("b"))
+        .unwrap();
+    store
+        .complete(b.id, b.lease_token().unwrap(), Payload::null(), t(1))
+        .await
+        .unwrap();
+    assert_eq!(held(per_key).await, 3, "b has room again");
+    let capped = ClaimLimits {
+        running: Some(1),
+        ..ClaimLimits::default()
+    };
+    assert_eq!(
+        held(capped).await,
+        4,
+        "the queue at its cap holds every queued job"
+    );
+    let tenant = ClaimLimits {
+        running_per_tenant: Some(1),
+        ..ClaimLimits::default()
+    };
+    assert_eq!(held(tenant).await, 4, "the tenant at its limit");
+    assert_eq!(held(ClaimLimits::default()).await, 0);
+    let rate = ClaimLimits {
+        rate: Some(Limit {
+            requests: 1,
+            per: Duration::from_secs(3600),
+            burst: 1,
+        }),
+        ..ClaimLimits::default()
+    };
+    assert_eq!(held(rate).await, 0, "a full bucket holds nothing");
+    let started = store
+        .claim_with("q", "w", 10, LEASE, rate, t(1))
+        .await
+        .unwrap();
+    assert_eq!(started.len(), 1);
+    assert_eq!(
+        held(rate).await,
+        3,
+        "an empty bucket holds every queued job"
+    );
+}

@@ -145,6 +145,15 @@ impl JobStore for CountingStore {
         self.inner.release(id, token, now).await
     }
 
+    async fn held_by_limits(
+        &self,
+        queue: &str,
+        limits: raindrop::store::ClaimLimits,
+        now: Timestamp,
+    ) -> Result<u64> {
+        self.inner.held_by_limits(queue, limits, now).await
+    }
+
     async fn snooze(
         &self,
         id: JobId,

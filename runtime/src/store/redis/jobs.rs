@@ -381,6 +381,32 @@ impl JobStore for RedisStore {
         answer_to_result(id, &answer)
     }
 
+    async fn held_by_limits(
+        &self,
+        queue: &str,
+        limits: ClaimLimits,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let (interval_us, burst) = limits
+            .rate
+            .map_or((0, 0), |rate| (rate.interval_us(), rate.burst.max(1)));
+        self.shared
+            .run(
+                "held by limits",
+                &self.shared.scripts.held,
+                queue,
+                &[
+                    &limits.running_per_tenant.unwrap_or(0),
+                    &limits.running.unwrap_or(0),
+                    &limits.running_per_key.unwrap_or(0),
+                    &interval_us,
+                    &burst,
+                    &self.shared.lease_clock(now),
+                ],
+            )
+            .await
+    }
+
     async fn snooze(
         &self,
         id: JobId,

@@ -38,6 +38,7 @@ pub(super) struct Scripts {
     pub(super) lead: Script,
     pub(super) unclaimed: Script,
     pub(super) index_tenants: Script,
+    pub(super) held: Script,
 }
 
 impl Scripts {
@@ -70,10 +71,11 @@ impl Scripts {
             lead: Script::new(include_str!("lua/lead.lua")),
             unclaimed: queue(include_str!("lua/unclaimed.lua")),
             index_tenants: queue(include_str!("lua/index_tenants.lua")),
+            held: queue(include_str!("lua/held.lua")),
         }
     }
 
-    pub(super) fn all(&self) -> [&Script; 23] {
+    pub(super) fn all(&self) -> [&Script; 24] {
         [
             &self.lost,
             &self.enqueue,
@@ -98,6 +100,7 @@ impl Scripts {
             &self.lead,
             &self.unclaimed,
             &self.index_tenants,
+            &self.held,
         ]
     }
 }
@@ -163,6 +166,7 @@ mod tests {
             include_str!("lua/oldest.lua"),
             include_str!("lua/unclaimed.lua"),
             include_str!("lua/index_tenants.lua"),
+            include_str!("lua/held.lua"),
         ];
         let kv_scripts = [
             include_str!("lua/kv_put.lua"),

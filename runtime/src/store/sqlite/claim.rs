@@ -103,6 +103,78 @@ pub(super) fn ready(
     Ok(jobs)
 }
 
+/// Queued jobs of a tenant (and one of its keys), counted up to 100,000 (a larger group counts
+/// as that many: what a gauge needs, at a bounded cost).
+const QUEUED_OF_TENANT: &str = "SELECT count(*) FROM (SELECT 1 FROM jobs \
+     WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 LIMIT 100000)";
+const QUEUED_OF_KEY: &str = "SELECT count(*) FROM (SELECT 1 FROM jobs \
+     WHERE queue = ?1 AND state = 'queued' AND coalesce(tenant, '') = ?2 AND limit_key = ?3 \
+     LIMIT 100000)";
+/// See [`JobStore::held_by_limits`](crate::store::JobStore::held_by_limits): the queue's
+/// queued count from its counts row, then one running count per tenant and key with jobs
+/// waiting, and a bounded count of the jobs of each at its limit.
+pub(super) fn held(
+    conn: &Connection,
+    queue: &str,
+    limits: ClaimLimits,
+    now: Timestamp,
+) -> Result<u64> {
+    let total: u64 = conn
+        .prepare_cached("SELECT n FROM queue_counts WHERE queue = ?1 AND state = 'queued'")?
+        .query_row([queue], |row| row.get::<_, i64>(0))
+        .optional()?
+        .map_or(0, |n| n.max(0) as u64);
+    if total == 0 {
+        return Ok(0);
+    }
+    if limits.running.is_some() && room(limits.running, count(conn, RUNNING, [queue])?) == 0 {
+        return Ok(total);
+    }
+    if let Some(rate) = limits.rate {
+        let tat: Option<i64> = conn
+            .prepare_cached("SELECT tat FROM start_buckets WHERE queue = ?1")?
+            .query_row([queue], |row| row.get(0))
+            .optional()?;
+        if rate::available(tat, rate::micros_of(now), &rate) == 0 {
+            return Ok(total);
+        }
+    }
+    if limits.running_per_tenant.is_none() && limits.running_per_key.is_none() {
+        return Ok(0);
+    }
+    let tenants = conn
+        .prepare_cached(READY_TENANTS)?
+        .query_map([queue], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut held = 0;
+    for tenant in &tenants {
+        if !tenant.is_empty()
+            && limits.running_per_tenant.is_some()
+            && room(
+                limits.running_per_tenant,
+                count(conn, RUNNING_OF_TENANT, params![queue, tenant])?,
+            ) == 0
+        {
+            held += count(conn, QUEUED_OF_TENANT, params![queue, tenant])?;
+            continue;
+        }
+        if limits.running_per_key.is_none() {
+            continue;
+        }
+        let keys = conn
+            .prepare_cached(READY_KEYS)?
+            .query_map(params![queue, tenant], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for key in keys {
+            let running = count(conn, RUNNING_OF_KEY, params![queue, tenant, key])?;
+            if room(limits.running_per_key, running) == 0 {
+                held += count(conn, QUEUED_OF_KEY, params![queue, tenant, key])?;
+            }
+        }
+    }
+    Ok(held)
+}
+
 /// Counts with `sql` (which binds `queue` and the rest of `params`).
 fn count(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<u64> {
     let n: i64 = conn

@@ -189,6 +189,17 @@ impl JobStore for SqliteStore {
         .await
     }
 
+    async fn held_by_limits(
+        &self,
+        queue: &str,
+        limits: ClaimLimits,
+        now: Timestamp,
+    ) -> Result<u64> {
+        let queue = queue.to_owned();
+        self.read(move |conn| claim::held(conn, &queue, limits, now))
+            .await
+    }
+
     async fn snooze(
         &self,
         id: JobId,
