@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::job::{Folding, Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
 
+/// Turns kept before those of keys with no job waiting are dropped.
+const TURNS_KEPT: usize = 4096;
+
 /// Events kept at most, oldest dropped first, so a long run cannot grow without bound.
 const MAX_EVENTS: usize = 100_000;
 
@@ -428,6 +431,14 @@ impl Inner {
                     }
                 }
             }
+        }
+        if self.turns.len() > TURNS_KEPT {
+            // Keys whose jobs left otherwise (cancelled, removed) keep a turn nobody reads:
+            // dropped once there are many.
+            let ready = &self.idx.ready;
+            self.turns.retain(|(queue, name), _| {
+                !name.contains('\u{1f}') || ready.get(queue).is_some_and(|g| g.contains_key(name))
+            });
         }
         chosen
     }
@@ -1165,5 +1176,52 @@ impl super::RateLimits for MemoryStore {
         now: Timestamp,
     ) -> Result<super::rate::Decision> {
         Ok(self.buckets.take(key, limit, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_turns_of_keys_whose_jobs_went_elsewhere_do_not_pile_up() {
+        let store = MemoryStore::new();
+        let limits = ClaimLimits {
+            running_per_key: Some(10),
+            ..ClaimLimits::default()
+        };
+        let now = crate::job::now();
+        // Each of many keys is served once with a job left behind, which is then cancelled:
+        // its key's turn is never read again.
+        for round in 0..(2 * TURNS_KEPT / 100) {
+            let mut jobs = Vec::new();
+            for k in 0..100 {
+                for _ in 0..2 {
+                    let mut job = NewJob::new("q", "k", Payload::null());
+                    job.limit_key = Some(format!("key-{round}-{k}"));
+                    jobs.push(job);
+                }
+            }
+            store.enqueue(jobs, now).await.unwrap();
+            store
+                .claim_with("q", "w", 100, Duration::from_secs(60), limits, now)
+                .await
+                .unwrap();
+            let waiting = store
+                .list(
+                    &JobFilter {
+                        states: vec![JobState::Queued],
+                        ..JobFilter::default()
+                    },
+                    None,
+                    1000,
+                )
+                .await
+                .unwrap();
+            for job in waiting.items {
+                store.cancel(job.id, now).await.unwrap();
+            }
+        }
+        assert!(store.lock().turns.len() <= TURNS_KEPT + 100);
     }
 }

@@ -346,6 +346,9 @@ fn choose(conn: &Connection, queue: &str, limit: usize, limits: ClaimLimits) -> 
             Ok::<_, Error>(())
         })?;
         save_turns(conn, queue, &tenants, &shares, &named, &groups, &turns)?;
+        if keys && fastrand::u8(..64) == 0 {
+            forget_idle_keys(conn, queue, &named)?;
+        }
         let mut stmt = conn.prepare_cached(LOAD_ROW)?;
         let mut jobs = Vec::with_capacity(chosen.len());
         for seq in chosen {
@@ -369,6 +372,26 @@ fn load_turns(conn: &Connection, queue: &str) -> Result<(HashMap<String, u64>, u
         turns.insert(tenant, turn as u64);
     }
     Ok((turns, next))
+}
+
+/// Removes the turns of `queue`'s keys that have no job waiting (their jobs were cancelled or
+/// removed rather than claimed): every key with jobs waiting is in `named`. Claims run it now
+/// and then, so such turns cannot pile up.
+fn forget_idle_keys(conn: &Connection, queue: &str, named: &[Named]) -> Result<()> {
+    let waiting: Vec<String> = named
+        .iter()
+        .filter_map(|g| {
+            g.key
+                .as_deref()
+                .map(|key| fair::group_name(&g.tenant, Some(key)))
+        })
+        .collect();
+    conn.prepare_cached(
+        "DELETE FROM turns WHERE queue = ?1 AND instr(tenant, char(31)) > 0 \
+         AND tenant NOT IN (SELECT value FROM json_each(?2))",
+    )?
+    .execute(params![queue, serde_json::to_string(&waiting)?])?;
+    Ok(())
 }
 
 /// Stores the turns of `queue`'s tenants and keys that changed from `before`; a key whose
@@ -440,5 +463,45 @@ mod tests {
             assert!(!plan.contains("SCAN jobs"), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         }
+    }
+
+    #[test]
+    fn idle_keys_lose_their_turns_and_waiting_ones_keep_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::schema::create(&conn).unwrap();
+        let mut insert = conn
+            .prepare("INSERT INTO turns (queue, tenant, turn) VALUES (?1, ?2, ?3)")
+            .unwrap();
+        for (queue, name, turn) in [
+            ("q", "acme", 1),
+            ("q", "acme\u{1f}busy", 2),
+            ("q", "acme\u{1f}gone", 3),
+            ("other", "acme\u{1f}gone", 4),
+        ] {
+            insert.execute(params![queue, name, turn]).unwrap();
+        }
+        let named = [Named {
+            tenant: "acme".into(),
+            share: 0,
+            key: Some("busy".into()),
+        }];
+        forget_idle_keys(&conn, "q", &named).unwrap();
+        let left: Vec<(String, String)> = conn
+            .prepare("SELECT queue, tenant FROM turns ORDER BY queue, tenant")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let left: Vec<(&str, &str)> = left.iter().map(|(q, t)| (q.as_str(), t.as_str())).collect();
+        assert_eq!(
+            left,
+            [
+                ("other", "acme\u{1f}gone"),
+                ("q", "acme"),
+                ("q", "acme\u{1f}busy")
+            ],
+            "a tenant's turn and another queue's stay"
+        );
     }
 }
