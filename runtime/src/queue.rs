@@ -63,7 +63,8 @@ pub struct Queue {
     debounce: Option<Debounce>,
 }
 
-/// The longest limit key kept: a longer one counts by its first this many bytes.
+/// The longest limit or debounce key kept as it is: a longer one is kept as `#` and its SHA-256
+/// in hex (two long keys stay two keys).
 pub const MAX_LIMIT_KEY: usize = 128;
 
 impl std::fmt::Debug for Queue {
@@ -176,6 +177,16 @@ impl Queue {
                 limit: self.max_message_size,
             });
         }
+        // Group names join a tenant and a limit key with this character (`store::fair`).
+        if options
+            .tenant
+            .as_deref()
+            .is_some_and(|t| t.contains('\u{1f}'))
+        {
+            return Err(Error::Config(
+                "a tenant name cannot hold the unit separator (U+001F)".into(),
+            ));
+        }
         // A time in the past means now: a job cannot jump the queue (or age the oldest-job
         // gauge) by claiming it was due in 1970.
         let at = now();
@@ -188,6 +199,7 @@ impl Queue {
             .as_ref()
             .map(|from| limit_key(from, &payload, &options.headers));
         let debounce = match (&self.debounce, options.debounce_key) {
+            // A job without the key its rule names is no burst's: it is sent as it is.
             (None, Some(_)) => {
                 return Err(Error::Config(format!(
                     "a debounce key for queue `{}`, which has no debounce rule",
@@ -195,17 +207,18 @@ impl Queue {
                 )));
             }
             (None, None) => None,
-            (Some(rule), given) => Some(DebounceRule {
-                key: given
-                    .unwrap_or_else(|| self::limit_key(&rule.key, &payload, &options.headers)),
-                window: rule.window.get(),
-                mode: match rule.mode {
-                    raindrop_codegen::model::DebounceMode::Trailing => DebounceMode::Trailing {
-                        max_wait: rule.max_wait.map(|w| w.get()),
+            (Some(rule), given) => given
+                .or_else(|| key_value(&rule.key, &payload, &options.headers))
+                .map(|key| DebounceRule {
+                    key: bounded(key),
+                    window: rule.window.get(),
+                    mode: match rule.mode {
+                        raindrop_codegen::model::DebounceMode::Trailing => DebounceMode::Trailing {
+                            max_wait: rule.max_wait.map(|w| w.get()),
+                        },
+                        raindrop_codegen::model::DebounceMode::Leading => DebounceMode::Leading,
                     },
-                    raindrop_codegen::model::DebounceMode::Leading => DebounceMode::Leading,
-                },
-            }),
+                }),
         };
         let kind = options.kind.unwrap_or_else(|| self.name.to_string());
         let unique = unique_rule(
@@ -274,13 +287,17 @@ fn unique_rule(
             let (tag, text): (&str, std::borrow::Cow<'_, str>) = match part {
                 UniqueBy::Kind => ("k", kind.into()),
                 UniqueBy::Payload => ("p", payload.as_str().into()),
+                // A field or header that is not there is told from one that is empty.
                 UniqueBy::PayloadField(field) => {
-                    let field = LimitKey::Payload(field.clone());
-                    ("f", limit_key(&field, payload, headers).into())
+                    match key_value(&LimitKey::Payload(field.clone()), payload, headers) {
+                        Some(value) => ("f", value.into()),
+                        None => ("F", "".into()),
+                    }
                 }
-                UniqueBy::Header(name) => {
-                    ("h", headers.get(name).map_or("", String::as_str).into())
-                }
+                UniqueBy::Header(name) => match headers.get(name) {
+                    Some(value) => ("h", value.as_str().into()),
+                    None => ("H", "".into()),
+                },
             };
             digest.update(tag.as_bytes());
             digest.update((text.len() as u64).to_le_bytes());
@@ -295,29 +312,106 @@ fn unique_rule(
     })
 }
 
-/// The limit key of a job with `payload` and `headers`, taken from where `from` says: `""`
-/// when it is not there, JSON text for a payload field that is not a string, cut to
-/// [`MAX_LIMIT_KEY`] bytes (at a character boundary).
-fn limit_key(from: &LimitKey, payload: &Payload, headers: &BTreeMap<String, String>) -> String {
-    let mut key = match from {
-        LimitKey::Header(name) => headers.get(name).cloned().unwrap_or_default(),
+/// The value `from` names in a job with `payload` and `headers`: a header's, or a top-level
+/// payload field's (a string as it is, any other JSON value as its JSON text); `None` when it
+/// is not there (or null).
+fn key_value(
+    from: &LimitKey,
+    payload: &Payload,
+    headers: &BTreeMap<String, String>,
+) -> Option<String> {
+    match from {
+        LimitKey::Header(name) => headers.get(name).cloned(),
         LimitKey::Payload(field) => {
             match serde_json::from_str::<serde_json::Value>(payload.as_str()) {
                 Ok(serde_json::Value::Object(mut fields)) => match fields.remove(field) {
-                    Some(serde_json::Value::String(s)) => s,
-                    Some(serde_json::Value::Null) | None => String::new(),
-                    Some(other) => other.to_string(),
+                    Some(serde_json::Value::String(s)) => Some(s),
+                    Some(serde_json::Value::Null) | None => None,
+                    Some(other) => Some(other.to_string()),
                 },
-                _ => String::new(),
+                _ => None,
             }
         }
-    };
-    if key.len() > MAX_LIMIT_KEY {
-        let mut cut = MAX_LIMIT_KEY;
-        while !key.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        key.truncate(cut);
     }
-    key
+}
+
+/// `key` as stored: itself up to [`MAX_LIMIT_KEY`] bytes, else `#` and its SHA-256 in hex, so
+/// long keys stay apart and cost a bounded size.
+fn bounded(key: String) -> String {
+    use sha2::Digest;
+    if key.len() <= MAX_LIMIT_KEY {
+        key
+    } else {
+        format!(
+            "#{}",
+            crate::sink::hex(&sha2::Sha256::digest(key.as_bytes()))
+        )
+    }
+}
+
+/// The limit key of a job with `payload` and `headers`: the value `from` names (`""` when it
+/// is not there), [`bounded`].
+fn limit_key(from: &LimitKey, payload: &Payload, headers: &BTreeMap<String, String>) -> String {
+    bounded(key_value(from, payload, headers).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(json: serde_json::Value) -> Payload {
+        Payload::from_value(&json).unwrap()
+    }
+
+    #[test]
+    fn long_keys_that_share_a_beginning_stay_apart() {
+        let from = LimitKey::Payload("path".into());
+        let long = "p".repeat(MAX_LIMIT_KEY);
+        let a = limit_key(
+            &from,
+            &payload(serde_json::json!({ "path": format!("{long}/a") })),
+            &BTreeMap::new(),
+        );
+        let b = limit_key(
+            &from,
+            &payload(serde_json::json!({ "path": format!("{long}/b") })),
+            &BTreeMap::new(),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 65, "a hash of a long key: {a}");
+        let short = limit_key(
+            &from,
+            &payload(serde_json::json!({ "path": "x" })),
+            &BTreeMap::new(),
+        );
+        assert_eq!(short, "x");
+        let number = limit_key(
+            &from,
+            &payload(serde_json::json!({ "path": 42 })),
+            &BTreeMap::new(),
+        );
+        assert_eq!(number, "42");
+    }
+
+    #[test]
+    fn a_missing_field_is_told_from_an_empty_one_in_a_unique_key() {
+        let rule = Unique {
+            window: "0s".parse().unwrap(),
+            states: vec![UniqueState::Waiting],
+            by: vec![UniqueBy::PayloadField("account".into())],
+        };
+        let key = |json| {
+            unique_rule(Some(&rule), None, "k", &payload(json), &BTreeMap::new())
+                .unwrap()
+                .key
+        };
+        assert_ne!(
+            key(serde_json::json!({})),
+            key(serde_json::json!({ "account": "" }))
+        );
+        assert_eq!(
+            key(serde_json::json!({ "account": "a", "n": 1 })),
+            key(serde_json::json!({ "account": "a", "n": 2 }))
+        );
+    }
 }

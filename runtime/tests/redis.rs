@@ -1157,3 +1157,48 @@ async fn jobs_stored_before_tenant_indexes_are_filed_under_them() {
         2
     );
 }
+
+/// A running job whose record was removed by hand takes its key's running count with it once
+/// its lease lapses and the counts are set right: the key is not left at its limit for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_keyed_job_removed_by_hand_does_not_hold_its_key_forever() {
+    use raindrop::store::ClaimLimits;
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    // Leases by this test's clock, which it moves past them.
+    let store = support::redis(&format!("{}&clock=caller", prefix.store_url())).await;
+    let limits = ClaimLimits {
+        running_per_key: Some(1),
+        ..ClaimLimits::default()
+    };
+    let keyed = |n: u32| {
+        let mut job = NewJob::new("jobs", "test", Payload::from_value(&n).unwrap());
+        job.tenant = Some("acme".into());
+        job.limit_key = Some("k".into());
+        job
+    };
+    let start = now();
+    store.enqueue(vec![keyed(1)], start).await.unwrap();
+    let claimed = store
+        .claim_with("jobs", "w", 1, Duration::from_secs(60), limits, start)
+        .await
+        .unwrap();
+    let mut conn = connect(&url);
+    let _: () = redis::cmd("DEL")
+        .arg(queue_key(&prefix, &format!("j:{}", claimed[0].id)))
+        .query(&mut conn)
+        .unwrap();
+    store.enqueue(vec![keyed(2)], start).await.unwrap();
+    let later = start + chrono::Duration::seconds(120);
+    // The lapsed lease of a job that is gone is dropped; the next pass sets the counts right.
+    for _ in 0..2 {
+        store.recover(later).await.unwrap();
+    }
+    let next = store
+        .claim_with("jobs", "w", 1, Duration::from_secs(60), limits, later)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1, "the key has its place back");
+}

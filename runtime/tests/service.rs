@@ -1455,6 +1455,14 @@ async fn a_debounced_submission_says_which_waiting_job_it_went_into() {
     let id: raindrop::job::JobId = first["id"].as_str().unwrap().parse().unwrap();
     let job = store.get(id).await.unwrap().unwrap();
     assert_eq!(job.payload.as_str(), r#"{"account":"acme","n":2}"#);
+    // Jobs without the key belong to no burst: each is its own.
+    let (_, _, a) = post(json!({ "queue": "refresh", "payload": { "n": 5 } })).await;
+    let (_, _, b) = post(json!({ "queue": "refresh", "payload": { "n": 6 } })).await;
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!(
+        (&b["debounced"], &b["duplicate"]),
+        (&json!(false), &json!(false))
+    );
     // An explicit key joins a burst too; on a queue without a rule it is refused.
     let (_, _, keyed) =
         post(json!({ "queue": "refresh", "payload": { "n": 4 }, "debounce_key": "acme" })).await;

@@ -62,6 +62,8 @@ struct Inner {
     /// When each queue's tenants were last served ("" for jobs without one), and the next turn.
     turns: HashMap<(String, String), u64>,
     next_turn: u64,
+    /// How many turns may be kept before those of idle keys are looked for (see [`TURNS_KEPT`]).
+    turns_kept: usize,
     /// Idempotency keys per queue and tenant.
     idempotency: HashMap<IdempotencyKey, JobId>,
     /// Unique keys per queue and tenant: the latest job sent with each.
@@ -424,7 +426,8 @@ impl Inner {
                 if name.len() != fair::tenant_of(name).len() {
                     // A key's turn is kept while it has jobs waiting (keys come and go).
                     let key = (queue.to_owned(), name.to_owned());
-                    if group.ready.is_empty() && !group.more {
+                    // (A key at its limit fetched nothing: it keeps its turn.)
+                    if group.fetched > 0 && group.ready.is_empty() && !group.more {
                         self.turns.remove(&key);
                     } else {
                         self.turns.insert(key, group.turn);
@@ -432,13 +435,14 @@ impl Inner {
                 }
             }
         }
-        if self.turns.len() > TURNS_KEPT {
+        if self.turns.len() > self.turns_kept {
             // Keys whose jobs left otherwise (cancelled, removed) keep a turn nobody reads:
-            // dropped once there are many.
+            // dropped once there are many, and looked for again once as many more came.
             let ready = &self.idx.ready;
             self.turns.retain(|(queue, name), _| {
                 !name.contains('\u{1f}') || ready.get(queue).is_some_and(|g| g.contains_key(name))
             });
+            self.turns_kept = (self.turns.len() * 2).max(TURNS_KEPT);
         }
         chosen
     }

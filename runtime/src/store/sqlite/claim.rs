@@ -417,7 +417,8 @@ fn save_turns<T>(
     for (group, state) in named.iter().zip(groups) {
         let Some(key) = &group.key else { continue };
         let name = fair::group_name(&group.tenant, Some(key));
-        if state.ready.is_empty() && !state.more {
+        // (A key at its limit fetched nothing: it keeps its turn.)
+        if state.fetched > 0 && state.ready.is_empty() && !state.more {
             if before.contains_key(&name) {
                 conn.prepare_cached("DELETE FROM turns WHERE queue = ?1 AND tenant = ?2")?
                     .execute(params![queue, name])?;
