@@ -1202,3 +1202,65 @@ async fn a_running_keyed_job_removed_by_hand_does_not_hold_its_key_forever() {
         .unwrap();
     assert_eq!(next.len(), 1, "the key has its place back");
 }
+
+/// One tenant's thousands of keys at their limit make a claim look at a sample of the queue's
+/// groups, not all of them; another tenant's job is still found within a few claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_keys_at_their_limit_do_not_hide_another_tenants_job() {
+    use raindrop::store::ClaimLimits;
+    let Some(url) = redis_support::available() else {
+        return;
+    };
+    let prefix = Prefix::new(&url);
+    let store = support::redis(prefix.store_url()).await;
+    let limits = ClaimLimits {
+        running_per_key: Some(1),
+        ..ClaimLimits::default()
+    };
+    let job = |tenant: &str, key: String| {
+        let mut job = NewJob::new("jobs", "test", Payload::null());
+        job.tenant = Some(tenant.into());
+        job.limit_key = Some(key);
+        job
+    };
+    let keys = 5_000;
+    let first: Vec<NewJob> = (0..keys).map(|k| job("flood", format!("k{k}"))).collect();
+    for chunk in first.chunks(1000) {
+        store.enqueue(chunk.to_vec(), now()).await.unwrap();
+    }
+    let mut running = 0;
+    while running < keys {
+        let claimed = store
+            .claim_with("jobs", "w", 1000, Duration::from_secs(600), limits, now())
+            .await
+            .unwrap();
+        assert!(!claimed.is_empty());
+        running += claimed.len();
+    }
+    // Every key now runs one job and has one waiting: at its limit.
+    let second: Vec<NewJob> = (0..keys).map(|k| job("flood", format!("k{k}"))).collect();
+    for chunk in second.chunks(1000) {
+        store.enqueue(chunk.to_vec(), now()).await.unwrap();
+    }
+    let theirs = store
+        .enqueue(vec![job("other", "x".into())], now())
+        .await
+        .unwrap()[0]
+        .id();
+    let mut found = false;
+    for _ in 0..20 {
+        let claimed = store
+            .claim_with("jobs", "w", 10, Duration::from_secs(600), limits, now())
+            .await
+            .unwrap();
+        assert!(
+            claimed.iter().all(|j| j.id == theirs),
+            "the flood's keys are at their limit"
+        );
+        if !claimed.is_empty() {
+            found = true;
+            break;
+        }
+    }
+    assert!(found, "the other tenant's job was found");
+}

@@ -19,7 +19,7 @@ use crate::job::JobState;
 /// prefixes: a job's hash is `JOB .. id`, a tenant's ready set `TENANT_READY .. tenant`, the ids
 /// of a tenant's jobs in a state `TENANT_STATE .. state .. ':' .. tenant`. `STATE.s` and
 /// `FINISHED.s` are fields of two Lua tables, indexed by state name.
-const QUEUE_KEYS: [(&str, &str); 26] = [
+const QUEUE_KEYS: [(&str, &str); 27] = [
     ("READY", "ready"),
     ("DELAYED", "delayed"),
     ("LEASES", "leases"),
@@ -46,6 +46,7 @@ const QUEUE_KEYS: [(&str, &str); 26] = [
     ("START_BUCKET", "start-bucket"),
     ("UNIQUE", "unique"),
     ("DEBOUNCE", "debounce"),
+    ("TURN_COUNTER", "turn-counter"),
 ];
 
 /// Where in [`QUEUE_KEYS`] the keys Rust reads directly are.
@@ -329,6 +330,7 @@ mod tests {
         assert!(lua.contains("\nlocal TENANT_STATE = KEYS[23]\n"));
         assert!(lua.contains("\nlocal START_BUCKET = KEYS[24]\n"));
         assert!(lua.contains("\nlocal UNIQUE = KEYS[25]\n"));
-        assert!(lua.ends_with("\nlocal DEBOUNCE = KEYS[26]\n"));
+        assert!(lua.contains("\nlocal DEBOUNCE = KEYS[26]\n"));
+        assert!(lua.ends_with("\nlocal TURN_COUNTER = KEYS[27]\n"));
     }
 }

@@ -18,6 +18,7 @@
 //! | `P:{q}:start-bucket` (string) | a rate-limited queue's bucket of starts: its next token's arrival in µs (in the past: the bucket is full) |
 //! | `P:{q}:unique` (hash) | per tenant and unique key (length-prefixed, like `idem`), the latest job sent with it |
 //! | `P:{q}:debounce` (hash) | per tenant and debounce key, the latest job of its burst |
+//! | `P:{q}:turn-counter` (string) | the last turn a claim gave (so a claim reads only its groups' turns) |
 //! | `P:{q}:delayed` (zset) | scheduled and retrying jobs by run time |
 //! | `P:{q}:leases` (zset) | running jobs by lease expiry: recovery, listings and counts; while any run, a keeper member scored +inf keeps it a skip list |
 //! | `P:{q}:running-count` (string) | how many jobs run; differing from `leases`, a running job lost its lease entry |

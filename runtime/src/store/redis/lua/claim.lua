@@ -99,7 +99,15 @@ local function take(id)
   out[#out + 1] = cjson.encode(record)
 end
 
-local tenants = redis.call('SMEMBERS', TENANTS)
+-- The groups with jobs waiting; past GROUPS_LOOKED_AT of them (a tenant's many keys), a random
+-- sample of that many each claim, so no tenant's keys can make every claim costly.
+local GROUPS_LOOKED_AT = 4096
+local tenants
+if redis.call('SCARD', TENANTS) > GROUPS_LOOKED_AT then
+  tenants = redis.call('SRANDMEMBER', TENANTS, GROUPS_LOOKED_AT)
+else
+  tenants = redis.call('SMEMBERS', TENANTS)
+end
 if #tenants == 0 then
   -- Not ZPOPMIN: its scores, formatted as text for nobody, cost more than the removal.
   local ids = redis.call('ZRANGE', READY, 0, limit - 1)
@@ -125,12 +133,29 @@ local function head(g)
   end
 end
 
-local turns, next_turn = {}, 1
-local stored = redis.call('HGETALL', TURNS)
-for i = 1, #stored, 2 do
-  local turn = tonumber(stored[i + 1])
-  turns[stored[i]] = turn
-  if turn >= next_turn then next_turn = turn + 1 end
+-- The turns of these groups and their tenants (not every turn: keys come in thousands), and the
+-- last turn given, kept in TURN_COUNTER (found from every turn once, where it is missing).
+local turns = {}
+local last_turn = tonumber(redis.call('GET', TURN_COUNTER))
+if not last_turn then
+  last_turn = 0
+  local stored = redis.call('HGETALL', TURNS)
+  for i = 2, #stored, 2 do last_turn = math.max(last_turn, tonumber(stored[i])) end
+end
+local next_turn = last_turn + 1
+local wanted = {}
+for _, name in ipairs(tenants) do
+  wanted[#wanted + 1] = name
+  local cut = string.find(name, '\31', 1, true)
+  if cut then wanted[#wanted + 1] = string.sub(name, 1, cut - 1) end
+end
+wanted[#wanted + 1] = ''
+for i = 1, #wanted, 1000 do
+  local slice = { unpack(wanted, i, math.min(i + 999, #wanted)) }
+  local values = redis.call('HMGET', TURNS, unpack(slice))
+  for j, name in ipairs(slice) do
+    if values[j] then turns[name] = tonumber(values[j]) end
+  end
 end
 -- Each tenant's share: its turn and how many more of its jobs may start.
 local shares = {}
@@ -213,6 +238,7 @@ while keyed_groups and taken < limit do
   if best.keyed then redis.call('HSET', TURNS, best.name, next_turn - 1) end
   head(best)
 end
+if next_turn > last_turn + 1 then redis.call('SET', TURN_COUNTER, int(next_turn - 1)) end
 spend(taken)
 flush_later()
 return out
