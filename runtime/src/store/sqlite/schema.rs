@@ -122,7 +122,21 @@ CREATE INDEX IF NOT EXISTS jobs_debounce ON jobs (queue, coalesce(tenant, ''), d
 "#;
 
 /// Lays out the database: [`SCHEMA`], then the columns and indexes added since.
+///
+/// In one write transaction: processes opening a file from before at once add its columns
+/// once (the second waits for the first, then finds them).
 pub(super) fn create(conn: &Connection) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let laid_out = lay_out(conn);
+    conn.execute_batch(if laid_out.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    })?;
+    laid_out
+}
+
+fn lay_out(conn: &Connection) -> Result<()> {
     conn.execute_batch(SCHEMA)?;
     let present = conn
         .prepare("SELECT name FROM pragma_table_info('jobs')")?
@@ -154,4 +168,62 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection> {
          PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
     )?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_from_before_the_added_columns_gets_them_once_with_its_jobs_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = open_connection(&path).unwrap();
+            // The jobs table as it was, with one job in it.
+            let mut old = SCHEMA.to_owned();
+            for (column, definition) in ADDED_COLUMNS {
+                old = old.replace(&format!("    {column} {definition},\n"), "");
+            }
+            conn.execute_batch(&old).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, queue, kind, payload, priority, run_at, attempt, \
+                 max_attempts, state, created_at, attempts) \
+                 VALUES (x'00', 'q', 'k', 'null', 0, 0, 0, 1, 'queued', 0, '[]')",
+                [],
+            )
+            .unwrap();
+        }
+        // Two processes open it at once: both succeed, the columns are added once.
+        let opened: Vec<_> = (0..2)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || create(&open_connection(&path).unwrap()))
+            })
+            .collect();
+        for open in opened {
+            open.join().unwrap().unwrap();
+        }
+        let conn = open_connection(&path).unwrap();
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('jobs')")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (column, _) in ADDED_COLUMNS {
+            assert_eq!(
+                columns.iter().filter(|c| *c == column).count(),
+                1,
+                "{column}"
+            );
+        }
+        let jobs: i64 = conn
+            .query_row("SELECT count(*) FROM jobs WHERE snoozes = 0", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(jobs, 1);
+    }
 }
