@@ -318,7 +318,7 @@ impl DebounceRule {
         run_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Folding {
-        let after = |at, d| crate::store::after(at, d);
+        let after = |at, d| self::after(at, d);
         match self.mode {
             DebounceMode::Trailing { max_wait } => {
                 let quiet = after(now, self.window);
@@ -363,8 +363,7 @@ impl UniqueRule {
         finished_at: Option<Timestamp>,
         now: Timestamp,
     ) -> bool {
-        self.states.contains(&state)
-            || finished_at.is_some_and(|at| crate::store::after(at, self.window) > now)
+        self.states.contains(&state) || finished_at.is_some_and(|at| after(at, self.window) > now)
     }
 }
 
@@ -389,6 +388,40 @@ impl NewJob {
             unique: None,
             debounce: None,
         }
+    }
+}
+
+/// The last instant a timestamp may be: the end of year 9999, the last RFC 3339 (four-digit
+/// years) can write. chrono's own end (year 262142) would reach clients as text they cannot
+/// parse.
+pub(crate) fn end_of_time() -> Timestamp {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|day| day.and_hms_milli_opt(23, 59, 59, 999))
+        .map_or(chrono::DateTime::<chrono::Utc>::MAX_UTC, |t| t.and_utc())
+}
+
+/// `now + duration`, saturating at [`end_of_time`].
+pub(crate) fn after(now: Timestamp, duration: std::time::Duration) -> Timestamp {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .map_or_else(end_of_time, |t| t.min(end_of_time()))
+}
+
+/// `now - duration`, saturating.
+pub(crate) fn before(now: Timestamp, duration: std::time::Duration) -> Timestamp {
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
+/// A duration as the manifest writes it: whole seconds as `2s`, else milliseconds (`150ms`).
+pub(crate) fn humanize(duration: Duration) -> String {
+    if duration.as_secs() >= 1 && duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
     }
 }
 

@@ -155,7 +155,7 @@ impl TaskError {
     pub fn snooze(delay: Duration) -> Self {
         Self {
             retry: Retry::Snooze(delay),
-            error: JobError::new(format!("snoozed for {}", crate::worker::humanize(delay))),
+            error: JobError::new(format!("snoozed for {}", crate::job::humanize(delay))),
         }
     }
 

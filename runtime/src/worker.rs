@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::consumer::{BatchHandler, Decision, Message, MessageBatch};
 use crate::error::Error;
-use crate::job::{Job, JobError, JobId, Payload, Timestamp, now};
+use crate::job::{Job, JobError, JobId, Payload, Timestamp, humanize, now};
 use crate::retry::RetryPolicy;
 use crate::store::{AfterFailure, ClaimLimits, LeaseStatus, Store};
 use crate::task::{Handler, JobContext, Retry};
@@ -807,12 +807,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
-pub(crate) fn humanize(duration: Duration) -> String {
-    if duration.as_secs() >= 1 && duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
-    }
 }

@@ -6,34 +6,10 @@ use super::{AfterFailure, CancelOutcome, LeaseStatus};
 use crate::error::{Error, Result};
 use crate::event::EventKind;
 use crate::job::{Attempt, Job, JobError, JobState, Lease, Payload, Progress, Timestamp};
+pub(crate) use crate::job::{after, before};
 
 /// Events a transition emits, in order, with their detail.
 pub(crate) type Emitted = Vec<(EventKind, Option<String>)>;
-
-/// The last instant a timestamp may be: the end of year 9999, the last RFC 3339 (four-digit
-/// years) can write. chrono's own end (year 262142) would reach clients as text they cannot
-/// parse.
-pub(crate) fn end_of_time() -> Timestamp {
-    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
-        .and_then(|day| day.and_hms_milli_opt(23, 59, 59, 999))
-        .map_or(chrono::DateTime::<chrono::Utc>::MAX_UTC, |t| t.and_utc())
-}
-
-/// `now + duration`, saturating at [`end_of_time`].
-pub(crate) fn after(now: Timestamp, duration: std::time::Duration) -> Timestamp {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|d| now.checked_add_signed(d))
-        .map_or_else(end_of_time, |t| t.min(end_of_time()))
-}
-
-/// `now - duration`, saturating.
-pub(crate) fn before(now: Timestamp, duration: std::time::Duration) -> Timestamp {
-    chrono::Duration::from_std(duration)
-        .ok()
-        .and_then(|d| now.checked_sub_signed(d))
-        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
-}
 
 /// The state a waiting job has at `now`.
 pub(crate) fn waiting_state(job: &Job, now: Timestamp) -> JobState {
