@@ -248,6 +248,46 @@ async fn a_snoozing_handler_runs_again_later_on_the_same_attempt() {
 }
 
 #[tokio::test]
+async fn a_job_that_snoozes_past_max_snoozes_fails_its_attempt() {
+    let manifest = r#"application "t" {
+  queue "jobs" {
+    max_attempts = 1
+    max_snoozes  = 2
+  }
+  task "worker" {}
+  kv_cache "status" {}
+  observer "monitor" {}
+}"#;
+    let engine = builder(manifest)
+        .task(
+            "worker",
+            handler_fn(|_ctx: JobContext| async move {
+                Err::<(), _>(TaskError::snooze(Duration::from_millis(10)))
+            }),
+        )
+        .build()
+        .unwrap();
+    let mut events = EventFollower::from_now(engine.store().clone())
+        .await
+        .unwrap();
+    let running = engine.start().await.unwrap();
+    let id = engine.queue("jobs").unwrap().send(&()).await.unwrap();
+    wait(&mut events, id, EventKind::DeadLettered).await;
+    let job = engine.store().get(id).await.unwrap().unwrap();
+    assert_eq!(
+        job.snoozes, 2,
+        "two snoozes, then the third failed the attempt"
+    );
+    assert_eq!(job.attempt, 1);
+    let error = job.error.unwrap().message;
+    assert!(
+        error.contains("snoozed 2 times") && error.contains("max_snoozes = 2"),
+        "{error}"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_timeout_fails_the_attempt_and_fires_the_cancellation_token() {
     let seen: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
     let slot = seen.clone();
