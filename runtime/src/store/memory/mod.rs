@@ -8,19 +8,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
+mod claim;
+mod indexes;
+
+use super::ClaimLimits;
 use super::transition::{self, Emitted};
 use super::{
     AfterFailure, CancelOutcome, CronTicks, DeadLetters, Enqueued, EventLog, JobFilter, JobStore,
     KvEntry, KvKey, KvPage, KvStore, Leadership, LeaseStatus, Page, Purged, QueueControl,
     Recovered, Retention, RetentionPolicy, StateCounts,
 };
-use super::{ClaimLimits, fair};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::job::{Folding, Job, JobError, JobId, JobState, NewJob, Payload, Progress, Timestamp};
-
-/// Turns kept before those of keys with no job waiting are dropped.
-const TURNS_KEPT: usize = 4096;
 
 /// Events kept at most, oldest dropped first, so a long run cannot grow without bound.
 const MAX_EVENTS: usize = 100_000;
@@ -161,146 +161,6 @@ impl MemoryStore {
     }
 }
 
-/// `count` ready jobs of one tenant after the first `skip`, with their priorities.
-fn ready_slice(
-    jobs: &BTreeMap<ReadyKey, JobId>,
-    skip: usize,
-    count: usize,
-) -> std::collections::VecDeque<(i32, JobId)> {
-    jobs.iter()
-        .skip(skip)
-        .take(count)
-        .map(|((Reverse(priority), _, _), id)| (*priority, *id))
-        .collect()
-}
-
-impl Indexes {
-    /// Files `job` (inserted `order`th) under the index its state calls for.
-    fn add(&mut self, job: &Job, order: u64) {
-        if let Some(tenant) = &job.tenant {
-            self.counts_per_tenant
-                .entry((job.queue.clone(), tenant.clone()))
-                .or_default()
-                .add(job.state, 1);
-        }
-        match self.counts.get_mut(&job.queue) {
-            Some(counts) => counts.add(job.state, 1),
-            None => self
-                .counts
-                .entry(job.queue.clone())
-                .or_default()
-                .add(job.state, 1),
-        }
-        match job.state {
-            JobState::Queued => {
-                let key = (Reverse(job.priority), job.run_at, order);
-                let groups = match self.ready.get_mut(&job.queue) {
-                    Some(groups) => groups,
-                    None => self.ready.entry(job.queue.clone()).or_default(),
-                };
-                let tenant = job.tenant.as_deref().unwrap_or_default();
-                let ready = match &job.limit_key {
-                    None => match groups.get_mut(tenant) {
-                        Some(ready) => ready,
-                        None => groups.entry(tenant.to_owned()).or_default(),
-                    },
-                    Some(key) => groups
-                        .entry(fair::group_name(tenant, Some(key)))
-                        .or_default(),
-                };
-                ready.insert(key, job.id);
-            }
-            JobState::Scheduled | JobState::Retrying => {
-                self.delayed.insert((job.run_at, order), job.id);
-            }
-            JobState::Running => {
-                self.running.insert(job.id);
-                if let Some(tenant) = &job.tenant {
-                    *self
-                        .running_per_tenant
-                        .entry((job.queue.clone(), tenant.clone()))
-                        .or_default() += 1;
-                }
-                if let Some(key) = &job.limit_key {
-                    let group =
-                        fair::group_name(job.tenant.as_deref().unwrap_or_default(), Some(key));
-                    *self
-                        .running_per_key
-                        .entry((job.queue.clone(), group))
-                        .or_default() += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Takes `job` (inserted `order`th) out of the index it had when its state and run time
-    /// were `before`.
-    fn remove(&mut self, job: &Job, order: u64, (state, run_at): (JobState, Timestamp)) {
-        if let Some(counts) = self.counts.get_mut(&job.queue) {
-            counts.remove(state, 1);
-        }
-        if let Some(tenant) = &job.tenant {
-            let key = (job.queue.clone(), tenant.clone());
-            if let Some(counts) = self.counts_per_tenant.get_mut(&key) {
-                counts.remove(state, 1);
-                if *counts == StateCounts::default() {
-                    self.counts_per_tenant.remove(&key);
-                }
-            }
-        }
-        match state {
-            JobState::Queued => {
-                let tenant = job.tenant.as_deref().unwrap_or_default();
-                let keyed;
-                let group = match &job.limit_key {
-                    None => tenant,
-                    Some(key) => {
-                        keyed = fair::group_name(tenant, Some(key));
-                        keyed.as_str()
-                    }
-                };
-                if let Some(groups) = self.ready.get_mut(&job.queue)
-                    && let Some(ready) = groups.get_mut(group)
-                {
-                    ready.remove(&(Reverse(job.priority), run_at, order));
-                    if ready.is_empty() {
-                        groups.remove(group);
-                    }
-                }
-            }
-            JobState::Scheduled | JobState::Retrying => {
-                self.delayed.remove(&(run_at, order));
-            }
-            JobState::Running => {
-                self.running.remove(&job.id);
-                if let Some(tenant) = &job.tenant {
-                    decrement(
-                        &mut self.running_per_tenant,
-                        (job.queue.clone(), tenant.clone()),
-                    );
-                }
-                if let Some(key) = &job.limit_key {
-                    let group =
-                        fair::group_name(job.tenant.as_deref().unwrap_or_default(), Some(key));
-                    decrement(&mut self.running_per_key, (job.queue.clone(), group));
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// One less at `key`, which leaves `counts` at zero.
-fn decrement(counts: &mut HashMap<(String, String), u32>, key: (String, String)) {
-    if let Some(n) = counts.get_mut(&key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            counts.remove(&key);
-        }
-    }
-}
-
 impl Inner {
     /// The order job `id` was inserted in (the last tie-break of the ready order).
     fn order(&self, id: JobId) -> u64 {
@@ -321,167 +181,6 @@ impl Inner {
         if let Some(job) = self.jobs.get(&id) {
             self.idx.remove(job, order, (job.state, job.run_at));
         }
-    }
-
-    /// Up to `limit` ready jobs of `queue`, in the order a claim takes them (see [`fair`]),
-    /// within `limits`.
-    fn choose(&mut self, queue: &str, limit: usize, limits: ClaimLimits) -> Vec<JobId> {
-        let Some(ready) = self.idx.ready.get(queue) else {
-            return Vec::new();
-        };
-        let limit = match limits.running {
-            Some(_) => {
-                let running = self.idx.counts.get(queue).map_or(0, |c| c.running);
-                limit.min(super::room(limits.running, running))
-            }
-            None => limit,
-        };
-        if limit == 0 {
-            return Vec::new();
-        }
-        if let Some((name, jobs)) = ready.first_key_value()
-            && ready.len() == 1
-            && !name.contains('\u{1f}')
-        {
-            // One tenant (or none) without keys: no turns to take, its first jobs are the answer.
-            let room = match limits.running_per_tenant {
-                Some(max) if !name.is_empty() => {
-                    let key = (queue.to_owned(), name.clone());
-                    let running = self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
-                    max.saturating_sub(running) as usize
-                }
-                _ => usize::MAX,
-            };
-            return jobs.values().take(limit.min(room)).copied().collect();
-        }
-        let fetch = fair::fetch_size(ready.len(), limit);
-        let mut names: Vec<&str> = Vec::with_capacity(ready.len());
-        let mut groups = Vec::with_capacity(ready.len());
-        let mut shares: Vec<fair::Share> = Vec::new();
-        let mut tenants: Vec<(String, String)> = Vec::new();
-        let mut share_of: FastMap<&str, usize> = FastMap::default();
-        for (name, jobs) in ready {
-            let tenant = fair::tenant_of(name);
-            let share = match share_of.get(tenant) {
-                Some(&share) => share,
-                None => {
-                    let key = (queue.to_owned(), tenant.to_owned());
-                    let room = match limits.running_per_tenant {
-                        Some(max) if !tenant.is_empty() => {
-                            let running =
-                                self.idx.running_per_tenant.get(&key).copied().unwrap_or(0);
-                            max.saturating_sub(running) as usize
-                        }
-                        _ => usize::MAX,
-                    };
-                    shares.push(fair::Share {
-                        turn: self.turns.get(&key).copied().unwrap_or(0),
-                        room,
-                    });
-                    tenants.push(key);
-                    share_of.insert(tenant, shares.len() - 1);
-                    shares.len() - 1
-                }
-            };
-            let (room, turn) = if name.len() == tenant.len() {
-                (usize::MAX, shares[share].turn)
-            } else {
-                let key = (queue.to_owned(), name.clone());
-                let room = match limits.running_per_key {
-                    Some(max) => {
-                        let running = self.idx.running_per_key.get(&key).copied().unwrap_or(0);
-                        max.saturating_sub(running) as usize
-                    }
-                    None => usize::MAX,
-                };
-                (room, self.turns.get(&key).copied().unwrap_or(0))
-            };
-            let room_now = room.min(shares[share].room);
-            let count = fetch.min(room_now);
-            groups.push(fair::Group {
-                share,
-                turn,
-                room,
-                ready: ready_slice(jobs, 0, count),
-                fetched: count.min(jobs.len()),
-                more: jobs.len() > count && room_now > 0,
-            });
-            names.push(name);
-        }
-        self.next_turn = self.next_turn.max(1);
-        let refill = |i: usize, group: &mut fair::Group<JobId>| {
-            let jobs = &ready[names[i]];
-            let count = fetch.min(group.room);
-            group.ready.extend(ready_slice(jobs, group.fetched, count));
-            group.fetched = (group.fetched + count).min(jobs.len());
-            group.more = jobs.len() > group.fetched;
-            Ok::<_, std::convert::Infallible>(())
-        };
-        let Ok(chosen) = fair::pick(&mut groups, &mut shares, limit, &mut self.next_turn, refill);
-        if names.len() > 1 {
-            for (key, share) in tenants.into_iter().zip(&shares) {
-                self.turns.insert(key, share.turn);
-            }
-            for (name, group) in names.into_iter().zip(&groups) {
-                if name.len() != fair::tenant_of(name).len() {
-                    // A key's turn is kept while it has jobs waiting (keys come and go).
-                    let key = (queue.to_owned(), name.to_owned());
-                    // (A key at its limit fetched nothing: it keeps its turn.)
-                    if group.fetched > 0 && group.ready.is_empty() && !group.more {
-                        self.turns.remove(&key);
-                    } else {
-                        self.turns.insert(key, group.turn);
-                    }
-                }
-            }
-        }
-        if self.turns.len() > self.turns_kept {
-            // Keys whose jobs left otherwise (cancelled, removed) keep a turn nobody reads:
-            // dropped once there are many, and looked for again once as many more came.
-            let ready = &self.idx.ready;
-            self.turns.retain(|(queue, name), _| {
-                !name.contains('\u{1f}') || ready.get(queue).is_some_and(|g| g.contains_key(name))
-            });
-            self.turns_kept = (self.turns.len() * 2).max(TURNS_KEPT);
-        }
-        chosen
-    }
-
-    /// See [`JobStore::held_by_limits`].
-    fn held(&self, queue: &str, limits: ClaimLimits, now: Timestamp) -> u64 {
-        let Some(ready) = self.idx.ready.get(queue) else {
-            return 0;
-        };
-        let total = ready.values().map(|jobs| jobs.len() as u64).sum();
-        let running = self.idx.counts.get(queue).map_or(0, |c| c.running);
-        let bucket_empty = limits.rate.is_some_and(|rate| {
-            let tat = self.start_buckets.get(queue).copied();
-            super::rate::available(tat, super::rate::micros_of(now), &rate) == 0
-        });
-        if super::room(limits.running, running) == 0 || bucket_empty {
-            return total;
-        }
-        let at_limit = |counts: &HashMap<(String, String), u32>, name: &str, max: Option<u32>| {
-            max.is_some_and(|max| {
-                let key = (queue.to_owned(), name.to_owned());
-                counts.get(&key).copied().unwrap_or(0) >= max
-            })
-        };
-        ready
-            .iter()
-            .filter(|(name, _)| {
-                let tenant = fair::tenant_of(name);
-                let keyed = name.len() != tenant.len();
-                (!tenant.is_empty()
-                    && at_limit(
-                        &self.idx.running_per_tenant,
-                        tenant,
-                        limits.running_per_tenant,
-                    ))
-                    || (keyed && at_limit(&self.idx.running_per_key, name, limits.running_per_key))
-            })
-            .map(|(_, jobs)| jobs.len() as u64)
-            .sum()
     }
 
     /// Moves due delayed jobs to the ready index; returns how many.
@@ -1180,52 +879,5 @@ impl super::RateLimits for MemoryStore {
         now: Timestamp,
     ) -> Result<super::rate::Decision> {
         Ok(self.buckets.take(key, limit, now))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_turns_of_keys_whose_jobs_went_elsewhere_do_not_pile_up() {
-        let store = MemoryStore::new();
-        let limits = ClaimLimits {
-            running_per_key: Some(10),
-            ..ClaimLimits::default()
-        };
-        let now = crate::job::now();
-        // Each of many keys is served once with a job left behind, which is then cancelled:
-        // its key's turn is never read again.
-        for round in 0..(2 * TURNS_KEPT / 100) {
-            let mut jobs = Vec::new();
-            for k in 0..100 {
-                for _ in 0..2 {
-                    let mut job = NewJob::new("q", "k", Payload::null());
-                    job.limit_key = Some(format!("key-{round}-{k}"));
-                    jobs.push(job);
-                }
-            }
-            store.enqueue(jobs, now).await.unwrap();
-            store
-                .claim_with("q", "w", 100, Duration::from_secs(60), limits, now)
-                .await
-                .unwrap();
-            let waiting = store
-                .list(
-                    &JobFilter {
-                        states: vec![JobState::Queued],
-                        ..JobFilter::default()
-                    },
-                    None,
-                    1000,
-                )
-                .await
-                .unwrap();
-            for job in waiting.items {
-                store.cancel(job.id, now).await.unwrap();
-            }
-        }
-        assert!(store.lock().turns.len() <= TURNS_KEPT + 100);
     }
 }
