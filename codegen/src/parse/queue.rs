@@ -473,12 +473,21 @@ mod tests {
     /// The errors of a manifest whose queue `q` (pulled by a worker) has `settings`, as
     /// `code: message`; or its concurrency limit when there are none.
     fn compile_queue(settings: &str) -> Result<Option<ConcurrencyLimit>, Vec<String>> {
+        queue_of(settings, |q| q.concurrency_limit.clone())
+    }
+
+    /// What `pick` takes from queue `q` (pulled by a worker) of a manifest where it has
+    /// `settings`; or the manifest's errors, each as `code: message`.
+    fn queue_of<T>(
+        settings: &str,
+        pick: impl FnOnce(&crate::model::Queue) -> T,
+    ) -> Result<T, Vec<String>> {
         let text = format!(
             "application \"demo\" {{\n  queue \"q\" {{\n{settings}\n  }}\n  task \"worker\" {{}}\n}}\n"
         );
         let compiled = compile(&SourceFile::new("raindrop.manifest", text));
         match compiled.application {
-            Some(app) => Ok(app.queues[0].concurrency_limit.clone()),
+            Some(app) => Ok(pick(&app.queues[0])),
             None => Err(compiled
                 .diagnostics
                 .iter()
@@ -820,19 +829,9 @@ mod tests {
     /// A manifest whose queue `q` (pulled by a worker) has `debounce { settings }`: its debounce
     /// block, or its errors, each as `code: message`.
     fn debounce(settings: &str) -> Result<Option<Debounce>, Vec<String>> {
-        let text = format!(
-            "application \"demo\" {{\n  queue \"q\" {{\n    debounce {{\n{settings}\n    }}\n  }}\n  task \"worker\" {{}}\n}}\n"
-        );
-        let compiled = compile(&SourceFile::new("raindrop.manifest", text));
-        match compiled.application {
-            Some(app) => Ok(app.queues[0].debounce.clone()),
-            None => Err(compiled
-                .diagnostics
-                .iter()
-                .filter(|d| d.is_error())
-                .map(|d| format!("{}: {}", d.code, d.message))
-                .collect()),
-        }
+        queue_of(&format!("    debounce {{\n{settings}\n    }}"), |q| {
+            q.debounce.clone()
+        })
     }
 
     #[test]
