@@ -881,3 +881,62 @@ async fn a_jobs_page_says_which_limit_holds_it_back() {
     let (_, page) = browser.get(&format!("/dashboard/jobs/{free}")).await;
     assert!(!page.contains("at its limit"), "globex has room: {page}");
 }
+
+#[tokio::test]
+async fn a_tenant_is_not_told_of_the_queues_other_running_jobs() {
+    let app = support::app(
+        r#"application "t" {
+  service "api" {}
+  queue "jobs" {
+    concurrency_limit {
+      max = 1
+    }
+  }
+  task "worker" {}
+}"#,
+    );
+    let store = memory();
+    let engine = Engine::builder(app)
+        .store(store.clone())
+        .task("worker", succeed())
+        .build()
+        .unwrap();
+    let keys = ApiKeys::parse(&format!(
+        "acme:submit,read:{ACME}; globex:submit,read:{GLOBEX}; ops:admin:{ADMIN}"
+    ))
+    .unwrap();
+    let router = Service::new(engine, "api").unwrap().api_keys(keys).router();
+    enqueue(&store, Some("globex"), "{}").await;
+    let limits = raindrop::store::ClaimLimits {
+        running: Some(1),
+        ..Default::default()
+    };
+    let claimed = store
+        .claim_with(
+            "jobs",
+            "w",
+            1,
+            std::time::Duration::from_secs(60),
+            limits,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].tenant.as_deref(), Some("globex"));
+    let held = enqueue(&store, Some("acme"), "{}").await;
+    let mut acme = Browser::new(router.clone());
+    acme.login(ACME).await;
+    let (status, page) = acme.get(&format!("/dashboard/jobs/{held}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains("at its limit"),
+        "globex's running job is not acme's to hear of: {page}"
+    );
+    let mut ops = Browser::new(router);
+    ops.login(ADMIN).await;
+    let (_, page) = ops.get(&format!("/dashboard/jobs/{held}")).await;
+    assert!(
+        page.contains("waiting: the queue at its limit of 1 running"),
+        "{page}"
+    );
+}

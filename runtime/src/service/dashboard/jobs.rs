@@ -153,7 +153,9 @@ pub(super) async fn job(
     caller.require(Scope::Read)?;
     let id = parse_id(&id)?;
     let job = state.control.find_job(&caller.view(), id).await?;
-    let waiting = why_waiting(state.control.engine(), &job).await;
+    // A tenant hears of its own keys only, not of the queue's other tenants' running jobs.
+    let whole_queue = matches!(caller.view(), crate::control::View::All);
+    let waiting = why_waiting(state.control.engine(), &job, whole_queue).await;
     let may_submit = caller.has(Scope::Submit);
     Ok(page(
         &format!("Job {id}"),
@@ -208,9 +210,14 @@ pub(super) async fn job(
 /// Running jobs read at most to tell whether a queued job's key is at its limit.
 const RUNNING_LOOKED_AT: usize = 500;
 
-/// Why a queued job of a queue with limits may be waiting, in words: its key (or its queue) at
-/// its concurrency limit, read from the running jobs now, or the queue's rate limit.
-async fn why_waiting(engine: &crate::engine::Engine, job: &Job) -> Option<String> {
+/// Why a queued job of a queue with limits may be waiting, in words: its key (or, for a caller
+/// who sees the `whole_queue`, its queue) at its concurrency limit, read from the running jobs
+/// now, or the queue's rate limit.
+async fn why_waiting(
+    engine: &crate::engine::Engine,
+    job: &Job,
+    whole_queue: bool,
+) -> Option<String> {
     if job.state != JobState::Queued {
         return None;
     }
@@ -254,7 +261,7 @@ async fn why_waiting(engine: &crate::engine::Engine, job: &Job) -> Option<String
                     ));
                 }
             }
-            (None, _) if running.len() >= limit.max as usize => {
+            (None, _) if whole_queue && running.len() >= limit.max as usize => {
                 return Some(format!(
                     "waiting: the queue at its limit of {} running",
                     limit.max
